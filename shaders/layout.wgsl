@@ -1,0 +1,41 @@
+// Layout: one strided copy that serves permute/transpose, slice, concat, broadcast and the
+// scatter-into-a-region that slice's gradient needs. Bits are copied as u32, so it moves f32 and
+// u32 tensors alike.
+//   for every index (i_0 .. i_{ndim-1}) of `shape`:
+//     dst[dst_off + sum_d i_d * dst_stride_d] = src[src_off + sum_d i_d * src_stride_d]
+//
+// Bindings (group 0): 0 = Params (uniform), 1 src (read), 2 dst (read_write).
+// Workgroup: 256 x 1 x 1, one invocation per copied element; the grid folds into y past 65535
+// groups (flat index gid.x + gid.y * nwg.x * 256).
+
+struct Params {
+    n: u32,
+    ndim: u32,
+    src_off: u32,
+    dst_off: u32,
+    shape: array<vec4<u32>, 2>,
+    ss: array<vec4<u32>, 2>,
+    ds: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+
+@compute @workgroup_size(256)
+fn copy_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) { return; }
+    var rem = i;
+    var s = p.src_off;
+    var d = p.dst_off;
+    for (var k = i32(p.ndim) - 1; k >= 0; k--) {
+        let ku = u32(k);
+        let n = p.shape[ku / 4u][ku % 4u];
+        let idx = rem % n;
+        rem = rem / n;
+        s += idx * p.ss[ku / 4u][ku % 4u];
+        d += idx * p.ds[ku / 4u][ku % 4u];
+    }
+    dst[d] = src[s];
+}

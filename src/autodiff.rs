@@ -1,0 +1,267 @@
+//! Reverse-mode autodiff, micrograd-sized. A [`Tape`] records every op as a node holding the
+//! closure that maps the output's gradient to its inputs' gradients (the op's local gradient is
+//! stated once, where the op is defined in `ops::*`). [`Var::backward`] walks the nodes in reverse
+//! creation order (a topological order) and sums the contributions of tensors used several times
+//! with the WGSL accumulation kernel. Parameters own their gradients ([`Param::grad`]).
+
+use crate::error::{Error, Result};
+use crate::ops::elementwise;
+use crate::tensor::Tensor;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>>>;
+
+struct Node {
+    parents: Vec<usize>,
+    backward: Option<BackwardFn>,
+    param: Option<Param>,
+    requires_grad: bool,
+}
+
+struct TapeInner {
+    nodes: Vec<Node>,
+    grad_enabled: bool,
+}
+
+/// Records the ops of one forward pass. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Tape {
+    inner: Rc<RefCell<TapeInner>>,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Tape::new()
+    }
+}
+
+/// A tensor on a tape.
+#[derive(Clone)]
+pub struct Var {
+    tape: Tape,
+    id: usize,
+    value: Tensor,
+    requires_grad: bool,
+}
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Var#{}({:?})", self.id, self.value)
+    }
+}
+
+struct ParamInner {
+    name: String,
+    value: Tensor,
+    grad: Option<Tensor>,
+}
+
+/// A trainable tensor: its value is updated in place by optimizers, its gradient is summed over
+/// every `backward` until [`Param::zero_grad`].
+#[derive(Clone)]
+pub struct Param {
+    inner: Rc<RefCell<ParamInner>>,
+}
+
+impl Param {
+    pub fn new(name: impl Into<String>, value: Tensor) -> Param {
+        Param { inner: Rc::new(RefCell::new(ParamInner { name: name.into(), value, grad: None })) }
+    }
+    pub fn name(&self) -> String {
+        self.inner.borrow().name.clone()
+    }
+    pub fn value(&self) -> Tensor {
+        self.inner.borrow().value.clone()
+    }
+    pub fn grad(&self) -> Option<Tensor> {
+        self.inner.borrow().grad.clone()
+    }
+    pub fn shape(&self) -> Vec<usize> {
+        self.inner.borrow().value.shape().to_vec()
+    }
+    pub fn zero_grad(&self) {
+        self.inner.borrow_mut().grad = None;
+    }
+    /// Replaces the gradient (used by gradient clipping and tests).
+    pub fn set_grad(&self, g: Option<Tensor>) {
+        self.inner.borrow_mut().grad = g;
+    }
+    pub fn same(&self, other: &Param) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+    fn add_grad(&self, g: Tensor) -> Result<()> {
+        let mut p = self.inner.borrow_mut();
+        p.grad = Some(match p.grad.take() {
+            None => g,
+            Some(acc) => accumulate(acc, g)?,
+        });
+        Ok(())
+    }
+}
+
+/// `acc + g`, in place when `acc` is not shared with anything else.
+fn accumulate(acc: Tensor, g: Tensor) -> Result<Tensor> {
+    if acc.shape() != g.shape() {
+        return Err(Error::shape(
+            "accumulate",
+            format!("gradient of shape {:?} added to one of shape {:?}", g.shape(), acc.shape()),
+        ));
+    }
+    if acc.is_unique() {
+        elementwise::accumulate(&acc, &g)?;
+        Ok(acc)
+    } else {
+        elementwise::binary(&acc, &g, elementwise::Binary::Add)
+    }
+}
+
+/// Gradients of the non-parameter leaves that asked for them ([`Tape::leaf`]).
+pub struct Gradients {
+    grads: HashMap<usize, Tensor>,
+}
+
+impl Gradients {
+    pub fn get(&self, v: &Var) -> Option<&Tensor> {
+        self.grads.get(&v.id)
+    }
+}
+
+impl Tape {
+    /// A tape that records gradients.
+    pub fn new() -> Tape {
+        Tape { inner: Rc::new(RefCell::new(TapeInner { nodes: Vec::new(), grad_enabled: true })) }
+    }
+    /// A tape for evaluation: ops run, nothing is kept for a backward pass.
+    pub fn no_grad() -> Tape {
+        let t = Tape::new();
+        t.inner.borrow_mut().grad_enabled = false;
+        t
+    }
+    pub fn grad_enabled(&self) -> bool {
+        self.inner.borrow().grad_enabled
+    }
+    pub fn len(&self) -> usize {
+        self.inner.borrow().nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, value: Tensor, node: Node) -> Var {
+        let requires_grad = node.requires_grad;
+        let mut t = self.inner.borrow_mut();
+        t.nodes.push(node);
+        Var { tape: self.clone(), id: t.nodes.len() - 1, value, requires_grad }
+    }
+
+    /// An input that needs no gradient (data, labels, masks).
+    pub fn constant(&self, value: Tensor) -> Var {
+        self.push(value, Node { parents: vec![], backward: None, param: None, requires_grad: false })
+    }
+    /// An input whose gradient [`Var::backward`] returns in [`Gradients`].
+    pub fn leaf(&self, value: Tensor) -> Var {
+        let rg = self.grad_enabled();
+        self.push(value, Node { parents: vec![], backward: None, param: None, requires_grad: rg })
+    }
+    /// A parameter: its gradient is added to [`Param::grad`] by `backward`.
+    pub fn param(&self, p: &Param) -> Var {
+        let rg = self.grad_enabled();
+        self.push(p.value(), Node { parents: vec![], backward: None, param: Some(p.clone()), requires_grad: rg })
+    }
+
+    /// Records an op: `value` was computed from `inputs`; `backward` maps the gradient of
+    /// `value` to one optional gradient per input (same order). Used by every op in `ops::*`.
+    pub fn op(
+        &self,
+        value: Tensor,
+        inputs: &[&Var],
+        backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
+    ) -> Var {
+        let needs = self.grad_enabled() && inputs.iter().any(|v| v.requires_grad);
+        let node = Node {
+            parents: inputs.iter().map(|v| v.id).collect(),
+            backward: if needs { Some(Box::new(backward)) } else { None },
+            param: None,
+            requires_grad: needs,
+        };
+        self.push(value, node)
+    }
+}
+
+impl Var {
+    pub fn value(&self) -> &Tensor {
+        &self.value
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.value.shape()
+    }
+    pub fn tape(&self) -> &Tape {
+        &self.tape
+    }
+    pub fn requires_grad(&self) -> bool {
+        self.requires_grad
+    }
+    /// Same tape, no gradient flows back through the result.
+    pub fn detach(&self) -> Var {
+        self.tape.constant(self.value.clone())
+    }
+
+    /// Back-propagates from this scalar: parameter gradients are added to their [`Param`]s,
+    /// leaf gradients are returned. Records GPU work only; nothing is read back.
+    pub fn backward(&self) -> Result<Gradients> {
+        if self.value.numel() != 1 {
+            return Err(Error::shape(
+                "backward",
+                format!("needs a scalar loss, got shape {:?}", self.value.shape()),
+            ));
+        }
+        let seed = Tensor::full(self.value.device(), self.value.shape(), 1.0)?;
+        self.backward_with(seed)
+    }
+
+    /// Back-propagates a given output gradient (same shape as this value).
+    pub fn backward_with(&self, grad: Tensor) -> Result<Gradients> {
+        if grad.shape() != self.value.shape() {
+            return Err(Error::shape(
+                "backward",
+                format!("gradient shape {:?} differs from value shape {:?}", grad.shape(), self.value.shape()),
+            ));
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.id + 1];
+        grads[self.id] = Some(grad);
+        let mut out = HashMap::new();
+        for id in (0..=self.id).rev() {
+            let Some(g) = grads[id].take() else { continue };
+            let (parents, backward, param, requires_grad) = {
+                let mut t = self.tape.inner.borrow_mut();
+                let n = &mut t.nodes[id];
+                (n.parents.clone(), n.backward.take(), n.param.clone(), n.requires_grad)
+            };
+            if let Some(p) = param {
+                p.add_grad(g)?;
+                continue;
+            }
+            let Some(f) = backward else {
+                if requires_grad && parents.is_empty() {
+                    out.insert(id, g);
+                }
+                continue;
+            };
+            let pg = f(&g)?;
+            drop(g);
+            for (pid, pgrad) in parents.into_iter().zip(pg) {
+                let Some(pgrad) = pgrad else { continue };
+                if !self.tape.inner.borrow().nodes[pid].requires_grad {
+                    continue;
+                }
+                grads[pid] = Some(match grads[pid].take() {
+                    None => pgrad,
+                    Some(acc) => accumulate(acc, pgrad)?,
+                });
+            }
+        }
+        Ok(Gradients { grads: out })
+    }
+}

@@ -1,0 +1,510 @@
+//! The GPU device: adapter choice, limits, the pipeline cache, the buffer pool and the recorder
+//! that puts every dispatch of a training step into one command encoder and one submit.
+//!
+//! Life of a step:
+//! 1. ops call [`Device::dispatch`]: the dispatch is recorded into the open compute pass, its small
+//!    parameter block is appended to a host-side arena;
+//! 2. buffers of tensors dropped during the step go to `limbo` (the pending commands may still
+//!    read them);
+//! 3. [`Device::flush`] writes the parameter arena, submits the one command buffer and moves limbo
+//!    buffers back to the free lists, where the next step finds them.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Bytes reserved for one dispatch's uniform parameter block (and its alignment).
+pub(crate) const PARAM_BLOCK: u64 = 256;
+/// Bytes in one uniform chunk of the parameter arena.
+const PARAM_CHUNK: u64 = 64 * 1024;
+/// Invocations per workgroup of every 1-D kernel.
+pub(crate) const WG: u32 = 256;
+
+/// A WGSL source file under `shaders/`, compiled lazily and cached per device.
+pub struct Shader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// Declares `static NAME: Shader` from `shaders/<file>.wgsl`.
+#[macro_export]
+macro_rules! shader {
+    ($vis:vis $name:ident = $file:literal) => {
+        $vis static $name: $crate::device::Shader = $crate::device::Shader {
+            name: $file,
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file, ".wgsl")),
+        };
+    };
+}
+
+/// Counters that show whether a step really is one submit and whether the pool stopped growing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub dispatches: u64,
+    pub submits: u64,
+    pub buffers_created: u64,
+    pub bytes_created: u64,
+    pub readbacks: u64,
+}
+
+/// Which matmul/conv core suits this adapter: CPU rasterisers (lavapipe) hate barriers,
+/// real GPUs want shared-memory tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterClass {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub class: AdapterClass,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    state: Mutex<State>,
+    gpu_error: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Default)]
+struct State {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    params: Vec<u8>,
+    param_chunks: Vec<wgpu::Buffer>,
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    limbo: Vec<(u64, wgpu::Buffer)>,
+    staging: HashMap<u64, Vec<wgpu::Buffer>>,
+    stats: Stats,
+}
+
+/// Rounds a byte count up to its pool size class: powers of two split into quarters,
+/// so no buffer wastes more than 25%.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    let b = bytes.max(256);
+    let p = 63 - (b - 1).leading_zeros() as u64; // b <= 2^(p+1)
+    let base = 1u64 << p;
+    let quarter = (base / 4).max(1);
+    let steps = (b - base).div_ceil(quarter);
+    base + steps * quarter
+}
+
+impl Device {
+    /// Opens the best adapter: `ATOMGRAD_ADAPTER=<substring>` picks one by name, otherwise a
+    /// discrete GPU beats an integrated one beats a CPU rasteriser.
+    pub fn new() -> Result<Device> {
+        let wanted = std::env::var("ATOMGRAD_ADAPTER").ok().filter(|s| !s.is_empty());
+        Self::open(wanted.as_deref())
+    }
+
+    pub fn open(wanted: Option<&str>) -> Result<Device> {
+        // Only headless compute: no display handle, Vulkan/Metal/DX12 (GL lacks compute on many drivers).
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::PRIMARY;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+        let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let adapter = match wanted {
+            Some(w) => {
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&w.to_lowercase()))
+                    .ok_or_else(|| {
+                        Error::Gpu(format!(
+                            "ATOMGRAD_ADAPTER={w:?} matches no adapter; available: {names:?}"
+                        ))
+                    })?
+            }
+            None => adapters.into_iter().min_by_key(rank).ok_or_else(|| {
+                Error::Gpu(
+                    "no GPU adapter found (Vulkan, Metal or DX12). On a CPU-only Linux machine \
+                     install Mesa's software Vulkan driver: apt-get install mesa-vulkan-drivers libvulkan1"
+                        .into(),
+                )
+            })?,
+        };
+        let info = adapter.get_info();
+        // Ask for the adapter's real limits (WebGPU's defaults cap buffers at 128 MiB).
+        let limits = adapter.limits();
+        // Optional features are taken when offered, never required.
+        let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & optional;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("atomgrad"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Gpu(format!("could not open device on {}: {e}", info.name)))?;
+        // Validation errors and device loss become an Error at the next flush instead of a panic.
+        let gpu_error = Arc::new(Mutex::new(None::<String>));
+        let sink = gpu_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut s = sink.lock().unwrap();
+            if s.is_none() {
+                *s = Some(e.to_string());
+            }
+        }));
+        let sink = gpu_error.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut s = sink.lock().unwrap();
+            if s.is_none() {
+                *s = Some(format!("device lost ({reason:?}): {msg}"));
+            }
+        });
+        let class = if info.device_type == wgpu::DeviceType::Cpu { AdapterClass::Cpu } else { AdapterClass::Gpu };
+        Ok(Device {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                features,
+                class,
+                modules: Mutex::default(),
+                pipelines: Mutex::default(),
+                state: Mutex::default(),
+                gpu_error,
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+    pub fn class(&self) -> AdapterClass {
+        self.inner.class
+    }
+    pub fn wgpu(&self) -> (&wgpu::Device, &wgpu::Queue) {
+        (&self.inner.device, &self.inner.queue)
+    }
+    pub fn stats(&self) -> Stats {
+        self.state().stats
+    }
+    /// Bytes one storage binding may span on this adapter.
+    pub fn max_binding(&self) -> u64 {
+        (self.inner.limits.max_storage_buffer_binding_size as u64).min(self.inner.limits.max_buffer_size)
+    }
+
+    /// A one-line description: adapter, backend, driver.
+    pub fn describe(&self) -> String {
+        let i = &self.inner.info;
+        format!("{} ({:?}, {:?}, driver {} {})", i.name, i.backend, i.device_type, i.driver, i.driver_info)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a storage buffer of at least `bytes` from the pool (or creates one).
+    pub(crate) fn alloc(&self, op: &'static str, bytes: u64) -> Result<(wgpu::Buffer, u64)> {
+        if bytes > self.max_binding() {
+            return Err(Error::TooLarge { op, bytes, limit: self.max_binding() });
+        }
+        let class = size_class(bytes).min(self.max_binding().max(bytes));
+        let mut st = self.state();
+        if let Some(b) = st.free.get_mut(&class).and_then(|v| v.pop()) {
+            return Ok((b, class));
+        }
+        st.stats.buffers_created += 1;
+        st.stats.bytes_created += class;
+        drop(st);
+        // STORAGE for kernels, COPY_SRC for readback, COPY_DST for uploads and clears.
+        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(op),
+            size: class,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok((buf, class))
+    }
+
+    /// Returns a buffer; it becomes reusable after the pending commands are submitted.
+    pub(crate) fn release(&self, class: u64, buf: wgpu::Buffer) {
+        self.state().limbo.push((class, buf));
+    }
+
+    /// Writes host data into a buffer that no pending command uses (fresh from the pool).
+    pub(crate) fn upload(&self, buf: &wgpu::Buffer, data: &[u8]) {
+        if !data.is_empty() {
+            // Queue writes land before the next submit; the buffer is not in the open encoder.
+            self.inner.queue.write_buffer(buf, 0, data);
+        }
+    }
+
+    fn module(&self, shader: &'static Shader) -> wgpu::ShaderModule {
+        let mut m = self.inner.modules.lock().unwrap();
+        m.entry(shader.name)
+            .or_insert_with(|| {
+                // Compiled once per device; naga validates it (tests validate every file too).
+                self.inner.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                })
+            })
+            .clone()
+    }
+
+    /// The compute pipeline for `shader::entry` with override constants, created once.
+    pub(crate) fn pipeline(&self, shader: &'static Shader, entry: &str, constants: &[(&str, f64)]) -> wgpu::ComputePipeline {
+        let mut key = format!("{}::{entry}", shader.name);
+        for (k, v) in constants {
+            key.push_str(&format!(";{k}={v}"));
+        }
+        if let Some(p) = self.inner.pipelines.lock().unwrap().get(&key) {
+            return p.clone();
+        }
+        let module = self.module(shader);
+        let p = self.inner.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None, // derived from the shader: binding 0 = params, 1.. = storage
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+            cache: None,
+        });
+        self.inner.pipelines.lock().unwrap().insert(key, p.clone());
+        p
+    }
+
+    /// Records one dispatch: `params` goes to binding 0 (uniform), `bufs` to bindings 1..
+    /// as `(buffer, bytes bound)`. Nothing runs until [`Device::flush`].
+    pub(crate) fn dispatch(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+        params: &[u8],
+        bufs: &[(&wgpu::Buffer, u64)],
+        groups: [u32; 3],
+    ) {
+        assert!(params.len() as u64 <= PARAM_BLOCK, "parameter block of {entry} too large");
+        if groups.contains(&0) {
+            return;
+        }
+        let pipeline = self.pipeline(shader, entry, constants);
+        let layout = pipeline.get_bind_group_layout(0);
+        let mut st = self.state();
+        let at = st.params.len() as u64;
+        let chunk = (at / PARAM_CHUNK) as usize;
+        while st.param_chunks.len() <= chunk {
+            // A new uniform chunk; kept and reused by every later step.
+            let b = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: PARAM_CHUNK,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            st.param_chunks.push(b);
+        }
+        st.params.extend_from_slice(params);
+        st.params.resize((at + PARAM_BLOCK) as usize, 0);
+        let mut entries = Vec::with_capacity(bufs.len() + 1);
+        let pbytes = (params.len() as u64).max(16).next_multiple_of(16);
+        entries.push(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &st.param_chunks[chunk],
+                offset: at % PARAM_CHUNK,
+                size: wgpu::BufferSize::new(pbytes),
+            }),
+        });
+        for (i, (b, bytes)) in bufs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b,
+                    offset: 0,
+                    size: wgpu::BufferSize::new((*bytes).max(4)),
+                }),
+            });
+        }
+        // One bind group per dispatch: buffers change from step to step as the pool hands them out.
+        let bg = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        let pass = self.pass(&mut st);
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        st.stats.dispatches += 1;
+    }
+
+    fn pass<'a>(&self, st: &'a mut State) -> &'a mut wgpu::ComputePass<'static> {
+        if st.pass.is_none() {
+            let enc = st.encoder.get_or_insert_with(|| {
+                self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+            });
+            // One long compute pass; wgpu inserts the barriers between dependent dispatches.
+            let pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            st.pass = Some(pass.forget_lifetime());
+        }
+        st.pass.as_mut().unwrap()
+    }
+
+    fn encoder<'a>(&self, st: &'a mut State) -> &'a mut wgpu::CommandEncoder {
+        st.pass = None; // copies and clears happen outside the compute pass
+        st.encoder.get_or_insert_with(|| {
+            self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+        })
+    }
+
+    /// Records zero-filling the first `bytes` of a buffer.
+    pub(crate) fn clear(&self, buf: &wgpu::Buffer, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut st = self.state();
+        self.encoder(&mut st).clear_buffer(buf, 0, Some(bytes.next_multiple_of(4)));
+    }
+
+    /// Records a buffer-to-buffer copy.
+    pub(crate) fn copy(&self, src: &wgpu::Buffer, src_off: u64, dst: &wgpu::Buffer, dst_off: u64, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut st = self.state();
+        self.encoder(&mut st).copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
+    }
+
+    /// Submits everything recorded so far as one command buffer.
+    pub fn flush(&self) -> Result<()> {
+        let mut st = self.state();
+        st.pass = None;
+        if let Some(enc) = st.encoder.take() {
+            // The parameter arena goes up in one write per chunk, ahead of the commands that read it.
+            let params = std::mem::take(&mut st.params);
+            for (i, c) in params.chunks(PARAM_CHUNK as usize).enumerate() {
+                self.inner.queue.write_buffer(&st.param_chunks[i], 0, c);
+            }
+            self.inner.queue.submit([enc.finish()]);
+            st.params = params;
+            st.params.clear();
+            st.stats.submits += 1;
+        }
+        let limbo = std::mem::take(&mut st.limbo);
+        for (class, b) in limbo {
+            st.free.entry(class).or_default().push(b);
+        }
+        drop(st);
+        self.check()
+    }
+
+    /// Reports a GPU validation error or device loss seen since the last check.
+    pub fn check(&self) -> Result<()> {
+        match self.inner.gpu_error.lock().unwrap().take() {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies `bytes` from a buffer back to the host: records the copy, submits, waits.
+    pub(crate) fn read(&self, src: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let class = size_class(bytes);
+        let staging = self.state().staging.get_mut(&class).and_then(|v| v.pop());
+        let staging = staging.unwrap_or_else(|| {
+            self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: class,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        self.copy(src, 0, &staging, 0, bytes);
+        self.flush()?;
+        self.state().stats.readbacks += 1;
+        let slice = staging.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        // Block until the submit above has finished and the map callback has run.
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?;
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer failed: {e:?}")))?
+            .to_vec();
+        staging.unmap();
+        self.state().staging.entry(class).or_default().push(staging);
+        self.check()?;
+        Ok(out)
+    }
+
+    /// Waits until the GPU has finished everything submitted.
+    pub fn sync(&self) -> Result<()> {
+        self.flush()?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        self.check()
+    }
+}
+
+/// Workgroup counts for `n` invocations of a 1-D kernel with `wg` lanes, folded into y when x
+/// would pass the 65535 limit. Kernels rebuild the index as `gid.x + gid.y * nwg.x * wg`.
+pub(crate) fn groups_1d(n: usize, wg: u32) -> [u32; 3] {
+    let g = (n as u64).div_ceil(wg as u64);
+    if g <= 65535 {
+        [g as u32, 1, 1]
+    } else {
+        let y = g.div_ceil(65535);
+        [g.div_ceil(y) as u32, y as u32, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn size_classes_round_up_within_a_quarter() {
+        assert_eq!(size_class(1), 256);
+        assert_eq!(size_class(256), 256);
+        assert_eq!(size_class(257), 320);
+        assert_eq!(size_class(1000), 1024);
+        assert_eq!(size_class(1025), 1280);
+        for b in [300u64, 4097, 1 << 20, (1 << 20) + 1, 123_456_789] {
+            let c = size_class(b);
+            assert!(c >= b && (c as f64) <= b as f64 * 1.25 + 64.0, "{b} -> {c}");
+        }
+    }
+    #[test]
+    fn groups_fold_past_the_dimension_limit() {
+        assert_eq!(groups_1d(10, 256), [1, 1, 1]);
+        let g = groups_1d(256 * 70000, 256);
+        assert!(g[0] <= 65535 && g[0] as u64 * g[1] as u64 >= 70000);
+    }
+}

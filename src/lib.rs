@@ -1,0 +1,18 @@
+//! atomgrad: a small tensor runtime on wgpu whose every kernel is hand-written WGSL
+//! (`shaders/`), its own reverse-mode autodiff tape, and training loops for atom modeling.
+//!
+//! Layout: `device` (adapter, pool, recorder), `tensor` (GPU buffers with shapes), `ops::<family>`
+//! (one per shader file: GPU launchers, autodiff rules, and the f64 CPU reference in `cpu`),
+//! `autodiff` (the tape), `nn`, `optim`, `data`, `train`.
+
+pub mod autodiff;
+pub mod device;
+pub mod error;
+pub mod ops;
+pub mod rng;
+pub mod tensor;
+
+pub use autodiff::{Gradients, Param, Tape, Var};
+pub use device::Device;
+pub use error::{Error, Result};
+pub use tensor::{DType, Tensor};

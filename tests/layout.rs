@@ -1,0 +1,72 @@
+//! Layout ops (permute, slice, concat, broadcast, reshape) and their gradients.
+mod common;
+use atomgrad::ops::layout::{self, cpu};
+use atomgrad::rng::Rng;
+use atomgrad::Var;
+use common::*;
+
+#[test]
+fn permute_and_transpose_match_reference() {
+    let dev = device();
+    let x = Rng::new(9).vec(2 * 3 * 5 * 7, -1.0, 1.0);
+    let t = upload(&dev, &x, &[2, 3, 5, 7]);
+    for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [1, 3, 0, 2]] {
+        let y = layout::permute(&t, &perm).unwrap();
+        let (r, shape) = cpu::permute(&x, &[2, 3, 5, 7], &perm);
+        assert_eq!(y.shape(), shape.as_slice());
+        assert_close(&format!("permute {perm:?}"), &y.to_vec().unwrap(), &r, 0.0, 0.0);
+    }
+    assert!(layout::permute(&t, &[0, 0, 1, 2]).is_err());
+}
+
+#[test]
+fn slice_concat_broadcast_match_reference() {
+    let dev = device();
+    let x = Rng::new(10).vec(4 * 6 * 3, -1.0, 1.0);
+    let t = upload(&dev, &x, &[4, 6, 3]);
+    let s = layout::slice(&t, 1, 2, 5).unwrap();
+    assert_eq!(s.shape(), &[4, 3, 3]);
+    assert_close("slice", &s.to_vec().unwrap(), &cpu::slice(&x, &[4, 6, 3], 1, 2, 5), 0.0, 0.0);
+    let a = layout::slice(&t, 1, 0, 2).unwrap();
+    let b = layout::slice(&t, 1, 2, 6).unwrap();
+    let c = layout::concat(&[&a, &b], 1).unwrap();
+    assert_close("concat", &c.to_vec().unwrap(), &x, 0.0, 0.0);
+    let row = upload(&dev, &[1.0, 2.0, 3.0], &[3]);
+    let br = layout::broadcast_to(&row, &[2, 3]).unwrap().to_vec().unwrap();
+    assert_eq!(br, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    assert!(layout::slice(&t, 1, 5, 7).is_err());
+    assert!(layout::concat(&[&a, &row], 1).is_err());
+}
+
+#[test]
+fn layout_gradients_match_finite_differences() {
+    let mut rng = Rng::new(11);
+    let x = rng.vec(24, -1.0, 1.0);
+    grad_check("permute", &[(x.clone(), vec![2, 3, 4])], &[true], |v| v[0].permute(&[2, 0, 1]), |i| cpu::permute(&i[0], &[2, 3, 4], &[2, 0, 1]).0, 1e-3);
+    grad_check("slice", &[(x.clone(), vec![2, 3, 4])], &[true], |v| v[0].slice(2, 1, 3), |i| cpu::slice(&i[0], &[2, 3, 4], 2, 1, 3), 1e-3);
+    grad_check("reshape+transpose", &[(x.clone(), vec![2, 3, 4])], &[true], |v| v[0].reshape(&[6, 4])?.transpose(0, 1), |i| cpu::permute(&i[0], &[6, 4], &[1, 0]).0, 1e-3);
+    let y = rng.vec(8, -1.0, 1.0);
+    grad_check(
+        "concat",
+        &[(x.clone(), vec![2, 3, 4]), (y, vec![2, 1, 4])],
+        &[true, true],
+        |v| Var::concat(&[&v[0], &v[1]], 1),
+        |i| {
+            let mut out = Vec::new();
+            for o in 0..2 {
+                out.extend_from_slice(&i[0][o * 12..(o + 1) * 12]);
+                out.extend_from_slice(&i[1][o * 4..(o + 1) * 4]);
+            }
+            out
+        },
+        1e-3,
+    );
+    grad_check(
+        "broadcast_to",
+        &[(rng.vec(3, -1.0, 1.0), vec![3, 1])],
+        &[true],
+        |v| v[0].broadcast_to(&[2, 3, 4]),
+        |i| (0..24).map(|k| i[0][(k / 4) % 3]).collect(),
+        1e-3,
+    );
+}
