@@ -212,10 +212,7 @@ impl Var {
     /// leaf gradients are returned. Records GPU work only; nothing is read back.
     pub fn backward(&self) -> Result<Gradients> {
         if self.value.numel() != 1 {
-            return Err(Error::shape(
-                "backward",
-                format!("needs a scalar loss, got shape {:?}", self.value.shape()),
-            ));
+            return Err(Error::shape("backward", format!("needs a scalar loss, got shape {:?}", self.value.shape())));
         }
         let seed = Tensor::full(self.value.device(), self.value.shape(), 1.0)?;
         self.backward_with(seed)

@@ -120,14 +120,9 @@ impl Device {
         let adapter = match wanted {
             Some(w) => {
                 let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&w.to_lowercase()))
-                    .ok_or_else(|| {
-                        Error::Gpu(format!(
-                            "ATOMGRAD_ADAPTER={w:?} matches no adapter; available: {names:?}"
-                        ))
-                    })?
+                adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&w.to_lowercase())).ok_or_else(
+                    || Error::Gpu(format!("ATOMGRAD_ADAPTER={w:?} matches no adapter; available: {names:?}")),
+                )?
             }
             None => adapters.into_iter().min_by_key(rank).ok_or_else(|| {
                 Error::Gpu(
@@ -268,7 +263,12 @@ impl Device {
     }
 
     /// The compute pipeline for `shader::entry` with override constants, created once.
-    pub(crate) fn pipeline(&self, shader: &'static Shader, entry: &str, constants: &[(&str, f64)]) -> wgpu::ComputePipeline {
+    pub(crate) fn pipeline(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
         let mut key = format!("{}::{entry}", shader.name);
         for (k, v) in constants {
             key.push_str(&format!(";{k}={v}"));
@@ -282,7 +282,10 @@ impl Device {
             layout: None, // derived from the shader: binding 0 = params, 1.. = storage
             module: &module,
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
             cache: None,
         });
         self.inner.pipelines.lock().unwrap().insert(key, p.clone());

@@ -40,10 +40,9 @@ impl fmt::Display for Error {
         match self {
             Error::Shape { op, msg } => write!(f, "{op}: {msg}"),
             Error::Gpu(m) => write!(f, "GPU error: {m}"),
-            Error::TooLarge { op, bytes, limit } => write!(
-                f,
-                "{op}: tensor of {bytes} bytes exceeds this adapter's storage binding limit of {limit} bytes"
-            ),
+            Error::TooLarge { op, bytes, limit } => {
+                write!(f, "{op}: tensor of {bytes} bytes exceeds this adapter's storage binding limit of {limit} bytes")
+            }
             Error::Data { path, msg } => write!(f, "{path}: {msg}"),
             Error::Config(m) => write!(f, "{m}"),
             Error::NonFinite { step, what } => write!(f, "non-finite value at step {step}: {what}"),

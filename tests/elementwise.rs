@@ -73,8 +73,14 @@ fn unary_gradients_match_finite_differences() {
 fn binary_broadcast_forward_matches_reference() {
     let dev = device();
     let mut rng = Rng::new(3);
-    let cases: [(&[usize], &[usize]); 6] =
-        [(&[5, 3], &[5, 3]), (&[5, 3], &[3]), (&[4, 1, 3], &[1, 5, 1]), (&[1], &[7]), (&[2, 3, 4], &[3, 1]), (&[300, 7], &[300, 1])];
+    let cases: [(&[usize], &[usize]); 6] = [
+        (&[5, 3], &[5, 3]),
+        (&[5, 3], &[3]),
+        (&[4, 1, 3], &[1, 5, 1]),
+        (&[1], &[7]),
+        (&[2, 3, 4], &[3, 1]),
+        (&[300, 7], &[300, 1]),
+    ];
     for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow, Binary::BceLogits] {
         for (sa, sb) in cases {
             let na: usize = sa.iter().product();

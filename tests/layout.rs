@@ -42,9 +42,30 @@ fn slice_concat_broadcast_match_reference() {
 fn layout_gradients_match_finite_differences() {
     let mut rng = Rng::new(11);
     let x = rng.vec(24, -1.0, 1.0);
-    grad_check("permute", &[(x.clone(), vec![2, 3, 4])], &[true], |v| v[0].permute(&[2, 0, 1]), |i| cpu::permute(&i[0], &[2, 3, 4], &[2, 0, 1]).0, 1e-3);
-    grad_check("slice", &[(x.clone(), vec![2, 3, 4])], &[true], |v| v[0].slice(2, 1, 3), |i| cpu::slice(&i[0], &[2, 3, 4], 2, 1, 3), 1e-3);
-    grad_check("reshape+transpose", &[(x.clone(), vec![2, 3, 4])], &[true], |v| v[0].reshape(&[6, 4])?.transpose(0, 1), |i| cpu::permute(&i[0], &[6, 4], &[1, 0]).0, 1e-3);
+    grad_check(
+        "permute",
+        &[(x.clone(), vec![2, 3, 4])],
+        &[true],
+        |v| v[0].permute(&[2, 0, 1]),
+        |i| cpu::permute(&i[0], &[2, 3, 4], &[2, 0, 1]).0,
+        1e-3,
+    );
+    grad_check(
+        "slice",
+        &[(x.clone(), vec![2, 3, 4])],
+        &[true],
+        |v| v[0].slice(2, 1, 3),
+        |i| cpu::slice(&i[0], &[2, 3, 4], 2, 1, 3),
+        1e-3,
+    );
+    grad_check(
+        "reshape+transpose",
+        &[(x.clone(), vec![2, 3, 4])],
+        &[true],
+        |v| v[0].reshape(&[6, 4])?.transpose(0, 1),
+        |i| cpu::permute(&i[0], &[6, 4], &[1, 0]).0,
+        1e-3,
+    );
     let y = rng.vec(8, -1.0, 1.0);
     grad_check(
         "concat",

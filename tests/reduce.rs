@@ -10,7 +10,8 @@ fn reductions_match_reference_on_both_paths() {
     let mut rng = Rng::new(5);
     // [outer, len, inner]: many outputs (rows path), few outputs over long axes (tree path,
     // one chunk and several chunks), size-1 dims.
-    let shapes: [&[usize]; 7] = [&[3, 5, 7], &[1, 1, 1], &[600, 3], &[2, 1000, 1], &[1, 40000, 2], &[1, 100_001], &[33, 1, 9]];
+    let shapes: [&[usize]; 7] =
+        [&[3, 5, 7], &[1, 1, 1], &[600, 3], &[2, 1000, 1], &[1, 40000, 2], &[1, 100_001], &[33, 1, 9]];
     for shape in shapes {
         let n: usize = shape.iter().product();
         let x = rng.vec(n, -1.0, 1.0);

@@ -114,7 +114,14 @@ pub fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
     let y = Tensor::empty(dev, "unary", x.shape(), DType::F32)?;
     let (alpha, beta) = op.alpha_beta();
     let p = Params { n: x.numel() as u32, ndim: 0, alpha, beta, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
-    dev.dispatch(&SHADER, "unary", &[("OP", op.code() as f64)], bytemuck::bytes_of(&p), &[x.bind(), y.bind()], groups_1d(x.numel(), WG));
+    dev.dispatch(
+        &SHADER,
+        "unary",
+        &[("OP", op.code() as f64)],
+        bytemuck::bytes_of(&p),
+        &[x.bind(), y.bind()],
+        groups_1d(x.numel(), WG),
+    );
     Ok(y)
 }
 
@@ -165,7 +172,14 @@ pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
     let (out, p) = binary_params(op.name(), a, b)?;
     let dev = a.device();
     let y = Tensor::empty(dev, op.name(), &out, DType::F32)?;
-    dev.dispatch(&SHADER, "binary", &[("OP", op.code() as f64)], bytemuck::bytes_of(&p), &[a.bind(), b.bind(), y.bind()], groups_1d(y.numel(), WG));
+    dev.dispatch(
+        &SHADER,
+        "binary",
+        &[("OP", op.code() as f64)],
+        bytemuck::bytes_of(&p),
+        &[a.bind(), b.bind(), y.bind()],
+        groups_1d(y.numel(), WG),
+    );
     Ok(y)
 }
 
@@ -194,7 +208,14 @@ pub fn accumulate(y: &Tensor, x: &Tensor) -> Result<()> {
         return Err(Error::shape("accumulate", format!("{:?} += {:?}", y.shape(), x.shape())));
     }
     let p = Params { n: x.numel() as u32, ndim: 0, alpha: 0.0, beta: 0.0, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
-    x.device().dispatch(&SHADER, "accumulate", &[], bytemuck::bytes_of(&p), &[x.bind(), y.bind()], groups_1d(x.numel(), WG));
+    x.device().dispatch(
+        &SHADER,
+        "accumulate",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x.bind(), y.bind()],
+        groups_1d(x.numel(), WG),
+    );
     Ok(())
 }
 

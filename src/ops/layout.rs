@@ -24,17 +24,41 @@ struct Params {
 
 /// Records `dst[dst_off + i.ds] = src[src_off + i.ss]` for every index i of `shape`.
 #[allow(clippy::too_many_arguments)]
-fn copy_strided(op: &'static str, src: &Tensor, src_off: usize, ss: &[usize], shape: &[usize], dst: &Tensor, dst_off: usize, ds: &[usize]) -> Result<()> {
+fn copy_strided(
+    op: &'static str,
+    src: &Tensor,
+    src_off: usize,
+    ss: &[usize],
+    shape: &[usize],
+    dst: &Tensor,
+    dst_off: usize,
+    ds: &[usize],
+) -> Result<()> {
     if shape.len() > MAX_DIMS {
         return Err(Error::shape(op, format!("at most {MAX_DIMS} dimensions, got {shape:?}")));
     }
-    let mut p = Params { n: numel(shape) as u32, ndim: shape.len() as u32, src_off: src_off as u32, dst_off: dst_off as u32, shape: [0; 8], ss: [0; 8], ds: [0; 8] };
+    let mut p = Params {
+        n: numel(shape) as u32,
+        ndim: shape.len() as u32,
+        src_off: src_off as u32,
+        dst_off: dst_off as u32,
+        shape: [0; 8],
+        ss: [0; 8],
+        ds: [0; 8],
+    };
     for d in 0..shape.len() {
         p.shape[d] = shape[d] as u32;
         p.ss[d] = ss[d] as u32;
         p.ds[d] = ds[d] as u32;
     }
-    src.device().dispatch(&SHADER, "copy_strided", &[], bytemuck::bytes_of(&p), &[src.bind(), dst.bind()], groups_1d(numel(shape), WG));
+    src.device().dispatch(
+        &SHADER,
+        "copy_strided",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[src.bind(), dst.bind()],
+        groups_1d(numel(shape), WG),
+    );
     Ok(())
 }
 
@@ -93,9 +117,14 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     }
     shape[axis] = 0;
     for x in xs {
-        let ok = x.dims() == first.dims() && (0..x.dims()).all(|d| d == axis || x.shape()[d] == first.shape()[d]) && x.dtype() == first.dtype();
+        let ok = x.dims() == first.dims()
+            && (0..x.dims()).all(|d| d == axis || x.shape()[d] == first.shape()[d])
+            && x.dtype() == first.dtype();
         if !ok {
-            return Err(Error::shape("concat", format!("{:?} and {:?} differ outside axis {axis}", first.shape(), x.shape())));
+            return Err(Error::shape(
+                "concat",
+                format!("{:?} and {:?} differ outside axis {axis}", first.shape(), x.shape()),
+            ));
         }
         shape[axis] += x.shape()[axis];
     }

@@ -75,12 +75,29 @@ pub fn reduce(x: &Tensor, axis: usize, op: Reduce, keepdim: bool) -> Result<Tens
     let y = Tensor::empty(dev, "reduce", &out_shape(x.shape(), axis, keepdim), DType::F32)?;
     let constants = [("OP", code(op))];
     if outputs >= ROWS_MIN_OUTPUTS || len <= 256 {
-        let p = Params { outer: outer as u32, len: len as u32, inner: inner as u32, chunk: 0, scale, n: outputs as u32, chunks: 1, _pad: 0 };
-        dev.dispatch(&SHADER, "reduce_rows", &constants, bytemuck::bytes_of(&p), &[x.bind(), y.bind()], groups_1d(outputs, WG));
+        let p = Params {
+            outer: outer as u32,
+            len: len as u32,
+            inner: inner as u32,
+            chunk: 0,
+            scale,
+            n: outputs as u32,
+            chunks: 1,
+            _pad: 0,
+        };
+        dev.dispatch(
+            &SHADER,
+            "reduce_rows",
+            &constants,
+            bytemuck::bytes_of(&p),
+            &[x.bind(), y.bind()],
+            groups_1d(outputs, WG),
+        );
         return Ok(y);
     }
     let chunks = len.div_ceil(TREE_CHUNK);
-    let target = if chunks == 1 { y.clone() } else { Tensor::empty(dev, "reduce", &[outer, chunks, inner], DType::F32)? };
+    let target =
+        if chunks == 1 { y.clone() } else { Tensor::empty(dev, "reduce", &[outer, chunks, inner], DType::F32)? };
     let p = Params {
         outer: outer as u32,
         len: len as u32,
@@ -91,14 +108,37 @@ pub fn reduce(x: &Tensor, axis: usize, op: Reduce, keepdim: bool) -> Result<Tens
         chunks: chunks as u32,
         _pad: 0,
     };
-    dev.dispatch(&SHADER, "reduce_tree", &constants, bytemuck::bytes_of(&p), &[x.bind(), target.bind()], groups_1d(outputs * chunks, 1));
+    dev.dispatch(
+        &SHADER,
+        "reduce_tree",
+        &constants,
+        bytemuck::bytes_of(&p),
+        &[x.bind(), target.bind()],
+        groups_1d(outputs * chunks, 1),
+    );
     if chunks == 1 {
         return Ok(y);
     }
     // Second pass over the partials: squares were already squared, so combine them as a sum.
     let second = if op == Reduce::SumSq { Reduce::Sum } else { op };
-    let p = Params { outer: outer as u32, len: chunks as u32, inner: inner as u32, chunk: 0, scale, n: outputs as u32, chunks: 1, _pad: 0 };
-    dev.dispatch(&SHADER, "reduce_rows", &[("OP", code(second))], bytemuck::bytes_of(&p), &[target.bind(), y.bind()], groups_1d(outputs, WG));
+    let p = Params {
+        outer: outer as u32,
+        len: chunks as u32,
+        inner: inner as u32,
+        chunk: 0,
+        scale,
+        n: outputs as u32,
+        chunks: 1,
+        _pad: 0,
+    };
+    dev.dispatch(
+        &SHADER,
+        "reduce_rows",
+        &[("OP", code(second))],
+        bytemuck::bytes_of(&p),
+        &[target.bind(), y.bind()],
+        groups_1d(outputs, WG),
+    );
     Ok(y)
 }
 
@@ -111,8 +151,24 @@ pub fn argmax(x: &Tensor, axis: usize, keepdim: bool) -> Result<Tensor> {
     }
     let dev = x.device();
     let y = Tensor::empty(dev, "argmax", &out_shape(x.shape(), axis, keepdim), DType::U32)?;
-    let p = Params { outer: outer as u32, len: len as u32, inner: inner as u32, chunk: 0, scale: 1.0, n: (outer * inner) as u32, chunks: 1, _pad: 0 };
-    dev.dispatch(&SHADER, "argmax_rows", &[], bytemuck::bytes_of(&p), &[x.bind(), y.bind()], groups_1d(outer * inner, WG));
+    let p = Params {
+        outer: outer as u32,
+        len: len as u32,
+        inner: inner as u32,
+        chunk: 0,
+        scale: 1.0,
+        n: (outer * inner) as u32,
+        chunks: 1,
+        _pad: 0,
+    };
+    dev.dispatch(
+        &SHADER,
+        "argmax_rows",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x.bind(), y.bind()],
+        groups_1d(outer * inner, WG),
+    );
     Ok(y)
 }
 
@@ -122,8 +178,24 @@ pub fn max_backward(gy: &Tensor, idx: &Tensor, shape: &[usize], axis: usize) -> 
     let dev = gy.device();
     let gx = Tensor::empty(dev, "max_backward", shape, DType::F32)?;
     let n = outer * len * inner;
-    let p = Params { outer: outer as u32, len: len as u32, inner: inner as u32, chunk: 0, scale: 1.0, n: n as u32, chunks: 1, _pad: 0 };
-    dev.dispatch(&SHADER, "max_backward", &[], bytemuck::bytes_of(&p), &[gy.bind(), idx.bind(), gx.bind()], groups_1d(n, WG));
+    let p = Params {
+        outer: outer as u32,
+        len: len as u32,
+        inner: inner as u32,
+        chunk: 0,
+        scale: 1.0,
+        n: n as u32,
+        chunks: 1,
+        _pad: 0,
+    };
+    dev.dispatch(
+        &SHADER,
+        "max_backward",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[gy.bind(), idx.bind(), gx.bind()],
+        groups_1d(n, WG),
+    );
     Ok(gx)
 }
 
@@ -176,7 +248,14 @@ impl Var {
             let mut kept = shape.clone();
             kept[axis] = 1;
             let g = broadcast_to(&gy.reshape(&kept)?, &shape)?;
-            let g = if op == Reduce::Mean { crate::ops::elementwise::unary(&g, crate::ops::elementwise::Unary::Affine(1.0 / shape[axis] as f32, 0.0))? } else { g };
+            let g = if op == Reduce::Mean {
+                crate::ops::elementwise::unary(
+                    &g,
+                    crate::ops::elementwise::Unary::Affine(1.0 / shape[axis] as f32, 0.0),
+                )?
+            } else {
+                g
+            };
             Ok(vec![Some(g)])
         }))
     }
