@@ -3,4 +3,5 @@
 
 pub mod elementwise;
 pub mod layout;
+pub mod matmul;
 pub mod reduce;

@@ -1,0 +1,118 @@
+// Batched matrix product C[b] = A[b] x B[b] with arbitrary strides, so either operand may be
+// transposed (or broadcast over the batch with stride 0) without a copy.
+//   C: [batch, M, N] contiguous; A[b, m, k] = a[b*sa_b + m*sa_m + k*sa_k]; B likewise.
+//
+// Bindings (group 0): 0 = Params (uniform), 1 a (read), 2 b (read), 3 c (read_write).
+// Workgroup layouts, one entry point per adapter class:
+//   mm_blocked (CPU rasterisers such as lavapipe): 8 x 8 invocations, each computes a 4 x 4 block of C
+//     in registers, no shared memory and no barriers (barriers are very slow there); a workgroup
+//     covers a 32 x 32 tile; grid = (ceil(N/32), ceil(M/32), batch).
+//   mm_tiled (real GPUs): 16 x 16 invocations, 64 x 64 tile of C per workgroup, each invocation a
+//     4 x 4 register block; A and B tiles of depth 16 are staged in workgroup memory;
+//     grid = (ceil(N/64), ceil(M/64), batch).
+// Out-of-range rows/columns are clamped on load and skipped on store, so any M, N, K works.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    sa_b: u32,
+    sa_m: u32,
+    sa_k: u32,
+    sb_b: u32,
+    sb_k: u32,
+    sb_n: u32,
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+@compute @workgroup_size(8, 8)
+fn mm_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * 32u + lid.y * 4u;
+    let col0 = wid.x * 32u + lid.x * 4u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let bi = wid.z;
+    // Clamped indices: edge blocks re-read valid data instead of branching in the inner loop.
+    var ra: array<u32, 4>;
+    var cb: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        ra[i] = bi * p.sa_b + min(row0 + i, p.m - 1u) * p.sa_m;
+        cb[i] = bi * p.sb_b + min(col0 + i, p.n - 1u) * p.sb_n;
+    }
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let ka = kk * p.sa_k;
+        let kb = kk * p.sb_k;
+        let bv = vec4<f32>(b[cb[0] + kb], b[cb[1] + kb], b[cb[2] + kb], b[cb[3] + kb]);
+        acc[0] += a[ra[0] + ka] * bv;
+        acc[1] += a[ra[1] + ka] * bv;
+        acc[2] += a[ra[2] + ka] * bv;
+        acc[3] += a[ra[3] + ka] * bv;
+    }
+    let base = bi * p.m * p.n;
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + i;
+        if (r < p.m) {
+            for (var j = 0u; j < 4u; j++) {
+                if (col0 + j < p.n) { c[base + r * p.n + col0 + j] = acc[i][j]; }
+            }
+        }
+    }
+}
+
+const TM: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> sa: array<f32, 1024>; // [TK][TM]: A tile, k-major so a row of 4 m's is contiguous
+var<workgroup> sb: array<f32, 1024>; // [TK][TM]: B tile
+
+@compute @workgroup_size(16, 16)
+fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let bi = wid.z;
+    let row0 = wid.y * TM;
+    let col0 = wid.x * TM;
+    let t = lid.y * 16u + lid.x;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        // 256 invocations load 1024 elements of each tile: 4 each; out-of-range reads give 0.
+        for (var e = 0u; e < 4u; e++) {
+            let idx = t + e * 256u;
+            let kk = idx / TM;
+            let mm = idx % TM;
+            let gk = k0 + kk;
+            var va = 0.0;
+            var vb = 0.0;
+            if (gk < p.k) {
+                if (row0 + mm < p.m) { va = a[bi * p.sa_b + (row0 + mm) * p.sa_m + gk * p.sa_k]; }
+                if (col0 + mm < p.n) { vb = b[bi * p.sb_b + gk * p.sb_k + (col0 + mm) * p.sb_n]; }
+            }
+            sa[kk * TM + mm] = va;
+            sb[kk * TM + mm] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let av = vec4<f32>(sa[kk * TM + lid.y * 4u], sa[kk * TM + lid.y * 4u + 1u], sa[kk * TM + lid.y * 4u + 2u], sa[kk * TM + lid.y * 4u + 3u]);
+            let bv = vec4<f32>(sb[kk * TM + lid.x * 4u], sb[kk * TM + lid.x * 4u + 1u], sb[kk * TM + lid.x * 4u + 2u], sb[kk * TM + lid.x * 4u + 3u]);
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
+        }
+        workgroupBarrier();
+    }
+    let base = bi * p.m * p.n;
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + lid.y * 4u + i;
+        if (r < p.m) {
+            for (var j = 0u; j < 4u; j++) {
+                let cc = col0 + lid.x * 4u + j;
+                if (cc < p.n) { c[base + r * p.n + cc] = acc[i][j]; }
+            }
+        }
+    }
+}

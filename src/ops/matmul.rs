@@ -1,0 +1,198 @@
+//! Batched matmul (`shaders/matmul.wgsl`): `[.., M, K] x [.., K, N] -> [.., M, N]`, either operand
+//! transposed by strides (no copy), a missing or size-1 batch broadcast. Two cores: a barrier-free
+//! register-blocked one for CPU adapters and a shared-memory tiled one for GPUs.
+
+use crate::autodiff::Var;
+use crate::device::AdapterClass;
+use crate::error::{Error, Result};
+use crate::ops::reduce::sum_to;
+use crate::tensor::{DType, Tensor};
+
+crate::shader!(SHADER = "matmul");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    sa_b: u32,
+    sa_m: u32,
+    sa_k: u32,
+    sb_b: u32,
+    sb_k: u32,
+    sb_n: u32,
+    _p: [u32; 2],
+}
+
+/// Which kernel computes the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Register-blocked, no shared memory, no barriers (CPU rasterisers).
+    Blocked,
+    /// Shared-memory tiles (GPUs).
+    Tiled,
+}
+
+impl Variant {
+    pub fn for_class(c: AdapterClass) -> Variant {
+        match c {
+            AdapterClass::Cpu => Variant::Blocked,
+            AdapterClass::Gpu => Variant::Tiled,
+        }
+    }
+}
+
+/// Splits a shape into (batch, rows, cols) of the matrix as stored.
+fn as_batched(op: &'static str, s: &[usize]) -> Result<(usize, usize, usize)> {
+    match s.len() {
+        0 | 1 => Err(Error::shape(op, format!("needs matrices of at least 2 dims, got {s:?}"))),
+        _ => Ok((s[..s.len() - 2].iter().product(), s[s.len() - 2], s[s.len() - 1])),
+    }
+}
+
+/// `op(A) x op(B)` where op transposes the last two dims when asked, on the adapter's default core.
+pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    matmul_with(Variant::for_class(a.device().class()), a, b, trans_a, trans_b)
+}
+
+/// As [`matmul`] with an explicit kernel (tests check both on every adapter).
+pub fn matmul_with(v: Variant, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    a.expect("matmul", DType::F32)?;
+    b.expect("matmul", DType::F32)?;
+    let (ba, ra, ca) = as_batched("matmul", a.shape())?;
+    let (bb, rb, cb) = as_batched("matmul", b.shape())?;
+    let (m, ka) = if trans_a { (ca, ra) } else { (ra, ca) };
+    let (kb, n) = if trans_b { (cb, rb) } else { (rb, cb) };
+    let lead_a = &a.shape()[..a.dims() - 2];
+    let lead_b = &b.shape()[..b.dims() - 2];
+    let lead = if ba >= bb { lead_a } else { lead_b };
+    if ka != kb
+        || (ba != bb && ba != 1 && bb != 1)
+        || (ba == bb && lead_a != lead_b && !lead_a.is_empty() && !lead_b.is_empty())
+    {
+        return Err(Error::shape(
+            "matmul",
+            format!(
+                "cannot multiply {:?}{} by {:?}{}",
+                a.shape(),
+                if trans_a { "ᵀ" } else { "" },
+                b.shape(),
+                if trans_b { "ᵀ" } else { "" }
+            ),
+        ));
+    }
+    let batch = ba.max(bb);
+    if batch > 65535 {
+        return Err(Error::shape("matmul", format!("batch of {batch} exceeds 65535")));
+    }
+    let mut shape = lead.to_vec();
+    shape.extend([m, n]);
+    let dev = a.device();
+    let c = Tensor::empty(dev, "matmul", &shape, DType::F32)?;
+    // Strides of op(A)[b, m, k] and op(B)[b, k, n] into the stored row-major matrices.
+    let (sa_m, sa_k) = if trans_a { (1, ca) } else { (ca, 1) };
+    let (sb_k, sb_n) = if trans_b { (1, cb) } else { (cb, 1) };
+    let p = Params {
+        m: m as u32,
+        n: n as u32,
+        k: ka as u32,
+        batch: batch as u32,
+        sa_b: if ba == 1 { 0 } else { (ra * ca) as u32 },
+        sa_m: sa_m as u32,
+        sa_k: sa_k as u32,
+        sb_b: if bb == 1 { 0 } else { (rb * cb) as u32 },
+        sb_k: sb_k as u32,
+        sb_n: sb_n as u32,
+        _p: [0; 2],
+    };
+    if m == 0 || n == 0 {
+        return Ok(c);
+    }
+    if ka == 0 {
+        dev.clear(c.buffer(), c.bytes());
+        return Ok(c);
+    }
+    let (entry, tile) = match v {
+        Variant::Blocked => ("mm_blocked", 32),
+        Variant::Tiled => ("mm_tiled", 64),
+    };
+    let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
+    if groups[0] > 65535 || groups[1] > 65535 {
+        return Err(Error::shape("matmul", format!("result {m} x {n} exceeds the dispatch grid")));
+    }
+    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], groups);
+    Ok(c)
+}
+
+impl Var {
+    /// `self x other` (batched, broadcasting a missing batch).
+    /// Local gradients: dA = dC x Bᵀ, dB = Aᵀ x dC, summed over a broadcast batch.
+    pub fn matmul(&self, other: &Var) -> Result<Var> {
+        self.matmul_t(other, false, false)
+    }
+
+    /// `op(self) x op(other)` with optional transposes of the last two dims.
+    pub fn matmul_t(&self, other: &Var, trans_a: bool, trans_b: bool) -> Result<Var> {
+        let (a, b) = (self.value().clone(), other.value().clone());
+        let c = matmul(&a, &b, trans_a, trans_b)?;
+        Ok(self.tape().op(c, &[self, other], move |gc| {
+            // d op(A) = dC x op(B)ᵀ; if A was stored transposed, dA = (d op(A))ᵀ = op(B) x dCᵀ.
+            let ga = if trans_a { matmul(&b, gc, trans_b, true)? } else { matmul(gc, &b, false, !trans_b)? };
+            let gb = if trans_b { matmul(gc, &a, true, trans_a)? } else { matmul(&a, gc, !trans_a, false)? };
+            Ok(vec![Some(reduce_batch(ga, a.shape())?), Some(reduce_batch(gb, b.shape())?)])
+        }))
+    }
+}
+
+/// Sums a batched gradient over the batch that broadcasting added.
+fn reduce_batch(g: Tensor, shape: &[usize]) -> Result<Tensor> {
+    if g.shape() == shape {
+        return Ok(g);
+    }
+    let n = g.dims();
+    let batch: usize = g.shape()[..n - 2].iter().product();
+    let g3 = g.reshape(&[batch, g.shape()[n - 2], g.shape()[n - 1]])?;
+    let s = sum_to(&g3, &[1, g.shape()[n - 2], g.shape()[n - 1]])?;
+    s.reshape(shape)
+}
+
+/// f64 reference.
+pub mod cpu {
+    /// `op(A) x op(B)` for `a: [batch_a, ra, ca]`, `b: [batch_b, rb, cb]` (batch 1 broadcasts).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul(
+        a: &[f64],
+        ba: usize,
+        ra: usize,
+        ca: usize,
+        ta: bool,
+        b: &[f64],
+        bb: usize,
+        rb: usize,
+        cb: usize,
+        tb: bool,
+    ) -> Vec<f64> {
+        let (m, k) = if ta { (ca, ra) } else { (ra, ca) };
+        let n = if tb { rb } else { cb };
+        let batch = ba.max(bb);
+        let mut c = vec![0.0; batch * m * n];
+        for z in 0..batch {
+            let ao = if ba == 1 { 0 } else { z * ra * ca };
+            let bo = if bb == 1 { 0 } else { z * rb * cb };
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0;
+                    for l in 0..k {
+                        let av = if ta { a[ao + l * ca + i] } else { a[ao + i * ca + l] };
+                        let bv = if tb { b[bo + j * cb + l] } else { b[bo + l * cb + j] };
+                        s += av * bv;
+                    }
+                    c[(z * m + i) * n + j] = s;
+                }
+            }
+        }
+        c
+    }
+}

@@ -1,0 +1,92 @@
+//! Matmul, both kernels, against the f64 reference: odd sizes, transposes, batch broadcast, gradients.
+mod common;
+use atomgrad::ops::matmul::{self, cpu, Variant};
+use atomgrad::rng::Rng;
+use common::*;
+
+#[test]
+fn both_kernels_match_reference_on_odd_sizes_and_transposes() {
+    let dev = device();
+    let mut rng = Rng::new(12);
+    let sizes = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (33, 17, 65), (64, 64, 64), (70, 129, 31), (3, 100, 2)];
+    for v in [Variant::Blocked, Variant::Tiled] {
+        for (m, k, n) in sizes {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = rng.vec(m * k, -1.0, 1.0);
+                let b = rng.vec(k * n, -1.0, 1.0);
+                let sa = if ta { [k, m] } else { [m, k] };
+                let sb = if tb { [n, k] } else { [k, n] };
+                let c = matmul::matmul_with(v, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb).unwrap();
+                assert_eq!(c.shape(), &[m, n]);
+                let r = cpu::matmul(&a, 1, sa[0], sa[1], ta, &b, 1, sb[0], sb[1], tb);
+                let tol = 1e-6 * (k as f64).sqrt() * 4.0;
+                assert_close(&format!("{v:?} {m}x{k}x{n} ta={ta} tb={tb}"), &c.to_vec().unwrap(), &r, tol, 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_and_broadcast_batches_match_reference() {
+    let dev = device();
+    let mut rng = Rng::new(13);
+    for v in [Variant::Blocked, Variant::Tiled] {
+        for (ba, bb) in [(3, 3), (1, 4), (5, 1)] {
+            let (m, k, n) = (9, 13, 6);
+            let a = rng.vec(ba * m * k, -1.0, 1.0);
+            let b = rng.vec(bb * k * n, -1.0, 1.0);
+            let c =
+                matmul::matmul_with(v, &upload(&dev, &a, &[ba, m, k]), &upload(&dev, &b, &[bb, k, n]), false, false)
+                    .unwrap();
+            assert_eq!(c.shape(), &[ba.max(bb), m, n]);
+            let r = cpu::matmul(&a, ba, m, k, false, &b, bb, k, n, false);
+            assert_close(&format!("{v:?} batch {ba}x{bb}"), &c.to_vec().unwrap(), &r, 1e-5, 1e-5);
+        }
+        // 4-D operands: leading dims are the batch.
+        let a = rng.vec(2 * 3 * 4 * 5, -1.0, 1.0);
+        let b = rng.vec(5 * 2, -1.0, 1.0);
+        let c =
+            matmul::matmul_with(v, &upload(&dev, &a, &[2, 3, 4, 5]), &upload(&dev, &b, &[5, 2]), false, false).unwrap();
+        assert_eq!(c.shape(), &[2, 3, 4, 2]);
+        assert_close("4-D", &c.to_vec().unwrap(), &cpu::matmul(&a, 6, 4, 5, false, &b, 1, 5, 2, false), 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn matmul_gradients_match_finite_differences() {
+    let mut rng = Rng::new(14);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (m, k, n) = (3, 5, 4);
+        let sa = if ta { vec![k, m] } else { vec![m, k] };
+        let sb = if tb { vec![n, k] } else { vec![k, n] };
+        let (sa2, sb2) = (sa.clone(), sb.clone());
+        grad_check(
+            &format!("matmul ta={ta} tb={tb}"),
+            &[(rng.vec(m * k, -1.0, 1.0), sa), (rng.vec(k * n, -1.0, 1.0), sb)],
+            &[true, true],
+            |v| v[0].matmul_t(&v[1], ta, tb),
+            move |i| cpu::matmul(&i[0], 1, sa2[0], sa2[1], ta, &i[1], 1, sb2[0], sb2[1], tb),
+            1e-3,
+        );
+    }
+    // A broadcast weight over a batch: its gradient sums over the batch.
+    grad_check(
+        "batched x shared weight",
+        &[(rng.vec(2 * 3 * 4, -1.0, 1.0), vec![2, 3, 4]), (rng.vec(4 * 5, -1.0, 1.0), vec![4, 5])],
+        &[true, true],
+        |v| v[0].matmul(&v[1]),
+        |i| cpu::matmul(&i[0], 2, 3, 4, false, &i[1], 1, 4, 5, false),
+        1e-3,
+    );
+}
+
+#[test]
+fn mismatched_inner_dims_name_both_shapes() {
+    let dev = device();
+    let a = upload(&dev, &[0.0; 6], &[2, 3]);
+    let b = upload(&dev, &[0.0; 8], &[4, 2]);
+    let e = matmul::matmul(&a, &b, false, false).unwrap_err().to_string();
+    assert!(e.contains("matmul") && e.contains("[2, 3]") && e.contains("[4, 2]"), "{e}");
+    let v = upload(&dev, &[0.0; 3], &[3]);
+    assert!(matmul::matmul(&v, &a, false, false).is_err());
+}
