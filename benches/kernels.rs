@@ -1,1 +1,148 @@
-fn main() {}
+//! Shader micro-benchmarks: `cargo bench` (all), `cargo bench -- matmul` (names containing
+//! "matmul"), `cargo bench -- --quick` (fewer repetitions). Each line reports GFLOP/s or GB/s next to
+//! the device ceiling measured in the same run: the FMA probe (`shaders/peak.wgsl`) for arithmetic and
+//! a buffer-to-buffer copy for memory. Times are wall clock per call from recording to GPU completion,
+//! averaged over a batch of calls submitted together, so host recording cost is included.
+
+use atomgrad::ops::{elementwise, matmul, peak, reduce};
+use atomgrad::rng::Rng;
+use atomgrad::{Device, Tensor};
+use std::time::Instant;
+
+struct Bench {
+    dev: Device,
+    filter: Vec<String>,
+    budget: f64,
+    peak_gflops: f64,
+    peak_gbs: f64,
+}
+
+impl Bench {
+    fn wants(&self, name: &str) -> bool {
+        self.filter.is_empty() || self.filter.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    /// Seconds per call of `f`: one warm-up, then batches until the time budget is spent.
+    fn time(&self, mut f: impl FnMut()) -> f64 {
+        f();
+        self.dev.sync().unwrap();
+        let mut iters = 1usize;
+        loop {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            self.dev.sync().unwrap();
+            let dt = t.elapsed().as_secs_f64();
+            if dt > self.budget || iters >= 1 << 16 {
+                return dt / iters as f64;
+            }
+            iters = (iters * 2).max((iters as f64 * self.budget / dt.max(1e-6)) as usize).min(iters * 8);
+        }
+    }
+
+    fn flops(&self, name: &str, flops: f64, f: impl FnMut()) {
+        if !self.wants(name) {
+            return;
+        }
+        let s = self.time(f);
+        let g = flops / s / 1e9;
+        println!(
+            "{name:<44} {:>10.3} ms {:>10.2} GFLOP/s {:>6.1}% of FMA ceiling",
+            s * 1e3,
+            g,
+            100.0 * g / self.peak_gflops
+        );
+    }
+
+    fn bytes(&self, name: &str, bytes: f64, f: impl FnMut()) {
+        if !self.wants(name) {
+            return;
+        }
+        let s = self.time(f);
+        let g = bytes / s / 1e9;
+        println!(
+            "{name:<44} {:>10.3} ms {:>10.2} GB/s    {:>6.1}% of copy ceiling",
+            s * 1e3,
+            g,
+            100.0 * g / self.peak_gbs
+        );
+    }
+}
+
+fn rand(dev: &Device, rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.range(-1.0, 1.0) as f32).collect();
+    Tensor::from_slice(dev, &v, shape).unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let filter = args.into_iter().filter(|a| !a.starts_with("--")).collect();
+    let dev = Device::new().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    });
+    let gpu = dev.class() == atomgrad::device::AdapterClass::Gpu;
+    println!("adapter: {}", dev.describe());
+    let mut b =
+        Bench { dev: dev.clone(), filter, budget: if quick { 0.1 } else { 0.5 }, peak_gflops: 0.0, peak_gbs: 0.0 };
+    let mut rng = Rng::new(0);
+
+    // Ceilings, measured first so every later line can be read against them.
+    let (n, iters) = if gpu { (1 << 22, 4096) } else { (1 << 16, 1024) };
+    let s = b.time(|| drop(peak::fma_peak(&dev, n, iters, 0.999, 0.001).unwrap()));
+    b.peak_gflops = peak::fma_peak_flops(n, iters) / s / 1e9;
+    let bytes = if gpu { 1 << 28 } else { 1 << 25 };
+    let src = Tensor::zeros(&dev, &[bytes / 4]).unwrap();
+    let dst = Tensor::zeros(&dev, &[bytes / 4]).unwrap();
+    let s = b.time(|| atomgrad::ops::layout::copy_buffer(&src, &dst).unwrap());
+    b.peak_gbs = 2.0 * bytes as f64 / s / 1e9; // read + write
+    println!("ceiling: FMA {:.1} GFLOP/s, buffer copy {:.1} GB/s (read + write)", b.peak_gflops, b.peak_gbs);
+    drop((src, dst));
+
+    // Elementwise: bandwidth-bound, 4 bytes read + 4 written per element (binary reads 8).
+    let n = if gpu { 1 << 24 } else { 1 << 22 };
+    let x = rand(&dev, &mut rng, &[n]);
+    let y = rand(&dev, &mut rng, &[n]);
+    b.bytes(&format!("elementwise/gelu n={n}"), 8.0 * n as f64, || {
+        drop(elementwise::unary(&x, elementwise::Unary::Gelu).unwrap())
+    });
+    b.bytes(&format!("elementwise/mul n={n}"), 12.0 * n as f64, || {
+        drop(elementwise::binary(&x, &y, elementwise::Binary::Mul).unwrap())
+    });
+    let rows = n / 1024;
+    let xm = x.reshape(&[rows, 1024]).unwrap();
+    let bias = rand(&dev, &mut rng, &[1024]);
+    b.bytes(&format!("elementwise/add-broadcast [{rows},1024]+[1024]"), 8.0 * n as f64, || {
+        drop(elementwise::binary(&xm, &bias, elementwise::Binary::Add).unwrap())
+    });
+
+    // Reductions: bandwidth-bound, every input byte read once.
+    b.bytes(&format!("reduce/sum-all n={n} (tree)"), 4.0 * n as f64, || {
+        drop(reduce::reduce(&x, 0, reduce::Reduce::Sum, false).unwrap())
+    });
+    b.bytes(&format!("reduce/sum-rows [{rows},1024] axis 1"), 4.0 * n as f64, || {
+        drop(reduce::reduce(&xm, 1, reduce::Reduce::Sum, false).unwrap())
+    });
+    b.bytes(&format!("reduce/sum-cols [{rows},1024] axis 0"), 4.0 * n as f64, || {
+        drop(reduce::reduce(&xm, 0, reduce::Reduce::Sum, false).unwrap())
+    });
+    drop((x, y, xm));
+
+    // Matmul: 2 M N K flops, both cores at sizes that are and are not tile multiples.
+    let sizes: &[usize] = if gpu { &[256, 1000, 1024, 2048, 4096] } else { &[128, 255, 256, 512] };
+    for &s in sizes {
+        let a = rand(&dev, &mut rng, &[s, s]);
+        let c = rand(&dev, &mut rng, &[s, s]);
+        for v in [matmul::Variant::Blocked, matmul::Variant::Tiled] {
+            b.flops(&format!("matmul/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
+                drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
+            });
+        }
+        b.flops(&format!("matmul/default A^T B {s}"), 2.0 * (s * s * s) as f64, || {
+            drop(matmul::matmul(&a, &c, true, false).unwrap())
+        });
+    }
+}

@@ -62,6 +62,15 @@ fn copy_strided(
     Ok(())
 }
 
+/// Copies `src` into `dst` (same number of elements) with the GPU's copy engine.
+pub fn copy_buffer(src: &Tensor, dst: &Tensor) -> Result<()> {
+    if src.numel() != dst.numel() || src.dtype() != dst.dtype() {
+        return Err(Error::shape("copy_buffer", format!("{src:?} into {dst:?}")));
+    }
+    src.device().copy(src.buffer(), 0, dst.buffer(), 0, src.bytes());
+    Ok(())
+}
+
 /// Reorders dimensions: output dim d is input dim `perm[d]`.
 pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let n = x.dims();

@@ -4,4 +4,5 @@
 pub mod elementwise;
 pub mod layout;
 pub mod matmul;
+pub mod peak;
 pub mod reduce;

@@ -1,0 +1,31 @@
+// Device ceiling probe for the benchmarks: arithmetic throughput with no memory traffic.
+// Each invocation runs 8 independent multiply-add chains x <- x * a + b for `iters` rounds
+// (independent chains keep the pipelines full), then writes the sum of the chains once.
+//   y[i] = sum_c chain_c(x0 = i * 1e-6 + c * 1e-3) after `iters` rounds
+//
+// Bindings (group 0): 0 = Params (uniform), 1 y (read_write).
+// Workgroup: 256 x 1 x 1, one invocation per output element, grid folded into y past 65535 groups.
+
+struct Params {
+    n: u32,
+    iters: u32,
+    a: f32,
+    b: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) { return; }
+    let x0 = f32(i) * 1e-6;
+    var c0 = vec4<f32>(x0, x0 + 1e-3, x0 + 2e-3, x0 + 3e-3);
+    var c1 = c0 + vec4<f32>(4e-3);
+    for (var k = 0u; k < p.iters; k++) {
+        c0 = c0 * p.a + p.b;
+        c1 = c1 * p.a + p.b;
+    }
+    y[i] = dot(c0 + c1, vec4<f32>(1.0));
+}
