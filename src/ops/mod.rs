@@ -2,5 +2,8 @@
 //! and an f64 CPU reference in a `cpu` submodule.
 
 pub mod elementwise;
+pub mod embedding;
+pub mod layernorm;
 pub mod layout;
 pub mod reduce;
+pub mod softmax;
