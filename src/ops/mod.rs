@@ -2,7 +2,10 @@
 //! and an f64 CPU reference in a `cpu` submodule.
 
 pub mod elementwise;
+pub mod embedding;
+pub mod layernorm;
 pub mod layout;
 pub mod matmul;
 pub mod peak;
 pub mod reduce;
+pub mod softmax;
