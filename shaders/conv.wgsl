@@ -1,0 +1,226 @@
+// 2-D convolution (NCHW, zero padding, no bias) and its two gradients. The same three kernels
+// also serve the transposed convolution: its forward is conv_backward_input, its input gradient
+// is conv_forward and its weight gradient is conv_backward_weight with the operands swapped.
+// All names below are in conv2d terms: x [N, C, H, W], w [O, C, KH, KW], y [N, O, Ho, Wo],
+//   y[n, o, oh, ow] = sum_{c, kh, kw} x[n, c, oh*sh - ph + kh, ow*sw - pw + kw] * w[o, c, kh, kw]
+// (reads outside x are 0). Every output element is written by one invocation that sums its
+// contributions in a fixed order: no atomics, results are bit-identical from run to run.
+//
+// Bindings (group 0): 0 = Params (uniform); then per entry point
+//   conv_forward:         1 x (read), 2 w (read), 3 y (write)
+//       one invocation: OB output channels x PB neighbouring output pixels of one row.
+//   conv_backward_input:  1 dy (read), 2 w (read), 3 dx (write)
+//       dx[n, c, ih, iw] = sum over o, kh, kw with (ih + ph - kh) % sh == 0 (same for w) and the
+//       output position in range of dy[n, o, oh, ow] * w[o, c, kh, kw]; one invocation: CB input
+//       channels of one pixel (gather form).
+//   conv_backward_weight: 1 dy (read), 2 x (read), 3 dw (write)
+//       dw[s, o, c, kh, kw] = sum over rows (n, oh) of split s, then ow, of dy * x; with splits = 1
+//       this is the weight gradient itself, otherwise the host sums the partials over s.
+// Workgroup: 256 x 1 x 1, no barriers and no shared memory (lavapipe runs barrier-free
+// register-blocked kernels fastest); the grid folds into y past 65535 groups, so the flat index
+// is gid.x + gid.y * nwg.x * 256.
+// Override constants: OB, PB (conv_forward) and CB (conv_backward_input), each 1..4.
+
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    o: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    total: u32,  // invocations that do work
+    chunk: u32,  // conv_backward_weight: (n, oh) rows per split
+    splits: u32, // conv_backward_weight: number of splits
+}
+
+override OB: u32 = 4u; // output channels per conv_forward invocation
+override PB: u32 = 4u; // output pixels (along W) per conv_forward invocation
+override CB: u32 = 4u; // input channels per conv_backward_input invocation
+
+@group(0) @binding(0) var<uniform> p: Params;
+// conv_forward
+@group(0) @binding(1) var<storage, read> f_x: array<f32>;
+@group(0) @binding(2) var<storage, read> f_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> f_y: array<f32>;
+// conv_backward_input
+@group(0) @binding(1) var<storage, read> bi_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> bi_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bi_dx: array<f32>;
+// conv_backward_weight
+@group(0) @binding(1) var<storage, read> bw_dy: array<f32>;
+@group(0) @binding(2) var<storage, read> bw_x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bw_dw: array<f32>;
+
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// x[row + iw], or 0 in the padding. The index is clamped so the load itself is always in bounds
+// and the select is branch-free.
+fn x_at(row: u32, iw: i32) -> f32 {
+    let ok = iw >= 0 && iw < i32(p.w);
+    return select(0.0, f_x[row + u32(clamp(iw, 0, i32(p.w) - 1))], ok);
+}
+
+fn y_store(n: u32, o: u32, oh: u32, ow0: u32, a: vec4<f32>) {
+    let base = ((n * p.o + o) * p.ho + oh) * p.wo + ow0;
+    f_y[base] = a.x;
+    if (PB > 1u && ow0 + 1u < p.wo) { f_y[base + 1u] = a.y; }
+    if (PB > 2u && ow0 + 2u < p.wo) { f_y[base + 2u] = a.z; }
+    if (PB > 3u && ow0 + 3u < p.wo) { f_y[base + 3u] = a.w; }
+}
+
+@compute @workgroup_size(256)
+fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    // Pixel blocks vary fastest, so neighbouring lanes share (n, o, oh): the weight loads are
+    // uniform across them and the x loads are contiguous.
+    let wblocks = (p.wo + PB - 1u) / PB;
+    let oblocks = (p.o + OB - 1u) / OB;
+    let wb = i % wblocks;
+    var r = i / wblocks;
+    let oh = r % p.ho;
+    r = r / p.ho;
+    let o0 = (r % oblocks) * OB;
+    let n = r / oblocks;
+    let ow0 = wb * PB;
+    let kk = p.kh * p.kw;
+    let ck = p.c * kk;
+    // Weight rows of a partial channel block are clamped into range (their sums are not stored).
+    let w0 = o0 * ck;
+    let w1 = min(o0 + 1u, p.o - 1u) * ck;
+    let w2 = min(o0 + 2u, p.o - 1u) * ck;
+    let w3 = min(o0 + 3u, p.o - 1u) * ck;
+    let sw = i32(p.sw);
+    let iw0 = i32(ow0 * p.sw) - i32(p.pw);
+    let ih0 = i32(oh * p.sh) - i32(p.ph);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    for (var c = 0u; c < p.c; c++) {
+        for (var kh = 0u; kh < p.kh; kh++) {
+            let ih = ih0 + i32(kh);
+            if (ih < 0 || ih >= i32(p.h)) { continue; }
+            let row = ((n * p.c + c) * p.h + u32(ih)) * p.w;
+            let wk = c * kk + kh * p.kw;
+            for (var kw = 0u; kw < p.kw; kw++) {
+                let iw = iw0 + i32(kw);
+                var xv = vec4<f32>(x_at(row, iw), 0.0, 0.0, 0.0);
+                if (PB > 1u) { xv.y = x_at(row, iw + sw); }
+                if (PB > 2u) { xv.z = x_at(row, iw + 2 * sw); }
+                if (PB > 3u) { xv.w = x_at(row, iw + 3 * sw); }
+                let k = wk + kw;
+                a0 += xv * f_w[w0 + k];
+                if (OB > 1u) { a1 += xv * f_w[w1 + k]; }
+                if (OB > 2u) { a2 += xv * f_w[w2 + k]; }
+                if (OB > 3u) { a3 += xv * f_w[w3 + k]; }
+            }
+        }
+    }
+    y_store(n, o0, oh, ow0, a0);
+    if (OB > 1u && o0 + 1u < p.o) { y_store(n, o0 + 1u, oh, ow0, a1); }
+    if (OB > 2u && o0 + 2u < p.o) { y_store(n, o0 + 2u, oh, ow0, a2); }
+    if (OB > 3u && o0 + 3u < p.o) { y_store(n, o0 + 3u, oh, ow0, a3); }
+}
+
+@compute @workgroup_size(256)
+fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let cblocks = (p.c + CB - 1u) / CB;
+    let iw = i % p.w;
+    var r = i / p.w;
+    let ih = r % p.h;
+    r = r / p.h;
+    let c0 = (r % cblocks) * CB;
+    let n = r / cblocks;
+    let kk = p.kh * p.kw;
+    let ck = p.c * kk;
+    // Offsets of the CB input channels inside one output channel's weights (clamped, see forward).
+    let k0 = c0 * kk;
+    let k1 = min(c0 + 1u, p.c - 1u) * kk;
+    let k2 = min(c0 + 2u, p.c - 1u) * kk;
+    let k3 = min(c0 + 3u, p.c - 1u) * kk;
+    // Position in the padded input; tap kh reaches it from output row oh = (hp - kh) / sh when
+    // the division is exact, so kh walks the residue class of hp modulo sh.
+    let hp = ih + p.ph;
+    let wp = iw + p.pw;
+    let kh0 = hp % p.sh;
+    let kw0 = wp % p.sw;
+    var acc = vec4<f32>(0.0);
+    for (var o = 0u; o < p.o; o++) {
+        let plane = (n * p.o + o) * p.ho;
+        let wo_base = o * ck;
+        for (var kh = kh0; kh < p.kh && kh <= hp; kh += p.sh) {
+            let oh = (hp - kh) / p.sh;
+            if (oh >= p.ho) { continue; }
+            let row = (plane + oh) * p.wo;
+            let wrow = wo_base + kh * p.kw;
+            for (var kw = kw0; kw < p.kw && kw <= wp; kw += p.sw) {
+                let ow = (wp - kw) / p.sw;
+                if (ow >= p.wo) { continue; }
+                let g = bi_dy[row + ow];
+                let k = wrow + kw;
+                var wv = vec4<f32>(bi_w[k + k0], 0.0, 0.0, 0.0);
+                if (CB > 1u) { wv.y = bi_w[k + k1]; }
+                if (CB > 2u) { wv.z = bi_w[k + k2]; }
+                if (CB > 3u) { wv.w = bi_w[k + k3]; }
+                acc += g * wv;
+            }
+        }
+    }
+    let plane = p.h * p.w;
+    let base = (n * p.c + c0) * plane + ih * p.w + iw;
+    bi_dx[base] = acc.x;
+    if (CB > 1u && c0 + 1u < p.c) { bi_dx[base + plane] = acc.y; }
+    if (CB > 2u && c0 + 2u < p.c) { bi_dx[base + 2u * plane] = acc.z; }
+    if (CB > 3u && c0 + 3u < p.c) { bi_dx[base + 3u * plane] = acc.w; }
+}
+
+@compute @workgroup_size(256)
+fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let nw = p.o * p.c * p.kh * p.kw;
+    let widx = i % nw;
+    let s = i / nw;
+    let kw = widx % p.kw;
+    var r = widx / p.kw;
+    let kh = r % p.kh;
+    r = r / p.kh;
+    let c = r % p.c;
+    let o = r / p.c;
+    // Output columns whose tap kw lands inside x: ow*sw + kw - pw in [0, W). Computed once so the
+    // inner loop needs no bounds checks.
+    let lo_num = i32(p.pw) - i32(kw);
+    let ow_lo = u32(max(0, (lo_num + i32(p.sw) - 1) / i32(p.sw)));
+    let hi_num = i32(p.w) - 1 + i32(p.pw) - i32(kw);
+    var ow_hi = 0u;
+    if (hi_num >= 0) { ow_hi = min(p.wo, u32(hi_num) / p.sw + 1u); }
+    let rows = p.n * p.ho;
+    let r0 = s * p.chunk;
+    let r1 = min(r0 + p.chunk, rows);
+    var acc = 0.0;
+    for (var row = r0; row < r1; row++) {
+        let n = row / p.ho;
+        let oh = row % p.ho;
+        let ih = i32(oh * p.sh + kh) - i32(p.ph);
+        if (ih < 0 || ih >= i32(p.h)) { continue; }
+        let dyrow = ((n * p.o + o) * p.ho + oh) * p.wo;
+        // x index of column ow is xrow + ow * sw (the tap offset kw - pw is folded in).
+        let xrow = i32(((n * p.c + c) * p.h + u32(ih)) * p.w) + i32(kw) - i32(p.pw);
+        for (var ow = ow_lo; ow < ow_hi; ow++) {
+            acc += bw_dy[dyrow + ow] * bw_x[u32(xrow + i32(ow * p.sw))];
+        }
+    }
+    bw_dw[i] = acc;
+}

@@ -1,0 +1,159 @@
+// 2-D max and average pooling (NCHW, floor mode) and their gradients. The input is viewed as
+// N*C planes of H x W; output pixel (oh, ow) covers rows oh*sh - ph .. + kh and columns
+// ow*sw - pw .. + kw of its plane.
+//   max: padded positions never win; the first largest element (row-major in the window) is kept
+//        and its flat index ih * W + iw in the plane is saved for the backward pass.
+//   avg: count_include_pad = true, i.e. the window sum divided by kh * kw (p.scale).
+// Gradients are gathered: one invocation per input element walks the (few) windows that contain
+// it in a fixed order, so no atomics are needed and results are deterministic.
+//
+// Bindings (group 0): 0 = Params (uniform); then per entry point
+//   max_pool_forward:  1 x (read), 2 y (write), 3 idx (u32 write)
+//   max_pool_backward: 1 gy (read), 2 idx (u32 read), 3 gx (write)
+//       gx[i] = sum of gy over the windows containing i whose saved argmax is i
+//   avg_pool_forward:  1 x (read), 2 y (write)
+//   avg_pool_backward: 1 gy (read), 2 gx (write)
+//       gx[i] = scale * sum of gy over the windows containing i
+// Workgroup: 256 x 1 x 1, one invocation per output (forward) or input (backward) element, no
+// barriers; the grid folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * 256).
+
+struct Params {
+    planes: u32, // N * C
+    h: u32,
+    w: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    total: u32, // invocations that do work
+    scale: f32, // avg: 1 / (kh * kw)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// forward (max and avg)
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> idx_out: array<u32>;
+// max_pool_backward
+@group(0) @binding(1) var<storage, read> mb_gy: array<f32>;
+@group(0) @binding(2) var<storage, read> mb_idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> mb_gx: array<f32>;
+// avg_pool_backward
+@group(0) @binding(1) var<storage, read> ab_gy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ab_gx: array<f32>;
+
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// The output windows that contain padded position hp (= ih + ph) along one axis:
+// oh*s <= hp < oh*s + k, clipped to [0, len). Returned as [lo, hi).
+fn window_range(hp: u32, k: u32, s: u32, len: u32) -> vec2<u32> {
+    let lo = select(0u, (hp - k) / s + 1u, hp >= k);
+    let hi = min(hp / s + 1u, len);
+    return vec2<u32>(lo, max(lo, hi));
+}
+
+@compute @workgroup_size(256)
+fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let ow = i % p.wo;
+    let r = i / p.wo;
+    let oh = r % p.ho;
+    let plane = (r / p.ho) * p.h * p.w;
+    let ih0 = i32(oh * p.sh) - i32(p.ph);
+    let iw0 = i32(ow * p.sw) - i32(p.pw);
+    // Only real positions compete (padding <= kernel / 2 guarantees every window has one).
+    var best = 0.0;
+    var arg = 0u;
+    var found = false;
+    for (var kh = 0u; kh < p.kh; kh++) {
+        let ih = ih0 + i32(kh);
+        if (ih < 0 || ih >= i32(p.h)) { continue; }
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let iw = iw0 + i32(kw);
+            if (iw < 0 || iw >= i32(p.w)) { continue; }
+            let at = u32(ih) * p.w + u32(iw);
+            let v = x[plane + at];
+            if (!found || v > best) {
+                best = v;
+                arg = at;
+                found = true;
+            }
+        }
+    }
+    y[i] = best;
+    idx_out[i] = arg;
+}
+
+@compute @workgroup_size(256)
+fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let iw = i % p.w;
+    let r = i / p.w;
+    let ih = r % p.h;
+    let pl = r / p.h;
+    let me = ih * p.w + iw;
+    let rh = window_range(ih + p.ph, p.kh, p.sh, p.ho);
+    let rw = window_range(iw + p.pw, p.kw, p.sw, p.wo);
+    var acc = 0.0;
+    for (var oh = rh.x; oh < rh.y; oh++) {
+        let row = (pl * p.ho + oh) * p.wo;
+        for (var ow = rw.x; ow < rw.y; ow++) {
+            if (mb_idx[row + ow] == me) { acc += mb_gy[row + ow]; }
+        }
+    }
+    mb_gx[i] = acc;
+}
+
+@compute @workgroup_size(256)
+fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let ow = i % p.wo;
+    let r = i / p.wo;
+    let oh = r % p.ho;
+    let plane = (r / p.ho) * p.h * p.w;
+    let ih0 = i32(oh * p.sh) - i32(p.ph);
+    let iw0 = i32(ow * p.sw) - i32(p.pw);
+    var acc = 0.0;
+    for (var kh = 0u; kh < p.kh; kh++) {
+        let ih = ih0 + i32(kh);
+        if (ih < 0 || ih >= i32(p.h)) { continue; }
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let iw = iw0 + i32(kw);
+            if (iw < 0 || iw >= i32(p.w)) { continue; }
+            acc += x[plane + u32(ih) * p.w + u32(iw)];
+        }
+    }
+    y[i] = acc * p.scale;
+}
+
+@compute @workgroup_size(256)
+fn avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let iw = i % p.w;
+    let r = i / p.w;
+    let ih = r % p.h;
+    let pl = r / p.h;
+    let rh = window_range(ih + p.ph, p.kh, p.sh, p.ho);
+    let rw = window_range(iw + p.pw, p.kw, p.sw, p.wo);
+    var acc = 0.0;
+    for (var oh = rh.x; oh < rh.y; oh++) {
+        let row = (pl * p.ho + oh) * p.wo;
+        for (var ow = rw.x; ow < rw.y; ow++) {
+            acc += ab_gy[row + ow];
+        }
+    }
+    ab_gx[i] = acc * p.scale;
+}

@@ -1,0 +1,628 @@
+//! 2-D convolution and transposed convolution, NCHW (`shaders/conv.wgsl`). Three gather kernels
+//! (forward, input gradient, weight gradient) serve both ops: conv_transpose2d's forward is
+//! conv2d's input gradient, its input gradient is conv2d's forward and its weight gradient is
+//! conv2d's weight gradient with the roles of the two operands swapped. The f64 references are in
+//! [`cpu`]; the transposed one is written from its own definition.
+
+use crate::autodiff::Var;
+use crate::device::{groups_1d, AdapterClass, WG};
+use crate::error::{Error, Result};
+use crate::ops::reduce::{reduce, Reduce};
+use crate::tensor::{DType, Tensor};
+
+crate::shader!(SHADER = "conv");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,
+    w: u32,
+    o: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    ph: u32,
+    pw: u32,
+    total: u32,
+    chunk: u32,
+    splits: u32,
+}
+
+/// The sizes of one conv2d in its own terms: x [n, c, h, w], w [o, c, kh, kw], y [n, o, ho, wo].
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    ho: usize,
+    wo: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: usize,
+    pw: usize,
+}
+
+impl Geom {
+    fn params(&self, total: usize) -> Params {
+        Params {
+            n: self.n as u32,
+            c: self.c as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            o: self.o as u32,
+            ho: self.ho as u32,
+            wo: self.wo as u32,
+            kh: self.kh as u32,
+            kw: self.kw as u32,
+            sh: self.sh as u32,
+            sw: self.sw as u32,
+            ph: self.ph as u32,
+            pw: self.pw as u32,
+            total: total as u32,
+            chunk: 0,
+            splits: 1,
+        }
+    }
+    fn x_shape(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+    fn w_shape(&self) -> [usize; 4] {
+        [self.o, self.c, self.kh, self.kw]
+    }
+    fn y_shape(&self) -> [usize; 4] {
+        [self.n, self.o, self.ho, self.wo]
+    }
+}
+
+fn dims4(op: &'static str, what: &str, t: &Tensor, other: &Tensor) -> Result<[usize; 4]> {
+    t.expect(op, DType::F32)?;
+    match t.shape() {
+        &[a, b, c, d] => Ok([a, b, c, d]),
+        s => Err(Error::shape(op, format!("{what} must be 4-D, got {s:?} (with {:?})", other.shape()))),
+    }
+}
+
+fn check_step(op: &'static str, x: &[usize], w: &[usize], stride: (usize, usize)) -> Result<()> {
+    if stride.0 == 0 || stride.1 == 0 {
+        return Err(Error::shape(op, format!("zero stride {stride:?} for input {x:?} and weight {w:?}")));
+    }
+    if x[1..].contains(&0) || w.contains(&0) {
+        return Err(Error::shape(op, format!("empty dimension in input {x:?} or weight {w:?}")));
+    }
+    Ok(())
+}
+
+/// Validates conv2d operands and returns its geometry.
+fn conv2d_geom(x: &Tensor, w: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Geom> {
+    dims4("conv2d", "input", x, w)?;
+    dims4("conv2d", "weight", w, x)?;
+    geom_from_shapes("conv2d", x.shape(), w.shape(), stride, padding)
+}
+
+/// The conv2d geometry of an input shape and a weight shape, or an error naming `op` and both.
+fn geom_from_shapes(
+    op: &'static str,
+    xs: &[usize],
+    ws: &[usize],
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Geom> {
+    let (&[n, c, h, wd], &[o, wc, kh, kw]) = (xs, ws) else {
+        return Err(Error::shape(op, format!("input {xs:?} and weight {ws:?} must both be 4-D")));
+    };
+    check_step(op, xs, ws, stride)?;
+    if wc != c {
+        return Err(Error::shape(
+            op,
+            format!("input {xs:?} has {c} channels but weight {ws:?} expects {wc} (weight is [O, C, KH, KW])"),
+        ));
+    }
+    if h + 2 * padding.0 < kh || wd + 2 * padding.1 < kw {
+        return Err(Error::shape(
+            op,
+            format!("kernel of weight {ws:?} is larger than input {xs:?} padded by {padding:?}"),
+        ));
+    }
+    Ok(Geom {
+        n,
+        c,
+        h,
+        w: wd,
+        o,
+        ho: (h + 2 * padding.0 - kh) / stride.0 + 1,
+        wo: (wd + 2 * padding.1 - kw) / stride.1 + 1,
+        kh,
+        kw,
+        sh: stride.0,
+        sw: stride.1,
+        ph: padding.0,
+        pw: padding.1,
+    })
+}
+
+/// Validates conv_transpose2d operands and returns the geometry of the conv2d whose input
+/// gradient it is: that conv2d's input is the transposed conv's output and vice versa.
+fn conv_transpose2d_geom(
+    x: &Tensor,
+    w: &Tensor,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    output_padding: (usize, usize),
+) -> Result<Geom> {
+    const OP: &str = "conv_transpose2d";
+    let [n, cin, h, wd] = dims4(OP, "input", x, w)?;
+    let [wcin, cout, kh, kw] = dims4(OP, "weight", w, x)?;
+    let (xs, ws) = (x.shape(), w.shape());
+    check_step(OP, xs, ws, stride)?;
+    if wcin != cin {
+        return Err(Error::shape(
+            OP,
+            format!("input {xs:?} has {cin} channels but weight {ws:?} expects {wcin} (weight is [Cin, Cout, KH, KW])"),
+        ));
+    }
+    if output_padding.0 >= stride.0 || output_padding.1 >= stride.1 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "output_padding {output_padding:?} must be smaller than stride {stride:?} \
+                 (input {xs:?}, weight {ws:?})"
+            ),
+        ));
+    }
+    let out = |len: usize, s: usize, p: usize, k: usize, op: usize| ((len - 1) * s + k + op).checked_sub(2 * p);
+    let (Some(ho), Some(wo)) =
+        (out(h, stride.0, padding.0, kh, output_padding.0), out(wd, stride.1, padding.1, kw, output_padding.1))
+    else {
+        return Err(Error::shape(
+            OP,
+            format!("padding {padding:?} leaves no output for input {xs:?} and weight {ws:?}"),
+        ));
+    };
+    if ho == 0 || wo == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("padding {padding:?} leaves no output for input {xs:?} and weight {ws:?}"),
+        ));
+    }
+    // conv2d terms: its input is [n, cout, ho, wo], its weight [o = cin, c = cout, kh, kw], its
+    // output [n, cin, h, w]; (ho + 2p - k) / s + 1 == h because output_padding < stride.
+    Ok(Geom {
+        n,
+        c: cout,
+        h: ho,
+        w: wo,
+        o: cin,
+        ho: h,
+        wo: wd,
+        kh,
+        kw,
+        sh: stride.0,
+        sw: stride.1,
+        ph: padding.0,
+        pw: padding.1,
+    })
+}
+
+fn block(op: &'static str, what: &str, b: usize) -> Result<usize> {
+    if (1..=4).contains(&b) {
+        Ok(b)
+    } else {
+        Err(Error::Config(format!("{op}: {what} block must be 1..=4, got {b}")))
+    }
+}
+
+/// y = conv(x, w) for geometry `g` with `ob` output channels x `pb` pixels per invocation.
+fn forward_raw(op: &'static str, x: &Tensor, w: &Tensor, g: &Geom, ob: usize, pb: usize) -> Result<Tensor> {
+    let dev = x.device();
+    let y = Tensor::empty(dev, op, &g.y_shape(), DType::F32)?;
+    let total = g.n * g.o.div_ceil(ob) * g.ho * g.wo.div_ceil(pb);
+    dev.dispatch(
+        &SHADER,
+        "conv_forward",
+        &[("OB", ob as f64), ("PB", pb as f64)],
+        bytemuck::bytes_of(&g.params(total)),
+        &[x.bind(), w.bind(), y.bind()],
+        groups_1d(total, WG),
+    );
+    Ok(y)
+}
+
+/// dx = the input gradient of conv `g` from dy, `cb` input channels per invocation.
+fn backward_input_raw(op: &'static str, dy: &Tensor, w: &Tensor, g: &Geom, cb: usize) -> Result<Tensor> {
+    let dev = dy.device();
+    let dx = Tensor::empty(dev, op, &g.x_shape(), DType::F32)?;
+    let total = g.n * g.c.div_ceil(cb) * g.h * g.w;
+    dev.dispatch(
+        &SHADER,
+        "conv_backward_input",
+        &[("CB", cb as f64)],
+        bytemuck::bytes_of(&g.params(total)),
+        &[dy.bind(), w.bind(), dx.bind()],
+        groups_1d(total, WG),
+    );
+    Ok(dx)
+}
+
+/// Invocations below which the weight gradient splits its (n, oh) rows to keep the device busy.
+fn busy_target(class: AdapterClass) -> usize {
+    match class {
+        AdapterClass::Cpu => 2048,
+        AdapterClass::Gpu => 32768,
+    }
+}
+
+/// How many splits of the N*Ho rows the weight gradient uses by default.
+fn auto_splits(g: &Geom, class: AdapterClass) -> usize {
+    let nw = g.o * g.c * g.kh * g.kw;
+    let rows = g.n * g.ho;
+    let target = busy_target(class);
+    if nw >= target || rows <= 1 {
+        return 1;
+    }
+    // Each split keeps at least ~256 multiply-adds per invocation so the extra pass pays off.
+    let min_rows = 256usize.div_ceil(g.wo.max(1));
+    let by_work = (rows / min_rows).max(1);
+    target.div_ceil(nw).min(by_work).min(rows)
+}
+
+/// dw = the weight gradient of conv `g` from dy and x, its rows cut into `splits` chunks whose
+/// partial sums are added by a deterministic reduction.
+fn backward_weight_raw(op: &'static str, dy: &Tensor, x: &Tensor, g: &Geom, splits: usize) -> Result<Tensor> {
+    let dev = dy.device();
+    let nw = g.o * g.c * g.kh * g.kw;
+    let rows = g.n * g.ho;
+    let chunk = rows.div_ceil(splits.max(1)).max(1);
+    let splits = rows.div_ceil(chunk).max(1);
+    let out = Tensor::empty(dev, op, &[splits, nw], DType::F32)?;
+    let mut p = g.params(splits * nw);
+    p.chunk = chunk as u32;
+    p.splits = splits as u32;
+    dev.dispatch(
+        &SHADER,
+        "conv_backward_weight",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[dy.bind(), x.bind(), out.bind()],
+        groups_1d(splits * nw, WG),
+    );
+    let dw = if splits == 1 { out } else { reduce(&out, 0, Reduce::Sum, false)? };
+    dw.reshape(&g.w_shape())
+}
+
+fn default_blocks(g: &Geom) -> (usize, usize) {
+    (g.o.min(4), g.wo.min(4))
+}
+
+/// conv2d: x [N, C, H, W], w [O, C, KH, KW] -> y [N, O, Ho, Wo], Ho = (H + 2ph - KH) / sh + 1.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
+    let g = conv2d_geom(x, w, stride, padding)?;
+    let (ob, pb) = default_blocks(&g);
+    forward_raw("conv2d", x, w, &g, ob, pb)
+}
+
+/// conv2d with an explicit register block: `ob` output channels x `pb` output pixels per
+/// invocation (each 1..=4). Results equal [`conv2d`]'s; exposed so tests cover every block.
+pub fn conv2d_with(
+    x: &Tensor,
+    w: &Tensor,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    ob: usize,
+    pb: usize,
+) -> Result<Tensor> {
+    let g = conv2d_geom(x, w, stride, padding)?;
+    forward_raw("conv2d", x, w, &g, block("conv2d", "channel", ob)?, block("conv2d", "pixel", pb)?)
+}
+
+fn check_dy(op: &'static str, dy: &Tensor, g: &Geom, other: &Tensor) -> Result<()> {
+    dy.expect(op, DType::F32)?;
+    if dy.shape() != g.y_shape() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "gradient {:?} does not match the output shape {:?} (operand {:?})",
+                dy.shape(),
+                g.y_shape(),
+                other.shape()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The input gradient of conv2d: dy [N, O, Ho, Wo], w [O, C, KH, KW] -> dx [N, C, H, W] for an
+/// input of spatial size `input_hw`.
+pub fn conv2d_backward_input(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    conv2d_backward_input_with(dy, w, input_hw, stride, padding, 0)
+}
+
+/// [`conv2d_backward_input`] with `cb` input channels per invocation (1..=4; 0 picks).
+pub fn conv2d_backward_input_with(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    cb: usize,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_input";
+    let [n, ..] = dims4(OP, "gradient", dy, w)?;
+    let [_, c, ..] = dims4(OP, "weight", w, dy)?;
+    // Validate through the forward's rules on a shape-only description of x.
+    let x_shape = [n, c, input_hw.0, input_hw.1];
+    let g = geom_from_shapes(OP, &x_shape, w.shape(), stride, padding)?;
+    check_dy(OP, dy, &g, w)?;
+    let cb = if cb == 0 { g.c.min(4) } else { block(OP, "channel", cb)? };
+    backward_input_raw(OP, dy, w, &g, cb)
+}
+
+/// The weight gradient of conv2d: dy [N, O, Ho, Wo], x [N, C, H, W] -> dw [O, C, KH, KW].
+pub fn conv2d_backward_weight(
+    dy: &Tensor,
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    conv2d_backward_weight_with(dy, x, kernel, stride, padding, 0)
+}
+
+/// [`conv2d_backward_weight`] with the N*Ho rows cut into `splits` partial sums (0 picks by
+/// the adapter class); every choice gives the same result up to rounding and is deterministic.
+pub fn conv2d_backward_weight_with(
+    dy: &Tensor,
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+    splits: usize,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_weight";
+    let [_, o, ..] = dims4(OP, "gradient", dy, x)?;
+    let [_, c, ..] = dims4(OP, "input", x, dy)?;
+    let g = geom_from_shapes(OP, x.shape(), &[o, c, kernel.0, kernel.1], stride, padding)?;
+    check_dy(OP, dy, &g, x)?;
+    let splits = if splits == 0 { auto_splits(&g, x.device().class()) } else { splits };
+    backward_weight_raw(OP, dy, x, &g, splits)
+}
+
+/// conv_transpose2d (PyTorch semantics): x [N, Cin, H, W], w [Cin, Cout, KH, KW] ->
+/// y [N, Cout, Ho, Wo], Ho = (H - 1) * sh - 2ph + KH + oph; output_padding < stride.
+pub fn conv_transpose2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: (usize, usize),
+    padding: (usize, usize),
+    output_padding: (usize, usize),
+) -> Result<Tensor> {
+    let g = conv_transpose2d_geom(x, w, stride, padding, output_padding)?;
+    // x plays conv2d's dy, y is conv2d's dx.
+    backward_input_raw("conv_transpose2d", x, w, &g, g.c.min(4))
+}
+
+impl Var {
+    /// 2-D convolution, NCHW, zero padding, no bias: self [N, C, H, W], w [O, C, KH, KW].
+    /// Gradients: dx by the gather kernel, dw by the weight kernel.
+    pub fn conv2d(&self, w: &Var, stride: (usize, usize), padding: (usize, usize)) -> Result<Var> {
+        let (xv, wv) = (self.value().clone(), w.value().clone());
+        let g = conv2d_geom(&xv, &wv, stride, padding)?;
+        let (ob, pb) = default_blocks(&g);
+        let y = forward_raw("conv2d", &xv, &wv, &g, ob, pb)?;
+        let need = (self.requires_grad(), w.requires_grad());
+        Ok(self.tape().op(y, &[self, w], move |gy| {
+            let gx = if need.0 { Some(backward_input_raw("conv2d", gy, &wv, &g, g.c.min(4))?) } else { None };
+            let gw = if need.1 {
+                Some(backward_weight_raw("conv2d", gy, &xv, &g, auto_splits(&g, xv.device().class()))?)
+            } else {
+                None
+            };
+            Ok(vec![gx, gw])
+        }))
+    }
+
+    /// Transposed 2-D convolution (PyTorch semantics): self [N, Cin, H, W], w [Cin, Cout, KH, KW].
+    /// Its input gradient is conv2d(gy, w); its weight gradient is conv2d's weight gradient
+    /// with dy := self and x := gy.
+    pub fn conv_transpose2d(
+        &self,
+        w: &Var,
+        stride: (usize, usize),
+        padding: (usize, usize),
+        output_padding: (usize, usize),
+    ) -> Result<Var> {
+        let (xv, wv) = (self.value().clone(), w.value().clone());
+        let g = conv_transpose2d_geom(&xv, &wv, stride, padding, output_padding)?;
+        let y = backward_input_raw("conv_transpose2d", &xv, &wv, &g, g.c.min(4))?;
+        let need = (self.requires_grad(), w.requires_grad());
+        Ok(self.tape().op(y, &[self, w], move |gy| {
+            let (ob, pb) = default_blocks(&g);
+            let gx = if need.0 { Some(forward_raw("conv_transpose2d", gy, &wv, &g, ob, pb)?) } else { None };
+            let gw = if need.1 {
+                Some(backward_weight_raw("conv_transpose2d", &xv, gy, &g, auto_splits(&g, xv.device().class()))?)
+            } else {
+                None
+            };
+            Ok(vec![gx, gw])
+        }))
+    }
+}
+
+/// f64 references, written straight from the definitions (scatter form, not the gather form the
+/// kernels use). Shapes are `[N, C, H, W]`; results are row-major with their shape.
+pub mod cpu {
+    fn out_len(len: usize, k: usize, s: usize, p: usize) -> usize {
+        (len + 2 * p - k) / s + 1
+    }
+
+    /// y[n, o, oh, ow] = sum x[n, c, oh*sh - ph + kh, ow*sw - pw + kw] * w[o, c, kh, kw].
+    pub fn conv2d(
+        x: &[f64],
+        xs: [usize; 4],
+        w: &[f64],
+        ws: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> (Vec<f64>, [usize; 4]) {
+        let [n, c, h, wd] = xs;
+        let [o, _, kh, kw] = ws;
+        let (ho, wo) = (out_len(h, kh, stride.0, padding.0), out_len(wd, kw, stride.1, padding.1));
+        let mut y = vec![0.0; n * o * ho * wo];
+        for b in 0..n {
+            for oc in 0..o {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut acc = 0.0;
+                        for ic in 0..c {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * stride.0 + ky) as isize - padding.0 as isize;
+                                    let ix = (ox * stride.1 + kx) as isize - padding.1 as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    acc += x[((b * c + ic) * h + iy as usize) * wd + ix as usize]
+                                        * w[((oc * c + ic) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                        y[((b * o + oc) * ho + oy) * wo + ox] = acc;
+                    }
+                }
+            }
+        }
+        (y, [n, o, ho, wo])
+    }
+
+    /// dx of conv2d, scattered: every (output, tap) pair adds dy * w to the input it read.
+    pub fn conv2d_backward_input(
+        dy: &[f64],
+        xs: [usize; 4],
+        w: &[f64],
+        ws: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Vec<f64> {
+        let [n, c, h, wd] = xs;
+        let [o, _, kh, kw] = ws;
+        let (ho, wo) = (out_len(h, kh, stride.0, padding.0), out_len(wd, kw, stride.1, padding.1));
+        let mut dx = vec![0.0; n * c * h * wd];
+        for b in 0..n {
+            for oc in 0..o {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let g = dy[((b * o + oc) * ho + oy) * wo + ox];
+                        for ic in 0..c {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * stride.0 + ky) as isize - padding.0 as isize;
+                                    let ix = (ox * stride.1 + kx) as isize - padding.1 as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    dx[((b * c + ic) * h + iy as usize) * wd + ix as usize] +=
+                                        g * w[((oc * c + ic) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// dw of conv2d: dw[o, c, kh, kw] = sum over n, oh, ow of dy * the input that tap read.
+    pub fn conv2d_backward_weight(
+        dy: &[f64],
+        x: &[f64],
+        xs: [usize; 4],
+        ws: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+    ) -> Vec<f64> {
+        let [n, c, h, wd] = xs;
+        let [o, _, kh, kw] = ws;
+        let (ho, wo) = (out_len(h, kh, stride.0, padding.0), out_len(wd, kw, stride.1, padding.1));
+        let mut dw = vec![0.0; o * c * kh * kw];
+        for b in 0..n {
+            for oc in 0..o {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let g = dy[((b * o + oc) * ho + oy) * wo + ox];
+                        for ic in 0..c {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * stride.0 + ky) as isize - padding.0 as isize;
+                                    let ix = (ox * stride.1 + kx) as isize - padding.1 as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    dw[((oc * c + ic) * kh + ky) * kw + kx] +=
+                                        g * x[((b * c + ic) * h + iy as usize) * wd + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    /// Transposed convolution from its definition: every input element x[n, ci, i, j] spreads
+    /// x * w[ci, co, kh, kw] onto y[n, co, i*sh - ph + kh, j*sw - pw + kw] (dropped outside y),
+    /// with Ho = (H - 1) * sh - 2ph + KH + oph. w is [Cin, Cout, KH, KW].
+    pub fn conv_transpose2d(
+        x: &[f64],
+        xs: [usize; 4],
+        w: &[f64],
+        ws: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+        output_padding: (usize, usize),
+    ) -> (Vec<f64>, [usize; 4]) {
+        let [n, cin, h, wd] = xs;
+        let [_, cout, kh, kw] = ws;
+        let ho = (h - 1) * stride.0 + kh + output_padding.0 - 2 * padding.0;
+        let wo = (wd - 1) * stride.1 + kw + output_padding.1 - 2 * padding.1;
+        let mut y = vec![0.0; n * cout * ho * wo];
+        for b in 0..n {
+            for ci in 0..cin {
+                for i in 0..h {
+                    for j in 0..wd {
+                        let v = x[((b * cin + ci) * h + i) * wd + j];
+                        for co in 0..cout {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let oy = (i * stride.0 + ky) as isize - padding.0 as isize;
+                                    let ox = (j * stride.1 + kx) as isize - padding.1 as isize;
+                                    if oy < 0 || ox < 0 || oy >= ho as isize || ox >= wo as isize {
+                                        continue;
+                                    }
+                                    y[((b * cout + co) * ho + oy as usize) * wo + ox as usize] +=
+                                        v * w[((ci * cout + co) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, [n, cout, ho, wo])
+    }
+}

@@ -1,0 +1,216 @@
+//! conv2d and conv_transpose2d: forward and both gradients against f64 references on odd sizes,
+//! every register block and split of the kernels, gradient checks, and shape errors.
+mod common;
+use atomgrad::ops::conv::{self, cpu};
+use atomgrad::rng::Rng;
+use atomgrad::Tape;
+use common::*;
+
+/// (x shape, w shape, stride, padding) in conv2d terms.
+type Case = ([usize; 4], [usize; 4], (usize, usize), (usize, usize));
+
+const CASES: &[Case] = &[
+    ([1, 1, 1, 1], [1, 1, 1, 1], (1, 1), (0, 0)),
+    ([1, 1, 1, 1], [5, 1, 3, 3], (1, 1), (1, 1)),
+    ([2, 3, 5, 5], [5, 3, 3, 3], (1, 1), (1, 1)),
+    ([3, 1, 7, 7], [5, 1, 4, 4], (2, 2), (1, 1)),
+    ([1, 3, 9, 11], [1, 3, 5, 3], (2, 1), (2, 1)),
+    ([2, 3, 9, 11], [5, 3, 3, 3], (2, 2), (0, 0)),
+    ([1, 3, 1, 5], [5, 3, 1, 3], (1, 2), (0, 1)),
+    ([3, 3, 7, 9], [1, 3, 4, 4], (1, 2), (2, 2)),
+    ([1, 1, 5, 7], [5, 1, 5, 3], (2, 1), (0, 2)),
+    ([2, 1, 4, 4], [5, 1, 3, 3], (3, 3), (1, 1)),
+    ([1, 3, 9, 11], [5, 3, 1, 1], (2, 2), (0, 0)),
+];
+
+fn data(seed: u64, shape: &[usize]) -> Vec<f64> {
+    Rng::new(seed).vec(shape.iter().product(), -1.0, 1.0)
+}
+
+#[test]
+fn conv2d_forward_matches_reference_on_odd_sizes() {
+    let dev = device();
+    for (i, &(xs, ws, s, p)) in CASES.iter().enumerate() {
+        let (x, w) = (data(i as u64, &xs), data(100 + i as u64, &ws));
+        let (xt, wt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws));
+        let (r, rs) = cpu::conv2d(&x, xs, &w, ws, s, p);
+        let y = conv::conv2d(&xt, &wt, s, p).unwrap();
+        assert_eq!(y.shape(), rs.as_slice(), "case {i}");
+        assert_close(&format!("conv2d case {i} {xs:?} {ws:?} s{s:?} p{p:?}"), &y.to_vec().unwrap(), &r, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn conv2d_every_register_block_matches_reference() {
+    let dev = device();
+    for &ci in &[2usize, 3, 4, 7] {
+        let (xs, ws, s, p) = CASES[ci];
+        let (x, w) = (data(ci as u64, &xs), data(100 + ci as u64, &ws));
+        let (xt, wt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws));
+        let (r, _) = cpu::conv2d(&x, xs, &w, ws, s, p);
+        for ob in 1..=4 {
+            for pb in 1..=4 {
+                let y = conv::conv2d_with(&xt, &wt, s, p, ob, pb).unwrap();
+                assert_close(&format!("conv2d case {ci} block {ob}x{pb}"), &y.to_vec().unwrap(), &r, 1e-5, 1e-5);
+            }
+        }
+    }
+    let (xt, wt) = (upload(&dev, &[0.0; 9], &[1, 1, 3, 3]), upload(&dev, &[0.0; 4], &[1, 1, 2, 2]));
+    assert!(conv::conv2d_with(&xt, &wt, (1, 1), (0, 0), 5, 1).is_err());
+}
+
+#[test]
+fn conv2d_gradient_kernels_match_reference() {
+    let dev = device();
+    for (i, &(xs, ws, s, p)) in CASES.iter().enumerate() {
+        let (x, w) = (data(i as u64, &xs), data(100 + i as u64, &ws));
+        let (_, ys) = cpu::conv2d(&x, xs, &w, ws, s, p);
+        let dy = data(200 + i as u64, &ys);
+        let (xt, wt, dyt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws), upload(&dev, &dy, &ys));
+        let rdx = cpu::conv2d_backward_input(&dy, xs, &w, ws, s, p);
+        for cb in 0..=4 {
+            let dx = conv::conv2d_backward_input_with(&dyt, &wt, (xs[2], xs[3]), s, p, cb).unwrap();
+            assert_eq!(dx.shape(), xs.as_slice());
+            assert_close(&format!("dx case {i} cb {cb}"), &dx.to_vec().unwrap(), &rdx, 1e-5, 1e-5);
+        }
+        let rdw = cpu::conv2d_backward_weight(&dy, &x, xs, ws, s, p);
+        for splits in [0, 1, 2, 3, 1000] {
+            let dw = conv::conv2d_backward_weight_with(&dyt, &xt, (ws[2], ws[3]), s, p, splits).unwrap();
+            assert_eq!(dw.shape(), ws.as_slice());
+            assert_close(&format!("dw case {i} splits {splits}"), &dw.to_vec().unwrap(), &rdw, 1e-4, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn conv2d_weight_gradient_is_deterministic() {
+    let dev = device();
+    let (xs, ws, s, p) = ([3, 3, 9, 11], [2, 3, 3, 3], (1, 1), (1, 1));
+    let (x, w) = (data(1, &xs), data(2, &ws));
+    let (_, ys) = cpu::conv2d(&x, xs, &w, ws, s, p);
+    let (xt, dyt) = (upload(&dev, &x, &xs), upload(&dev, &data(3, &ys), &ys));
+    let a = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4).unwrap().to_vec().unwrap();
+    let b = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4).unwrap().to_vec().unwrap();
+    assert_eq!(a, b);
+}
+
+/// (x shape, w shape [Cin, Cout, KH, KW], stride, padding, output_padding).
+type TCase = ([usize; 4], [usize; 4], (usize, usize), (usize, usize), (usize, usize));
+
+const TCASES: &[TCase] = &[
+    ([1, 1, 1, 1], [1, 1, 1, 1], (1, 1), (0, 0), (0, 0)),
+    ([1, 1, 1, 1], [1, 5, 3, 3], (2, 2), (0, 0), (1, 0)),
+    ([2, 3, 4, 5], [3, 5, 3, 3], (2, 2), (1, 1), (1, 1)),
+    ([3, 5, 5, 3], [5, 1, 4, 4], (2, 1), (1, 0), (0, 0)),
+    ([1, 3, 7, 9], [3, 3, 5, 3], (1, 2), (2, 1), (0, 1)),
+    ([2, 1, 3, 3], [1, 3, 3, 3], (3, 3), (1, 2), (2, 1)),
+];
+
+#[test]
+fn conv_transpose2d_forward_matches_reference() {
+    let dev = device();
+    for (i, &(xs, ws, s, p, op)) in TCASES.iter().enumerate() {
+        let (x, w) = (data(300 + i as u64, &xs), data(400 + i as u64, &ws));
+        let (xt, wt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws));
+        let (r, rs) = cpu::conv_transpose2d(&x, xs, &w, ws, s, p, op);
+        let y = conv::conv_transpose2d(&xt, &wt, s, p, op).unwrap();
+        assert_eq!(y.shape(), rs.as_slice(), "case {i}");
+        assert_close(&format!("conv_transpose2d case {i}"), &y.to_vec().unwrap(), &r, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    let cases: &[Case] = &[
+        ([2, 2, 5, 4], [3, 2, 3, 2], (2, 1), (1, 0)),
+        ([1, 3, 4, 5], [5, 3, 3, 3], (1, 1), (2, 1)),
+        ([3, 1, 1, 3], [1, 1, 1, 3], (1, 2), (0, 1)),
+    ];
+    for (i, &(xs, ws, s, p)) in cases.iter().enumerate() {
+        for check in [[true, true], [false, true], [true, false]] {
+            grad_check(
+                &format!("conv2d case {i} {check:?}"),
+                &[(data(500 + i as u64, &xs), xs.to_vec()), (data(600 + i as u64, &ws), ws.to_vec())],
+                &check,
+                |v| v[0].conv2d(&v[1], s, p),
+                |ins| cpu::conv2d(&ins[0], xs, &ins[1], ws, s, p).0,
+                1e-3,
+            );
+        }
+    }
+}
+
+#[test]
+fn conv_transpose2d_gradients_match_finite_differences() {
+    let cases: &[TCase] = &[
+        ([2, 3, 3, 4], [3, 2, 3, 3], (2, 2), (1, 0), (1, 1)),
+        ([1, 2, 4, 3], [2, 3, 2, 3], (1, 1), (0, 1), (0, 0)),
+        ([2, 1, 2, 2], [1, 1, 4, 4], (3, 2), (1, 1), (2, 0)),
+    ];
+    for (i, &(xs, ws, s, p, op)) in cases.iter().enumerate() {
+        grad_check(
+            &format!("conv_transpose2d case {i}"),
+            &[(data(700 + i as u64, &xs), xs.to_vec()), (data(800 + i as u64, &ws), ws.to_vec())],
+            &[true, true],
+            |v| v[0].conv_transpose2d(&v[1], s, p, op),
+            |ins| cpu::conv_transpose2d(&ins[0], xs, &ins[1], ws, s, p, op).0,
+            1e-3,
+        );
+    }
+}
+
+fn err_names(e: atomgrad::Error, op: &str, a: &str, b: &str) {
+    let m = e.to_string();
+    assert!(m.contains(op) && m.contains(a) && m.contains(b), "message {m:?} must name {op}, {a} and {b}");
+}
+
+#[test]
+fn shape_errors_name_the_op_and_both_shapes() {
+    let dev = device();
+    let t = |shape: &[usize]| upload(&dev, &vec![0.5; shape.iter().product()], shape);
+    let (x, w) = (t(&[1, 3, 5, 5]), t(&[2, 4, 3, 3]));
+    err_names(conv::conv2d(&x, &w, (1, 1), (0, 0)).unwrap_err(), "conv2d", "[1, 3, 5, 5]", "[2, 4, 3, 3]");
+    let (x, w) = (t(&[1, 1, 2, 2]), t(&[1, 1, 3, 3]));
+    err_names(conv::conv2d(&x, &w, (1, 1), (0, 0)).unwrap_err(), "conv2d", "[1, 1, 2, 2]", "[1, 1, 3, 3]");
+    assert!(conv::conv2d(&x, &w, (1, 1), (1, 1)).is_ok(), "padding makes the kernel fit");
+    err_names(conv::conv2d(&x, &w, (0, 1), (1, 1)).unwrap_err(), "conv2d", "[1, 1, 2, 2]", "[1, 1, 3, 3]");
+    let (x3, w) = (t(&[1, 2, 2]), t(&[1, 1, 1, 1]));
+    err_names(conv::conv2d(&x3, &w, (1, 1), (0, 0)).unwrap_err(), "conv2d", "[1, 2, 2]", "[1, 1, 1, 1]");
+
+    let (x, w) = (t(&[1, 3, 4, 4]), t(&[2, 5, 3, 3]));
+    err_names(
+        conv::conv_transpose2d(&x, &w, (1, 1), (0, 0), (0, 0)).unwrap_err(),
+        "conv_transpose2d",
+        "[1, 3, 4, 4]",
+        "[2, 5, 3, 3]",
+    );
+    let w = t(&[3, 5, 3, 3]);
+    for (s, p, op) in [((0, 1), (0, 0), (0, 0)), ((2, 2), (0, 0), (2, 0)), ((1, 1), (3, 0), (0, 0))] {
+        err_names(
+            conv::conv_transpose2d(&x, &w, s, p, op).unwrap_err(),
+            "conv_transpose2d",
+            "[1, 3, 4, 4]",
+            "[3, 5, 3, 3]",
+        );
+    }
+
+    let tape = Tape::new();
+    let (xv, wv) = (tape.leaf(t(&[2, 3, 5, 5])), tape.leaf(t(&[4, 2, 3, 3])));
+    err_names(xv.conv2d(&wv, (1, 1), (0, 0)).unwrap_err(), "conv2d", "[2, 3, 5, 5]", "[4, 2, 3, 3]");
+    err_names(
+        xv.conv_transpose2d(&wv, (1, 1), (0, 0), (0, 0)).unwrap_err(),
+        "conv_transpose2d",
+        "[2, 3, 5, 5]",
+        "[4, 2, 3, 3]",
+    );
+
+    // Gradient launchers check the incoming gradient too.
+    let (dy, w) = (t(&[1, 2, 3, 3]), t(&[2, 1, 3, 3]));
+    assert!(conv::conv2d_backward_input(&dy, &w, (5, 5), (1, 1), (0, 0)).is_ok());
+    err_names(
+        conv::conv2d_backward_input(&dy, &w, (6, 5), (1, 1), (0, 0)).unwrap_err(),
+        "conv2d_backward_input",
+        "[1, 2, 3, 3]",
+        "[1, 2, 4, 3]",
+    );
+}
