@@ -9,6 +9,7 @@ pub mod autodiff;
 pub mod device;
 pub mod error;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 
