@@ -8,24 +8,32 @@
 //   dbeta = sum gy, dgamma = sum gy * xhat (per channel, over N and S)
 //   training:   dx = gamma * rstd * (gy - dbeta / M - xhat * dgamma / M)
 //   evaluation: dx = gamma * rstd * gy
-// No atomics: every per-channel sum is a fixed-order strided loop + shared-memory tree per
-// (channel, chunk), then a fixed-order loop over the chunks, so results are bit-reproducible.
+// No atomics: every per-channel sum is a fixed-order partial sum per (channel, chunk), then a
+// fixed-order loop over the chunks, so results are bit-reproducible. The partial sums come in two
+// variants with the same output: *_partial (shared-memory tree, for GPUs) and *_loop (one
+// invocation walks its chunk serially, no barriers, for CPU rasterisers such as lavapipe).
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
-//   stats_partial:  1 x (read), 2 part (write)            part[c, k] = (chunk mean, chunk M2)
+//   stats_partial, stats_loop:  1 x (read), 2 part (write)   part[c, k] = (chunk mean, chunk M2)
 //   stats_finalize: 1 part (read), 2 stats (write), 3 running_mean (read_write), 4 running_var (read_write)
 //   eval_stats:     1 running_mean (read), 2 running_var (read), 3 stats (write)
 //   normalize:      1 x, 2 stats, 3 gamma, 4 beta (read), 5 y (write)
-//   grad_partial:   1 x, 2 gy, 3 stats (read), 4 part (write)   part[c, k] = (sum gy, sum gy * xhat)
+//   grad_partial, grad_loop:    1 x, 2 gy, 3 stats (read), 4 part (write)
+//                                 part[c, k] = (sum gy, sum gy * xhat)
 //   grad_finalize:  1 part (read), 2 dbeta (write), 3 dgamma (write)
 //   dx_train:       1 x, 2 gy, 3 stats, 4 gamma, 5 dbeta, 6 dgamma (read), 7 dx (write)
 //   dx_eval:        1 gy, 2 stats, 3 gamma (read), 4 dx (write)
-// Workgroup: 256 x 1 x 1 everywhere.
-//   *_partial: one workgroup per (channel c, chunk k) of CHUNK consecutive elements of the
+// Workgroup: 256 x 1 x 1 except the *_loop entries (64 x 1 x 1).
+//   *_partial: one workgroup per (channel c, chunk k) of `chunk` consecutive elements of the
 //     channel's flattened (n, s) range; lane l takes elements l, l + 256, ...; then a 256 -> 1
 //     tree. Workgroup id = c * chunks + k, folded into y past 65535 groups.
-//   *_finalize, eval_stats: one invocation per channel. normalize, dx_*: one invocation per
-//   element of x. Flat index gid.x + gid.y * nwg.x * 256 in both cases.
+//   *_loop: one invocation per (channel, chunk), index gid.x + gid.y * nwg.x * 64; small
+//     workgroups so that few chunks still spread over the CPU threads.
+//   *_finalize, eval_stats: one invocation per channel, flat index gid.x + gid.y * nwg.x * 256.
+//   normalize, dx_*: one workgroup per tile of 2048 elements of x (workgroup index
+//     wid.x + wid.y * nwg.x), lane l takes elements l, l + 256, ..., l + 7 * 256 of the tile, so
+//     loads stay contiguous across lanes; the channel of the first one costs a division, the
+//     next ones are stepped without (integer division is slow on CPU rasterisers).
 
 struct Params {
     c: u32,         // channels
@@ -36,6 +44,10 @@ struct Params {
     chunks: u32,    // chunks per channel
     eps: f32,
     momentum: f32,
+    ds: u32,        // 256 % s: spatial step of the elementwise kernels' stride of 256
+    dc: u32,        // (256 / s) % c: channel step of that stride
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -87,6 +99,37 @@ fn offset(c: u32, m: u32) -> u32 {
     return (n * p.c + c) * p.s + (m - n * p.s);
 }
 
+// Elements per lane, and per workgroup, of the elementwise kernels.
+const PER: u32 = 8u;
+const TILE: u32 = 2048u;
+
+// Element i of x, its spatial index s and its channel c.
+struct Pos {
+    i: u32,
+    s: u32,
+    c: u32,
+}
+
+fn pos_start(wid: vec3<u32>, nwg: vec3<u32>, lane: u32) -> Pos {
+    let i = (wid.x + wid.y * nwg.x) * TILE + lane;
+    let r = i / p.s;
+    return Pos(i, i - r * p.s, r % p.c);
+}
+
+// The element 256 further on: i + 256 = (r + 256 / s) * s + s + 256 % s, carried once.
+fn pos_next(q: Pos) -> Pos {
+    var s = q.s + p.ds;
+    var c = q.c + p.dc;
+    if (s >= p.s) {
+        s -= p.s;
+        c += 1u;
+    }
+    if (c >= p.c) {
+        c -= p.c; // c <= 2 * (C - 1) + 1 here, one subtraction suffices
+    }
+    return Pos(q.i + 256u, s, c);
+}
+
 fn rstd_of(v: f32) -> f32 {
     return 1.0 / sqrt(v + p.eps);
 }
@@ -134,6 +177,50 @@ fn stats_partial(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
     }
 }
 
+// Serial walk over elements start.. of channel c: offset in x and spatial index, advanced
+// without divisions.
+struct Walk {
+    o: u32,
+    s: u32,
+}
+
+fn walk_start(c: u32, start: u32) -> Walk {
+    let n = start / p.s;
+    let s = start - n * p.s;
+    return Walk((n * p.c + c) * p.s + s, s);
+}
+
+fn walk_next(w: Walk) -> Walk {
+    if (w.s + 1u == p.s) {
+        return Walk(w.o + 1u + (p.c - 1u) * p.s, 0u); // next sample, same channel
+    }
+    return Walk(w.o + 1u, w.s + 1u);
+}
+
+@compute @workgroup_size(64)
+fn stats_loop(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = gid.x + gid.y * nwg.x * 64u;
+    if (w >= p.n) { return; }
+    let c = w / p.chunks;
+    let start = (w % p.chunks) * p.chunk;
+    let len = min(p.chunk, p.m - start);
+    var it = walk_start(c, start);
+    var s = 0.0;
+    for (var j = 0u; j < len; j++) {
+        s += sp_x[it.o];
+        it = walk_next(it);
+    }
+    let mean = s / f32(len);
+    it = walk_start(c, start);
+    var q = 0.0;
+    for (var j = 0u; j < len; j++) {
+        let d = sp_x[it.o] - mean;
+        q += d * d;
+        it = walk_next(it);
+    }
+    sp_part[w] = vec2<f32>(mean, q);
+}
+
 @compute @workgroup_size(256)
 fn stats_finalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let c = flat(gid, nwg);
@@ -168,12 +255,15 @@ fn eval_stats(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 
 @compute @workgroup_size(256)
-fn normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
-    if (i >= p.n) { return; }
-    let c = (i / p.s) % p.c;
-    let xhat = (sp_x[i] - nz_stats[c]) * rstd_of(nz_stats[p.c + c]);
-    nz_y[i] = xhat * nz_gamma[c] + nz_beta[c];
+fn normalize(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var q = pos_start(wid, nwg, lid.x);
+    for (var j = 0u; j < PER; j++) {
+        if (q.i >= p.n) { return; }
+        let c = q.c;
+        let xhat = (sp_x[q.i] - nz_stats[c]) * rstd_of(nz_stats[p.c + c]);
+        nz_y[q.i] = xhat * nz_gamma[c] + nz_beta[c];
+        q = pos_next(q);
+    }
 }
 
 @compute @workgroup_size(256)
@@ -203,6 +293,25 @@ fn grad_partial(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     }
 }
 
+@compute @workgroup_size(64)
+fn grad_loop(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = gid.x + gid.y * nwg.x * 64u;
+    if (w >= p.n) { return; }
+    let c = w / p.chunks;
+    let start = (w % p.chunks) * p.chunk;
+    let len = min(p.chunk, p.m - start);
+    let mean = gp_stats[c];
+    let rstd = rstd_of(gp_stats[p.c + c]);
+    var it = walk_start(c, start);
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var j = 0u; j < len; j++) {
+        let g = gp_gy[it.o];
+        acc += vec2<f32>(g, g * (sp_x[it.o] - mean) * rstd);
+        it = walk_next(it);
+    }
+    gp_part[w] = acc;
+}
+
 @compute @workgroup_size(256)
 fn grad_finalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let c = flat(gid, nwg);
@@ -216,20 +325,26 @@ fn grad_finalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 @compute @workgroup_size(256)
-fn dx_train(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
-    if (i >= p.n) { return; }
-    let c = (i / p.s) % p.c;
-    let rstd = rstd_of(gp_stats[p.c + c]);
-    let xhat = (sp_x[i] - gp_stats[c]) * rstd;
+fn dx_train(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let inv_m = 1.0 / f32(p.m);
-    dt_dx[i] = dt_gamma[c] * rstd * (gp_gy[i] - dt_dbeta[c] * inv_m - xhat * dt_dgamma[c] * inv_m);
+    var q = pos_start(wid, nwg, lid.x);
+    for (var j = 0u; j < PER; j++) {
+        if (q.i >= p.n) { return; }
+        let c = q.c;
+        let rstd = rstd_of(gp_stats[p.c + c]);
+        let xhat = (sp_x[q.i] - gp_stats[c]) * rstd;
+        dt_dx[q.i] = dt_gamma[c] * rstd * (gp_gy[q.i] - dt_dbeta[c] * inv_m - xhat * dt_dgamma[c] * inv_m);
+        q = pos_next(q);
+    }
 }
 
 @compute @workgroup_size(256)
-fn dx_eval(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
-    if (i >= p.n) { return; }
-    let c = (i / p.s) % p.c;
-    de_dx[i] = de_gamma[c] * rstd_of(de_stats[p.c + c]) * de_gy[i];
+fn dx_eval(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var q = pos_start(wid, nwg, lid.x);
+    for (var j = 0u; j < PER; j++) {
+        if (q.i >= p.n) { return; }
+        let c = q.c;
+        de_dx[q.i] = de_gamma[c] * rstd_of(de_stats[p.c + c]) * de_gy[q.i];
+        q = pos_next(q);
+    }
 }

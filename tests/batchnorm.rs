@@ -2,7 +2,7 @@
 //! several chunks per channel), the in-place running-statistics update, gradients, and shape
 //! errors.
 mod common;
-use atomgrad::ops::batchnorm::{self, cpu, BatchNorm, CHUNK};
+use atomgrad::ops::batchnorm::{self, cpu, BatchNorm, Variant, CHUNK, LOOP_CHUNK};
 use atomgrad::rng::Rng;
 use atomgrad::{Device, Tape};
 use common::*;
@@ -15,21 +15,36 @@ fn m_of(shape: &[usize]) -> usize {
     shape[0] * shape[2..].iter().product::<usize>()
 }
 
-/// [N, C], N = 1 with H * W > 1, C = 1, C = 17, H, W = 5, 7, and channels of more than one chunk.
-const SHAPES: [&[usize]; 8] =
-    [&[7, 3], &[2, 17], &[1, 3, 5, 7], &[4, 1, 5, 7], &[3, 17, 5, 7], &[2, 3, 61, 67], &[1, 2, 300, 337], &[5, 2, 7]];
+/// [N, C], N = 1 with H * W > 1, C = 1, C = 17, H, W = 5, 7, channels of more than one chunk,
+/// spatial sizes below, equal to and above the 256-element stride of the elementwise kernels.
+const SHAPES: [&[usize]; 11] = [
+    &[7, 3],
+    &[2, 17],
+    &[1, 3, 5, 7],
+    &[4, 1, 5, 7],
+    &[3, 17, 5, 7],
+    &[2, 3, 61, 67],
+    &[1, 2, 300, 337],
+    &[5, 2, 7],
+    &[3, 5, 16, 16],
+    &[9, 3, 4, 4],
+    &[2100, 3],
+];
+
+const VARIANTS: [Variant; 2] = [Variant::Tree, Variant::Loop];
 
 #[test]
 fn chunked_shapes_really_span_several_chunks() {
     assert!(m_of(SHAPES[5]) > CHUNK && m_of(SHAPES[5]) % CHUNK != 0);
     assert!(m_of(SHAPES[6]) > 20 * CHUNK);
+    assert!(m_of(SHAPES[5]) % LOOP_CHUNK != 0 && m_of(SHAPES[10]) > 2 * LOOP_CHUNK);
 }
 
 #[test]
 fn training_forward_and_running_update_match_reference() {
     let dev = device();
     let mut rng = Rng::new(11);
-    for shape in SHAPES {
+    for (shape, variant) in SHAPES.into_iter().flat_map(|s| VARIANTS.map(|v| (s, v))) {
         let n: usize = shape.iter().product();
         let c = shape[1];
         let (g, b) = channel_params(&mut rng, c);
@@ -38,7 +53,8 @@ fn training_forward_and_running_update_match_reference() {
         // Two steps, the second with an offset far from zero (two-pass variance must cope).
         for (step, (lo, hi)) in [(-1.0, 2.0), (99.0, 101.0)].into_iter().enumerate() {
             let x = rng.vec(n, lo, hi);
-            let (y, stats) = batchnorm::batch_norm(
+            let (y, stats) = batchnorm::batch_norm_with(
+                variant,
                 &upload(&dev, &x, shape),
                 &upload(&dev, &g, &[c]),
                 &upload(&dev, &b, &[c]),
@@ -47,7 +63,7 @@ fn training_forward_and_running_update_match_reference() {
             )
             .unwrap();
             let (yr, mean, var) = cpu::batch_norm_train(&x, shape, &g, &b, 1e-5);
-            let what = format!("train {shape:?} step {step}");
+            let what = format!("train {shape:?} {variant:?} step {step}");
             // Statistics of data at offset 100 carry f32 rounding of ~1e-5 relative to 100.
             assert_close(&format!("{what} y"), &y.to_vec().unwrap(), &yr, 5e-4, 1e-4);
             let st = stats.to_vec().unwrap();
@@ -108,23 +124,25 @@ fn evaluation_forward_uses_running_statistics_and_leaves_them() {
 fn backward_matches_analytic_reference_on_large_shapes() {
     let dev = device();
     let mut rng = Rng::new(13);
-    for shape in [SHAPES[4], SHAPES[5], SHAPES[6]] {
+    for shape in [SHAPES[2], SHAPES[4], SHAPES[5], SHAPES[6], SHAPES[8], SHAPES[10]] {
         let n: usize = shape.iter().product();
         let c = shape[1];
         let (g, b) = channel_params(&mut rng, c);
         let x = rng.vec(n, -1.0, 3.0);
         let gy = rng.vec(n, -1.0, 1.0);
-        for training in [true, false] {
+        for (training, variant) in [true, false].into_iter().flat_map(|t| VARIANTS.map(|v| (t, v))) {
             let mut bn = BatchNorm::new(&dev, c).unwrap();
             bn.running_var = upload(&dev, &vec![0.7; c], &[c]);
             let xt = upload(&dev, &x, shape);
             let gt = upload(&dev, &g, &[c]);
-            let (_, stats) = batchnorm::batch_norm(&xt, &gt, &upload(&dev, &b, &[c]), &bn, training).unwrap();
+            let (_, stats) =
+                batchnorm::batch_norm_with(variant, &xt, &gt, &upload(&dev, &b, &[c]), &bn, training).unwrap();
             let (mean, var) = if training { cpu::channel_stats(&x, shape) } else { (vec![0.0; c], vec![0.7; c]) };
+            let gyt = upload(&dev, &gy, shape);
             let (dx, dgamma, dbeta) =
-                batchnorm::batch_norm_backward(&xt, &upload(&dev, &gy, shape), &stats, &gt, bn.eps, training).unwrap();
+                batchnorm::batch_norm_backward_with(variant, &xt, &gyt, &stats, &gt, bn.eps, training).unwrap();
             let (rdx, rdg, rdb) = cpu::batch_norm_backward(&x, shape, &gy, &g, &mean, &var, 1e-5, training);
-            let what = format!("backward {shape:?} training={training}");
+            let what = format!("backward {shape:?} {variant:?} training={training}");
             let m = (m_of(shape) as f64).sqrt();
             assert_close(&format!("{what} dx"), &dx.to_vec().unwrap(), &rdx, 2e-5, 1e-3);
             assert_close(&format!("{what} dgamma"), &dgamma.to_vec().unwrap(), &rdg, 1e-5 * m, 1e-4);
@@ -215,14 +233,16 @@ fn results_are_bit_identical_across_runs() {
     let n: usize = shape.iter().product();
     let x = upload(&dev, &Rng::new(16).vec(n, -1.0, 1.0), &shape);
     let (g, b) = (upload(&dev, &[1.0, 2.0, 3.0], &[3]), upload(&dev, &[0.0; 3], &[3]));
-    let run = || {
-        let bn = BatchNorm::new(&dev, 3).unwrap();
-        let (y, stats) = batchnorm::batch_norm(&x, &g, &b, &bn, true).unwrap();
-        let (dx, dg, _) = batchnorm::batch_norm_backward(&x, &y, &stats, &g, bn.eps, true).unwrap();
-        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-        (bits(y.to_vec().unwrap()), bits(dx.to_vec().unwrap()), bits(dg.to_vec().unwrap()))
-    };
-    assert!(run() == run());
+    for variant in VARIANTS {
+        let run = || {
+            let bn = BatchNorm::new(&dev, 3).unwrap();
+            let (y, stats) = batchnorm::batch_norm_with(variant, &x, &g, &b, &bn, true).unwrap();
+            let (dx, dg, _) = batchnorm::batch_norm_backward_with(variant, &x, &y, &stats, &g, bn.eps, true).unwrap();
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            (bits(y.to_vec().unwrap()), bits(dx.to_vec().unwrap()), bits(dg.to_vec().unwrap()))
+        };
+        assert!(run() == run(), "{variant:?}");
+    }
 }
 
 fn err(dev: &Device, x: &[usize], g: usize, b: usize, bn_c: usize, training: bool) -> String {
@@ -256,6 +276,9 @@ fn shape_mismatches_are_errors_naming_op_and_shapes() {
     let bn = BatchNorm::new(&dev, 3).unwrap();
     let one = upload(&dev, &[1.0; 3], &[3]);
     assert!(batchnorm::batch_norm(&upload(&dev, &[0.5; 3], &[1, 3]), &one, &one, &bn, false).is_ok());
+    // An empty batch is fine in evaluation mode.
+    let (y, _) = batchnorm::batch_norm(&upload(&dev, &[], &[0, 3, 2]), &one, &one, &bn, false).unwrap();
+    assert_eq!(y.shape(), &[0, 3, 2]);
     // The autodiff entry point reports the same error.
     let tape = Tape::new();
     let x = tape.leaf(upload(&dev, &[0.5; 12], &[4, 3]));

@@ -5,20 +5,59 @@
 //! batch variance for `running_var`, the biased one for normalising.
 //!
 //! Per-channel sums (mean / variance forward, sum gy / sum gy * xhat backward) are two
-//! deterministic passes: one workgroup per (channel, chunk of [`CHUNK`] elements) with a fixed-order
-//! tree, then one invocation per channel merging its chunks in order. So there are enough
-//! workgroups to fill a GPU when channels are few and N * H * W is large, and results do not depend
-//! on the adapter. The f64 reference is [`cpu`].
+//! deterministic passes: partial sums per (channel, chunk), then one invocation per channel
+//! merging its chunks in order (Chan's formula for mean / M2). The partial pass has two
+//! [`Variant`]s: on GPUs one workgroup per chunk of [`CHUNK`] elements with a shared-memory tree,
+//! so there are enough workgroups when channels are few and N * H * W is large; on CPU
+//! rasterisers (where barriers are slow) one invocation per chunk of [`LOOP_CHUNK`] elements
+//! walking it serially. The f64 reference is [`cpu`].
 
 use crate::autodiff::Var;
-use crate::device::{groups_1d, Device, WG};
+use crate::device::{groups_1d, AdapterClass, Device, WG};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
 crate::shader!(SHADER = "batchnorm");
 
-/// Elements of one channel reduced by one workgroup of the partial-sum passes.
+/// Elements of one channel reduced by one workgroup of the [`Variant::Tree`] partial sums.
 pub const CHUNK: usize = 4096;
+/// Elements of one channel reduced by one invocation of the [`Variant::Loop`] partial sums.
+pub const LOOP_CHUNK: usize = 1024;
+
+/// How the per-channel partial sums are computed (both are deterministic; they differ only in
+/// rounding, through the chunk size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// One 256-lane workgroup per chunk with a shared-memory tree (real GPUs).
+    Tree,
+    /// One invocation per chunk, serial, barrier-free (CPU rasterisers such as lavapipe).
+    Loop,
+}
+
+impl Variant {
+    /// The variant that suits the device's adapter class.
+    pub fn for_device(dev: &Device) -> Variant {
+        match dev.class() {
+            AdapterClass::Cpu => Variant::Loop,
+            AdapterClass::Gpu => Variant::Tree,
+        }
+    }
+    fn chunk(self) -> usize {
+        match self {
+            Variant::Tree => CHUNK,
+            Variant::Loop => LOOP_CHUNK,
+        }
+    }
+    /// (entry point, workgroups) of the partial pass over `items` (channel, chunk) pairs.
+    fn partial(self, forward: bool, items: usize) -> (&'static str, [u32; 3]) {
+        match (self, forward) {
+            (Variant::Tree, true) => ("stats_partial", groups_1d(items, 1)),
+            (Variant::Tree, false) => ("grad_partial", groups_1d(items, 1)),
+            (Variant::Loop, true) => ("stats_loop", groups_1d(items, 64)),
+            (Variant::Loop, false) => ("grad_loop", groups_1d(items, 64)),
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -31,7 +70,13 @@ struct Params {
     chunks: u32,
     eps: f32,
     momentum: f32,
+    ds: u32,
+    dc: u32,
+    _pad: [u32; 2],
 }
+
+/// Elements per workgroup of the elementwise kernels (normalize, dx): 256 lanes x 8.
+const TILE: usize = 2048;
 
 /// The non-learned state of a batch-norm layer: running statistics (updated in place by every
 /// training-mode forward), `eps` added to the variance, and the running-average `momentum`.
@@ -65,6 +110,7 @@ struct Geom {
     c: usize,
     s: usize,
     m: usize,
+    chunk: usize,
     chunks: usize,
 }
 
@@ -75,15 +121,19 @@ impl Geom {
             s: self.s as u32,
             m: self.m as u32,
             n: n as u32,
-            chunk: CHUNK as u32,
+            chunk: self.chunk as u32,
             chunks: self.chunks as u32,
             eps,
             momentum,
+            // The elementwise kernels step each lane by 256 elements: 256 = (256 / s) * s + 256 % s.
+            ds: (256 % self.s.max(1)) as u32,
+            dc: ((256 / self.s.max(1)) % self.c.max(1)) as u32,
+            _pad: [0; 2],
         }
     }
 }
 
-fn geometry(op: &'static str, x: &Tensor) -> Result<Geom> {
+fn geometry(op: &'static str, x: &Tensor, variant: Variant) -> Result<Geom> {
     x.expect(op, DType::F32)?;
     if x.dims() < 2 {
         return Err(Error::shape(op, format!("x must be [N, C] or [N, C, H, W], got {:?}", x.shape())));
@@ -91,7 +141,8 @@ fn geometry(op: &'static str, x: &Tensor) -> Result<Geom> {
     let c = x.shape()[1];
     let s: usize = x.shape()[2..].iter().product();
     let m = x.shape()[0] * s;
-    Ok(Geom { c, s, m, chunks: m.div_ceil(CHUNK).max(1) })
+    let chunk = variant.chunk();
+    Ok(Geom { c, s, m, chunk, chunks: m.div_ceil(chunk).max(1) })
 }
 
 fn check_channel_vec(op: &'static str, what: &str, t: &Tensor, x: &Tensor) -> Result<()> {
@@ -115,8 +166,20 @@ pub fn batch_norm(
     bn: &BatchNorm,
     training: bool,
 ) -> Result<(Tensor, Tensor)> {
+    batch_norm_with(Variant::for_device(x.device()), x, gamma, beta, bn, training)
+}
+
+/// [`batch_norm`] with the partial-sum variant forced.
+pub fn batch_norm_with(
+    variant: Variant,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    bn: &BatchNorm,
+    training: bool,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "batch_norm";
-    let g = geometry(OP, x)?;
+    let g = geometry(OP, x, variant)?;
     check_channel_vec(OP, "gamma", gamma, x)?;
     check_channel_vec(OP, "beta", beta, x)?;
     check_channel_vec(OP, "running_mean", &bn.running_mean, x)?;
@@ -130,17 +193,11 @@ pub fn batch_norm(
                 format!("training needs more than one value per channel, x has shape {:?}", x.shape()),
             ));
         }
-        let groups = g.c * g.chunks;
+        let items = g.c * g.chunks;
         let part = Tensor::empty(dev, OP, &[g.c, g.chunks, 2], DType::F32)?;
-        let p = g.params(groups, bn.eps, bn.momentum);
-        dev.dispatch(
-            &SHADER,
-            "stats_partial",
-            &[],
-            bytemuck::bytes_of(&p),
-            &[x.bind(), part.bind()],
-            groups_1d(groups, 1),
-        );
+        let p = g.params(items, bn.eps, bn.momentum);
+        let (entry, groups) = variant.partial(true, items);
+        dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &[x.bind(), part.bind()], groups);
         dev.dispatch(
             &SHADER,
             "stats_finalize",
@@ -169,7 +226,7 @@ pub fn batch_norm(
         &[],
         bytemuck::bytes_of(&p),
         &[x.bind(), stats.bind(), gamma.bind(), beta.bind(), y.bind()],
-        groups_1d(x.numel(), WG),
+        groups_1d(x.numel(), TILE as u32),
     );
     Ok((y, stats))
 }
@@ -185,8 +242,21 @@ pub fn batch_norm_backward(
     eps: f32,
     training: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    batch_norm_backward_with(Variant::for_device(x.device()), x, gy, stats, gamma, eps, training)
+}
+
+/// [`batch_norm_backward`] with the partial-sum variant forced.
+pub fn batch_norm_backward_with(
+    variant: Variant,
+    x: &Tensor,
+    gy: &Tensor,
+    stats: &Tensor,
+    gamma: &Tensor,
+    eps: f32,
+    training: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "batch_norm_backward";
-    let g = geometry(OP, x)?;
+    let g = geometry(OP, x, variant)?;
     check_channel_vec(OP, "gamma", gamma, x)?;
     if gy.shape() != x.shape() || stats.shape() != [2, g.c] {
         return Err(Error::shape(
@@ -195,18 +265,19 @@ pub fn batch_norm_backward(
         ));
     }
     let dev = x.device();
-    let groups = g.c * g.chunks;
+    let items = g.c * g.chunks;
     let part = Tensor::empty(dev, OP, &[g.c, g.chunks, 2], DType::F32)?;
     let dbeta = Tensor::empty(dev, OP, &[g.c], DType::F32)?;
     let dgamma = Tensor::empty(dev, OP, &[g.c], DType::F32)?;
-    let p = g.params(groups, eps, 0.0);
+    let p = g.params(items, eps, 0.0);
+    let (entry, groups) = variant.partial(false, items);
     dev.dispatch(
         &SHADER,
-        "grad_partial",
+        entry,
         &[],
         bytemuck::bytes_of(&p),
         &[x.bind(), gy.bind(), stats.bind(), part.bind()],
-        groups_1d(groups, 1),
+        groups,
     );
     dev.dispatch(
         &SHADER,
@@ -225,7 +296,7 @@ pub fn batch_norm_backward(
             &[],
             bytemuck::bytes_of(&p),
             &[x.bind(), gy.bind(), stats.bind(), gamma.bind(), dbeta.bind(), dgamma.bind(), dx.bind()],
-            groups_1d(x.numel(), WG),
+            groups_1d(x.numel(), TILE as u32),
         );
     } else {
         dev.dispatch(
@@ -234,7 +305,7 @@ pub fn batch_norm_backward(
             &[],
             bytemuck::bytes_of(&p),
             &[gy.bind(), stats.bind(), gamma.bind(), dx.bind()],
-            groups_1d(x.numel(), WG),
+            groups_1d(x.numel(), TILE as u32),
         );
     }
     Ok((dx, dgamma, dbeta))
