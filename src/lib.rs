@@ -6,12 +6,15 @@
 //! `autodiff` (the tape), `nn`, `optim`, `data`, `train`.
 
 pub mod autodiff;
+pub mod data;
 pub mod device;
 pub mod error;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use autodiff::{Gradients, Param, Tape, Var};
 pub use device::Device;

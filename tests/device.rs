@@ -1,0 +1,63 @@
+//! Device: adapter selection by name, limits, the size guard, readback of what was written.
+mod common;
+use atomgrad::{Device, Error, Tensor};
+use common::device;
+
+#[test]
+fn an_unknown_adapter_name_is_an_error_listing_the_available_ones() {
+    let e = Device::open(Some("no-such-adapter-xyz")).err().expect("must not open");
+    let msg = e.to_string();
+    assert!(msg.contains("no-such-adapter-xyz") && msg.contains("available"), "{msg}");
+}
+
+#[test]
+fn the_adapter_found_by_default_can_be_picked_by_name() {
+    let dev = device();
+    let name = dev.info().name.clone();
+    let again = Device::open(Some(&name[..name.len().min(6)])).unwrap();
+    assert!(again.info().name.to_lowercase().contains(&name[..name.len().min(6)].to_lowercase()));
+}
+
+#[test]
+fn tensors_beyond_the_binding_limit_are_refused_cleanly() {
+    let dev = device();
+    let limit = dev.max_binding();
+    let n = (limit / 4 + 1) as usize;
+    match Tensor::zeros(&dev, &[n]) {
+        Err(Error::TooLarge { op, bytes, limit: l }) => {
+            assert_eq!(op, "zeros");
+            assert!(bytes > l);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The device is still usable afterwards.
+    assert_eq!(Tensor::from_slice(&dev, &[1.0, 2.0], &[2]).unwrap().to_vec().unwrap(), vec![1.0, 2.0]);
+}
+
+#[test]
+fn upload_download_roundtrip_and_shape_errors() {
+    let dev = device();
+    let v: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+    let t = Tensor::from_slice(&dev, &v, &[10, 100]).unwrap();
+    assert_eq!(t.to_vec().unwrap(), v);
+    assert_eq!(t.reshape(&[1000]).unwrap().to_vec().unwrap(), v);
+    assert!(t.reshape(&[3, 333]).is_err());
+    assert!(Tensor::from_slice(&dev, &v, &[7]).is_err());
+    let u = Tensor::from_u32(&dev, &[1, 2, 3], &[3]).unwrap();
+    assert_eq!(u.to_vec_u32().unwrap(), vec![1, 2, 3]);
+    assert!(u.to_vec().is_err());
+    assert_eq!(Tensor::zeros(&dev, &[5]).unwrap().to_vec().unwrap(), vec![0.0; 5]);
+}
+
+#[test]
+fn pooled_buffers_are_reused_after_a_submit() {
+    let dev = device();
+    let a = Tensor::zeros(&dev, &[1000]).unwrap();
+    drop(a);
+    dev.flush().unwrap();
+    let created = dev.stats().buffers_created;
+    let b = Tensor::zeros(&dev, &[900]).unwrap(); // same size class
+    dev.flush().unwrap();
+    assert_eq!(dev.stats().buffers_created, created);
+    drop(b);
+}
