@@ -4,9 +4,11 @@
 //! a buffer-to-buffer copy for memory. Times are wall clock per call from recording to GPU completion,
 //! averaged over a batch of calls submitted together, so host recording cost is included.
 
-use atomgrad::ops::{elementwise, matmul, peak, reduce};
+use atomgrad::ops::{batchnorm, conv, elementwise, layernorm, matmul, peak, pool, reduce, softmax};
+use atomgrad::optim::{Adam, AdamConfig, Optimizer};
 use atomgrad::rng::Rng;
 use atomgrad::{Device, Tensor};
+use atomgrad::{Param, Tape};
 use std::time::Instant;
 
 struct Bench {
@@ -144,5 +146,86 @@ fn main() {
         b.flops(&format!("matmul/default A^T B {s}"), 2.0 * (s * s * s) as f64, || {
             drop(matmul::matmul(&a, &c, true, false).unwrap())
         });
+    }
+    // Softmax and cross-entropy over rows: bandwidth-bound (read + write).
+    let (r, l) = if gpu { (8192, 1024) } else { (2048, 512) };
+    let x = rand(&dev, &mut rng, &[r, l]);
+    b.bytes(&format!("softmax/rows [{r},{l}]"), 8.0 * (r * l) as f64, || drop(softmax::softmax(&x, None).unwrap()));
+    let labels = Tensor::from_u32(&dev, &(0..r as u32).map(|i| i % l as u32).collect::<Vec<_>>(), &[r]).unwrap();
+    b.bytes(&format!("softmax/cross-entropy [{r},{l}]"), 4.0 * (r * l) as f64, || {
+        drop(softmax::cross_entropy(&x, &labels).unwrap())
+    });
+    drop((x, labels));
+
+    // Convolutions at the Fashion-MNIST CNN's first two layers: 2 N O C KH KW Ho Wo flops.
+    let nb = if gpu { 128 } else { 16 };
+    for (c, o, hw) in [(1usize, 32usize, 28usize), (32, 64, 14)] {
+        let x = rand(&dev, &mut rng, &[nb, c, hw, hw]);
+        let w = rand(&dev, &mut rng, &[o, c, 3, 3]);
+        let flops = 2.0 * (nb * o * c * 9 * hw * hw) as f64;
+        let tag = format!("[{nb},{c},{hw},{hw}] * [{o},{c},3,3]");
+        b.flops(&format!("conv/forward {tag}"), flops, || drop(conv::conv2d(&x, &w, (1, 1), (1, 1)).unwrap()));
+        let dy = rand(&dev, &mut rng, &[nb, o, hw, hw]);
+        b.flops(&format!("conv/backward-input {tag}"), flops, || {
+            drop(conv::conv2d_backward_input(&dy, &w, (hw, hw), (1, 1), (1, 1)).unwrap())
+        });
+        b.flops(&format!("conv/backward-weight {tag}"), flops, || {
+            drop(conv::conv2d_backward_weight(&dy, &x, (3, 3), (1, 1), (1, 1)).unwrap())
+        });
+        b.bytes(&format!("pool/max 2x2 [{nb},{o},{hw},{hw}]"), 6.0 * (nb * o * hw * hw) as f64, || {
+            drop(pool::max_pool2d(&dy, (2, 2), (2, 2), (0, 0)).unwrap())
+        });
+        let bn = batchnorm::BatchNorm::new(&dev, o).unwrap();
+        let (g, be) = (Tensor::full(&dev, &[o], 1.0).unwrap(), Tensor::zeros(&dev, &[o]).unwrap());
+        b.bytes(&format!("batchnorm/train forward [{nb},{o},{hw},{hw}]"), 12.0 * (nb * o * hw * hw) as f64, || {
+            drop(batchnorm::batch_norm(&dy, &g, &be, &bn, true).unwrap())
+        });
+    }
+
+    // Layer norm over a Transformer-sized hidden state.
+    let (rows, d) = if gpu { (65536, 256) } else { (4096, 128) };
+    let x = rand(&dev, &mut rng, &[rows, d]);
+    let (g, be) = (Tensor::full(&dev, &[d], 1.0).unwrap(), Tensor::zeros(&dev, &[d]).unwrap());
+    b.bytes(&format!("layernorm/forward [{rows},{d}]"), 8.0 * (rows * d) as f64, || {
+        drop(layernorm::layer_norm(&x, &g, &be, 1e-5).unwrap())
+    });
+    drop(x);
+
+    // Adam over 1M parameters: reads p, g, m, v and writes p, m, v (28 bytes per parameter).
+    let n = 1 << 20;
+    let p = Param::new("p", rand(&dev, &mut rng, &[n]));
+    p.set_grad(Some(rand(&dev, &mut rng, &[n])));
+    let mut adam = Adam::new(vec![p], AdamConfig::default()).unwrap();
+    b.bytes(&format!("optim/adam step n={n}"), 28.0 * n as f64, || adam.step().unwrap());
+
+    // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.
+    if b.wants("step/") {
+        let model = atomgrad::nn::Mlp::new(&dev, "mlp", &[2, 64, 64, 2], atomgrad::nn::Activation::Relu, 0).unwrap();
+        let mut opt = Adam::new(model.params(), AdamConfig::default()).unwrap();
+        let xb = rand(&dev, &mut rng, &[64, 2]);
+        let yb = Tensor::from_u32(&dev, &[0u32, 1].repeat(32), &[64]).unwrap();
+        let mut step = || {
+            let tape = Tape::new();
+            let loss = model.forward(&tape, &tape.constant(xb.clone())).unwrap().cross_entropy(&yb).unwrap();
+            loss.backward().unwrap();
+            opt.step().unwrap();
+            opt.zero_grad();
+            drop(tape);
+            dev.flush().unwrap();
+        };
+        step();
+        let s0 = dev.stats();
+        step();
+        let s1 = dev.stats();
+        let dispatches = s1.dispatches - s0.dispatches;
+        let t = b.time(&mut step);
+        println!(
+            "{:<44} {:>10.3} ms  {} dispatches, {} submit per step, {:.1} us per dispatch",
+            "step/moons MLP 2-64-64-2 batch 64",
+            t * 1e3,
+            dispatches,
+            s1.submits - s0.submits,
+            t * 1e6 / dispatches as f64
+        );
     }
 }
