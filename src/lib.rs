@@ -5,6 +5,7 @@
 //! (one per shader file: GPU launchers, autodiff rules, and the f64 CPU reference in `cpu`),
 //! `autodiff` (the tape), `nn`, `optim`, `data`, `train`.
 
+pub mod atom;
 pub mod autodiff;
 pub mod data;
 pub mod device;

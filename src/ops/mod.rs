@@ -1,6 +1,7 @@
 //! One module per shader family: each holds the GPU launchers, the autodiff rules (`impl Var`)
 //! and an f64 CPU reference in a `cpu` submodule.
 
+pub mod atom;
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;

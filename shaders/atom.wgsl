@@ -1,0 +1,291 @@
+// Atom-modeling kernels (docs/spec: shared/spec/atom-modeling.md):
+//   pdist:              dbar[A, B] = |z_A - z_B| for latents z [N, D]; NORM (override) picks the distance:
+//                       0 = sqrt(|.|_2^2 + eps^2) (the loss's floored distance), 1 = |.|_1, 2 = |.|_2
+//   pdist_backward:     dz[A, d] = sum_B (G[A, B] + G[B, A]) * dd(A, B)/dz_A[d], gathered per (A, d):
+//                       NORM 0: (z_A - z_B)[d] / dbar; 1: sign((z_A - z_B)[d]) (0 at 0);
+//                       2: (z_A - z_B)[d] / dbar, 0 where dbar = 0
+//   structure_partial:  for tokens h [N, n, m], importances w [N, n] and per-sample token counts
+//                       cnt [N] (tokens i >= cnt[A] are padding and never read), the weighted
+//                       all-pairs token distance S[A, B] = sum_i sum_j w_Ai w_Bj d_ij(A, B),
+//                       d_ij = sqrt(|h_Ai - h_Bj|^2 + eps^2), split by 4-token tiles of A:
+//                       part[(A * N + B) * tiles + it] = the terms with i in tile it. Only A <= B is
+//                       computed (S is symmetric, so S[B, A] is taken from the same partials and is
+//                       bit-identical to S[A, B]).
+//   structure_reduce:   S[A, B] = sum over it (increasing) of part[(min(A,B) * N + max(A,B)) * tiles + it]
+//   structure_backward: with Gs = G + G^T and G = dL/dS [N, N]:
+//                       dw[A, i] = sum_B Gs[A, B] sum_j w_Bj d_ij
+//                       dh[A, i, :] = w_Ai sum_B Gs[A, B] sum_j w_Bj (h_Ai - h_Bj) / d_ij
+//                       (0 for padded tokens), gathered: one invocation per (A, 4-token tile, chunk
+//                       of MC output dims) loops B and j in increasing order.
+//   mask_tokens:        y[A, i, ...] = x[A, i, ...] where i < cnt[A], else exactly 0 (a select, so
+//                       NaN/Inf in padding never leaks); its own gradient.
+//
+// Precision: token distances use direct differences (h_Ai - h_Bj)^2, not |a|^2 + |b|^2 - 2 a.b. The
+// Gram form cancels catastrophically for near-identical tokens (relative error ~1e-7 |h|^2 / d^2), and
+// with eps = 1e-3 exactly those pairs (the A == B diagonal, near-duplicate samples of a collapsing
+// GAN) dominate the gradient (h_Ai - h_Bj) / d_ij, whose numerator needs the differences anyway. The
+// price is one subtraction per multiply-add (at most 2x the flops of the Gram form).
+//
+// Register blocking: every structure invocation holds a 4 (tokens i of A) x 4 (tokens j of B) tile
+// of squared distances as array<vec4<f32>, 4>, so each step over the m dims loads 8 values for 16
+// subtract + 16 multiply-add. Tiles past the token count clamp their loads to the last valid token
+// and get weight 0 by select, so padded data is never read.
+//
+// Bindings (group 0): 0 = Params (uniform); then per entry point
+//   pdist:              1 z (read), 2 dbar (write)
+//   pdist_backward:     1 z, 2 dbar, 3 g (read), 4 dz (write)
+//   structure_partial:  1 h, 2 w, 3 cnt (u32) (read), 4 part (write)
+//   structure_reduce:   1 part (read), 2 s (write)
+//   structure_backward: 1 h, 2 w, 3 cnt (u32), 4 g (read), 5 dh, 6 dw (write)
+//   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
+// Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
+// barriers). pdist, pdist_backward, structure_reduce, mask_tokens: 256 invocations, one per output
+// element. structure_partial: 64 invocations, one per (A, B, i-tile), the i-tile fastest;
+// structure_backward: 64 invocations, one per (A, i-tile, dim chunk), the chunk fastest. The grid
+// folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * workgroup size).
+
+struct Params {
+    ns: u32,     // N samples
+    nt: u32,     // n padded tokens per sample (structure, mask_tokens)
+    m: u32,      // token dim m (structure) or latent dim D (pdist)
+    tiles: u32,  // ceil(n / 4)
+    eps2: f32,   // eps^2
+    chunks: u32, // structure_backward: ceil(m / MC)
+    total: u32,  // invocations that do work
+    inner: u32,  // mask_tokens: elements per token (product of the dims after n)
+}
+
+override NORM: u32 = 0u;
+
+// Output dims per structure_backward invocation (the size of its private accumulator).
+const MC: u32 = 32u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// pdist / pdist_backward
+@group(0) @binding(1) var<storage, read> pd_z: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pd_out: array<f32>;
+@group(0) @binding(2) var<storage, read> pb_dbar: array<f32>;
+@group(0) @binding(3) var<storage, read> pb_g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> pb_dz: array<f32>;
+// structure_*
+@group(0) @binding(1) var<storage, read> st_h: array<f32>;
+@group(0) @binding(2) var<storage, read> st_w: array<f32>;
+@group(0) @binding(3) var<storage, read> st_cnt: array<u32>;
+@group(0) @binding(4) var<storage, read_write> st_part: array<f32>;
+@group(0) @binding(1) var<storage, read> sr_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sr_s: array<f32>;
+@group(0) @binding(4) var<storage, read> sb_g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sb_dh: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sb_dw: array<f32>;
+// mask_tokens
+@group(0) @binding(1) var<storage, read> mt_x: array<f32>;
+@group(0) @binding(2) var<storage, read> mt_cnt: array<u32>;
+@group(0) @binding(3) var<storage, read_write> mt_y: array<f32>;
+
+fn flat(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
+    return gid.x + gid.y * nwg.x * wg;
+}
+
+@compute @workgroup_size(256)
+fn pdist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    if (idx >= p.total) { return; }
+    let a = idx / p.ns;
+    let b = idx % p.ns;
+    // (z_A - z_B) is the exact negation of (z_B - z_A), so dbar comes out bit-symmetric.
+    var acc = 0.0;
+    for (var d = 0u; d < p.m; d++) {
+        let diff = pd_z[a * p.m + d] - pd_z[b * p.m + d];
+        if (NORM == 1u) {
+            acc += abs(diff);
+        } else {
+            acc += diff * diff;
+        }
+    }
+    var out = acc;
+    if (NORM == 0u) {
+        out = sqrt(acc + p.eps2);
+    } else if (NORM == 2u) {
+        out = sqrt(acc);
+    }
+    pd_out[idx] = out;
+}
+
+@compute @workgroup_size(256)
+fn pdist_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    if (idx >= p.total) { return; }
+    let a = idx / p.m;
+    let d = idx % p.m;
+    let za = pd_z[idx];
+    var acc = 0.0;
+    for (var b = 0u; b < p.ns; b++) {
+        let g = pb_g[a * p.ns + b] + pb_g[b * p.ns + a];
+        let diff = za - pd_z[b * p.m + d];
+        var coef: f32;
+        if (NORM == 1u) {
+            coef = sign(diff);
+        } else {
+            let dist = pb_dbar[a * p.ns + b];
+            // NORM 2 at distance 0 (and A == B): gradient defined as 0.
+            coef = select(0.0, diff / dist, dist > 0.0);
+        }
+        acc += g * coef;
+    }
+    pb_dz[idx] = acc;
+}
+
+// Flat offsets of the 4 token rows of tile (sample s, tokens t0..t0+3), clamped to valid tokens.
+fn tile_rows(s: u32, t0: u32, cnt: u32) -> vec4<u32> {
+    let last = cnt - 1u;
+    let base = s * p.nt;
+    return vec4<u32>(
+        (base + min(t0, last)) * p.m,
+        (base + min(t0 + 1u, last)) * p.m,
+        (base + min(t0 + 2u, last)) * p.m,
+        (base + min(t0 + 3u, last)) * p.m,
+    );
+}
+
+// Importances of that tile, exactly 0 past the token count (padding never read).
+fn tile_weights(s: u32, t0: u32, cnt: u32) -> vec4<f32> {
+    let last = cnt - 1u;
+    let base = s * p.nt;
+    return vec4<f32>(
+        select(0.0, st_w[base + min(t0, last)], t0 < cnt),
+        select(0.0, st_w[base + min(t0 + 1u, last)], t0 + 1u < cnt),
+        select(0.0, st_w[base + min(t0 + 2u, last)], t0 + 2u < cnt),
+        select(0.0, st_w[base + min(t0 + 3u, last)], t0 + 3u < cnt),
+    );
+}
+
+// Token distances d[t][u] = sqrt(|h[ra[t]] - h[rb[u]]|^2 + eps^2) of a 4 x 4 tile.
+fn tile_dist(ra: vec4<u32>, rb: vec4<u32>) -> array<vec4<f32>, 4> {
+    var acc: array<vec4<f32>, 4>;
+    for (var k = 0u; k < p.m; k++) {
+        let hb = vec4<f32>(st_h[rb.x + k], st_h[rb.y + k], st_h[rb.z + k], st_h[rb.w + k]);
+        let d0 = st_h[ra.x + k] - hb;
+        let d1 = st_h[ra.y + k] - hb;
+        let d2 = st_h[ra.z + k] - hb;
+        let d3 = st_h[ra.w + k] - hb;
+        acc[0] += d0 * d0;
+        acc[1] += d1 * d1;
+        acc[2] += d2 * d2;
+        acc[3] += d3 * d3;
+    }
+    let e = vec4<f32>(p.eps2);
+    return array<vec4<f32>, 4>(sqrt(acc[0] + e), sqrt(acc[1] + e), sqrt(acc[2] + e), sqrt(acc[3] + e));
+}
+
+@compute @workgroup_size(64)
+fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 64u);
+    if (idx >= p.total) { return; }
+    let it = idx % p.tiles;
+    let pair = idx / p.tiles;
+    let a = pair / p.ns;
+    let b = pair % p.ns;
+    if (a > b) { return; } // the lower triangle reuses the upper one's partials
+    let ca = st_cnt[a];
+    let cb = st_cnt[b];
+    let i0 = it * 4u;
+    if (i0 >= ca) {
+        st_part[idx] = 0.0;
+        return;
+    }
+    let ra = tile_rows(a, i0, ca);
+    let wa = tile_weights(a, i0, ca);
+    var total = 0.0;
+    for (var j0 = 0u; j0 < cb; j0 += 4u) {
+        let d = tile_dist(ra, tile_rows(b, j0, cb));
+        let wb = tile_weights(b, j0, cb);
+        total += dot(wa, vec4<f32>(dot(d[0], wb), dot(d[1], wb), dot(d[2], wb), dot(d[3], wb)));
+    }
+    st_part[idx] = total;
+}
+
+@compute @workgroup_size(256)
+fn structure_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    if (idx >= p.total) { return; }
+    let a = idx / p.ns;
+    let b = idx % p.ns;
+    let base = (min(a, b) * p.ns + max(a, b)) * p.tiles;
+    var s = 0.0;
+    for (var it = 0u; it < p.tiles; it++) {
+        s += sr_part[base + it];
+    }
+    sr_s[idx] = s;
+}
+
+@compute @workgroup_size(64)
+fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 64u);
+    if (idx >= p.total) { return; }
+    let chunk = idx % p.chunks;
+    let rest = idx / p.chunks;
+    let it = rest % p.tiles;
+    let a = rest / p.tiles;
+    let ca = st_cnt[a];
+    let i0 = it * 4u;
+    let k0 = chunk * MC;
+    let kc = min(MC, p.m - k0);
+    // acc[kk][t]: output dim k0 + kk of token i0 + t, before the factor w_Ai
+    var acc: array<vec4<f32>, MC>;
+    var accw = vec4<f32>(0.0);
+    var wa = vec4<f32>(0.0);
+    if (i0 < ca) {
+        let ra = tile_rows(a, i0, ca);
+        wa = tile_weights(a, i0, ca);
+        for (var b = 0u; b < p.ns; b++) {
+            let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
+            let cb = st_cnt[b];
+            for (var j0 = 0u; j0 < cb; j0 += 4u) {
+                let rb = tile_rows(b, j0, cb);
+                let wb = tile_weights(b, j0, cb);
+                let d = tile_dist(ra, rb);
+                accw += g * vec4<f32>(dot(d[0], wb), dot(d[1], wb), dot(d[2], wb), dot(d[3], wb));
+                let gw = g * wb;
+                let c0 = gw / d[0];
+                let c1 = gw / d[1];
+                let c2 = gw / d[2];
+                let c3 = gw / d[3];
+                for (var kk = 0u; kk < kc; kk++) {
+                    let k = k0 + kk;
+                    let hb = vec4<f32>(st_h[rb.x + k], st_h[rb.y + k], st_h[rb.z + k], st_h[rb.w + k]);
+                    acc[kk] += vec4<f32>(
+                        dot(c0, st_h[ra.x + k] - hb),
+                        dot(c1, st_h[ra.y + k] - hb),
+                        dot(c2, st_h[ra.z + k] - hb),
+                        dot(c3, st_h[ra.w + k] - hb),
+                    );
+                }
+            }
+        }
+    }
+    // Padded tokens (weight 0 by select) get exactly 0; tile rows past n are not ours to write.
+    for (var t = 0u; t < 4u; t++) {
+        let i = i0 + t;
+        if (i < p.nt) {
+            let valid = i < ca;
+            let row = (a * p.nt + i) * p.m + k0;
+            for (var kk = 0u; kk < kc; kk++) {
+                sb_dh[row + kk] = select(0.0, wa[t] * acc[kk][t], valid);
+            }
+            if (chunk == 0u) {
+                sb_dw[a * p.nt + i] = select(0.0, accw[t], valid);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn mask_tokens(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    if (idx >= p.total) { return; }
+    let tok = idx / p.inner;
+    let a = tok / p.nt;
+    let i = tok % p.nt;
+    mt_y[idx] = select(0.0, mt_x[idx], i < mt_cnt[a]);
+}

@@ -1,0 +1,505 @@
+//! Atom-modeling kernels (`shaders/atom.wgsl`): the pairwise sample distance d̄ (and the p-norm
+//! distances of the hinge baselines), the importance-weighted all-pairs token distance
+//! `S[A, B] = sum_i sum_j w_Ai w_Bj d_ij(A, B)` (the dominant term, tiled like a matrix product and
+//! never storing the N x N x n x n distances), their gathered gradients, token masking, and the
+//! importance head. The loss itself is assembled from tape ops in [`crate::atom`]. The f64 reference
+//! is [`cpu`].
+//!
+//! Padding: per-sample token counts live in a [`TokenMask`] (validated on the host); tokens
+//! `i >= counts[A]` are never read by the kernels and get exactly zero gradient.
+
+use crate::autodiff::Var;
+use crate::device::{groups_1d, Device, WG};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+crate::shader!(SHADER = "atom");
+
+/// Output dims per `structure_backward` invocation (`MC` in the shader).
+const MC: usize = 32;
+/// Invocations per workgroup of the structure kernels.
+const WG_STRUCT: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    ns: u32,
+    nt: u32,
+    m: u32,
+    tiles: u32,
+    eps2: f32,
+    chunks: u32,
+    total: u32,
+    inner: u32,
+}
+
+impl Params {
+    fn new() -> Params {
+        Params { ns: 0, nt: 0, m: 0, tiles: 0, eps2: 0.0, chunks: 1, total: 0, inner: 1 }
+    }
+}
+
+/// Which distance [`pdist`] computes between latents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// `sqrt(|z_A - z_B|^2 + eps^2)`: the floored distance d̄ of the atom loss.
+    Floored,
+    /// `|z_A - z_B|_1` (gradient `sign`, 0 at 0).
+    L1,
+    /// `|z_A - z_B|_2` without a floor (gradient 0 where the distance is 0).
+    L2,
+}
+
+impl Norm {
+    fn code(self) -> f64 {
+        match self {
+            Norm::Floored => 0.0,
+            Norm::L1 => 1.0,
+            Norm::L2 => 2.0,
+        }
+    }
+}
+
+/// Per-sample token counts of a minibatch of tokens `[N, n, ..]`, checked on the host
+/// (`1 <= counts[A] <= n`) and uploaded once: the kernels read `counts`, the tape ops use `mask`
+/// (`[N, n]`, 1 for a real token, 0 for padding) and `inv_counts` (`[N]`, `1 / counts[A]`).
+#[derive(Clone, Debug)]
+pub struct TokenMask {
+    counts: Vec<usize>,
+    n: usize,
+    /// U32 `[N]`.
+    pub counts_gpu: Tensor,
+    /// F32 `[N, n]`: 1 for a real token, 0 for padding.
+    pub mask: Tensor,
+    /// F32 `[N]`: `1 / counts[A]`.
+    pub inv_counts: Tensor,
+}
+
+impl TokenMask {
+    /// Checks `1 <= counts[A] <= n` for every sample and uploads the counts.
+    pub fn new(dev: &Device, counts: &[usize], n: usize) -> Result<TokenMask> {
+        if counts.is_empty() {
+            return Err(Error::shape("atom token mask", format!("no samples: counts {counts:?} (n = {n})")));
+        }
+        if let Some(a) = counts.iter().position(|&c| c == 0 || c > n) {
+            return Err(Error::shape(
+                "atom token mask",
+                format!(
+                    "sample {a} has {} tokens; each count must lie in 1..={n} (n = {n}), counts {counts:?}",
+                    counts[a]
+                ),
+            ));
+        }
+        if counts.len() > u32::MAX as usize / n.max(1) {
+            return Err(Error::shape("atom token mask", format!("{} samples of {n} tokens is too many", counts.len())));
+        }
+        let c32: Vec<u32> = counts.iter().map(|&c| c as u32).collect();
+        let mut mask = vec![0f32; counts.len() * n];
+        for (a, &c) in counts.iter().enumerate() {
+            mask[a * n..a * n + c].fill(1.0);
+        }
+        let inv: Vec<f32> = counts.iter().map(|&c| 1.0 / c as f32).collect();
+        Ok(TokenMask {
+            counts: counts.to_vec(),
+            n,
+            counts_gpu: Tensor::from_u32(dev, &c32, &[counts.len()])?,
+            mask: Tensor::from_slice(dev, &mask, &[counts.len(), n])?,
+            inv_counts: Tensor::from_slice(dev, &inv, &[counts.len()])?,
+        })
+    }
+    /// Tokens of each sample.
+    pub fn counts(&self) -> &[usize] {
+        &self.counts
+    }
+    /// Samples N.
+    pub fn samples(&self) -> usize {
+        self.counts.len()
+    }
+    /// Padded tokens per sample n.
+    pub fn tokens(&self) -> usize {
+        self.n
+    }
+
+    /// Checks that `x` is `[N, n, ..]` for this mask; returns the elements per token.
+    fn check(&self, op: &'static str, what: &str, x: &Tensor, rank: Option<usize>) -> Result<usize> {
+        x.expect(op, DType::F32)?;
+        let s = x.shape();
+        let rank_ok = match rank {
+            Some(r) => s.len() == r,
+            None => s.len() >= 2,
+        };
+        if !rank_ok || s[0] != self.samples() || s[1] != self.n {
+            let want = match rank {
+                Some(2) => format!("[{}, {}]", self.samples(), self.n),
+                Some(3) => format!("[{}, {}, m]", self.samples(), self.n),
+                _ => format!("[{}, {}, ..]", self.samples(), self.n),
+            };
+            return Err(Error::shape(
+                op,
+                format!("{what} {s:?} does not fit {} token counts of n = {}: needs {want}", self.samples(), self.n),
+            ));
+        }
+        Ok(s[2..].iter().product())
+    }
+}
+
+fn check_eps(op: &'static str, eps: f32, positive: bool) -> Result<()> {
+    if !eps.is_finite() || eps < 0.0 || (positive && eps == 0.0) {
+        let need = if positive { "> 0" } else { ">= 0" };
+        return Err(Error::Config(format!("{op}: eps must be finite and {need}, got {eps}")));
+    }
+    Ok(())
+}
+
+fn check_latents(op: &'static str, z: &Tensor) -> Result<(usize, usize)> {
+    z.expect(op, DType::F32)?;
+    match z.shape() {
+        &[n, d] if n >= 1 && d >= 1 => Ok((n, d)),
+        s => Err(Error::shape(op, format!("latents z must be [N, D] with N, D >= 1, got {s:?}"))),
+    }
+}
+
+/// Pairwise distances `[N, N]` between the rows of `z [N, D]` (bit-symmetric; diagonal `eps`
+/// for [`Norm::Floored`], 0 otherwise). `eps` is used by `Floored` only.
+pub fn pdist(z: &Tensor, norm: Norm, eps: f32) -> Result<Tensor> {
+    let (n, d) = check_latents("atom_pdist", z)?;
+    check_eps("atom_pdist", eps, false)?;
+    let dev = z.device();
+    let out = Tensor::empty(dev, "atom_pdist", &[n, n], DType::F32)?;
+    let p = Params { ns: n as u32, m: d as u32, eps2: eps * eps, total: (n * n) as u32, ..Params::new() };
+    dev.dispatch(
+        &SHADER,
+        "pdist",
+        &[("NORM", norm.code())],
+        bytemuck::bytes_of(&p),
+        &[z.bind(), out.bind()],
+        groups_1d(n * n, WG),
+    );
+    Ok(out)
+}
+
+/// `dz [N, D]` from the forward's `dbar [N, N]` and `g = dL/d(dbar) [N, N]`, gathered per (A, d).
+pub fn pdist_backward(z: &Tensor, dbar: &Tensor, g: &Tensor, norm: Norm) -> Result<Tensor> {
+    let (n, d) = check_latents("atom_pdist_backward", z)?;
+    if dbar.shape() != [n, n] || g.shape() != [n, n] {
+        return Err(Error::shape(
+            "atom_pdist_backward",
+            format!("z {:?} needs dbar and gradient [{n}, {n}], got {:?} and {:?}", z.shape(), dbar.shape(), g.shape()),
+        ));
+    }
+    let dev = z.device();
+    let dz = Tensor::empty(dev, "atom_pdist_backward", &[n, d], DType::F32)?;
+    let p = Params { ns: n as u32, m: d as u32, total: (n * d) as u32, ..Params::new() };
+    dev.dispatch(
+        &SHADER,
+        "pdist_backward",
+        &[("NORM", norm.code())],
+        bytemuck::bytes_of(&p),
+        &[z.bind(), dbar.bind(), g.bind(), dz.bind()],
+        groups_1d(n * d, WG),
+    );
+    Ok(dz)
+}
+
+/// Checks `h [N, n, m]` and `w [N, n]` against the mask; returns (N, n, m).
+fn check_structure(op: &'static str, h: &Tensor, w: &Tensor, mask: &TokenMask) -> Result<(usize, usize, usize)> {
+    mask.check(op, "tokens h", h, Some(3))?;
+    mask.check(op, "importances w", w, Some(2))?;
+    let m = h.shape()[2];
+    if m == 0 {
+        return Err(Error::shape(op, format!("tokens h {:?} have no features (m = 0)", h.shape())));
+    }
+    let (n, t) = (mask.samples(), mask.tokens());
+    if (n * n).checked_mul(t.div_ceil(4)).is_none_or(|v| v > u32::MAX as usize) || n * t * m > u32::MAX as usize {
+        return Err(Error::shape(op, format!("tokens h {:?} too large for one dispatch", h.shape())));
+    }
+    Ok((n, t, m))
+}
+
+/// The dominant term of the atom loss: `S [N, N]` with
+/// `S[A, B] = sum_{i < n_A} sum_{j < n_B} w_Ai w_Bj sqrt(|h_Ai - h_Bj|^2 + eps^2)` for tokens
+/// `h [N, n, m]` and importances `w [N, n]`, all pairs including A == B; S is bit-symmetric.
+/// Two dispatches (register-blocked partials per 4-token tile, then a fixed-order sum); the
+/// benchmark can call this directly.
+pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
+    let (n, t, m) = check_structure("atom_structure", h, w, mask)?;
+    check_eps("atom_structure", eps, true)?;
+    let dev = h.device();
+    let tiles = t.div_ceil(4);
+    let part = Tensor::empty(dev, "atom_structure", &[n, n, tiles], DType::F32)?;
+    let mut p = Params {
+        ns: n as u32,
+        nt: t as u32,
+        m: m as u32,
+        tiles: tiles as u32,
+        eps2: eps * eps,
+        total: (n * n * tiles) as u32,
+        ..Params::new()
+    };
+    dev.dispatch(
+        &SHADER,
+        "structure_partial",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[h.bind(), w.bind(), mask.counts_gpu.bind(), part.bind()],
+        groups_1d(n * n * tiles, WG_STRUCT),
+    );
+    let s = Tensor::empty(dev, "atom_structure", &[n, n], DType::F32)?;
+    p.total = (n * n) as u32;
+    dev.dispatch(
+        &SHADER,
+        "structure_reduce",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[part.bind(), s.bind()],
+        groups_1d(n * n, WG),
+    );
+    Ok(s)
+}
+
+/// Gradients `(dh [N, n, m], dw [N, n])` of `sum_AB G[A, B] S[A, B]` for `g = G [N, N]`
+/// (gathered per (sample, 4-token tile, chunk of 32 dims); padded tokens get exactly 0).
+pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    let (n, t, m) = check_structure("atom_structure_backward", h, w, mask)?;
+    check_eps("atom_structure_backward", eps, true)?;
+    if g.shape() != [n, n] {
+        return Err(Error::shape(
+            "atom_structure_backward",
+            format!("gradient {:?} does not fit tokens {:?}: needs [{n}, {n}]", g.shape(), h.shape()),
+        ));
+    }
+    let dev = h.device();
+    let tiles = t.div_ceil(4);
+    let chunks = m.div_ceil(MC);
+    let dh = Tensor::empty(dev, "atom_structure_backward", &[n, t, m], DType::F32)?;
+    let dw = Tensor::empty(dev, "atom_structure_backward", &[n, t], DType::F32)?;
+    let total = n * tiles * chunks;
+    let p = Params {
+        ns: n as u32,
+        nt: t as u32,
+        m: m as u32,
+        tiles: tiles as u32,
+        eps2: eps * eps,
+        chunks: chunks as u32,
+        total: total as u32,
+        inner: 1,
+    };
+    dev.dispatch(
+        &SHADER,
+        "structure_backward",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[h.bind(), w.bind(), mask.counts_gpu.bind(), g.bind(), dh.bind(), dw.bind()],
+        groups_1d(total, WG_STRUCT),
+    );
+    Ok((dh, dw))
+}
+
+/// `x [N, n, ..]` with every padded token (i >= counts[A]) set to exactly 0.
+pub fn mask_tokens(x: &Tensor, mask: &TokenMask) -> Result<Tensor> {
+    let inner = mask.check("atom_mask_tokens", "input", x, None)?;
+    let dev = x.device();
+    let y = Tensor::empty(dev, "atom_mask_tokens", x.shape(), DType::F32)?;
+    let p = Params {
+        ns: mask.samples() as u32,
+        nt: mask.tokens() as u32,
+        total: x.numel() as u32,
+        inner: inner.max(1) as u32,
+        ..Params::new()
+    };
+    dev.dispatch(
+        &SHADER,
+        "mask_tokens",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x.bind(), mask.counts_gpu.bind(), y.bind()],
+        groups_1d(x.numel(), WG),
+    );
+    Ok(y)
+}
+
+impl Var {
+    /// Pairwise distances `[N, N]` of the rows of this `[N, D]` (see [`pdist`]); gathered gradient.
+    pub fn pdist(&self, norm: Norm, eps: f32) -> Result<Var> {
+        let y = pdist(self.value(), norm, eps)?;
+        let (z, dbar) = (self.value().clone(), y.clone());
+        Ok(self.tape().op(y, &[self], move |g| Ok(vec![Some(pdist_backward(&z, &dbar, g, norm)?)])))
+    }
+
+    /// This `[N, n, ..]` with padded tokens set to exactly 0; the gradient is masked the same way.
+    pub fn mask_tokens(&self, mask: &TokenMask) -> Result<Var> {
+        let y = mask_tokens(self.value(), mask)?;
+        let mask = mask.clone();
+        Ok(self.tape().op(y, &[self], move |g| Ok(vec![Some(mask_tokens(g, &mask)?)])))
+    }
+}
+
+/// `S [N, N]` on the tape (see [`structure`]); gradients flow to `h` and `w`.
+pub fn structure_var(h: &Var, w: &Var, mask: &TokenMask, eps: f32) -> Result<Var> {
+    let s = structure(h.value(), w.value(), mask, eps)?;
+    let (hv, wv, mask) = (h.value().clone(), w.value().clone(), mask.clone());
+    Ok(h.tape().op(s, &[h, w], move |g| {
+        let (dh, dw) = structure_backward(&hv, &wv, &mask, g, eps)?;
+        Ok(vec![Some(dh), Some(dw)])
+    }))
+}
+
+/// The importance head `w [N, n] = sigmoid(h . u + c)` for tokens `h [N, n, m]`, `u [m]`, `c [1]`,
+/// with padded entries exactly 0 (padded tokens are masked before and after, so whatever they
+/// hold never reaches w or the gradients).
+pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
+    const OP: &str = "atom_importance";
+    mask.check(OP, "tokens h", h.value(), Some(3))?;
+    let (n, t, m) = (h.shape()[0], h.shape()[1], h.shape()[2]);
+    if u.shape() != [m] || c.value().numel() != 1 || c.shape().len() > 1 {
+        return Err(Error::shape(
+            OP,
+            format!("tokens h {:?} need u [{m}] and c [1], got u {:?} and c {:?}", h.shape(), u.shape(), c.shape()),
+        ));
+    }
+    let hm = h.mask_tokens(mask)?.reshape(&[n * t, m])?;
+    let logits = hm.matmul(&u.reshape(&[m, 1])?)?.reshape(&[n, t])?.add(&c.reshape(&[1])?)?;
+    logits.sigmoid()?.mask_tokens(mask)
+}
+
+/// f64 references on flat row-major data.
+pub mod cpu {
+    use super::Norm;
+
+    fn dist(a: &[f64], b: &[f64], norm: Norm, eps: f64) -> f64 {
+        let it = a.iter().zip(b).map(|(x, y)| x - y);
+        match norm {
+            Norm::Floored => (it.map(|v| v * v).sum::<f64>() + eps * eps).sqrt(),
+            Norm::L1 => it.map(f64::abs).sum(),
+            Norm::L2 => it.map(|v| v * v).sum::<f64>().sqrt(),
+        }
+    }
+
+    /// `[N, N]` distances between the rows of `z [N, D]`.
+    pub fn pdist(z: &[f64], d: usize, norm: Norm, eps: f64) -> Vec<f64> {
+        let n = z.len() / d;
+        let mut out = vec![0.0; n * n];
+        for a in 0..n {
+            for b in 0..n {
+                out[a * n + b] = dist(&z[a * d..(a + 1) * d], &z[b * d..(b + 1) * d], norm, eps);
+            }
+        }
+        out
+    }
+
+    /// `dz` of `sum G * pdist(z)`.
+    pub fn pdist_backward(z: &[f64], d: usize, g: &[f64], norm: Norm, eps: f64) -> Vec<f64> {
+        let n = z.len() / d;
+        let dbar = pdist(z, d, norm, eps);
+        let mut dz = vec![0.0; n * d];
+        for a in 0..n {
+            for b in 0..n {
+                let gs = g[a * n + b] + g[b * n + a];
+                for k in 0..d {
+                    let diff = z[a * d + k] - z[b * d + k];
+                    let coef = match norm {
+                        Norm::L1 => {
+                            if diff > 0.0 {
+                                1.0
+                            } else if diff < 0.0 {
+                                -1.0
+                            } else {
+                                0.0
+                            }
+                        }
+                        _ => {
+                            let dd = dbar[a * n + b];
+                            if dd > 0.0 {
+                                diff / dd
+                            } else {
+                                0.0
+                            }
+                        }
+                    };
+                    dz[a * d + k] += gs * coef;
+                }
+            }
+        }
+        dz
+    }
+
+    /// `S [N, N]` for tokens `h [N, n, m]`, importances `w [N, n]` and token counts.
+    pub fn structure(h: &[f64], w: &[f64], counts: &[usize], n: usize, m: usize, eps: f64) -> Vec<f64> {
+        let ns = counts.len();
+        let mut s = vec![0.0; ns * ns];
+        for a in 0..ns {
+            for b in 0..ns {
+                let mut acc = 0.0;
+                for i in 0..counts[a] {
+                    for j in 0..counts[b] {
+                        let ha = &h[(a * n + i) * m..(a * n + i + 1) * m];
+                        let hb = &h[(b * n + j) * m..(b * n + j + 1) * m];
+                        acc += w[a * n + i] * w[b * n + j] * dist(ha, hb, Norm::Floored, eps);
+                    }
+                }
+                s[a * ns + b] = acc;
+            }
+        }
+        s
+    }
+
+    /// `(dh, dw)` of `sum G * S`, straight from the definition (every term of every S[A, B]).
+    pub fn structure_backward(
+        h: &[f64],
+        w: &[f64],
+        counts: &[usize],
+        n: usize,
+        m: usize,
+        g: &[f64],
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let ns = counts.len();
+        let mut dh = vec![0.0; h.len()];
+        let mut dw = vec![0.0; w.len()];
+        for a in 0..ns {
+            for b in 0..ns {
+                let gab = g[a * ns + b];
+                for i in 0..counts[a] {
+                    for j in 0..counts[b] {
+                        let (ia, jb) = (a * n + i, b * n + j);
+                        let d = dist(&h[ia * m..(ia + 1) * m], &h[jb * m..(jb + 1) * m], Norm::Floored, eps);
+                        // term w_ia w_jb d(h_ia, h_jb)
+                        dw[ia] += gab * w[jb] * d;
+                        dw[jb] += gab * w[ia] * d;
+                        let c = gab * w[ia] * w[jb] / d;
+                        for k in 0..m {
+                            let diff = h[ia * m + k] - h[jb * m + k];
+                            dh[ia * m + k] += c * diff;
+                            dh[jb * m + k] -= c * diff;
+                        }
+                    }
+                }
+            }
+        }
+        (dh, dw)
+    }
+
+    /// `x [N, n, inner]` with padded tokens zeroed.
+    pub fn mask_tokens(x: &[f64], counts: &[usize], n: usize) -> Vec<f64> {
+        let inner = x.len() / (counts.len() * n);
+        let mut y = x.to_vec();
+        for (a, &c) in counts.iter().enumerate() {
+            y[(a * n + c) * inner..(a + 1) * n * inner].fill(0.0);
+        }
+        y
+    }
+
+    /// `w [N, n] = sigmoid(h . u + c)`, 0 for padded tokens.
+    pub fn importance(h: &[f64], u: &[f64], c: f64, counts: &[usize], n: usize) -> Vec<f64> {
+        let m = u.len();
+        let mut w = vec![0.0; counts.len() * n];
+        for (a, &cnt) in counts.iter().enumerate() {
+            for i in 0..cnt {
+                let t = a * n + i;
+                let x: f64 = (0..m).map(|k| h[t * m + k] * u[k]).sum::<f64>() + c;
+                w[t] = 1.0 / (1.0 + (-x).exp());
+            }
+        }
+        w
+    }
+}

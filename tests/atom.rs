@@ -1,0 +1,738 @@
+//! Atom modeling: the kernels (pairwise distances, the weighted all-pairs token distance S, token
+//! masking) against their f64 references forward and backward on odd sizes with variable token
+//! counts; gradient checks of every op and of the whole loss (z, h, u, c); the spec's five
+//! properties; the baselines (hinge L1/L2, NT-Xent); determinism; bad-input errors.
+mod common;
+use atomgrad::atom::{self, cpu as lref, AtomConfig, Norm, TokenMask};
+use atomgrad::ops::atom::{self as kern, cpu};
+use atomgrad::rng::Rng;
+use atomgrad::{Device, Error, Tape, Tensor, Var};
+use common::*;
+
+/// A random minibatch: latents z [N, D], tokens h [N, n, m], importances w [N, n] in (0.05, 0.95),
+/// counts in 1..=n (sample 0 full). Padded entries hold `pad` (never to be read).
+struct Batch {
+    ns: usize,
+    n: usize,
+    m: usize,
+    d: usize,
+    counts: Vec<usize>,
+    z: Vec<f64>,
+    h: Vec<f64>,
+    w: Vec<f64>,
+}
+
+fn batch(rng: &mut Rng, ns: usize, n: usize, m: usize, d: usize, pad: f64) -> Batch {
+    let mut counts: Vec<usize> = (0..ns).map(|_| rng.below(n) + 1).collect();
+    counts[0] = n;
+    let z = rng.vec(ns * d, -1.0, 1.0);
+    let mut h = rng.vec(ns * n * m, -1.0, 1.0);
+    let mut w = rng.vec(ns * n, 0.05, 0.95);
+    for (a, &c) in counts.iter().enumerate() {
+        h[(a * n + c) * m..(a + 1) * n * m].fill(pad);
+        w[a * n + c..(a + 1) * n].fill(pad);
+    }
+    Batch { ns, n, m, d, counts, z, h, w }
+}
+
+fn no_floor() -> AtomConfig {
+    AtomConfig { r_max: None, ..AtomConfig::default() }
+}
+
+/// GPU evaluation of the atom terms on a no-grad tape: (L_A, C_w, s, kappa, k).
+fn gpu_terms(dev: &Device, b: &Batch, cfg: &AtomConfig) -> (f64, f64, f64, Vec<f32>, Vec<f32>) {
+    let tape = Tape::no_grad();
+    let mask = TokenMask::new(dev, &b.counts, b.n).unwrap();
+    let z = tape.constant(upload(dev, &b.z, &[b.ns, b.d]));
+    let h = tape.constant(upload(dev, &b.h, &[b.ns, b.n, b.m]));
+    let w = tape.constant(upload(dev, &b.w, &[b.ns, b.n]));
+    let t = atom::atom_terms(&z, &h, &w, &mask, cfg).unwrap();
+    let item = |v: &Var| v.value().item().unwrap() as f64;
+    (item(&t.l_a), item(&t.c_w), item(&t.s), t.kappa.value().to_vec().unwrap(), t.k.value().to_vec().unwrap())
+}
+
+fn off_diag<T: Copy>(x: &[T], n: usize) -> Vec<T> {
+    (0..n * n).filter(|i| i / n != i % n).map(|i| x[i]).collect()
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+// ---------------------------------------------------------------- kernels vs the f64 reference
+
+#[test]
+fn pdist_forward_and_backward_match_reference() {
+    let dev = device();
+    let mut rng = Rng::new(1);
+    for ns in [2usize, 3, 5] {
+        for d in [1usize, 2, 9] {
+            let z = rng.vec(ns * d, -1.0, 1.0);
+            let g = rng.vec(ns * ns, -1.0, 1.0);
+            let zt = upload(&dev, &z, &[ns, d]);
+            for norm in [Norm::Floored, Norm::L1, Norm::L2] {
+                let what = format!("pdist {norm:?} N {ns} D {d}");
+                let y = kern::pdist(&zt, norm, 1e-3).unwrap();
+                let yv = y.to_vec().unwrap();
+                assert_close(&what, &yv, &cpu::pdist(&z, d, norm, 1e-3), 1e-6, 1e-5);
+                for a in 0..ns {
+                    for b in 0..ns {
+                        assert_eq!(yv[a * ns + b].to_bits(), yv[b * ns + a].to_bits(), "{what}: not bit-symmetric");
+                    }
+                }
+                let dz = kern::pdist_backward(&zt, &y, &upload(&dev, &g, &[ns, ns]), norm).unwrap();
+                let r = cpu::pdist_backward(&z, d, &g, norm, 1e-3);
+                assert_close(&format!("{what} backward"), &dz.to_vec().unwrap(), &r, 1e-5, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn pdist_gradient_at_zero_distance_is_zero_for_l1_and_l2() {
+    let dev = device();
+    // samples 0 and 1 coincide; sample 2 differs in dim 0 only (L1 sign at 0 in dim 1)
+    let z = vec![0.5, -0.25, 0.5, -0.25, 1.5, -0.25];
+    let zt = upload(&dev, &z, &[3, 2]);
+    let mut g = vec![0.0; 9];
+    g[1] = 1.0; // only the coincident pair (0, 1)
+    let gt = upload(&dev, &g, &[3, 3]);
+    for norm in [Norm::L1, Norm::L2] {
+        let y = kern::pdist(&zt, norm, 0.0).unwrap();
+        let dz = kern::pdist_backward(&zt, &y, &gt, norm).unwrap().to_vec().unwrap();
+        assert!(dz.iter().all(|&v| v == 0.0), "{norm:?}: gradient at distance 0 must be 0, got {dz:?}");
+    }
+}
+
+#[test]
+fn structure_forward_and_backward_match_reference_on_odd_sizes() {
+    let dev = device();
+    let mut rng = Rng::new(2);
+    let eps = 1e-3;
+    let mut cases = Vec::new();
+    for ns in [2usize, 3, 5] {
+        for n in [1usize, 3, 7] {
+            for m in [1usize, 5, 33] {
+                cases.push((ns, n, m));
+            }
+        }
+    }
+    cases.push((3, 9, 70)); // three chunks of output dims in the backward pass
+    for (ns, n, m) in cases {
+        let b = batch(&mut rng, ns, n, m, 1, 1e3);
+        let what = format!("structure N {ns} n {n} m {m} counts {:?}", b.counts);
+        let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
+        let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
+        let s = kern::structure(&ht, &wt, &mask, eps as f32).unwrap().to_vec().unwrap();
+        assert_close(&what, &s, &cpu::structure(&b.h, &b.w, &b.counts, n, m, eps), 1e-5, 1e-5);
+        for a in 0..ns {
+            for c in 0..ns {
+                assert_eq!(s[a * ns + c].to_bits(), s[c * ns + a].to_bits(), "{what}: S not bit-symmetric");
+            }
+        }
+        let g = rng.vec(ns * ns, -1.0, 1.0);
+        let (dh, dw) = kern::structure_backward(&ht, &wt, &mask, &upload(&dev, &g, &[ns, ns]), eps as f32).unwrap();
+        let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, eps);
+        assert_close(&format!("{what} dh"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
+        assert_close(&format!("{what} dw"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn padding_is_never_read_and_gets_exactly_zero_gradient() {
+    let dev = device();
+    let mut rng = Rng::new(3);
+    let (ns, n, m) = (3, 6, 5);
+    let b = batch(&mut rng, ns, n, m, 1, 0.5);
+    let counts = vec![6, 2, 4];
+    let mut h = b.h.clone();
+    let mut w = b.w.clone();
+    for (a, &c) in counts.iter().enumerate() {
+        h[(a * n + c) * m..(a + 1) * n * m].fill(f64::NAN);
+        w[a * n + c..(a + 1) * n].fill(f64::NAN);
+    }
+    let mask = TokenMask::new(&dev, &counts, n).unwrap();
+    let (ht, wt) = (upload(&dev, &h, &[ns, n, m]), upload(&dev, &w, &[ns, n]));
+    let s = kern::structure(&ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
+    assert!(s.iter().all(|v| v.is_finite()), "NaN padding leaked into S: {s:?}");
+    assert_close("S with NaN padding", &s, &cpu::structure(&h, &w, &counts, n, m, 1e-3), 1e-5, 1e-5);
+    let g = upload(&dev, &rng.vec(ns * ns, -1.0, 1.0), &[ns, ns]);
+    let (dh, dw) = kern::structure_backward(&ht, &wt, &mask, &g, 1e-3).unwrap();
+    let (dh, dw) = (dh.to_vec().unwrap(), dw.to_vec().unwrap());
+    for (a, &c) in counts.iter().enumerate() {
+        for i in 0..n {
+            let pad = i >= c;
+            let row = &dh[(a * n + i) * m..(a * n + i + 1) * m];
+            assert!(row.iter().all(|v| v.is_finite()) && dw[a * n + i].is_finite(), "NaN padding leaked");
+            if pad {
+                assert!(row.iter().all(|&v| v == 0.0) && dw[a * n + i] == 0.0, "padded token ({a}, {i}) has gradient");
+            }
+        }
+    }
+    // the masking op and the importance head
+    let y = kern::mask_tokens(&ht, &mask).unwrap().to_vec().unwrap();
+    let hz: Vec<f64> = h.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();
+    assert_close("mask_tokens", &y, &cpu::mask_tokens(&hz, &counts, n), 0.0, 0.0);
+    let tape = Tape::no_grad();
+    let u = rng.vec(m, -1.0, 1.0);
+    let imp = atom::importance(
+        &tape.constant(ht.clone()),
+        &tape.constant(upload(&dev, &u, &[m])),
+        &tape.constant(upload(&dev, &[0.3], &[1])),
+        &mask,
+    )
+    .unwrap();
+    let wv = imp.value().to_vec().unwrap();
+    assert_close("importance", &wv, &cpu::importance(&hz, &u, 0.3, &counts, n), 1e-6, 1e-5);
+    for (a, &c) in counts.iter().enumerate() {
+        for i in 0..n {
+            let v = wv[a * n + i];
+            if i < c {
+                assert!(v > 0.0 && v < 1.0, "importance ({a}, {i}) = {v} outside (0, 1)");
+            } else {
+                assert_eq!(v.to_bits(), 0f32.to_bits(), "padded importance ({a}, {i}) = {v}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- gradient checks
+
+#[test]
+fn grad_check_pdist_and_structure_ops() {
+    let mut rng = Rng::new(4);
+    for (ns, d) in [(2usize, 1usize), (3, 2), (5, 9)] {
+        let z = rng.vec(ns * d, -1.0, 1.0);
+        for norm in [Norm::Floored, Norm::L1, Norm::L2] {
+            grad_check(
+                &format!("pdist {norm:?} N {ns} D {d}"),
+                &[(z.clone(), vec![ns, d])],
+                &[true],
+                move |v| v[0].pdist(norm, 1e-3),
+                move |i| cpu::pdist(&i[0], d, norm, 1e-3),
+                1e-3,
+            );
+        }
+    }
+    for (ns, n, m) in [(2usize, 1usize, 1usize), (3, 3, 5), (5, 7, 33), (3, 7, 40)] {
+        let b = batch(&mut rng, ns, n, m, 1, 3.0);
+        let (c1, c2) = (b.counts.clone(), b.counts.clone());
+        grad_check(
+            &format!("structure N {ns} n {n} m {m} counts {:?}", b.counts),
+            &[(b.h.clone(), vec![ns, n, m]), (b.w.clone(), vec![ns, n])],
+            &[true, true],
+            move |v| kern::structure_var(&v[0], &v[1], &TokenMask::new(v[0].value().device(), &c1, n)?, 1e-3),
+            move |i| cpu::structure(&i[0], &i[1], &c2, n, m, 1e-3),
+            1e-3,
+        );
+    }
+}
+
+/// The whole regulariser from the importance head on: inputs z, h, u, c; output [L_A, C_w].
+fn grad_check_loss(seed: u64, ns: usize, n: usize, m: usize, d: usize, cfg: AtomConfig) {
+    let mut rng = Rng::new(seed);
+    let b = batch(&mut rng, ns, n, m, d, 5.0);
+    let u = rng.vec(m, -1.5, 1.5);
+    let c = vec![rng.range(-0.5, 0.5) as f32 as f64];
+    let (c1, c2) = (b.counts.clone(), b.counts.clone());
+    grad_check(
+        &format!("atom loss N {ns} n {n} m {m} D {d} counts {:?} r_max {:?}", b.counts, cfg.r_max),
+        &[(b.z.clone(), vec![ns, d]), (b.h.clone(), vec![ns, n, m]), (u, vec![m]), (c, vec![1])],
+        &[true, true, true, true],
+        move |v| {
+            let mask = TokenMask::new(v[0].value().device(), &c1, n)?;
+            let w = atom::importance(&v[1], &v[2], &v[3], &mask)?;
+            let t = atom::atom_terms(&v[0], &v[1], &w, &mask, &cfg)?;
+            Var::concat(&[&t.l_a.reshape(&[1])?, &t.c_w.reshape(&[1])?], 0)
+        },
+        move |i| {
+            let w = cpu::importance(&i[1], &i[2], i[3][0], &c2, n);
+            let t = lref::atom_terms(&i[0], d, &i[1], &w, &c2, &cfg);
+            vec![t.l_a, t.c_w]
+        },
+        1e-3,
+    );
+}
+
+#[test]
+fn grad_check_whole_loss_z_h_u_c() {
+    // tau bounds around 0.5 so that C_w is active for some samples and not for others
+    let cfg = AtomConfig { tau_lo: 0.45, tau_hi: 0.55, ..no_floor() };
+    grad_check_loss(5, 2, 1, 1, 1, cfg);
+    grad_check_loss(6, 3, 3, 5, 2, cfg);
+    grad_check_loss(7, 5, 7, 33, 9, cfg);
+    // with the soft floor, and a budget that is inactive
+    grad_check_loss(8, 5, 3, 5, 2, AtomConfig::default());
+    grad_check_loss(9, 3, 7, 1, 9, AtomConfig { r_max: Some(2.0), tau_lo: 0.6, tau_hi: 0.9, ..AtomConfig::default() });
+}
+
+#[test]
+fn grad_check_baselines() {
+    let mut rng = Rng::new(10);
+    for (ns, d) in [(2usize, 1usize), (3, 2), (5, 9)] {
+        let z = rng.vec(ns * d, -1.0, 1.0);
+        for (p, margin) in [(Norm::L1, 1.5f32), (Norm::L2, 0.8)] {
+            grad_check(
+                &format!("hinge {p:?} N {ns} D {d}"),
+                &[(z.clone(), vec![ns, d])],
+                &[true],
+                move |v| atom::hinge_lp(&v[0], p, margin),
+                move |i| vec![lref::hinge_lp(&i[0], d, p, margin as f64)],
+                1e-3,
+            );
+        }
+        let z2 = rng.vec(ns * d, -1.0, 1.0);
+        grad_check(
+            &format!("nt_xent N {ns} D {d}"),
+            &[(z.clone(), vec![ns, d]), (z2, vec![ns, d])],
+            &[true, true],
+            |v| atom::nt_xent(&v[0], &v[1], 0.5),
+            move |i| vec![lref::nt_xent(&i[0], &i[1], d, 0.5)],
+            1e-3,
+        );
+    }
+}
+
+#[test]
+fn nt_xent_matches_a_hand_computed_case() {
+    // N = 1: two views, the only candidate of each row is its positive: loss 0.
+    let dev = device();
+    let tape = Tape::no_grad();
+    let z1 = tape.constant(upload(&dev, &[1.0, 0.0], &[1, 2]));
+    let z2 = tape.constant(upload(&dev, &[0.0, 3.0], &[1, 2]));
+    let l = atom::nt_xent(&z1, &z2, 0.5).unwrap().value().item().unwrap();
+    assert!(l.abs() < 1e-6, "{l}");
+    // N = 2, rows (1,0), (0,1) | (0,1), (1,0): every row has its positive at cosine 0 and the
+    // negatives at cosines 0 and 1, so each row's loss is log(e^0 + e^0 + e^2) - 0.
+    let a = [1.0, 0.0, 0.0, 1.0];
+    let b = [0.0, 1.0, 1.0, 0.0];
+    let l = atom::nt_xent(&tape.constant(upload(&dev, &a, &[2, 2])), &tape.constant(upload(&dev, &b, &[2, 2])), 0.5)
+        .unwrap()
+        .value()
+        .item()
+        .unwrap();
+    let want = (2.0 + 2f64.exp()).ln();
+    assert!(rel(l as f64, want) < 1e-5, "{l} vs {want}");
+    assert!(rel(want, lref::nt_xent(&a, &b, 2, 0.5)) < 1e-12);
+}
+
+// ---------------------------------------------------------------- property 1: the pair energy
+
+/// argmin over a log grid of d in [1e-3, 1e2] of `f(d)`.
+fn grid() -> Vec<f64> {
+    (0..=5000).map(|i| 10f64.powf(-3.0 + 5.0 * i as f64 / 5000.0)).collect()
+}
+
+#[test]
+fn property1_pair_energy_minimum_moves_out_as_kappa_decays_and_blows_up_near_zero_cpu() {
+    let s = 1.7;
+    let g = grid();
+    let mut prev_arg = 0.0;
+    for kappa in [4.0, 2.0, 1.0, 0.5, 0.25] {
+        let (i, &dmin) = g
+            .iter()
+            .enumerate()
+            .min_by(|a, b| lref::pair_energy(*a.1, s, kappa).total_cmp(&lref::pair_energy(*b.1, s, kappa)))
+            .unwrap();
+        assert!(rel(dmin, s / kappa) < 3e-3, "kappa {kappa}: minimum at {dmin}, expected {}", s / kappa);
+        assert!(rel(lref::pair_energy(s / kappa, s, kappa), -kappa * kappa) < 1e-12);
+        assert!(dmin > prev_arg, "minimum did not move out as kappa decayed to {kappa}");
+        prev_arg = dmin;
+        // strictly decreasing from d = 1e-3 up to the minimum: grows without bound toward 0
+        for j in 1..=i {
+            assert!(lref::pair_energy(g[j - 1], s, kappa) > lref::pair_energy(g[j], s, kappa));
+        }
+        assert!(lref::pair_energy(1e-3, s, kappa) > 1e6);
+        assert!(lref::pair_energy(1e-6, s, kappa) > 1e12);
+    }
+}
+
+#[test]
+fn property1_pair_energy_on_the_gpu() {
+    let dev = device();
+    let g = grid();
+    let tape = Tape::no_grad();
+    let d = tape.constant(upload(&dev, &g, &[g.len()]));
+    let s = 1.7;
+    let mut prev = 0.0;
+    for kappa in [2.0, 1.0, 0.5] {
+        let st = tape.constant(upload(&dev, &[s], &[]));
+        let kt = tape.constant(upload(&dev, &[kappa], &[]));
+        let u = atom::pair_energy(&d, &st, &kt).unwrap().value().to_vec().unwrap();
+        let want: Vec<f64> = g.iter().map(|&x| lref::pair_energy(x as f32 as f64, s, kappa)).collect();
+        assert_close(&format!("U kappa {kappa}"), &u, &want, 1e-5, 1e-5);
+        let i = (0..u.len()).min_by(|&a, &b| u[a].total_cmp(&u[b])).unwrap();
+        assert!(rel(g[i], s / kappa) < 3e-3, "GPU kappa {kappa}: minimum at {}, expected {}", g[i], s / kappa);
+        assert!(g[i] > prev);
+        prev = g[i];
+        assert!(u[0] > 1e6 && (1..i).all(|j| u[j - 1] > u[j]), "GPU U must fall monotonically from d = eps");
+    }
+}
+
+/// Three samples on a plane: 0 at the origin, 2 fixed at (0, 2), 1 at (t, 0). Sample 1's tokens
+/// are either close copies of sample 0's (similar structure: small k_01) or unrelated.
+fn three_sample(t: f64, similar: bool) -> Batch {
+    let (n, m) = (2, 3);
+    let h0 = [0.3, -0.2, 0.5, -0.4, 0.1, 0.2];
+    let h1: Vec<f64> =
+        if similar { h0.iter().map(|v| v + 0.05).collect() } else { vec![0.9, 0.8, -0.7, 0.6, -0.9, -0.5] };
+    let h2 = [-0.6, 0.7, 0.1, 0.5, 0.6, -0.8];
+    let h: Vec<f64> = h0.iter().chain(&h1).chain(&h2).map(|&v| v as f32 as f64).collect();
+    let z = vec![0.0, 0.0, t as f32 as f64, 0.0, 0.0, 2.0];
+    Batch { ns: 3, n, m, d: 2, counts: vec![2, 2, 2], z, h, w: vec![0.5; 6] }
+}
+
+#[test]
+fn property1_whole_loss_on_the_gpu_three_samples() {
+    let dev = device();
+    let cfg = no_floor();
+    let ts: Vec<f64> = (1..=60).map(|i| 0.1 * i as f64).collect();
+    let mut argmins = Vec::new();
+    for similar in [false, true] {
+        let mut best = (f64::INFINITY, 0.0);
+        let mut best_ref = (f64::INFINITY, 0.0);
+        for &t in &ts {
+            let b = three_sample(t, similar);
+            let (l, ..) = gpu_terms(&dev, &b, &cfg);
+            let r = lref::atom_terms(&b.z, b.d, &b.h, &b.w, &b.counts, &cfg).l_a;
+            assert!(rel(l, r) < 1e-4, "t {t}: GPU L_A {l} vs reference {r}");
+            if l < best.0 {
+                best = (l, t);
+            }
+            if r < best_ref.0 {
+                best_ref = (r, t);
+            }
+        }
+        assert!((best.1 - best_ref.1).abs() < 0.11, "GPU argmin {} vs reference {}", best.1, best_ref.1);
+        argmins.push(best_ref.1);
+        // kappa_01 in this construction
+        let b = three_sample(1.0, similar);
+        let kap = lref::atom_terms(&b.z, b.d, &b.h, &b.w, &b.counts, &cfg).kappa[1];
+        eprintln!("similar {similar}: kappa_01 {kap:.3}, argmin t {}", best_ref.1);
+    }
+    assert!(argmins[1] > argmins[0] + 0.15, "more similar structure must settle further out: {argmins:?}");
+    // the loss grows without bound as sample 1 approaches sample 0
+    let mut prev = f64::NEG_INFINITY;
+    for t in [1e-1, 1e-2, 1e-3, 1e-4] {
+        let (l, ..) = gpu_terms(&dev, &three_sample(t, true), &cfg);
+        assert!(l > prev && l.is_finite(), "L_A at t = {t}: {l} after {prev}");
+        prev = l;
+    }
+    assert!(prev > 1e5, "L_A at distance ~eps: {prev}");
+}
+
+#[test]
+fn property1_two_samples_are_always_at_their_minimum() {
+    // With N = 2, s = d̄_01 and kappa_01 = 1, so U = 1 - 2 = -1 whatever the batch: the batch-relative
+    // normalisation leaves nothing to optimise.
+    let dev = device();
+    let mut rng = Rng::new(11);
+    for (n, m, d) in [(1, 1, 1), (3, 5, 2), (7, 33, 9)] {
+        let mut b = batch(&mut rng, 2, n, m, d, 0.0);
+        for scale in [1e-2, 1.0, 30.0] {
+            b.z.iter_mut().for_each(|v| *v = (*v * scale) as f32 as f64);
+            let (l, ..) = gpu_terms(&dev, &b, &no_floor());
+            assert!((l + 1.0).abs() < 1e-5, "2-sample L_A = {l}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- properties 2 to 4
+
+#[test]
+fn property2_scale_and_translation_invariance() {
+    let dev = device();
+    let mut rng = Rng::new(12);
+    for cfg in [AtomConfig::default(), no_floor()] {
+        let b = batch(&mut rng, 5, 7, 5, 3, 0.0);
+        let (l0, ..) = gpu_terms(&dev, &b, &cfg);
+        let r0 = lref::atom_terms(&b.z, b.d, &b.h, &b.w, &b.counts, &cfg).l_a;
+        // eps perturbs each distance by at most a relative eps^2 / (2 d^2): bound the change by the
+        // closest pair at the smallest scale used below (0.5)
+        let dmin = off_diag(&cpu::pdist(&b.z, b.d, Norm::L2, 0.0), 5).into_iter().fold(f64::INFINITY, f64::min);
+        let tol = 20.0 * (cfg.eps as f64 / (0.5 * dmin)).powi(2);
+        assert!(tol < 1e-2, "the batch has a near-duplicate pair: dmin {dmin}");
+        // with a vanishing eps the reference is invariant to rounding
+        let tiny = AtomConfig { eps: 1e-7, ..cfg };
+        let t0 = lref::atom_terms(&b.z, b.d, &b.h, &b.w, &b.counts, &tiny).l_a;
+        let shift = rng.vec(b.d, -5.0, 5.0);
+        // (variant, its exactness in f32: z + t is rounded to f32 so that both sides see the same input)
+        let variants: Vec<(&str, Vec<f64>, f64)> = vec![
+            ("z * 0.5", b.z.iter().map(|v| v * 0.5).collect(), 1e-9),
+            ("z * 7", b.z.iter().map(|v| v * 7.0).collect(), 1e-9),
+            ("z + t", b.z.iter().enumerate().map(|(i, v)| (v + shift[i % b.d]) as f32 as f64).collect(), 1e-5),
+        ];
+        for (what, z, exact) in variants {
+            let bb = Batch { z, counts: b.counts.clone(), h: b.h.clone(), w: b.w.clone(), ..b };
+            let (l, ..) = gpu_terms(&dev, &bb, &cfg);
+            let r = lref::atom_terms(&bb.z, bb.d, &bb.h, &bb.w, &bb.counts, &cfg).l_a;
+            assert!(rel(r, r0) < tol, "{what}: reference L_A {r} vs {r0} (tolerance {tol:e})");
+            assert!(rel(l, l0) < tol + 1e-5, "{what}: GPU L_A {l} vs {l0} (tolerance {tol:e} + 1e-5)");
+            let t = lref::atom_terms(&bb.z, bb.d, &bb.h, &bb.w, &bb.counts, &tiny).l_a;
+            assert!(rel(t, t0) < exact, "{what}: reference L_A with eps 1e-7: {t} vs {t0}");
+        }
+    }
+    // kappa under h -> b h with w fixed (off the diagonal: the diagonal's i == j terms are eps)
+    let b = batch(&mut rng, 5, 7, 5, 3, 0.0);
+    let cfg = no_floor();
+    let (.., kap0, _) = gpu_terms(&dev, &b, &cfg);
+    let ref0 = lref::atom_terms(&b.z, b.d, &b.h, &b.w, &b.counts, &cfg).kappa;
+    for s in [0.25, 4.0] {
+        let h: Vec<f64> = b.h.iter().map(|v| v * s).collect();
+        let bb = Batch { h, counts: b.counts.clone(), z: b.z.clone(), w: b.w.clone(), ..b };
+        let (.., kap, _) = gpu_terms(&dev, &bb, &cfg);
+        let r = lref::atom_terms(&bb.z, bb.d, &bb.h, &bb.w, &bb.counts, &cfg).kappa;
+        assert_close(&format!("reference kappa, h * {s}"), &f32s(&off_diag(&r, 5)), &off_diag(&ref0, 5), 1e-4, 1e-4);
+        let k0: Vec<f64> = off_diag(&kap0, 5).iter().map(|&v| v as f64).collect();
+        assert_close(&format!("GPU kappa, h * {s}"), &off_diag(&kap, 5), &k0, 2e-4, 2e-4);
+    }
+}
+
+#[test]
+fn property3_k_is_invariant_to_scaling_one_samples_importances() {
+    let dev = device();
+    let mut rng = Rng::new(13);
+    let b = batch(&mut rng, 5, 7, 5, 3, 0.0);
+    let cfg = no_floor();
+    let (.., k0) = gpu_terms(&dev, &b, &cfg);
+    let r0 = lref::atom_terms(&b.z, b.d, &b.h, &b.w, &b.counts, &cfg).k;
+    for (a, c) in [(0usize, 0.3), (3, 1.05)] {
+        let mut w = b.w.clone();
+        w[a * b.n..(a + 1) * b.n].iter_mut().for_each(|v| *v = (*v * c) as f32 as f64);
+        let bb = Batch { w, counts: b.counts.clone(), z: b.z.clone(), h: b.h.clone(), ..b };
+        let (.., k) = gpu_terms(&dev, &bb, &cfg);
+        let r = lref::atom_terms(&bb.z, bb.d, &bb.h, &bb.w, &bb.counts, &cfg).k;
+        assert_close(&format!("reference k, w_{a}. * {c}"), &f32s(&r), &r0, 1e-6, 1e-6);
+        let k0d: Vec<f64> = k0.iter().map(|&v| v as f64).collect();
+        assert_close(&format!("GPU k, w_{a}. * {c}"), &k, &k0d, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn property4_no_labels_and_symmetric_under_permuting_the_batch() {
+    // The API takes no labels (z, h, w and token counts only); permuting samples changes nothing.
+    let dev = device();
+    let mut rng = Rng::new(14);
+    let b = batch(&mut rng, 5, 7, 5, 3, 0.0);
+    let perm = [3usize, 0, 4, 2, 1];
+    let mut pb = Batch { z: vec![], h: vec![], w: vec![], counts: vec![], ..b };
+    for &p in &perm {
+        pb.z.extend_from_slice(&b.z[p * b.d..(p + 1) * b.d]);
+        pb.h.extend_from_slice(&b.h[p * b.n * b.m..(p + 1) * b.n * b.m]);
+        pb.w.extend_from_slice(&b.w[p * b.n..(p + 1) * b.n]);
+        pb.counts.push(b.counts[p]);
+    }
+    for cfg in [AtomConfig::default(), no_floor()] {
+        let (l0, c0, s0, kap0, _) = gpu_terms(&dev, &b, &cfg);
+        let (l1, c1, s1, kap1, _) = gpu_terms(&dev, &pb, &cfg);
+        assert!(rel(l1, l0) < 1e-5 && rel(c1, c0) < 1e-5 && rel(s1, s0) < 1e-5, "{l0} {l1} / {c0} {c1} / {s0} {s1}");
+        for (x, &p) in perm.iter().enumerate() {
+            for (y, &q) in perm.iter().enumerate() {
+                assert!((kap1[x * 5 + y] - kap0[p * 5 + q]).abs() < 1e-5, "kappa not permuted with the batch");
+            }
+        }
+        let r0 = lref::atom_terms(&b.z, b.d, &b.h, &b.w, &b.counts, &cfg);
+        let r1 = lref::atom_terms(&pb.z, pb.d, &pb.h, &pb.w, &pb.counts, &cfg);
+        assert!(rel(r1.l_a, r0.l_a) < 1e-12 && rel(r1.c_w, r0.c_w) < 1e-12);
+        assert!(rel(l0, r0.l_a) < 1e-4 && rel(c0, r0.c_w) < 1e-4 + 1e-6 / r0.c_w.abs().max(1e-12));
+    }
+}
+
+#[test]
+fn importance_budget_and_warmup() {
+    let dev = device();
+    let counts = [3usize, 1, 2];
+    let n = 3;
+    // mean w: (0.05+0.05+0.05)/3 = 0.05 (below 0.1), 0.9 (above 0.5), 0.3 (inside)
+    let w = [0.05, 0.05, 0.05, 0.9, 7.0, 7.0, 0.2, 0.4, 7.0];
+    let tape = Tape::no_grad();
+    let mask = TokenMask::new(&dev, &counts, n).unwrap();
+    let c = atom::importance_budget(&tape.constant(upload(&dev, &w, &[3, n])), &mask, 0.1, 0.5).unwrap();
+    let want = (0.05f64.powi(2) + 0.4f64.powi(2)) / 3.0;
+    assert!(rel(c.value().item().unwrap() as f64, want) < 1e-5);
+    assert!(rel(lref::importance_budget(&w, &counts, 0.1, 0.5), want) < 1e-12);
+    let cfg = AtomConfig { warmup_steps: 100, lambda: 0.2, ..AtomConfig::default() };
+    assert_eq!(cfg.lambda_at(0), 0.0);
+    assert!((cfg.lambda_at(50) - 0.1).abs() < 1e-7);
+    assert_eq!(cfg.lambda_at(100), 0.2);
+    assert_eq!(cfg.lambda_at(1000), 0.2);
+    assert_eq!(AtomConfig::default().lambda_at(0), 0.1);
+    // the regulariser is lambda_at(step) * L_A + mu_w * C_w
+    let mut rng = Rng::new(15);
+    let b = batch(&mut rng, 4, 3, 5, 2, 0.0);
+    let mask = TokenMask::new(&dev, &b.counts, b.n).unwrap();
+    let z = tape.constant(upload(&dev, &b.z, &[4, 2]));
+    let h = tape.constant(upload(&dev, &b.h, &[4, 3, 5]));
+    let wv = tape.constant(upload(&dev, &b.w, &[4, 3]));
+    let cfg = AtomConfig { tau_lo: 0.6, tau_hi: 0.9, mu_w: 2.0, warmup_steps: 10, ..AtomConfig::default() };
+    let (total, t) = atom::atom_regularizer(&z, &h, &wv, &mask, &cfg, 5).unwrap();
+    let (l, cw) = (t.l_a.value().item().unwrap(), t.c_w.value().item().unwrap());
+    let want = cfg.lambda_at(5) * l + 2.0 * cw;
+    assert!(cw > 0.0 && (total.value().item().unwrap() - want).abs() < 1e-6 * want.abs().max(1.0));
+    let kap = t.kappa.value().to_vec().unwrap();
+    let mean_kappa: f32 = off_diag(&kap, 4).iter().sum::<f32>() / 12.0;
+    assert!((mean_kappa - 1.0).abs() < 1e-5, "mean kappa {mean_kappa}");
+}
+
+// ---------------------------------------------------------------- determinism
+
+#[test]
+fn forward_and_backward_are_bit_identical_across_runs() {
+    let dev = device();
+    let mut rng = Rng::new(16);
+    let b = batch(&mut rng, 5, 7, 33, 9, 0.0);
+    let u = rng.vec(33, -1.0, 1.0);
+    let run = || -> Vec<Vec<u32>> {
+        let tape = Tape::new();
+        let mask = TokenMask::new(&dev, &b.counts, b.n).unwrap();
+        let z = tape.leaf(upload(&dev, &b.z, &[5, 9]));
+        let h = tape.leaf(upload(&dev, &b.h, &[5, 7, 33]));
+        let u = tape.leaf(upload(&dev, &u, &[33]));
+        let c = tape.leaf(upload(&dev, &[0.1], &[1]));
+        let w = atom::importance(&h, &u, &c, &mask).unwrap();
+        let (total, _) = atom::atom_regularizer(&z, &h, &w, &mask, &AtomConfig::default(), 3).unwrap();
+        let g = total.backward().unwrap();
+        let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        vec![bits(total.value()), bits(g.get(&z).unwrap()), bits(g.get(&h).unwrap()), bits(g.get(&u).unwrap())]
+    };
+    let first = run();
+    for _ in 0..3 {
+        assert!(run() == first, "atom loss or its gradients changed between identical runs");
+    }
+}
+
+// ---------------------------------------------------------------- bad input
+
+fn err_text<T: std::fmt::Debug>(r: atomgrad::Result<T>) -> (Error, String) {
+    let e = r.unwrap_err();
+    let s = e.to_string();
+    (e, s)
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dev = device();
+    let tape = Tape::new();
+    let c = |shape: &[usize]| tape.leaf(Tensor::zeros(&dev, shape).unwrap());
+    let cfg = AtomConfig::default();
+    // token counts
+    let (_, e) = err_text(TokenMask::new(&dev, &[2, 0, 1], 3));
+    assert!(e.contains("atom token mask") && e.contains("sample 1") && e.contains("[2, 0, 1]"), "{e}");
+    let (_, e) = err_text(TokenMask::new(&dev, &[2, 4], 3));
+    assert!(e.contains("atom token mask") && e.contains("4 tokens") && e.contains("1..=3"), "{e}");
+    assert!(TokenMask::new(&dev, &[], 3).is_err());
+    let mask = TokenMask::new(&dev, &[3, 1, 2], 3).unwrap();
+    // N mismatch between z and h, w not [N, n], counts length != N, N < 2
+    let (_, e) = err_text(atom::atom_terms(&c(&[4, 2]), &c(&[3, 3, 5]), &c(&[3, 3]), &mask, &cfg));
+    assert!(e.contains("atom_loss") && e.contains("[4, 2]") && e.contains("[3, 3, 5]"), "{e}");
+    let (_, e) = err_text(atom::atom_terms(&c(&[3, 2]), &c(&[3, 3, 5]), &c(&[3, 4]), &mask, &cfg));
+    assert!(e.contains("atom_loss") && e.contains("[3, 4]") && e.contains("n = 3"), "{e}");
+    let (_, e) = err_text(atom::atom_terms(&c(&[3, 2]), &c(&[3, 3, 5]), &c(&[3]), &mask, &cfg));
+    assert!(e.contains("atom_loss") && e.contains("w [3]"), "{e}");
+    let mask2 = TokenMask::new(&dev, &[3, 1], 3).unwrap();
+    let (_, e) = err_text(atom::atom_terms(&c(&[3, 2]), &c(&[3, 3, 5]), &c(&[3, 3]), &mask2, &cfg));
+    assert!(e.contains("atom_loss") && e.contains("2 counts"), "{e}");
+    let mask1 = TokenMask::new(&dev, &[2], 3).unwrap();
+    let (_, e) = err_text(atom::atom_terms(&c(&[1, 2]), &c(&[1, 3, 5]), &c(&[1, 3]), &mask1, &cfg));
+    assert!(e.contains("atom_loss") && e.contains("at least 2 samples") && e.contains("[1, 2]"), "{e}");
+    // kernels and head
+    let (_, e) = err_text(kern::structure(
+        &Tensor::zeros(&dev, &[3, 3]).unwrap(),
+        &Tensor::zeros(&dev, &[3, 3]).unwrap(),
+        &mask,
+        1e-3,
+    ));
+    assert!(e.contains("atom_structure") && e.contains("[3, 3]") && e.contains("[3, 3, m]"), "{e}");
+    let (_, e) = err_text(kern::structure(
+        &Tensor::zeros(&dev, &[3, 3, 2]).unwrap(),
+        &Tensor::zeros(&dev, &[3, 2]).unwrap(),
+        &mask,
+        1e-3,
+    ));
+    assert!(e.contains("atom_structure") && e.contains("importances w [3, 2]"), "{e}");
+    let (_, e) = err_text(atom::importance(&c(&[3, 3, 5]), &c(&[4]), &c(&[1]), &mask));
+    assert!(e.contains("atom_importance") && e.contains("[3, 3, 5]") && e.contains("[4]"), "{e}");
+    let (_, e) = err_text(kern::pdist(&Tensor::zeros(&dev, &[6]).unwrap(), Norm::L2, 0.0));
+    assert!(e.contains("atom_pdist") && e.contains("[6]"), "{e}");
+    // configuration
+    for bad in [
+        AtomConfig { eps: 0.0, ..cfg },
+        AtomConfig { eps: f32::NAN, ..cfg },
+        AtomConfig { tau_lo: 0.6, tau_hi: 0.5, ..cfg },
+        AtomConfig { r_max: Some(0.0), ..cfg },
+        AtomConfig { lambda: f32::NAN, ..cfg },
+    ] {
+        let (e, s) = err_text(atom::atom_terms(&c(&[3, 2]), &c(&[3, 3, 5]), &c(&[3, 3]), &mask, &bad));
+        assert!(matches!(e, Error::Config(_)) && s.contains("atom config"), "{s}");
+    }
+    // baselines
+    let (_, e) = err_text(atom::hinge_lp(&c(&[1, 4]), Norm::L1, 1.0));
+    assert!(e.contains("hinge_lp") && e.contains("[1, 4]"), "{e}");
+    let (_, e) = err_text(atom::nt_xent(&c(&[3, 4]), &c(&[2, 4]), 0.5));
+    assert!(e.contains("nt_xent") && e.contains("[3, 4]") && e.contains("[2, 4]"), "{e}");
+    assert!(atom::nt_xent(&c(&[3, 4]), &c(&[3, 4]), 0.0).is_err());
+}
+
+// ---------------------------------------------------------------- timing (release, on demand)
+
+/// `cargo test --release --test atom -- --ignored --nocapture timing`
+#[test]
+#[ignore]
+fn timing_forward_backward() {
+    let dev = device();
+    let mut rng = Rng::new(17);
+    for (ns, n, m, d) in [(64usize, 16usize, 32usize, 16usize), (128, 16, 32, 16), (64, 49, 64, 16)] {
+        let b = batch(&mut rng, ns, n, m, d, 0.0);
+        let u = rng.vec(m, -1.0, 1.0);
+        let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
+        let (zt, ht, ut, ct) = (
+            upload(&dev, &b.z, &[ns, d]),
+            upload(&dev, &b.h, &[ns, n, m]),
+            upload(&dev, &u, &[m]),
+            upload(&dev, &[0.0], &[1]),
+        );
+        let step = || {
+            let tape = Tape::new();
+            let z = tape.leaf(zt.clone());
+            let h = tape.leaf(ht.clone());
+            let w = atom::importance(&h, &tape.leaf(ut.clone()), &tape.leaf(ct.clone()), &mask).unwrap();
+            let (total, _) = atom::atom_regularizer(&z, &h, &w, &mask, &AtomConfig::default(), 0).unwrap();
+            let g = total.backward().unwrap();
+            drop(g);
+        };
+        step();
+        dev.sync().unwrap();
+        let iters = 5;
+        let t0 = std::time::Instant::now();
+        for _ in 0..iters {
+            step();
+            dev.sync().unwrap();
+        }
+        let total = t0.elapsed().as_secs_f64() / iters as f64;
+        // kernels alone
+        let wt = upload(&dev, &b.w, &[ns, n]);
+        let g = upload(&dev, &rng.vec(ns * ns, -1.0, 1.0), &[ns, ns]);
+        let t0 = std::time::Instant::now();
+        for _ in 0..iters {
+            kern::structure(&ht, &wt, &mask, 1e-3).unwrap();
+            dev.sync().unwrap();
+        }
+        let fwd = t0.elapsed().as_secs_f64() / iters as f64;
+        let t0 = std::time::Instant::now();
+        for _ in 0..iters {
+            kern::structure_backward(&ht, &wt, &mask, &g, 1e-3).unwrap();
+            dev.sync().unwrap();
+        }
+        let bwd = t0.elapsed().as_secs_f64() / iters as f64;
+        let avg: f64 = b.counts.iter().sum::<usize>() as f64 / ns as f64;
+        let flops = (ns * (ns + 1) / 2) as f64 * avg * avg * m as f64 * 3.0;
+        println!(
+            "{}: N {ns} n {n} m {m} D {d}: L_A fwd+bwd {:.2} ms; S forward {:.2} ms ({:.2} GFLOP/s, upper triangle), S backward {:.2} ms",
+            dev.describe(),
+            total * 1e3,
+            fwd * 1e3,
+            flops / fwd / 1e9,
+            bwd * 1e3
+        );
+    }
+}
