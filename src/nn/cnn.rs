@@ -1,0 +1,80 @@
+//! The Fashion-MNIST classifier: two conv + batch-norm + ReLU + max-pool blocks and a linear head.
+//! Atom modeling attaches to the last feature map: its 7 x 7 cells are the tokens, the importance
+//! head gates them, and the flattened gated map is the latent z the head reads.
+
+use crate::atom::TokenMask;
+use crate::autodiff::{Param, Tape, Var};
+use crate::device::Device;
+use crate::error::Result;
+use crate::nn::{sub_seed, BatchNorm2d, Conv2d, ImportanceHead, Linear};
+
+pub struct Cnn {
+    pub c1: Conv2d,
+    pub bn1: BatchNorm2d,
+    pub c2: Conv2d,
+    pub bn2: BatchNorm2d,
+    pub head: Linear,
+    pub importance: ImportanceHead,
+    /// Channels of the last feature map (the token width m).
+    pub channels: usize,
+}
+
+/// What the losses and the importance maps need from one forward pass.
+pub struct CnnOut {
+    /// Tokens `[N, 49, C]`: the cells of the last feature map.
+    pub h: Var,
+    /// Importances `[N, 49]` when gated.
+    pub w: Option<Var>,
+    /// Latent `[N, C * 49]`.
+    pub z: Var,
+    pub logits: Var,
+}
+
+impl Cnn {
+    /// `[N, 1, 28, 28]` images, `classes` outputs; `c1`, `c2` channels in the two blocks.
+    pub fn new(dev: &Device, c1: usize, c2: usize, classes: usize, seed: u64) -> Result<Cnn> {
+        Ok(Cnn {
+            c1: Conv2d::new(dev, "conv1", 1, c1, 3, 1, 1, sub_seed(seed, 1))?,
+            bn1: BatchNorm2d::new(dev, "bn1", c1)?,
+            c2: Conv2d::new(dev, "conv2", c1, c2, 3, 1, 1, sub_seed(seed, 2))?,
+            bn2: BatchNorm2d::new(dev, "bn2", c2)?,
+            head: Linear::new(dev, "head", c2 * 49, classes, sub_seed(seed, 3))?,
+            importance: ImportanceHead::new(dev, "importance", c2, sub_seed(seed, 4))?,
+            channels: c2,
+        })
+    }
+
+    pub fn params(&self, gated: bool) -> Vec<Param> {
+        let mut p =
+            [self.c1.params(), self.bn1.params(), self.c2.params(), self.bn2.params(), self.head.params()].concat();
+        if gated {
+            p.extend(self.importance.params());
+        }
+        p
+    }
+
+    /// `x [N, 1, 28, 28]`; `mask` holds 49 tokens per sample.
+    pub fn forward(&self, tape: &Tape, x: &Var, training: bool, gated: bool, mask: &TokenMask) -> Result<CnnOut> {
+        let n = x.shape()[0];
+        let c = self.channels;
+        let a =
+            self.bn1.forward(tape, &self.c1.forward(tape, x)?, training)?.relu()?.max_pool2d((2, 2), (2, 2), (0, 0))?;
+        let b = self.bn2.forward(tape, &self.c2.forward(tape, &a)?, training)?.relu()?.max_pool2d(
+            (2, 2),
+            (2, 2),
+            (0, 0),
+        )?;
+        // [N, C, 7, 7] -> tokens [N, 49, C]
+        let h = b.reshape(&[n, c, 49])?.permute(&[0, 2, 1])?;
+        let (w, g) = if gated {
+            let w = self.importance.forward(tape, &h, mask)?;
+            let g = b.mul(&w.reshape(&[n, 1, 7, 7])?)?;
+            (Some(w), g)
+        } else {
+            (None, b)
+        };
+        let z = g.reshape(&[n, c * 49])?;
+        let logits = self.head.forward(tape, &z)?;
+        Ok(CnnOut { h, w, z, logits })
+    }
+}
