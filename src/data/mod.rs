@@ -1,4 +1,12 @@
-//! Data sets generated in the crate from a seed, and minibatch iteration.
+//! Data sets and minibatch iteration: two moons generated from a seed (here), Fashion-MNIST images
+//! ([`fashion`]) and Rotten Tomatoes review snippets for sentiment ([`reviews`]), both read from real
+//! files that ship in `assets/` and are checked as they are read.
+
+pub mod fashion;
+pub mod reviews;
+
+pub use fashion::{load_fashion, FashionData, FashionSource, ImageSet};
+pub use reviews::{load_reviews, load_reviews_with, ReviewSplit, ReviewsConfig, ReviewsData, Vocab};
 
 use crate::rng::Rng;
 
