@@ -131,10 +131,18 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
             }
         }
         let g = rng.vec(ns * ns, -1.0, 1.0);
-        let (dh, dw) = kern::structure_backward(&ht, &wt, &mask, &upload(&dev, &g, &[ns, ns]), eps as f32).unwrap();
+        let gt = upload(&dev, &g, &[ns, ns]);
         let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, eps);
+        // the default (one split on CPU adapters) and every forced split of the samples B
+        let (dh, dw) = kern::structure_backward(&ht, &wt, &mask, &gt, eps as f32).unwrap();
         assert_close(&format!("{what} dh"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
         assert_close(&format!("{what} dw"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
+        for splits in [2, 3, ns, ns + 4] {
+            let (dh, dw) = kern::structure_backward_with(splits, &ht, &wt, &mask, &gt, eps as f32).unwrap();
+            assert_eq!((dh.shape(), dw.shape()), (&[ns, n, m][..], &[ns, n][..]));
+            assert_close(&format!("{what} dh, {splits} splits"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
+            assert_close(&format!("{what} dw, {splits} splits"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
+        }
     }
 }
 
@@ -599,6 +607,17 @@ fn forward_and_backward_are_bit_identical_across_runs() {
     for _ in 0..3 {
         assert!(run() == first, "atom loss or its gradients changed between identical runs");
     }
+    // the split backward (the GPU default) too
+    let mask = TokenMask::new(&dev, &b.counts, b.n).unwrap();
+    let (ht, wt) = (upload(&dev, &b.h, &[5, 7, 33]), upload(&dev, &b.w, &[5, 7]));
+    let g = upload(&dev, &rng.vec(25, -1.0, 1.0), &[5, 5]);
+    let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let once = || {
+        let (dh, dw) = kern::structure_backward_with(3, &ht, &wt, &mask, &g, 1e-3).unwrap();
+        (bits(&dh), bits(&dw), bits(&kern::structure(&ht, &wt, &mask, 1e-3).unwrap()))
+    };
+    let a = once();
+    assert!(once() == a && once() == a, "split backward changed between identical runs");
 }
 
 // ---------------------------------------------------------------- bad input
