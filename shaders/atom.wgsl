@@ -263,20 +263,26 @@ fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
                 let wb = tile_weights(b, j0, cb);
                 let d = tile_dist(ra, rb);
                 accw += g * vec4<f32>(dot(d[0], wb), dot(d[1], wb), dot(d[2], wb), dot(d[3], wb));
+                // c[t][u] = g w_Bu / d[t][u], stored transposed (ct[u] is a vec4 over the tokens t) so
+                // that each dim takes 4 vec4 subtractions and 4 vec4 multiply-adds.
                 let gw = g * wb;
                 let c0 = gw / d[0];
                 let c1 = gw / d[1];
                 let c2 = gw / d[2];
                 let c3 = gw / d[3];
+                let ct0 = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+                let ct1 = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+                let ct2 = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+                let ct3 = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
                 for (var kk = 0u; kk < kc; kk++) {
                     let k = k0 + kk;
-                    let hb = vec4<f32>(st_h[rb.x + k], st_h[rb.y + k], st_h[rb.z + k], st_h[rb.w + k]);
-                    acc[kk] += vec4<f32>(
-                        dot(c0, st_h[ra.x + k] - hb),
-                        dot(c1, st_h[ra.y + k] - hb),
-                        dot(c2, st_h[ra.z + k] - hb),
-                        dot(c3, st_h[ra.w + k] - hb),
-                    );
+                    let ha = vec4<f32>(st_h[ra.x + k], st_h[ra.y + k], st_h[ra.z + k], st_h[ra.w + k]);
+                    var v = acc[kk];
+                    v += ct0 * (ha - st_h[rb.x + k]);
+                    v += ct1 * (ha - st_h[rb.y + k]);
+                    v += ct2 * (ha - st_h[rb.z + k]);
+                    v += ct3 * (ha - st_h[rb.w + k]);
+                    acc[kk] = v;
                 }
             }
         }
