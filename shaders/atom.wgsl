@@ -15,8 +15,12 @@
 //   structure_backward: with Gs = G + G^T and G = dL/dS [N, N]:
 //                       dw[A, i] = sum_B Gs[A, B] sum_j w_Bj d_ij
 //                       dh[A, i, :] = w_Ai sum_B Gs[A, B] sum_j w_Bj (h_Ai - h_Bj) / d_ij
-//                       (0 for padded tokens), gathered: one invocation per (A, 4-token tile, chunk
-//                       of MC output dims) loops B and j in increasing order.
+//                       (0 for padded tokens), gathered: one invocation per (split, A, 4-token tile,
+//                       chunk of MC output dims) loops the split's samples B and their tokens j in
+//                       increasing order and writes split `split` of dh [splits, N, n, m] and
+//                       dw [splits, N, n]. splits = 1 (CPU adapters) writes the gradients directly;
+//                       more splits give a GPU enough invocations, and sum_splits adds them up.
+//   sum_splits:         out[e] = sum over s (increasing) of part[s * total + e]
 //   mask_tokens:        y[A, i, ...] = x[A, i, ...] where i < cnt[A], else exactly 0 (a select, so
 //                       NaN/Inf in padding never leaks); its own gradient.
 //
@@ -37,11 +41,13 @@
 //   structure_partial:  1 h, 2 w, 3 cnt (u32) (read), 4 part (write)
 //   structure_reduce:   1 part (read), 2 s (write)
 //   structure_backward: 1 h, 2 w, 3 cnt (u32), 4 g (read), 5 dh, 6 dw (write)
+//   sum_splits:         1 part (read), 2 out (write)
 //   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
 // Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
-// barriers). pdist, pdist_backward, structure_reduce, mask_tokens: 256 invocations, one per output
-// element. structure_partial: 64 invocations, one per (A, B, i-tile), the i-tile fastest;
-// structure_backward: 64 invocations, one per (A, i-tile, dim chunk), the chunk fastest. The grid
+// barriers). pdist, pdist_backward, structure_reduce, sum_splits, mask_tokens: 256 invocations, one
+// per output element. structure_partial: 64 invocations, one per (B, A, i-tile), the i-tile fastest
+// and B slowest, so the lanes of a SIMD group share B and run the same number of j-tiles;
+// structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest. The grid
 // folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * workgroup size).
 
 struct Params {
@@ -51,8 +57,12 @@ struct Params {
     tiles: u32,  // ceil(n / 4)
     eps2: f32,   // eps^2
     chunks: u32, // structure_backward: ceil(m / MC)
-    total: u32,  // invocations that do work
+    total: u32,  // invocations that do work (sum_splits: elements per split)
     inner: u32,  // mask_tokens: elements per token (product of the dims after n)
+    splits: u32, // structure_backward, sum_splits: number of splits of the samples B
+    bper: u32,   // structure_backward: samples B per split
+    _pad0: u32,
+    _pad1: u32,
 }
 
 override NORM: u32 = 0u;
@@ -78,6 +88,9 @@ const MC: u32 = 32u;
 @group(0) @binding(4) var<storage, read> sb_g: array<f32>;
 @group(0) @binding(5) var<storage, read_write> sb_dh: array<f32>;
 @group(0) @binding(6) var<storage, read_write> sb_dw: array<f32>;
+// sum_splits
+@group(0) @binding(1) var<storage, read> ss_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ss_out: array<f32>;
 // mask_tokens
 @group(0) @binding(1) var<storage, read> mt_x: array<f32>;
 @group(0) @binding(2) var<storage, read> mt_cnt: array<u32>;
@@ -184,14 +197,14 @@ fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     if (idx >= p.total) { return; }
     let it = idx % p.tiles;
     let pair = idx / p.tiles;
-    let a = pair / p.ns;
-    let b = pair % p.ns;
+    let b = pair / p.ns;
+    let a = pair % p.ns;
     if (a > b) { return; } // the lower triangle reuses the upper one's partials
     let ca = st_cnt[a];
     let cb = st_cnt[b];
     let i0 = it * 4u;
     if (i0 >= ca) {
-        st_part[idx] = 0.0;
+        st_part[(a * p.ns + b) * p.tiles + it] = 0.0;
         return;
     }
     let ra = tile_rows(a, i0, ca);
@@ -202,7 +215,7 @@ fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         let wb = tile_weights(b, j0, cb);
         total += dot(wa, vec4<f32>(dot(d[0], wb), dot(d[1], wb), dot(d[2], wb), dot(d[3], wb)));
     }
-    st_part[idx] = total;
+    st_part[(a * p.ns + b) * p.tiles + it] = total;
 }
 
 @compute @workgroup_size(256)
@@ -226,7 +239,11 @@ fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     let chunk = idx % p.chunks;
     let rest = idx / p.chunks;
     let it = rest % p.tiles;
-    let a = rest / p.tiles;
+    let rest2 = rest / p.tiles;
+    let a = rest2 % p.ns;
+    let split = rest2 / p.ns;
+    let b0 = split * p.bper;
+    let b1 = min(p.ns, b0 + p.bper);
     let ca = st_cnt[a];
     let i0 = it * 4u;
     let k0 = chunk * MC;
@@ -238,7 +255,7 @@ fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     if (i0 < ca) {
         let ra = tile_rows(a, i0, ca);
         wa = tile_weights(a, i0, ca);
-        for (var b = 0u; b < p.ns; b++) {
+        for (var b = b0; b < b1; b++) {
             let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
             let cb = st_cnt[b];
             for (var j0 = 0u; j0 < cb; j0 += 4u) {
@@ -246,20 +263,26 @@ fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
                 let wb = tile_weights(b, j0, cb);
                 let d = tile_dist(ra, rb);
                 accw += g * vec4<f32>(dot(d[0], wb), dot(d[1], wb), dot(d[2], wb), dot(d[3], wb));
+                // c[t][u] = g w_Bu / d[t][u], stored transposed (ct[u] is a vec4 over the tokens t) so
+                // that each dim takes 4 vec4 subtractions and 4 vec4 multiply-adds.
                 let gw = g * wb;
                 let c0 = gw / d[0];
                 let c1 = gw / d[1];
                 let c2 = gw / d[2];
                 let c3 = gw / d[3];
+                let ct0 = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+                let ct1 = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+                let ct2 = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+                let ct3 = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
                 for (var kk = 0u; kk < kc; kk++) {
                     let k = k0 + kk;
-                    let hb = vec4<f32>(st_h[rb.x + k], st_h[rb.y + k], st_h[rb.z + k], st_h[rb.w + k]);
-                    acc[kk] += vec4<f32>(
-                        dot(c0, st_h[ra.x + k] - hb),
-                        dot(c1, st_h[ra.y + k] - hb),
-                        dot(c2, st_h[ra.z + k] - hb),
-                        dot(c3, st_h[ra.w + k] - hb),
-                    );
+                    let ha = vec4<f32>(st_h[ra.x + k], st_h[ra.y + k], st_h[ra.z + k], st_h[ra.w + k]);
+                    var v = acc[kk];
+                    v += ct0 * (ha - st_h[rb.x + k]);
+                    v += ct1 * (ha - st_h[rb.y + k]);
+                    v += ct2 * (ha - st_h[rb.z + k]);
+                    v += ct3 * (ha - st_h[rb.w + k]);
+                    acc[kk] = v;
                 }
             }
         }
@@ -269,15 +292,26 @@ fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         let i = i0 + t;
         if (i < p.nt) {
             let valid = i < ca;
-            let row = (a * p.nt + i) * p.m + k0;
+            let row = ((split * p.ns + a) * p.nt + i) * p.m + k0;
             for (var kk = 0u; kk < kc; kk++) {
                 sb_dh[row + kk] = select(0.0, wa[t] * acc[kk][t], valid);
             }
             if (chunk == 0u) {
-                sb_dw[a * p.nt + i] = select(0.0, accw[t], valid);
+                sb_dw[(split * p.ns + a) * p.nt + i] = select(0.0, accw[t], valid);
             }
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    if (idx >= p.total) { return; }
+    var s = 0.0;
+    for (var k = 0u; k < p.splits; k++) {
+        s += ss_part[k * p.total + idx];
+    }
+    ss_out[idx] = s;
 }
 
 @compute @workgroup_size(256)

@@ -241,6 +241,9 @@ pub fn hinge_lp(z: &Var, p: Norm, margin: f32) -> Result<Var> {
     off_mean(&d.affine(-1.0, margin)?.relu()?, &off, n)
 }
 
+/// The NT-Xent temperature of the spec (0.5).
+pub const NT_XENT_TAU: f32 = 0.5;
+
 /// SimCLR's NT-Xent (Chen et al. 2020) over two views `z1, z2 [N, D']` (already projected by the
 /// caller): rows are L2-normalised (`z / sqrt(|z|^2 + 1e-12)`), logits are cosine similarities / tau
 /// over all 2N x 2N pairs with self-similarity masked out, and the loss is the mean over the 2N rows

@@ -9,7 +9,7 @@
 //! `i >= counts[A]` are never read by the kernels and get exactly zero gradient.
 
 use crate::autodiff::Var;
-use crate::device::{groups_1d, Device, WG};
+use crate::device::{groups_1d, AdapterClass, Device, WG};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
@@ -31,13 +31,33 @@ struct Params {
     chunks: u32,
     total: u32,
     inner: u32,
+    splits: u32,
+    bper: u32,
+    _pad: [u32; 2],
 }
 
 impl Params {
     fn new() -> Params {
-        Params { ns: 0, nt: 0, m: 0, tiles: 0, eps2: 0.0, chunks: 1, total: 0, inner: 1 }
+        Params {
+            ns: 0,
+            nt: 0,
+            m: 0,
+            tiles: 0,
+            eps2: 0.0,
+            chunks: 1,
+            total: 0,
+            inner: 1,
+            splits: 1,
+            bper: 0,
+            _pad: [0; 2],
+        }
     }
 }
+
+/// Invocations the backward pass aims for on a GPU (it splits the samples B to get there).
+const GPU_BACKWARD_INVOCATIONS: usize = 1 << 15;
+/// Most bytes the split partial gradients may take.
+const SPLIT_BYTES: usize = 256 << 20;
 
 /// Which distance [`pdist`] computes between latents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -257,23 +277,63 @@ pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<T
     Ok(s)
 }
 
+/// How many parts [`structure_backward`] splits the samples B into on this adapter: 1 on CPU
+/// adapters (lavapipe has few cores and no use for more invocations), enough on a GPU for about
+/// 2^15 invocations, bounded by the memory of the partial gradients.
+pub fn default_splits(dev: &Device, samples: usize, tokens: usize, m: usize) -> usize {
+    if dev.class() == AdapterClass::Cpu {
+        return 1;
+    }
+    let base = samples * tokens.div_ceil(4) * m.div_ceil(MC);
+    let by_mem = SPLIT_BYTES / (4 * samples * tokens * m).max(1);
+    GPU_BACKWARD_INVOCATIONS.div_ceil(base.max(1)).min(by_mem).clamp(1, samples.max(1))
+}
+
 /// Gradients `(dh [N, n, m], dw [N, n])` of `sum_AB G[A, B] S[A, B]` for `g = G [N, N]`
-/// (gathered per (sample, 4-token tile, chunk of 32 dims); padded tokens get exactly 0).
+/// (gathered per (sample, 4-token tile, chunk of 32 dims); padded tokens get exactly 0), with the
+/// adapter's [`default_splits`].
 pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
-    let (n, t, m) = check_structure("atom_structure_backward", h, w, mask)?;
-    check_eps("atom_structure_backward", eps, true)?;
+    let splits = match h.shape() {
+        &[n, t, m] => default_splits(h.device(), n, t, m),
+        _ => 1,
+    };
+    structure_backward_with(splits, h, w, mask, g, eps)
+}
+
+/// As [`structure_backward`] with the samples B split into `splits` parts (at most N) whose
+/// partial gradients are summed in a fixed order; every split count gives the same result up to
+/// rounding, and each one is deterministic.
+pub fn structure_backward_with(
+    splits: usize,
+    h: &Tensor,
+    w: &Tensor,
+    mask: &TokenMask,
+    g: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "atom_structure_backward";
+    let (n, t, m) = check_structure(OP, h, w, mask)?;
+    check_eps(OP, eps, true)?;
     if g.shape() != [n, n] {
         return Err(Error::shape(
-            "atom_structure_backward",
+            OP,
             format!("gradient {:?} does not fit tokens {:?}: needs [{n}, {n}]", g.shape(), h.shape()),
         ));
     }
+    let bper = n.div_ceil(splits.clamp(1, n));
+    let splits = n.div_ceil(bper);
     let dev = h.device();
     let tiles = t.div_ceil(4);
     let chunks = m.div_ceil(MC);
-    let dh = Tensor::empty(dev, "atom_structure_backward", &[n, t, m], DType::F32)?;
-    let dw = Tensor::empty(dev, "atom_structure_backward", &[n, t], DType::F32)?;
-    let total = n * tiles * chunks;
+    let total = splits * n * tiles * chunks;
+    if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
+        return Err(Error::shape(
+            OP,
+            format!("tokens {:?} in {splits} splits are too large for one dispatch", h.shape()),
+        ));
+    }
+    let dh = Tensor::empty(dev, OP, &[splits, n, t, m], DType::F32)?;
+    let dw = Tensor::empty(dev, OP, &[splits, n, t], DType::F32)?;
     let p = Params {
         ns: n as u32,
         nt: t as u32,
@@ -282,7 +342,9 @@ pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, 
         eps2: eps * eps,
         chunks: chunks as u32,
         total: total as u32,
-        inner: 1,
+        splits: splits as u32,
+        bper: bper as u32,
+        ..Params::new()
     };
     dev.dispatch(
         &SHADER,
@@ -292,7 +354,17 @@ pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, 
         &[h.bind(), w.bind(), mask.counts_gpu.bind(), g.bind(), dh.bind(), dw.bind()],
         groups_1d(total, WG_STRUCT),
     );
-    Ok((dh, dw))
+    if splits == 1 {
+        return Ok((dh.reshape(&[n, t, m])?, dw.reshape(&[n, t])?));
+    }
+    let sum = |part: &Tensor, shape: &[usize]| -> Result<Tensor> {
+        let out = Tensor::empty(dev, OP, shape, DType::F32)?;
+        let e = out.numel();
+        let p = Params { total: e as u32, splits: splits as u32, ..Params::new() };
+        dev.dispatch(&SHADER, "sum_splits", &[], bytemuck::bytes_of(&p), &[part.bind(), out.bind()], groups_1d(e, WG));
+        Ok(out)
+    };
+    Ok((sum(&dh, &[n, t, m])?, sum(&dw, &[n, t])?))
 }
 
 /// `x [N, n, ..]` with every padded token (i >= counts[A]) set to exactly 0.
