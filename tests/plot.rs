@@ -102,6 +102,8 @@ fn line_plot_curves_with_bands_and_log_axis() {
     plot::line_plot(&p, "Two moons MLP: loss per epoch", "epoch", "cross-entropy", &series).unwrap();
     let img = check_png(&p, SIZE, 20);
     assert!(has_colour(&img, blue()), "first series is drawn in the palette's first colour");
+    let title_ink = img.rows().take(35).flatten().filter(|p| p.0.iter().all(|&c| c < 80)).count();
+    assert!(title_ink > 100, "the title is drawn from the embedded font ({title_ink} dark pixels at the top)");
     let p = dir.file("line_log.png");
     plot::line_plot_log_y(&p, "Loss (log scale)", "epoch", "cross-entropy", &series).unwrap();
     check_png(&p, SIZE, 20);
@@ -259,7 +261,7 @@ fn histogram_of_values() {
     }
 }
 
-/// A "digit": a ring of ink in a 28x28 image, and a 7x7 importance map peaking at one corner.
+/// A "digit": a ring of ink in a 28x28 image, and a 7x7 importance map with one bump.
 fn digit(k: usize) -> (Vec<f32>, Vec<f32>) {
     let mut img = vec![0f32; 28 * 28];
     for y in 0..28 {
@@ -269,7 +271,13 @@ fn digit(k: usize) -> (Vec<f32>, Vec<f32>) {
             img[y * 28 + x] = (1.0 - (r - 8.0).abs() / 2.5).clamp(0.0, 1.0);
         }
     }
-    let heat = (0..49).map(|i| ((i % 7) + (i / 7) * (k % 3)) as f32).collect();
+    let (cy, cx) = ((k % 5 + 1) as f32, ((k * 3) % 5 + 1) as f32);
+    let heat = (0..49)
+        .map(|i| {
+            let (y, x) = ((i / 7) as f32, (i % 7) as f32);
+            (-((y - cy).powi(2) + (x - cx).powi(2)) / 2.0).exp()
+        })
+        .collect();
     (img, heat)
 }
 
