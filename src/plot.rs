@@ -4,14 +4,16 @@
 //!
 //! Drawing is done by `plotters` on its in-memory bitmap backend; text is rendered by `ab_glyph`
 //! from DejaVu Sans embedded in the crate (`assets/fonts/`, Bitstream Vera licence), so no system
-//! font, fontconfig or FreeType is looked up. The `image` crate encodes the PNG, which is written
+//! font, fontconfig or FreeType is looked up (see `Canvas` for why plotters' own `ab_glyph` text
+//! path is not used). The `image` crate encodes the PNG, which is written
 //! atomically: a temporary file in the target's directory is written, synced and renamed over the
 //! target, so a reader never sees a half-written figure and a failed write leaves what was there.
 //!
 //! The look is shared: white background, 800x500 px, DejaVu Sans at sizes readable at that
 //! resolution, and the Okabe-Ito colour-blind-safe palette (series after the 7th are dashed,
-//! classes after the 7th get another marker shape). Legends sit in a panel right of the plot so
-//! they never cover data. Non-finite values are skipped and counted in a footnote; a plot with
+//! classes after the 7th get another marker shape). A legend goes in a corner of the plot that
+//! holds no data (checked on a first, legend-free rendering), else in a panel right of the plot,
+//! so it never covers data. Non-finite values are skipped and counted in a footnote; a plot with
 //! no drawable data still shows its axes and says "no data".
 //!
 //! Errors: a failed write is `Error::Io` naming the target path; inputs whose lengths do not fit
