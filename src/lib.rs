@@ -13,6 +13,7 @@ pub mod error;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod tensor;
 pub mod train;
