@@ -46,11 +46,27 @@ pub struct AtomConfig {
     pub r_max: Option<f32>,
     /// Steps over which lambda rises linearly from 0 (0 = no warm-up).
     pub warmup_steps: usize,
+    /// Measure latent distances on `z / rms(z - mean z)` (default true). L_A is scale-invariant
+    /// only up to eps: in a 2-D latent no spread of points can make all distances equal, so
+    /// shrinking the whole batch below eps (where every d̄ is about eps, U = 1 - 2 kappa and
+    /// L_A = -1) is the loss's global minimum; training found it (the synthetic task collapsed
+    /// to a 1e-4 wide latent at 50% accuracy, docs/RESULTS.md). Fixing the batch's scale removes
+    /// that path and leaves the loss unchanged otherwise.
+    pub normalize: bool,
 }
 
 impl Default for AtomConfig {
     fn default() -> Self {
-        AtomConfig { lambda: 0.1, mu_w: 1.0, eps: 1e-3, tau_lo: 0.1, tau_hi: 0.5, r_max: Some(20.0), warmup_steps: 0 }
+        AtomConfig {
+            lambda: 0.1,
+            mu_w: 1.0,
+            eps: 1e-3,
+            tau_lo: 0.1,
+            tau_hi: 0.5,
+            r_max: Some(20.0),
+            warmup_steps: 0,
+            normalize: true,
+        }
     }
 }
 
@@ -169,6 +185,7 @@ pub fn atom_terms(z: &Var, h: &Var, w: &Var, mask: &TokenMask, cfg: &AtomConfig)
     let n = check_batch("atom_loss", z, h, w, mask)?;
     let tape = z.tape();
     let off = tape.constant(off_diagonal(z, n)?);
+    let z = if cfg.normalize { normalize_scale(z)? } else { z.clone() };
     let dbar = z.pdist(Norm::Floored, cfg.eps)?;
     let s = off_mean(&dbar, &off, n)?;
     let dfl = match cfg.r_max {
@@ -188,6 +205,13 @@ pub fn atom_terms(z: &Var, h: &Var, w: &Var, mask: &TokenMask, cfg: &AtomConfig)
     let l_a = off_mean(&u, &off, n)?;
     let (c_w, mean_w) = budget(&wm, mask, cfg.tau_lo, cfg.tau_hi)?;
     Ok(AtomTerms { l_a, c_w, s, mean_k, k, kappa, dbar, u, mean_w })
+}
+
+/// `z / sqrt(mean((z - mean_A z)^2) + 1e-12)`: the batch at unit RMS spread (in the graph).
+fn normalize_scale(z: &Var) -> Result<Var> {
+    let zc = z.sub(&z.mean(0, true)?)?;
+    let rms = zc.mul(&zc)?.mean_all()?.affine(1.0, 1e-12)?.sqrt()?;
+    z.div(&rms)
 }
 
 /// L_A alone.
@@ -318,7 +342,16 @@ pub mod cpu {
         let n = w.len() / ns;
         let m = h.len() / (ns * n);
         let eps = cfg.eps as f64;
-        let dbar = k::pdist(z, d, Norm::Floored, eps);
+        let zn: Vec<f64> = if cfg.normalize {
+            let rows = z.len() / d;
+            let mean: Vec<f64> = (0..d).map(|j| (0..rows).map(|a| z[a * d + j]).sum::<f64>() / rows as f64).collect();
+            let var = z.iter().enumerate().map(|(i, v)| (v - mean[i % d]).powi(2)).sum::<f64>() / z.len() as f64;
+            let rms = (var + 1e-12).sqrt();
+            z.iter().map(|v| v / rms).collect()
+        } else {
+            z.to_vec()
+        };
+        let dbar = k::pdist(&zn, d, Norm::Floored, eps);
         let s = off_mean(&dbar, ns);
         let dfl: Vec<f64> = match cfg.r_max {
             None => dbar.clone(),

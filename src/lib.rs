@@ -10,6 +10,7 @@ pub mod autodiff;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod experiments;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -758,3 +758,34 @@ fn timing_forward_backward() {
         );
     }
 }
+
+/// A batch shrunk below eps reaches L_A = -1 (every floored distance equal), below what spread-out
+/// 2-D latents can reach; normalising the batch's scale removes that degenerate minimum.
+#[test]
+fn normalised_latents_cannot_collapse_below_eps() {
+    use atomgrad::atom::{atom_terms, AtomConfig, TokenMask};
+    use atomgrad::{Tape, Tensor};
+    let dev = common::device();
+    let (n, t, m) = (16, 3, 4);
+    let mut rng = atomgrad::rng::Rng::new(77);
+    let z: Vec<f32> = (0..n * 2).map(|_| rng.normal() as f32).collect();
+    let h: Vec<f32> = (0..n * t * m).map(|_| rng.normal() as f32).collect();
+    let w: Vec<f32> = (0..n * t).map(|_| rng.range(0.2, 0.8) as f32).collect();
+    let mask = TokenMask::new(&dev, &vec![t; n], t).unwrap();
+    let l_a = |scale: f32, normalize: bool| -> f32 {
+        let tape = Tape::no_grad();
+        let zs: Vec<f32> = z.iter().map(|v| v * scale).collect();
+        let cfg = AtomConfig { normalize, r_max: None, ..AtomConfig::default() };
+        let zv = tape.constant(Tensor::from_slice(&dev, &zs, &[n, 2]).unwrap());
+        let hv = tape.constant(Tensor::from_slice(&dev, &h, &[n, t, m]).unwrap());
+        let wv = tape.constant(Tensor::from_slice(&dev, &w, &[n, t]).unwrap());
+        atom_terms(&zv, &hv, &wv, &mask, &cfg).unwrap().l_a.value().item().unwrap()
+    };
+    let spread = l_a(1.0, false);
+    let collapsed = l_a(1e-6, false);
+    assert!((collapsed + 1.0).abs() < 1e-3, "collapsed L_A {collapsed} should be -1");
+    assert!(collapsed < spread, "collapse ({collapsed}) must beat the spread batch ({spread}) without normalisation");
+    let normed = l_a(1.0, true);
+    assert!((l_a(1e-6, true) - normed).abs() < 1e-3 * normed.abs().max(1.0), "normalised L_A must not depend on scale");
+    assert!((normed - spread).abs() < 1e-3 * spread.abs().max(1.0), "normalisation changes nothing at unit scale");
+}

@@ -1,0 +1,488 @@
+//! The real-data classifiers of the seed's experiments: a CNN on Fashion-MNIST and a Transformer
+//! on Rotten Tomatoes review snippets, each trained with every [`Method`] on identical budgets.
+
+use crate::atom::{AtomConfig, TokenMask};
+use crate::autodiff::Tape;
+use crate::data::fashion::{FashionData, ImageSet, COLS, PIXELS, ROWS};
+use crate::data::reviews::{ReviewSplit, ReviewsData};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::experiments::{nn_spacing, objective, Method};
+use crate::nn::cnn::Cnn;
+use crate::nn::transformer::{Transformer, TransformerConfig};
+use crate::nn::{sub_seed, Activation, Mlp};
+use crate::ops::elementwise::accumulate;
+use crate::ops::embedding::Indices;
+use crate::ops::reduce::argmax;
+use crate::optim::{Adam, AdamConfig, Optimizer};
+use crate::rng::Rng;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClassifyConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    /// Weight of every regulariser (L_A, hinge, NT-Xent).
+    pub lambda: f32,
+    pub margin: f32,
+    pub simclr_tau: f32,
+    /// Use at most this many training samples (all when None).
+    pub train_limit: Option<usize>,
+    /// Evaluate on at most this many test samples (all when None).
+    pub test_limit: Option<usize>,
+    /// CNN channels of the two blocks.
+    pub channels: (usize, usize),
+    /// Transformer width, heads, layers, feed-forward width, dropout.
+    pub d: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub ff: usize,
+    pub dropout: f32,
+}
+
+impl ClassifyConfig {
+    pub fn fashion() -> ClassifyConfig {
+        ClassifyConfig {
+            epochs: 3,
+            batch: 64,
+            lr: 2e-3,
+            lambda: 0.1,
+            margin: 1.0,
+            simclr_tau: 0.5,
+            train_limit: None,
+            test_limit: None,
+            channels: (16, 32),
+            d: 0,
+            heads: 0,
+            layers: 0,
+            ff: 0,
+            dropout: 0.0,
+        }
+    }
+    pub fn sentiment() -> ClassifyConfig {
+        ClassifyConfig {
+            epochs: 6,
+            batch: 64,
+            lr: 1e-3,
+            lambda: 0.1,
+            margin: 1.0,
+            simclr_tau: 0.5,
+            train_limit: None,
+            test_limit: None,
+            channels: (0, 0),
+            d: 64,
+            heads: 4,
+            layers: 2,
+            ff: 128,
+            dropout: 0.1,
+        }
+    }
+    pub fn validate(&self, train_len: usize) -> Result<()> {
+        let n = self.train_limit.unwrap_or(train_len).min(train_len);
+        if self.batch < 2 || self.batch > n {
+            return Err(Error::Config(format!(
+                "--batch must be in 2..={n} (the training samples used), got {}",
+                self.batch
+            )));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lambda >= 0.0) || self.epochs == 0 {
+            return Err(Error::Config(format!(
+                "need lr > 0, lambda >= 0 and epochs >= 1; got lr {} lambda {} epochs {}",
+                self.lr, self.lambda, self.epochs
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One training run's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassifyResult {
+    pub method: Method,
+    pub seed: u64,
+    pub test_accuracy: f64,
+    /// Test accuracy after each epoch.
+    pub curve: Vec<f64>,
+    /// Mean training loss of each epoch.
+    pub train_loss: Vec<f64>,
+    pub nn_spacing: f64,
+    pub train_samples_per_sec: f64,
+    /// Importance of each token of the first test samples (gated methods), for the maps.
+    #[serde(skip)]
+    pub importance: Option<Vec<Vec<f32>>>,
+}
+
+/// Samples shown in importance maps.
+pub const EXPLAIN_SAMPLES: usize = 24;
+
+/// Random shift by up to 2 pixels (zero fill) and a horizontal flip with probability 1/2: the
+/// image augmentation of SimCLR's two views.
+fn augment_images(x: &[f32], rng: &mut Rng) -> Vec<f32> {
+    let background = -crate::data::fashion::MEAN / crate::data::fashion::STD; // a black pixel, normalised
+    let mut out = vec![background; x.len()];
+    for (img, dst) in x.chunks(PIXELS).zip(out.chunks_mut(PIXELS)) {
+        let (dy, dx) = (rng.below(5) as isize - 2, rng.below(5) as isize - 2);
+        let flip = rng.below(2) == 1;
+        for r in 0..ROWS as isize {
+            for c in 0..COLS as isize {
+                let (sr, sc) = (r - dy, if flip { COLS as isize - 1 - (c - dx) } else { c - dx });
+                if (0..ROWS as isize).contains(&sr) && (0..COLS as isize).contains(&sc) {
+                    dst[(r * COLS as isize + c) as usize] = img[(sr * COLS as isize + sc) as usize];
+                }
+            }
+        }
+    }
+    out
+}
+
+fn limit(n: usize, l: Option<usize>) -> usize {
+    l.map_or(n, |l| l.min(n))
+}
+
+/// Trains the CNN with `method` and scores it on the test images.
+pub fn run_fashion(
+    dev: &Device,
+    data: &FashionData,
+    cfg: &ClassifyConfig,
+    method: Method,
+    seed: u64,
+    on_step: &mut dyn FnMut(),
+) -> Result<ClassifyResult> {
+    cfg.validate(data.train.len())?;
+    let (c1, c2) = cfg.channels;
+    let model = Cnn::new(dev, c1, c2, 10, sub_seed(seed, 1))?;
+    let proj = Mlp::new(dev, "proj", &[c2 * 49, 128, 64], Activation::Relu, sub_seed(seed, 2))?;
+    let mut params = model.params(method.gated());
+    if method == Method::SimClr {
+        params.extend(proj.params());
+    }
+    let mut opt = Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+    let atom = AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() };
+    let mask = TokenMask::new(dev, &vec![49; cfg.batch], 49)?;
+    let mut rng = Rng::new(sub_seed(seed, 3));
+    let n_train = limit(data.train.len(), cfg.train_limit);
+    let (mut curve, mut losses) = (Vec::new(), Vec::new());
+    let (mut step, mut seconds, mut samples) = (0usize, 0.0, 0usize);
+    for epoch in 0..cfg.epochs {
+        let t0 = std::time::Instant::now();
+        let loss_sum = Tensor::zeros(dev, &[])?;
+        let batches = crate::data::epoch_batches(n_train, cfg.batch, &mut rng);
+        for idx in &batches {
+            let tape = Tape::new();
+            let (bx, by) = data.train.batch(idx);
+            let b = idx.len();
+            let x = tape.constant(Tensor::from_slice(dev, &bx, &[b, 1, ROWS, COLS])?);
+            let y = Tensor::from_u32(dev, &by, &[b])?;
+            let out = model.forward(&tape, &x, true, method.gated(), &mask)?;
+            let ce = out.logits.cross_entropy(&y)?;
+            let loss = objective(
+                method,
+                ce,
+                &out.z,
+                &out.h,
+                out.w.as_ref(),
+                &mask,
+                &atom,
+                cfg.lambda,
+                cfg.margin,
+                cfg.simclr_tau,
+                step,
+                || {
+                    let mut views = Vec::new();
+                    for _ in 0..2 {
+                        let v = tape.constant(Tensor::from_slice(
+                            dev,
+                            &augment_images(&bx, &mut rng),
+                            &[b, 1, ROWS, COLS],
+                        )?);
+                        views.push(proj.forward(&tape, &model.forward(&tape, &v, true, false, &mask)?.z)?);
+                    }
+                    Ok((views.remove(0), views.remove(0)))
+                },
+            )?;
+            loss.backward()?;
+            opt.step()?;
+            opt.zero_grad();
+            accumulate(&loss_sum, loss.value())?;
+            drop(tape);
+            dev.flush()?; // one submit per step
+            step += 1;
+            on_step();
+        }
+        let mean_loss = loss_sum.item()? as f64 / batches.len() as f64;
+        seconds += t0.elapsed().as_secs_f64();
+        samples += batches.len() * cfg.batch;
+        if !mean_loss.is_finite() {
+            return Err(Error::NonFinite {
+                step: step as u64,
+                what: format!("{method:?} training loss, epoch {epoch}"),
+            });
+        }
+        losses.push(mean_loss);
+        curve.push(eval_fashion(dev, &model, &data.test, cfg, method, None)?.0);
+    }
+    let (acc, z, w) = eval_fashion(dev, &model, &data.test, cfg, method, Some(EXPLAIN_SAMPLES))?;
+    Ok(ClassifyResult {
+        method,
+        seed,
+        test_accuracy: acc,
+        curve,
+        train_loss: losses,
+        nn_spacing: nn_spacing(&z, c2 * 49),
+        train_samples_per_sec: samples as f64 / seconds,
+        importance: w,
+    })
+}
+
+/// Test accuracy; with `keep`, also the latents of the first 256 test images and the importance
+/// maps of the first `keep`.
+#[allow(clippy::type_complexity)]
+fn eval_fashion(
+    dev: &Device,
+    model: &Cnn,
+    test: &ImageSet,
+    cfg: &ClassifyConfig,
+    method: Method,
+    keep: Option<usize>,
+) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
+    let n = limit(test.len(), cfg.test_limit);
+    let chunk = 500;
+    let mut correct = 0;
+    let (mut z_keep, mut w_keep) = (Vec::new(), None);
+    for start in (0..n).step_by(chunk) {
+        let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
+        let (bx, by) = test.batch(&idx);
+        let tape = Tape::no_grad();
+        let mask = TokenMask::new(dev, &vec![49; idx.len()], 49)?;
+        let x = tape.constant(Tensor::from_slice(dev, &bx, &[idx.len(), 1, ROWS, COLS])?);
+        let out = model.forward(&tape, &x, false, method.gated(), &mask)?;
+        let pred = argmax(out.logits.value(), 1, false)?.to_vec_u32()?;
+        correct += pred.iter().zip(&by).filter(|(p, y)| p == y).count();
+        if start == 0 {
+            if let Some(k) = keep {
+                let z = out.z.value().to_vec()?;
+                let dz = out.z.shape()[1];
+                z_keep = z[..dz * idx.len().min(256)].to_vec();
+                if let Some(w) = &out.w {
+                    let w = w.value().to_vec()?;
+                    w_keep = Some(w.chunks(49).take(k).map(|c| c.to_vec()).collect());
+                }
+            }
+        }
+    }
+    Ok((correct as f64 / n as f64, z_keep, w_keep))
+}
+
+/// Replaces 10% of the real tokens by `<unk>`: the text augmentation of SimCLR's two views.
+fn token_dropout(ids: &[u32], lengths: &[u32], max_len: usize, rng: &mut Rng) -> Vec<u32> {
+    let mut out = ids.to_vec();
+    for (a, &len) in lengths.iter().enumerate() {
+        for t in &mut out[a * max_len..a * max_len + len as usize] {
+            if rng.uniform() < 0.1 {
+                *t = crate::data::reviews::UNK;
+            }
+        }
+    }
+    out
+}
+
+fn transformer_cfg(data: &ReviewsData, cfg: &ClassifyConfig) -> TransformerConfig {
+    TransformerConfig {
+        vocab: data.vocab.len(),
+        max_len: data.train.max_len,
+        d: cfg.d,
+        heads: cfg.heads,
+        layers: cfg.layers,
+        ff: cfg.ff,
+        dropout: cfg.dropout,
+        classes: 2,
+    }
+}
+
+/// Trains the Transformer with `method` and scores it on the test reviews.
+pub fn run_sentiment(
+    dev: &Device,
+    data: &ReviewsData,
+    cfg: &ClassifyConfig,
+    method: Method,
+    seed: u64,
+    on_step: &mut dyn FnMut(),
+) -> Result<ClassifyResult> {
+    cfg.validate(data.train.labels.len())?;
+    let model = Transformer::new(dev, transformer_cfg(data, cfg), sub_seed(seed, 1))?;
+    let proj = Mlp::new(dev, "proj", &[cfg.d, 64, 32], Activation::Relu, sub_seed(seed, 2))?;
+    let mut params = model.params(method.gated());
+    if method == Method::SimClr {
+        params.extend(proj.params());
+    }
+    let mut opt = Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
+    let atom = AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() };
+    let mut rng = Rng::new(sub_seed(seed, 3));
+    let l = data.train.max_len;
+    let vocab = data.vocab.len();
+    let n_train = limit(data.train.labels.len(), cfg.train_limit);
+    let (mut curve, mut losses) = (Vec::new(), Vec::new());
+    let (mut step, mut seconds, mut samples) = (0usize, 0.0, 0usize);
+    for epoch in 0..cfg.epochs {
+        let t0 = std::time::Instant::now();
+        let loss_sum = Tensor::zeros(dev, &[])?;
+        let batches = crate::data::epoch_batches(n_train, cfg.batch, &mut rng);
+        for idx in &batches {
+            let tape = Tape::new();
+            let bt = data.train.batch(idx);
+            let b = idx.len();
+            let counts: Vec<usize> = bt.lengths.iter().map(|&c| c as usize).collect();
+            let mask = TokenMask::new(dev, &counts, l)?;
+            let ids = Indices::new(dev, &bt.ids, &[b, l], vocab)?;
+            let y = Tensor::from_u32(dev, &bt.labels, &[b])?;
+            let dseed = sub_seed(seed, 1000 + step as u64);
+            let out = model.forward(&tape, &ids, &mask, true, method.gated(), dseed)?;
+            let ce = out.logits.cross_entropy(&y)?;
+            let loss = objective(
+                method,
+                ce,
+                &out.z,
+                &out.h,
+                out.w.as_ref(),
+                &mask,
+                &atom,
+                cfg.lambda,
+                cfg.margin,
+                cfg.simclr_tau,
+                step,
+                || {
+                    let mut views = Vec::new();
+                    for v in 0..2u64 {
+                        let ids_v =
+                            Indices::new(dev, &token_dropout(&bt.ids, &bt.lengths, l, &mut rng), &[b, l], vocab)?;
+                        let z = model.forward(&tape, &ids_v, &mask, true, false, sub_seed(dseed, 7 + v))?.z;
+                        views.push(proj.forward(&tape, &z)?);
+                    }
+                    Ok((views.remove(0), views.remove(0)))
+                },
+            )?;
+            loss.backward()?;
+            opt.step()?;
+            opt.zero_grad();
+            accumulate(&loss_sum, loss.value())?;
+            drop(tape);
+            dev.flush()?; // one submit per step
+            step += 1;
+            on_step();
+        }
+        let mean_loss = loss_sum.item()? as f64 / batches.len() as f64;
+        seconds += t0.elapsed().as_secs_f64();
+        samples += batches.len() * cfg.batch;
+        if !mean_loss.is_finite() {
+            return Err(Error::NonFinite {
+                step: step as u64,
+                what: format!("{method:?} training loss, epoch {epoch}"),
+            });
+        }
+        losses.push(mean_loss);
+        curve.push(eval_sentiment(dev, &model, &data.test, vocab, cfg, method, None)?.0);
+    }
+    let (acc, z, w) = eval_sentiment(dev, &model, &data.test, vocab, cfg, method, Some(EXPLAIN_SAMPLES))?;
+    Ok(ClassifyResult {
+        method,
+        seed,
+        test_accuracy: acc,
+        curve,
+        train_loss: losses,
+        nn_spacing: nn_spacing(&z, cfg.d),
+        train_samples_per_sec: samples as f64 / seconds,
+        importance: w,
+    })
+}
+
+#[allow(clippy::type_complexity)]
+fn eval_sentiment(
+    dev: &Device,
+    model: &Transformer,
+    test: &ReviewSplit,
+    vocab: usize,
+    cfg: &ClassifyConfig,
+    method: Method,
+    keep: Option<usize>,
+) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
+    let n = limit(test.labels.len(), cfg.test_limit);
+    let l = test.max_len;
+    let chunk = 256;
+    let mut correct = 0;
+    let (mut z_keep, mut w_keep) = (Vec::new(), None);
+    for start in (0..n).step_by(chunk) {
+        let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
+        let bt = test.batch(&idx);
+        let tape = Tape::no_grad();
+        let counts: Vec<usize> = bt.lengths.iter().map(|&c| c as usize).collect();
+        let mask = TokenMask::new(dev, &counts, l)?;
+        let ids = Indices::new(dev, &bt.ids, &[idx.len(), l], vocab)?;
+        let out = model.forward(&tape, &ids, &mask, false, method.gated(), 0)?;
+        let pred = argmax(out.logits.value(), 1, false)?.to_vec_u32()?;
+        correct += pred.iter().zip(&bt.labels).filter(|(p, y)| p == y).count();
+        if start == 0 {
+            if let Some(k) = keep {
+                z_keep = out.z.value().to_vec()?;
+                if let Some(w) = &out.w {
+                    let w = w.value().to_vec()?;
+                    w_keep = Some(w.chunks(l).take(k).zip(&counts).map(|(c, &len)| c[..len].to_vec()).collect());
+                }
+            }
+        }
+    }
+    Ok((correct as f64 / n as f64, z_keep, w_keep))
+}
+
+/// A PNG grid of test images with the learned importance of each 7 x 7 cell overlaid.
+pub fn fashion_importance_grid(
+    path: &std::path::Path,
+    test: &ImageSet,
+    maps: &[Vec<f32>],
+    title_labels: bool,
+) -> Result<()> {
+    let images: Vec<Vec<f32>> = (0..maps.len())
+        .map(|i| {
+            test.x[i * PIXELS..(i + 1) * PIXELS]
+                .iter()
+                .map(|v| (v * crate::data::fashion::STD + crate::data::fashion::MEAN).clamp(0.0, 1.0))
+                .collect()
+        })
+        .collect();
+    let labels: Vec<String> =
+        (0..maps.len()).map(|i| crate::data::fashion::CLASS_NAMES[test.y[i] as usize].to_string()).collect();
+    crate::plot::image_grid(path, &images, ROWS, COLS, 8, Some(maps), if title_labels { Some(&labels) } else { None })
+}
+
+/// An HTML page shading each word of the first test reviews by its learned importance.
+pub fn sentiment_importance_html(
+    path: &std::path::Path,
+    data: &ReviewsData,
+    maps: &[Vec<f32>],
+    title: &str,
+) -> Result<()> {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = format!(
+        "<!doctype html><meta charset=utf-8><title>{t}</title><style>body{{font:16px/1.8 sans-serif;max-width:60em;margin:2em auto}}\
+         span{{padding:1px 2px;border-radius:3px}} .r{{margin:0 0 1em}} .l{{color:#555;font-size:13px}}</style><h2>{t}</h2>\
+         <p class=l>Each word is shaded by the importance the model learned for it (darker = more important, scale 0..1).</p>",
+        t = esc(title)
+    );
+    for (i, w) in maps.iter().enumerate() {
+        let ids = &data.test.ids[i * data.test.max_len..i * data.test.max_len + w.len()];
+        let label = if data.test.labels[i] == 1 { "fresh" } else { "rotten" };
+        html.push_str(&format!("<p class=r><span class=l>[{label}]</span> "));
+        for (&id, &v) in ids.iter().zip(w) {
+            let word = data.vocab.word(id).unwrap_or("?");
+            html.push_str(&format!(
+                "<span style=\"background:rgba(230,97,1,{:.3})\" title=\"{:.3}\">{}</span> ",
+                v.clamp(0.0, 1.0),
+                v,
+                esc(word)
+            ));
+        }
+        html.push_str("</p>\n");
+    }
+    crate::plot::write_atomic(path, html.as_bytes())
+}
