@@ -198,6 +198,41 @@ fn main() {
     let mut adam = Adam::new(vec![p], AdamConfig::default()).unwrap();
     b.bytes(&format!("optim/adam step n={n}"), 28.0 * n as f64, || adam.step().unwrap());
 
+    // Atom modeling: L_A forward + backward and the dominant pairwise token pass S alone.
+    // Effective flops count the token pass like a matmul of its dot products: 2 N^2 n^2 m forward,
+    // 4 N^2 n^2 m backward (the kernels do ~1.5x that: differences instead of dot products).
+    let grid: &[(usize, usize, usize)] = if gpu {
+        &[
+            (64, 16, 32),
+            (64, 49, 64),
+            (128, 16, 32),
+            (128, 49, 64),
+            (128, 64, 64),
+            (256, 16, 32),
+            (256, 49, 32),
+            (256, 64, 64),
+        ]
+    } else {
+        &[(64, 16, 32), (64, 49, 32), (128, 16, 32), (64, 16, 64)]
+    };
+    for &(nb, n, m) in grid {
+        let h = rand(&dev, &mut rng, &[nb, n, m]);
+        let w = Tensor::rand_uniform(&dev, &[nb, n], 0.05, 0.95, 1).unwrap();
+        let z = rand(&dev, &mut rng, &[nb, 16]);
+        let mask = atomgrad::atom::TokenMask::new(&dev, &vec![n; nb], n).unwrap();
+        let pairs = (nb * nb * n * n * m) as f64;
+        b.flops(&format!("atom/structure-forward N={nb} n={n} m={m}"), 2.0 * pairs, || {
+            drop(atomgrad::ops::atom::structure(&h, &w, &mask, 1e-3).unwrap())
+        });
+        let cfg = atomgrad::atom::AtomConfig::default();
+        b.flops(&format!("atom/L_A-forward+backward N={nb} n={n} m={m}"), 6.0 * pairs, || {
+            let tape = Tape::new();
+            let (zv, hv, wv) = (tape.leaf(z.clone()), tape.leaf(h.clone()), tape.leaf(w.clone()));
+            let terms = atomgrad::atom::atom_terms(&zv, &hv, &wv, &mask, &cfg).unwrap();
+            drop(terms.l_a.backward().unwrap());
+        });
+    }
+
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.
     if b.wants("step/") {
         let model = atomgrad::nn::Mlp::new(&dev, "mlp", &[2, 64, 64, 2], atomgrad::nn::Activation::Relu, 0).unwrap();
