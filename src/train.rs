@@ -2,7 +2,7 @@
 //! encoder and submits once; the host reads back only what it prints (the epoch's summed loss,
 //! accumulated on the GPU, and evaluation predictions).
 
-use crate::autodiff::Tape;
+use crate::autodiff::{Tape, Var};
 use crate::data::{epoch_batches, moons, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -64,6 +64,40 @@ impl MoonsConfig {
     }
 }
 
+/// One epoch of minibatch steps, the loop every trainer shares. For each batch, `loss_of(tape, idx,
+/// step)` records the forward pass on a fresh tape and returns the scalar loss; this records the
+/// backward pass and the optimizer update, adds the loss to a GPU-side sum and submits once. The
+/// epoch's mean loss is read back once at the end; a non-finite mean stops training, naming the
+/// step and `what`.
+pub fn epoch(
+    dev: &Device,
+    opt: &mut dyn Optimizer,
+    batches: &[Vec<usize>],
+    step: &mut usize,
+    what: &str,
+    mut loss_of: impl FnMut(&Tape, &[usize], usize) -> Result<Var>,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<f64> {
+    let loss_sum = Tensor::zeros(dev, &[])?;
+    for idx in batches {
+        let tape = Tape::new();
+        let loss = loss_of(&tape, idx, *step)?;
+        loss.backward()?;
+        opt.step()?;
+        opt.zero_grad();
+        accumulate(&loss_sum, loss.value())?; // summed on the GPU, read once per epoch
+        drop((loss, tape));
+        dev.flush()?; // the step's one submit
+        *step += 1;
+        on_step(*step);
+    }
+    let mean = loss_sum.item()? as f64 / batches.len().max(1) as f64;
+    if !mean.is_finite() {
+        return Err(Error::NonFinite { step: *step as u64, what: format!("mean training loss of {what}") });
+    }
+    Ok(mean)
+}
+
 /// Fraction of rows whose argmax logit is the label.
 pub fn accuracy(dev: &Device, model: &Mlp, data: &Dataset) -> Result<f32> {
     let tape = Tape::no_grad();
@@ -88,29 +122,23 @@ pub fn train_moons(
     let mut rng = Rng::new(cfg.seed ^ 0xba7c);
     let mut history = Vec::new();
     let mut step = 0;
-    for epoch in 0..cfg.epochs {
-        let loss_sum = Tensor::zeros(dev, &[])?;
+    for e in 0..cfg.epochs {
         let batches = epoch_batches(train.len(), cfg.batch, &mut rng);
-        for idx in &batches {
-            let (bx, by) = train.batch(idx);
-            let tape = Tape::new();
-            let x = tape.constant(Tensor::from_slice(dev, &bx, &[idx.len(), 2])?);
-            let y = Tensor::from_u32(dev, &by, &[idx.len()])?;
-            let loss = model.forward(&tape, &x)?.cross_entropy(&y)?;
-            loss.backward()?;
-            opt.step()?;
-            opt.zero_grad();
-            accumulate(&loss_sum, loss.value())?; // summed on the GPU, read once per epoch
-            drop(tape);
-            dev.flush()?; // the step's one submit
-            step += 1;
-            on_step(step);
-        }
-        let train_loss = loss_sum.item()? / batches.len() as f32;
-        if !train_loss.is_finite() {
-            return Err(Error::NonFinite { step: step as u64, what: format!("mean training loss of epoch {epoch}") });
-        }
-        let r = EpochReport { epoch, steps: step, train_loss, test_accuracy: accuracy(dev, &model, &test)? };
+        let train_loss = epoch(
+            dev,
+            &mut opt,
+            &batches,
+            &mut step,
+            &format!("epoch {e}"),
+            |tape, idx, _| {
+                let (bx, by) = train.batch(idx);
+                let x = tape.constant(Tensor::from_slice(dev, &bx, &[idx.len(), 2])?);
+                let y = Tensor::from_u32(dev, &by, &[idx.len()])?;
+                model.forward(tape, &x)?.cross_entropy(&y)
+            },
+            &mut on_step,
+        )? as f32;
+        let r = EpochReport { epoch: e, steps: step, train_loss, test_accuracy: accuracy(dev, &model, &test)? };
         on_epoch(&r);
         history.push(r);
     }

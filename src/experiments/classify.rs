@@ -11,12 +11,12 @@ use crate::experiments::{nn_spacing, objective, Method};
 use crate::nn::cnn::Cnn;
 use crate::nn::transformer::{Transformer, TransformerConfig};
 use crate::nn::{sub_seed, Activation, Mlp};
-use crate::ops::elementwise::accumulate;
 use crate::ops::embedding::Indices;
 use crate::ops::reduce::argmax;
-use crate::optim::{Adam, AdamConfig, Optimizer};
+use crate::optim::{Adam, AdamConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use crate::train::epoch;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -165,61 +165,53 @@ pub fn run_fashion(
     let n_train = limit(data.train.len(), cfg.train_limit);
     let (mut curve, mut losses) = (Vec::new(), Vec::new());
     let (mut step, mut seconds, mut samples) = (0usize, 0.0, 0usize);
-    for epoch in 0..cfg.epochs {
+    for e in 0..cfg.epochs {
         let t0 = std::time::Instant::now();
-        let loss_sum = Tensor::zeros(dev, &[])?;
         let batches = crate::data::epoch_batches(n_train, cfg.batch, &mut rng);
-        for idx in &batches {
-            let tape = Tape::new();
-            let (bx, by) = data.train.batch(idx);
-            let b = idx.len();
-            let x = tape.constant(Tensor::from_slice(dev, &bx, &[b, 1, ROWS, COLS])?);
-            let y = Tensor::from_u32(dev, &by, &[b])?;
-            let out = model.forward(&tape, &x, true, method.gated(), &mask)?;
-            let ce = out.logits.cross_entropy(&y)?;
-            let loss = objective(
-                method,
-                ce,
-                &out.z,
-                &out.h,
-                out.w.as_ref(),
-                &mask,
-                &atom,
-                cfg.lambda,
-                cfg.margin,
-                cfg.simclr_tau,
-                step,
-                || {
-                    let mut views = Vec::new();
-                    for _ in 0..2 {
-                        let v = tape.constant(Tensor::from_slice(
-                            dev,
-                            &augment_images(&bx, &mut rng),
-                            &[b, 1, ROWS, COLS],
-                        )?);
-                        views.push(proj.forward(&tape, &model.forward(&tape, &v, true, false, &mask)?.z)?);
-                    }
-                    Ok((views.remove(0), views.remove(0)))
-                },
-            )?;
-            loss.backward()?;
-            opt.step()?;
-            opt.zero_grad();
-            accumulate(&loss_sum, loss.value())?;
-            drop(tape);
-            dev.flush()?; // one submit per step
-            step += 1;
-            on_step();
-        }
-        let mean_loss = loss_sum.item()? as f64 / batches.len() as f64;
+        let what = format!("{method:?}, epoch {e}");
+        let mean_loss = epoch(
+            dev,
+            &mut opt,
+            &batches,
+            &mut step,
+            &what,
+            |tape, idx, step| {
+                let (bx, by) = data.train.batch(idx);
+                let b = idx.len();
+                let x = tape.constant(Tensor::from_slice(dev, &bx, &[b, 1, ROWS, COLS])?);
+                let y = Tensor::from_u32(dev, &by, &[b])?;
+                let out = model.forward(tape, &x, true, method.gated(), &mask)?;
+                let ce = out.logits.cross_entropy(&y)?;
+                objective(
+                    method,
+                    ce,
+                    &out.z,
+                    &out.h,
+                    out.w.as_ref(),
+                    &mask,
+                    &atom,
+                    cfg.lambda,
+                    cfg.margin,
+                    cfg.simclr_tau,
+                    step,
+                    || {
+                        let mut views = Vec::new();
+                        for _ in 0..2 {
+                            let v = tape.constant(Tensor::from_slice(
+                                dev,
+                                &augment_images(&bx, &mut rng),
+                                &[b, 1, ROWS, COLS],
+                            )?);
+                            views.push(proj.forward(tape, &model.forward(tape, &v, true, false, &mask)?.z)?);
+                        }
+                        Ok((views.remove(0), views.remove(0)))
+                    },
+                )
+            },
+            &mut |_| on_step(),
+        )?;
         seconds += t0.elapsed().as_secs_f64();
         samples += batches.len() * cfg.batch;
-        if !mean_loss.is_finite() {
-            return Err(Error::NonFinite {
-                step: step as u64,
-                what: format!("{method:?} training loss, epoch {epoch}"),
-            });
-        }
         losses.push(mean_loss);
         curve.push(eval_fashion(dev, &model, &data.test, cfg, method, None)?.0);
     }
@@ -325,62 +317,54 @@ pub fn run_sentiment(
     let n_train = limit(data.train.labels.len(), cfg.train_limit);
     let (mut curve, mut losses) = (Vec::new(), Vec::new());
     let (mut step, mut seconds, mut samples) = (0usize, 0.0, 0usize);
-    for epoch in 0..cfg.epochs {
+    for e in 0..cfg.epochs {
         let t0 = std::time::Instant::now();
-        let loss_sum = Tensor::zeros(dev, &[])?;
         let batches = crate::data::epoch_batches(n_train, cfg.batch, &mut rng);
-        for idx in &batches {
-            let tape = Tape::new();
-            let bt = data.train.batch(idx);
-            let b = idx.len();
-            let counts: Vec<usize> = bt.lengths.iter().map(|&c| c as usize).collect();
-            let mask = TokenMask::new(dev, &counts, l)?;
-            let ids = Indices::new(dev, &bt.ids, &[b, l], vocab)?;
-            let y = Tensor::from_u32(dev, &bt.labels, &[b])?;
-            let dseed = sub_seed(seed, 1000 + step as u64);
-            let out = model.forward(&tape, &ids, &mask, true, method.gated(), dseed)?;
-            let ce = out.logits.cross_entropy(&y)?;
-            let loss = objective(
-                method,
-                ce,
-                &out.z,
-                &out.h,
-                out.w.as_ref(),
-                &mask,
-                &atom,
-                cfg.lambda,
-                cfg.margin,
-                cfg.simclr_tau,
-                step,
-                || {
-                    let mut views = Vec::new();
-                    for v in 0..2u64 {
-                        let ids_v =
-                            Indices::new(dev, &token_dropout(&bt.ids, &bt.lengths, l, &mut rng), &[b, l], vocab)?;
-                        let z = model.forward(&tape, &ids_v, &mask, true, false, sub_seed(dseed, 7 + v))?.z;
-                        views.push(proj.forward(&tape, &z)?);
-                    }
-                    Ok((views.remove(0), views.remove(0)))
-                },
-            )?;
-            loss.backward()?;
-            opt.step()?;
-            opt.zero_grad();
-            accumulate(&loss_sum, loss.value())?;
-            drop(tape);
-            dev.flush()?; // one submit per step
-            step += 1;
-            on_step();
-        }
-        let mean_loss = loss_sum.item()? as f64 / batches.len() as f64;
+        let what = format!("{method:?}, epoch {e}");
+        let mean_loss = epoch(
+            dev,
+            &mut opt,
+            &batches,
+            &mut step,
+            &what,
+            |tape, idx, step| {
+                let bt = data.train.batch(idx);
+                let b = idx.len();
+                let counts: Vec<usize> = bt.lengths.iter().map(|&c| c as usize).collect();
+                let mask = TokenMask::new(dev, &counts, l)?;
+                let ids = Indices::new(dev, &bt.ids, &[b, l], vocab)?;
+                let y = Tensor::from_u32(dev, &bt.labels, &[b])?;
+                let dseed = sub_seed(seed, 1000 + step as u64);
+                let out = model.forward(tape, &ids, &mask, true, method.gated(), dseed)?;
+                let ce = out.logits.cross_entropy(&y)?;
+                objective(
+                    method,
+                    ce,
+                    &out.z,
+                    &out.h,
+                    out.w.as_ref(),
+                    &mask,
+                    &atom,
+                    cfg.lambda,
+                    cfg.margin,
+                    cfg.simclr_tau,
+                    step,
+                    || {
+                        let mut views = Vec::new();
+                        for v in 0..2u64 {
+                            let ids_v =
+                                Indices::new(dev, &token_dropout(&bt.ids, &bt.lengths, l, &mut rng), &[b, l], vocab)?;
+                            let z = model.forward(tape, &ids_v, &mask, true, false, sub_seed(dseed, 7 + v))?.z;
+                            views.push(proj.forward(tape, &z)?);
+                        }
+                        Ok((views.remove(0), views.remove(0)))
+                    },
+                )
+            },
+            &mut |_| on_step(),
+        )?;
         seconds += t0.elapsed().as_secs_f64();
         samples += batches.len() * cfg.batch;
-        if !mean_loss.is_finite() {
-            return Err(Error::NonFinite {
-                step: step as u64,
-                what: format!("{method:?} training loss, epoch {epoch}"),
-            });
-        }
         losses.push(mean_loss);
         curve.push(eval_sentiment(dev, &model, &data.test, vocab, cfg, method, None)?.0);
     }

@@ -201,11 +201,22 @@ pub fn energy_figure(path: &Path) -> Result<()> {
         .iter()
         .map(|&k| plot::Series {
             name: format!("kappa = {k}"),
-            points: (1..=300).map(|i| 0.15 + i as f64 * 0.01).map(|d| (d, pair_energy(d, 1.0, k))).collect(),
+            // Clipped at U = 2 so the minima at d = s / kappa stay visible next to the d -> 0 wall.
+            points: (1..=400)
+                .map(|i| 0.1 + i as f64 * 0.01)
+                .map(|d| (d, pair_energy(d, 1.0, k)))
+                .filter(|p| p.1 <= 2.0)
+                .collect(),
             band: None,
         })
         .collect();
-    plot::line_plot(path, "Pair energy U(d) = (s/d)^2 - 2 kappa s/d  (s = 1)", "distance d / s", "U", &series)
+    plot::line_plot(
+        path,
+        "Pair energy U(d) = (s/d)^2 - 2 kappa s/d, minimum at d = s/kappa (s = 1)",
+        "distance d / s",
+        "U",
+        &series,
+    )
 }
 
 /// Progress callback: (runs done, runs total, the run now going).

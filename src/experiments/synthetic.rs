@@ -12,11 +12,11 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::experiments::{auc, nn_spacing, objective, Method};
 use crate::nn::{sub_seed, Activation, Linear, Mlp};
-use crate::ops::elementwise::accumulate;
 use crate::ops::reduce::argmax;
-use crate::optim::{Adam, AdamConfig, Optimizer};
+use crate::optim::{Adam, AdamConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use crate::train::epoch;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -245,54 +245,45 @@ pub fn run(
     let mut rng = Rng::new(sub_seed(seed, 13));
     let mut step = 0;
     let mut last_loss = f64::NAN;
-    for epoch in 0..cfg.epochs {
-        let loss_sum = Tensor::zeros(dev, &[])?;
+    for e in 0..cfg.epochs {
         let batches = crate::data::epoch_batches(cfg.train, cfg.batch, &mut rng);
-        for idx in &batches {
-            let tape = Tape::new();
-            let x = tape.constant(upload_batch(dev, cfg, &train, idx, None)?);
-            let labels: Vec<u32> = idx.iter().map(|&i| train.y[i]).collect();
-            let y = Tensor::from_u32(dev, &labels, &[idx.len()])?;
-            let f = model.forward(&tape, &x, method.gated(), &mask)?;
-            let ce = f.logits.cross_entropy(&y)?;
-            let loss = objective(
-                method,
-                ce,
-                &f.z,
-                &f.h,
-                f.w.as_ref(),
-                &mask,
-                &atom,
-                cfg.lambda,
-                cfg.margin,
-                cfg.simclr_tau,
-                step,
-                || {
-                    let mut views = Vec::new();
-                    for _ in 0..2 {
-                        let xv = tape.constant(upload_batch(dev, cfg, &train, idx, Some(&mut rng))?);
-                        let zv = model.forward(&tape, &xv, false, &mask)?.z;
-                        views.push(model.proj.forward(&tape, &zv)?);
-                    }
-                    Ok((views.remove(0), views.remove(0)))
-                },
-            )?;
-            loss.backward()?;
-            opt.step()?;
-            opt.zero_grad();
-            accumulate(&loss_sum, loss.value())?;
-            drop(tape);
-            dev.flush()?; // one submit per step
-            step += 1;
-            on_step();
-        }
-        last_loss = loss_sum.item()? as f64 / batches.len() as f64;
-        if !last_loss.is_finite() {
-            return Err(Error::NonFinite {
-                step: step as u64,
-                what: format!("{method:?} training loss, epoch {epoch}"),
-            });
-        }
+        last_loss = epoch(
+            dev,
+            &mut opt,
+            &batches,
+            &mut step,
+            &format!("{method:?}, epoch {e}"),
+            |tape, idx, step| {
+                let x = tape.constant(upload_batch(dev, cfg, &train, idx, None)?);
+                let labels: Vec<u32> = idx.iter().map(|&i| train.y[i]).collect();
+                let y = Tensor::from_u32(dev, &labels, &[idx.len()])?;
+                let f = model.forward(tape, &x, method.gated(), &mask)?;
+                let ce = f.logits.cross_entropy(&y)?;
+                objective(
+                    method,
+                    ce,
+                    &f.z,
+                    &f.h,
+                    f.w.as_ref(),
+                    &mask,
+                    &atom,
+                    cfg.lambda,
+                    cfg.margin,
+                    cfg.simclr_tau,
+                    step,
+                    || {
+                        let mut views = Vec::new();
+                        for _ in 0..2 {
+                            let xv = tape.constant(upload_batch(dev, cfg, &train, idx, Some(&mut rng))?);
+                            let zv = model.forward(tape, &xv, false, &mask)?.z;
+                            views.push(model.proj.forward(tape, &zv)?);
+                        }
+                        Ok((views.remove(0), views.remove(0)))
+                    },
+                )
+            },
+            &mut |_| on_step(),
+        )?;
     }
     evaluate(dev, cfg, &model, method, seed, &test, last_loss)
 }
