@@ -450,19 +450,19 @@ pub fn sentiment_importance_html(
     let mut html = format!(
         "<!doctype html><meta charset=utf-8><title>{t}</title><style>body{{font:16px/1.8 sans-serif;max-width:60em;margin:2em auto}}\
          span{{padding:1px 2px;border-radius:3px}} .r{{margin:0 0 1em}} .l{{color:#555;font-size:13px}}</style><h2>{t}</h2>\
-         <p class=l>Each word is shaded by the importance the model learned for it (darker = more important, scale 0..1).</p>",
+         <p class=l>Each word is shaded by the importance the model learned for it, from the review's least (lightest) to its most important word (darkest); hover for the value in (0, 1).</p>",
         t = esc(title)
     );
     for (i, w) in maps.iter().enumerate() {
         let ids = &data.test.ids[i * data.test.max_len..i * data.test.max_len + w.len()];
         let label = if data.test.labels[i] == 1 { "fresh" } else { "rotten" };
         html.push_str(&format!("<p class=r><span class=l>[{label}]</span> "));
+        let (lo, hi) = w.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         for (&id, &v) in ids.iter().zip(w) {
             let word = data.vocab.word(id).unwrap_or("?");
+            let shade = if hi > lo { 0.05 + 0.8 * (v - lo) / (hi - lo) } else { 0.4 };
             html.push_str(&format!(
-                "<span style=\"background:rgba(230,97,1,{:.3})\" title=\"{:.3}\">{}</span> ",
-                v.clamp(0.0, 1.0),
-                v,
+                "<span style=\"background:rgba(230,97,1,{shade:.3})\" title=\"{v:.3}\">{}</span> ",
                 esc(word)
             ));
         }
