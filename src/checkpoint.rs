@@ -200,7 +200,8 @@ impl Checkpoint {
     /// checkpoint exactly: the same names, each with the same dtype and shape. Everything is
     /// checked before anything is written; on a mismatch nothing is modified and the error
     /// (`Error::Shape` with op `restore_into`) names every offending tensor, with both shapes
-    /// when they differ ("checkpoint from another model shape").
+    /// when they differ ("checkpoint from another model shape"). (Only a GPU failure while the
+    /// checked values are being uploaded, such as device loss, can leave targets partly written.)
     pub fn restore_into(&self, targets: &[(String, Tensor)]) -> Result<()> {
         let mut problems = Vec::new();
         let mut seen = BTreeSet::new();
@@ -544,7 +545,7 @@ fn check_sidecar(side: &Path, bytes: &[u8]) -> Result<Map<String, Value>> {
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let side = sidecar_path(path)?;
     let sidecar = read_sidecar(&side)?;
-    let n = sidecar["tensors_bytes"].as_u64().unwrap_or_default();
+    let n = sidecar.get("tensors_bytes").and_then(Value::as_u64).unwrap_or_default();
     let bytes = read_file(path, "checkpoint tensors file", Some(n), 0)?;
     finish(path, &side, sidecar, &bytes)
 }
@@ -558,7 +559,7 @@ pub fn decode(path: &Path, tensors: &[u8], sidecar: &[u8]) -> Result<Checkpoint>
 }
 
 fn finish(path: &Path, side: &Path, sidecar: Map<String, Value>, bytes: &[u8]) -> Result<Checkpoint> {
-    let n = sidecar["tensors_bytes"].as_u64().unwrap_or_default();
+    let n = sidecar.get("tensors_bytes").and_then(Value::as_u64).unwrap_or_default();
     if bytes.len() as u64 != n {
         return Err(Error::data(
             path,
@@ -568,7 +569,7 @@ fn finish(path: &Path, side: &Path, sidecar: Map<String, Value>, bytes: &[u8]) -
             ),
         ));
     }
-    let crc = sidecar["tensors_crc32"].as_u64().unwrap_or_default();
+    let crc = sidecar.get("tensors_crc32").and_then(Value::as_u64).unwrap_or_default();
     let got = crc32(bytes) as u64;
     if got != crc {
         return Err(Error::data(
