@@ -7,6 +7,7 @@
 
 pub mod atom;
 pub mod autodiff;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -10,6 +10,15 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng { state: seed ^ 0x9E37_79B9_7F4A_7C15 }
     }
+    /// The whole generator state (for checkpoints): `Rng::from_state(r.state())` continues
+    /// exactly where `r` is.
+    pub fn state(&self) -> u64 {
+        self.state
+    }
+    /// A generator that continues from a state returned by [`Rng::state`].
+    pub fn from_state(state: u64) -> Rng {
+        Rng { state }
+    }
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

@@ -132,6 +132,16 @@ impl Tensor {
         Ok(())
     }
 
+    /// [`Tensor::write`] for U32 tensors.
+    pub fn write_u32(&self, data: &[u32]) -> Result<()> {
+        if data.len() != self.numel() || self.dtype != DType::U32 {
+            return Err(Error::shape("write_u32", format!("{} values into {:?}", data.len(), self)));
+        }
+        self.device().flush()?;
+        self.device().upload(self.buffer(), bytemuck::cast_slice(data));
+        Ok(())
+    }
+
     /// A view of the same buffer with another shape of equal size.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {

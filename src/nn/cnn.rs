@@ -7,6 +7,7 @@ use crate::autodiff::{Param, Tape, Var};
 use crate::device::Device;
 use crate::error::Result;
 use crate::nn::{sub_seed, BatchNorm2d, Conv2d, ImportanceHead, Linear};
+use crate::tensor::Tensor;
 
 pub struct Cnn {
     pub c1: Conv2d,
@@ -51,6 +52,20 @@ impl Cnn {
             p.extend(self.importance.params());
         }
         p
+    }
+
+    /// Every tensor a checkpoint holds, by stable unique names: all parameters (the importance
+    /// head's too, gated or not) and both batch norms' running statistics.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        [
+            self.c1.tensors(),
+            self.bn1.tensors(),
+            self.c2.tensors(),
+            self.bn2.tensors(),
+            self.head.tensors(),
+            self.importance.tensors(),
+        ]
+        .concat()
     }
 
     /// `x [N, 1, 28, 28]`; `mask` holds 49 tokens per sample.

@@ -13,6 +13,11 @@ pub fn sub_seed(seed: u64, index: u64) -> u64 {
     z ^ (z >> 27)
 }
 
+/// `(name, value)` of each parameter: the listing checkpoints save and restore.
+pub fn named(params: &[Param]) -> Vec<(String, Tensor)> {
+    params.iter().map(|p| (p.name(), p.value())).collect()
+}
+
 /// `y = x W + b` for `x: [.., in]`, `W: [in, out]`, `b: [out]`; W and b ~ U(-1/sqrt(in), 1/sqrt(in)).
 pub struct Linear {
     pub w: Param,
@@ -38,6 +43,10 @@ impl Linear {
     }
     pub fn params(&self) -> Vec<Param> {
         vec![self.w.clone(), self.b.clone()]
+    }
+    /// Every tensor a checkpoint holds, by its stable unique name (the parameters).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params())
     }
 }
 
@@ -87,6 +96,10 @@ impl Mlp {
     pub fn params(&self) -> Vec<Param> {
         self.layers.iter().flat_map(|l| l.params()).collect()
     }
+    /// Every tensor a checkpoint holds, by its stable unique name (`<name>.<layer>.w`, `.b`).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params())
+    }
 }
 
 pub mod cnn;
@@ -112,6 +125,16 @@ impl BatchNorm2d {
     }
     pub fn params(&self) -> Vec<Param> {
         vec![self.gamma.clone(), self.beta.clone()]
+    }
+    /// Every tensor a checkpoint holds: `<name>.gamma`, `<name>.beta` and the running statistics
+    /// `<name>.running_mean`, `<name>.running_var` (buffers, not parameters).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let gamma = self.gamma.name();
+        let base = gamma.strip_suffix(".gamma").unwrap_or(&gamma);
+        let mut t = named(&self.params());
+        t.push((format!("{base}.running_mean"), self.state.running_mean.clone()));
+        t.push((format!("{base}.running_var"), self.state.running_var.clone()));
+        t
     }
 }
 
@@ -155,6 +178,10 @@ impl Conv2d {
     pub fn params(&self) -> Vec<Param> {
         vec![self.w.clone(), self.b.clone()]
     }
+    /// Every tensor a checkpoint holds, by its stable unique name (the parameters).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params())
+    }
 }
 
 /// Layer norm over the last axis with learned gain and bias.
@@ -175,6 +202,10 @@ impl LayerNorm {
     }
     pub fn params(&self) -> Vec<Param> {
         vec![self.gamma.clone(), self.beta.clone()]
+    }
+    /// Every tensor a checkpoint holds, by its stable unique name (the parameters).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params())
     }
 }
 
@@ -199,5 +230,9 @@ impl ImportanceHead {
     }
     pub fn params(&self) -> Vec<Param> {
         vec![self.u.clone(), self.c.clone()]
+    }
+    /// Every tensor a checkpoint holds, by its stable unique name (the parameters).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params())
     }
 }

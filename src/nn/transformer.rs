@@ -102,6 +102,12 @@ impl Transformer {
         p
     }
 
+    /// Every tensor a checkpoint holds, by stable unique names (`emb`, `pos`, `block<l>.*`,
+    /// `ln_f.*`, `head.*`, `importance.*`): all parameters, the importance head's too.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        crate::nn::named(&self.params(true))
+    }
+
     /// `ids` of shape `[N, L]`; `mask` gives each sample's real-token count (padding at the end).
     /// `seed` drives dropout (ignored when not training).
     pub fn forward(
