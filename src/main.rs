@@ -30,6 +30,22 @@ enum Cmd {
     /// Train every method (cross-entropy, gate only, hinge-L1/L2, SimCLR, atom modeling) with
     /// identical budgets and seeds; print the table and write plots and JSON to a run folder.
     Compare(CompareArgs),
+    /// Draw the learned importance maps of a classifier saved by `compare` (a PNG grid of test
+    /// images with each feature-map cell's importance, or an HTML page shading review words).
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// A `model-<method>.safetensors` written by `compare --task fashion|sentiment`.
+    #[arg(long)]
+    checkpoint: std::path::PathBuf,
+    /// Data location, as for `compare --data`.
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    /// Output folder (default: the checkpoint's folder).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -49,6 +65,9 @@ struct CompareArgs {
     /// Use at most this many training samples (real-data tasks).
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Evaluate on at most this many test samples (real-data tasks).
+    #[arg(long)]
+    test_limit: Option<usize>,
     /// Seeds per method (0, 1, ..).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
@@ -232,6 +251,7 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
                 lr: a.lr.unwrap_or(d.lr),
                 batch: a.batch.unwrap_or(d.batch),
                 train_limit: a.train_limit,
+                test_limit: a.test_limit,
                 ..d
             };
             compare_classify(dev, t, &cfg, &methods, &seeds, a.data.as_deref(), &out, &mut progress)?
@@ -253,6 +273,13 @@ fn main() {
         }
         Cmd::Train(a) => train(&dev, &a),
         Cmd::Compare(a) => compare(&dev, &a),
+        Cmd::Explain(a) => {
+            let out =
+                a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default());
+            let (acc, file) = atomgrad::experiments::classify::explain(&dev, &a.checkpoint, a.data.as_deref(), &out)?;
+            println!("test accuracy {:.2}%; importance maps: {}", 100.0 * acc, file.display());
+            Ok(())
+        }
     });
     if let Err(e) = result {
         eprintln!("error: {e}");

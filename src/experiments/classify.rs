@@ -3,6 +3,7 @@
 
 use crate::atom::{AtomConfig, TokenMask};
 use crate::autodiff::Tape;
+use crate::checkpoint;
 use crate::data::fashion::{FashionData, ImageSet, COLS, PIXELS, ROWS};
 use crate::data::reviews::{ReviewSplit, ReviewsData};
 use crate::device::Device;
@@ -18,6 +19,7 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::epoch;
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassifyConfig {
@@ -148,6 +150,7 @@ pub fn run_fashion(
     cfg: &ClassifyConfig,
     method: Method,
     seed: u64,
+    save: Option<&Path>,
     on_step: &mut dyn FnMut(),
 ) -> Result<ClassifyResult> {
     cfg.validate(data.train.len())?;
@@ -214,6 +217,9 @@ pub fn run_fashion(
         samples += batches.len() * cfg.batch;
         losses.push(mean_loss);
         curve.push(eval_fashion(dev, &model, &data.test, cfg, method, None)?.0);
+    }
+    if let Some(path) = save {
+        checkpoint::save(path, &model.tensors(), &checkpoint_meta("fashion", method, seed, cfg, &data.description()))?;
     }
     let (acc, z, w) = eval_fashion(dev, &model, &data.test, cfg, method, Some(EXPLAIN_SAMPLES))?;
     Ok(ClassifyResult {
@@ -300,6 +306,7 @@ pub fn run_sentiment(
     cfg: &ClassifyConfig,
     method: Method,
     seed: u64,
+    save: Option<&Path>,
     on_step: &mut dyn FnMut(),
 ) -> Result<ClassifyResult> {
     cfg.validate(data.train.labels.len())?;
@@ -367,6 +374,13 @@ pub fn run_sentiment(
         samples += batches.len() * cfg.batch;
         losses.push(mean_loss);
         curve.push(eval_sentiment(dev, &model, &data.test, vocab, cfg, method, None)?.0);
+    }
+    if let Some(path) = save {
+        checkpoint::save(
+            path,
+            &model.tensors(),
+            &checkpoint_meta("sentiment", method, seed, cfg, &data.description()),
+        )?;
     }
     let (acc, z, w) = eval_sentiment(dev, &model, &data.test, vocab, cfg, method, Some(EXPLAIN_SAMPLES))?;
     Ok(ClassifyResult {
@@ -469,4 +483,65 @@ pub fn sentiment_importance_html(
         html.push_str("</p>\n");
     }
     crate::plot::write_atomic(path, html.as_bytes())
+}
+
+/// What a classifier checkpoint's sidecar records beside the tensors, so `explain` can rebuild it.
+fn checkpoint_meta(task: &str, method: Method, seed: u64, cfg: &ClassifyConfig, data: &str) -> serde_json::Value {
+    serde_json::json!({
+        "task": task,
+        "method": method.slug(),
+        "seed": seed,
+        "config": cfg,
+        "data": data,
+        "reviews_split_seed": 0,
+        "reviews_max_len": 64,
+    })
+}
+
+/// Rebuilds a classifier from a checkpoint written by `compare`, scores it on the test set and
+/// draws its importance maps (PNG grid for images, HTML for reviews) into `out`. Returns the
+/// test accuracy and the file written.
+pub fn explain(dev: &Device, path: &Path, data_dir: Option<&Path>, out: &Path) -> Result<(f64, PathBuf)> {
+    use crate::data::fashion::{load_fashion, FashionSource};
+    let ck = checkpoint::load(path)?;
+    let field = |k: &str| {
+        ck.sidecar.get(k).cloned().ok_or_else(|| {
+            Error::data(path, format!("sidecar has no {k:?}: not a classifier checkpoint from `compare`"))
+        })
+    };
+    let task = field("task")?.as_str().unwrap_or_default().to_string();
+    let method = Method::parse_list(&[field("method")?.as_str().unwrap_or_default().to_string()])?[0];
+    let cfg: ClassifyConfig = serde_json::from_value(field("config")?)
+        .map_err(|e| Error::data(path, format!("config in the sidecar: {e}")))?;
+    if !method.gated() {
+        return Err(Error::Config(format!(
+            "{}: method {:?} has no importance gate, so there is nothing to explain",
+            path.display(),
+            method.slug()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let title = format!("{} ({}): learned token importance", method.name(), path.display());
+    match task.as_str() {
+        "fashion" => {
+            let data = load_fashion(data_dir.map_or(FashionSource::Auto, |d| FashionSource::Dir(d.to_path_buf())))?;
+            let model = Cnn::new(dev, cfg.channels.0, cfg.channels.1, 10, 0)?;
+            ck.restore_into(&model.tensors())?;
+            let (acc, _, maps) = eval_fashion(dev, &model, &data.test, &cfg, method, Some(EXPLAIN_SAMPLES))?;
+            let file = out.join(format!("explain-{}.png", method.slug()));
+            fashion_importance_grid(&file, &data.test, &maps.unwrap_or_default(), true)?;
+            Ok((acc, file))
+        }
+        "sentiment" => {
+            let data = crate::data::reviews::load_reviews(data_dir, 0, 64)?;
+            let model = Transformer::new(dev, transformer_cfg(&data, &cfg), 0)?;
+            ck.restore_into(&model.tensors())?;
+            let (acc, _, maps) =
+                eval_sentiment(dev, &model, &data.test, data.vocab.len(), &cfg, method, Some(EXPLAIN_SAMPLES))?;
+            let file = out.join(format!("explain-{}.html", method.slug()));
+            sentiment_importance_html(&file, &data, &maps.unwrap_or_default(), &title)?;
+            Ok((acc, file))
+        }
+        t => Err(Error::data(path, format!("unknown task {t:?} in the sidecar (expected fashion or sentiment)"))),
+    }
 }

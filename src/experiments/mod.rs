@@ -369,9 +369,11 @@ pub fn compare_classify(
         let (mut curves, mut losses) = (Vec::new(), Vec::new());
         for &seed in seeds {
             progress(done, total, &format!("{} seed {seed}", method.name()));
+            // The first seed's model of every method is kept for `atomgrad explain`.
+            let save = (seed == seeds[0]).then(|| out.join(format!("model-{}.safetensors", method.slug())));
             let r = match (&fashion, &reviews) {
-                (Some(f), _) => classify::run_fashion(dev, f, cfg, method, seed, &mut || {})?,
-                (_, Some(d)) => classify::run_sentiment(dev, d, cfg, method, seed, &mut || {})?,
+                (Some(f), _) => classify::run_fashion(dev, f, cfg, method, seed, save.as_deref(), &mut || {})?,
+                (_, Some(d)) => classify::run_sentiment(dev, d, cfg, method, seed, save.as_deref(), &mut || {})?,
                 _ => unreachable!("one data set is loaded"),
             };
             row.test_accuracy.push(r.test_accuracy);
