@@ -86,6 +86,9 @@ struct CompareArgs {
     /// Run folder (default runs/<task>-<unix time>).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Write into an existing, non-empty run folder (its files may be replaced).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -216,6 +219,12 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
     }
     let methods = Method::parse_list(&a.methods)?;
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
+    if !a.force && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(atomgrad::Error::Config(format!(
+            "--out: run folder {} already holds results; choose another folder or pass --force",
+            out.display()
+        )));
+    }
     let seeds: Vec<u64> = (0..a.seeds).collect();
     println!("adapter: {}", dev.describe());
     println!("compare: task {}, {} methods x {} seeds -> {}", a.task, methods.len(), a.seeds, out.display());

@@ -44,6 +44,9 @@ fn compare_saves_a_checkpoint_that_explain_draws() {
     ] {
         assert!(run.join(f).is_file(), "{f} missing; output:\n{text}");
     }
+    // A second run into the same folder is refused rather than overwriting the first.
+    let (ok, text) = atomgrad(&["compare", "--task", "synthetic", "--seeds", "1", "--epochs", "1", "--out", run_s]);
+    assert!(!ok && text.contains("already holds results") && text.contains("--force"), "{text}");
     let ckpt = run.join("model-gate.safetensors");
     let (ok, text) =
         atomgrad(&["explain", "--checkpoint", ckpt.to_str().unwrap(), "--out", dir.join("explain").to_str().unwrap()]);
