@@ -250,6 +250,11 @@ pub fn compare_synthetic(
         for &seed in seeds {
             progress(done, total, &format!("{} seed {seed}", method.name()));
             let r = synthetic::run(dev, cfg, method, seed, || {})?;
+            log_metrics(
+                out,
+                &[serde_json::json!({"method": method.slug(), "seed": seed, "epochs": cfg.epochs,
+                "train_loss": r.final_train_loss, "test_accuracy": r.test_accuracy, "auc": r.auc, "nn_spacing": r.nn_spacing})],
+            )?;
             row.test_accuracy.push(r.test_accuracy);
             row.nn_spacing.push(r.nn_spacing);
             if let Some(a) = r.auc {
@@ -378,6 +383,13 @@ pub fn compare_classify(
             };
             row.test_accuracy.push(r.test_accuracy);
             row.nn_spacing.push(r.nn_spacing);
+            let lines: Vec<serde_json::Value> = (0..r.curve.len())
+                .map(|e| {
+                    serde_json::json!({"method": method.slug(), "seed": seed, "epoch": e + 1,
+                        "train_loss": r.train_loss[e], "test_accuracy": r.curve[e]})
+                })
+                .collect();
+            log_metrics(out, &lines)?;
             curves.push(r.curve.clone());
             losses.push(r.train_loss.clone());
             if let (Some(maps), true) = (&r.importance, seed == seeds[0]) {
@@ -427,6 +439,18 @@ pub fn compare_classify(
     write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;
     write_atomic(&out.join("results.md"), format!("data: {data_desc}\n\n{md}").as_bytes())?;
     Ok(format!("data: {data_desc}\n\n{md}"))
+}
+
+/// Appends one JSON object per line to `metrics.jsonl` in a run folder, flushed line by line, so
+/// an interrupted comparison keeps the metrics of every run it finished.
+pub fn log_metrics(out: &Path, lines: &[serde_json::Value]) -> Result<()> {
+    use std::io::Write;
+    let path = out.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    for l in lines {
+        writeln!(f, "{l}").map_err(|e| Error::io(&path, e))?;
+    }
+    f.flush().map_err(|e| Error::io(&path, e))
 }
 
 /// `runs/<task>-<unix seconds>` unless the caller names a folder.
