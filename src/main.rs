@@ -51,7 +51,8 @@ struct ExplainArgs {
 #[derive(clap::Args)]
 struct CompareArgs {
     /// Task: synthetic (8-token two-class data with known informative tokens), fashion (CNN on
-    /// Fashion-MNIST), sentiment (Transformer on Rotten Tomatoes snippets).
+    /// Fashion-MNIST), sentiment (Transformer on Rotten Tomatoes snippets), gan2d (GAN on a ring
+    /// of 8 and a 5x5 grid of Gaussians: mode coverage).
     #[arg(long, default_value = "synthetic")]
     task: String,
     /// Fashion-MNIST directory with the four official files (default: the full set from
@@ -89,6 +90,9 @@ struct CompareArgs {
     /// Write into an existing, non-empty run folder (its files may be replaced).
     #[arg(long)]
     force: bool,
+    /// Training iterations per run (gan2d; default: the task's own).
+    #[arg(long)]
+    iters: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -199,18 +203,32 @@ fn train(dev: &Device, a: &TrainArgs) -> atomgrad::Result<()> {
     Ok(())
 }
 
+/// Refuses to write into a run folder that already holds results, unless `--force`.
+fn check_out(out: &std::path::Path, force: bool) -> atomgrad::Result<()> {
+    if !force && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(atomgrad::Error::Config(format!(
+            "--out: run folder {} already holds results; choose another folder or pass --force",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
     use atomgrad::experiments::{
         classify::ClassifyConfig, compare_classify, compare_synthetic, default_out, synthetic::SyntheticConfig,
         ClassifyTask, Method,
     };
+    if a.task == "gan2d" {
+        return compare_gan2d_task(dev, a);
+    }
     let task = match a.task.as_str() {
         "synthetic" => None,
         "fashion" => Some(ClassifyTask::Fashion),
         "sentiment" => Some(ClassifyTask::Sentiment),
         t => {
             return Err(atomgrad::Error::Config(format!(
-                "--task: unknown task {t:?} (available: synthetic, fashion, sentiment)"
+                "--task: unknown task {t:?} (available: synthetic, fashion, sentiment, gan2d)"
             )))
         }
     };
@@ -219,12 +237,7 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
     }
     let methods = Method::parse_list(&a.methods)?;
     let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
-    if !a.force && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(atomgrad::Error::Config(format!(
-            "--out: run folder {} already holds results; choose another folder or pass --force",
-            out.display()
-        )));
-    }
+    check_out(&out, a.force)?;
     let seeds: Vec<u64> = (0..a.seeds).collect();
     println!("adapter: {}", dev.describe());
     println!("compare: task {}, {} methods x {} seeds -> {}", a.task, methods.len(), a.seeds, out.display());
@@ -266,6 +279,61 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
             compare_classify(dev, t, &cfg, &methods, &seeds, a.data.as_deref(), &out, &mut progress)?
         }
     };
+    bar.finish_and_clear();
+    println!("\n{md}");
+    println!("wrote {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+// ---- gan2d (src/experiments/gan.rs) ----
+
+/// `compare --task gan2d`: every GAN method on both 2-D mixtures. Methods default to GAN, gate
+/// only, hinge-L2 and atom; `--epochs` does not apply (the data is a stream: use `--iters`).
+fn compare_gan2d_task(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
+    use atomgrad::experiments::gan::{compare_gan2d, Gan2dConfig, Mixture, GAN_METHODS};
+    use atomgrad::experiments::{default_out, Method};
+    if a.epochs.is_some() {
+        return Err(atomgrad::Error::Config("--epochs: gan2d counts iterations, use --iters".into()));
+    }
+    if a.seeds == 0 {
+        return Err(atomgrad::Error::Config("--seeds must be at least 1".into()));
+    }
+    let methods = if a.methods.is_empty() { GAN_METHODS.to_vec() } else { Method::parse_list(&a.methods)? };
+    let d = Gan2dConfig::default();
+    let cfg = Gan2dConfig {
+        iters: a.iters.unwrap_or(d.iters),
+        batch: a.batch.unwrap_or(d.batch),
+        lr: a.lr.unwrap_or(d.lr),
+        lambda: a.lambda,
+        log_every: a.iters.map_or(d.log_every, |i| d.log_every.min(i.div_ceil(10)).max(1)),
+        ..d
+    };
+    let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
+    check_out(&out, a.force)?;
+    let seeds: Vec<u64> = (0..a.seeds).collect();
+    let mixtures = Mixture::ALL;
+    let total = (mixtures.len() * methods.len()) as u64 * a.seeds;
+    println!("adapter: {}", dev.describe());
+    println!(
+        "compare: task gan2d, {} mixtures x {} methods x {} seeds, {} iterations each -> {}",
+        mixtures.len(),
+        methods.len(),
+        a.seeds,
+        cfg.iters,
+        out.display()
+    );
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} runs  ETA {eta}  {msg}").expect("valid template"));
+    let mut progress = |done: usize, _: usize, what: &str| {
+        bar.set_position(done as u64);
+        bar.set_message(what.to_string());
+        if !tty {
+            println!("[{done}/{total}] {what}");
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let md = compare_gan2d(dev, &cfg, &mixtures, &methods, &seeds, &out, &mut progress)?;
     bar.finish_and_clear();
     println!("\n{md}");
     println!("wrote {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());

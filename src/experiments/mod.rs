@@ -2,6 +2,7 @@
 //! folder (table as JSON, plots as PNG). `compare` is the entry point the CLI calls.
 
 pub mod classify;
+pub mod gan;
 pub mod synthetic;
 
 use crate::atom::cpu::pair_energy;

@@ -103,6 +103,7 @@ impl Mlp {
 }
 
 pub mod cnn;
+pub mod gan;
 pub mod transformer;
 
 /// A learned per-channel scale and shift with running statistics (batch norm).
