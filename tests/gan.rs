@@ -235,3 +235,30 @@ fn probe() {
         );
     }
 }
+
+/// Cost probe (not a test): milliseconds and dispatches per iteration of each method.
+#[test]
+#[ignore]
+fn probe_cost() {
+    let dev = common::device();
+    for (b, m) in
+        [(128, Method::Ce), (128, Method::Gate), (128, Method::HingeL2), (128, Method::Atom), (64, Method::Atom)]
+    {
+        let cfg = Gan2dConfig { batch: b, ..Gan2dConfig::default() };
+        let mut gan = Gan2d::new(&dev, &cfg, Mixture::Ring8, m, 0).unwrap();
+        gan.step().unwrap();
+        dev.sync().unwrap();
+        let s0 = dev.stats();
+        let t = std::time::Instant::now();
+        for _ in 0..50 {
+            gan.step().unwrap();
+        }
+        dev.sync().unwrap();
+        let s1 = dev.stats();
+        println!(
+            "batch {b} {m:?}: {:.1} ms/iter, {} dispatches/iter",
+            t.elapsed().as_secs_f64() * 20.0,
+            (s1.dispatches - s0.dispatches) / 50
+        );
+    }
+}
