@@ -1,8 +1,9 @@
 //! GAN training with atom modeling on the generator, and the 2-D mode-coverage benchmark.
 //!
-//! Training ([`Gan2d`]): a generator and a discriminator, each with its own Adam (betas
-//! (0.5, 0.999); lr 1e-3 for the 2-D benchmark, see [`Gan2dConfig`]), the non-saturating loss (D: BCE with logits, real = 1 and
-//! fake = 0; G: BCE of its fakes against 1) and alternating steps, D then G. One iteration — the
+//! Training ([`Gan`]): a generator and a discriminator, each with its own Adam (betas
+//! (0.5, 0.999); lr 1e-3 for the 2-D benchmark, see [`Gan2dConfig`], 2e-4 for the DCGAN), the
+//! non-saturating loss (D: BCE with logits, real = 1 and fake = 0; G: BCE of its fakes against 1)
+//! and alternating steps, D then G. One iteration — the
 //! generator's forward pass, the D step on the detached fake batch, the G step through the
 //! discriminator with D's parameters frozen (constants on the tape) — is recorded into one command
 //! buffer and submitted once. Losses are summed on the GPU and read once per log interval.
@@ -14,6 +15,9 @@
 //! - [`Method::Atom`]: the gate, `C_w` and `lambda L_A` on z = the flattened gated map, tokens h =
 //!   the ungated cells (the spec's GAN row).
 //! - [`Method::HingeL2`] / [`Method::HingeL1`]: `lambda * hinge` on the same (ungated) z.
+//!
+//! The pairwise terms (L_A, C_w, hinge) are computed on the first `reg_batch` samples of each
+//! generated batch (64 of 128 in the 2-D benchmark), as their cost grows with the batch squared.
 //!
 //! DCGAN on Fashion-MNIST ([`FashionGan`], [`compare_fashion_gan`]): the same loop with
 //! [`DcGenerator`] / [`DcDiscriminator`]; atom modeling gates the generator's 7x7 map. It writes
