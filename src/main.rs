@@ -52,7 +52,7 @@ struct ExplainArgs {
 struct CompareArgs {
     /// Task: synthetic (8-token two-class data with known informative tokens), fashion (CNN on
     /// Fashion-MNIST), sentiment (Transformer on Rotten Tomatoes snippets), gan2d (GAN on a ring
-    /// of 8 and a 5x5 grid of Gaussians: mode coverage).
+    /// of 8 and a 5x5 grid of Gaussians: mode coverage), gan (DCGAN on Fashion-MNIST: sample grids).
     #[arg(long, default_value = "synthetic")]
     task: String,
     /// Fashion-MNIST directory with the four official files (default: the full set from
@@ -219,7 +219,7 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
         classify::ClassifyConfig, compare_classify, compare_synthetic, default_out, synthetic::SyntheticConfig,
         ClassifyTask, Method,
     };
-    if a.task == "gan2d" {
+    if a.task == "gan2d" || a.task == "gan" {
         return compare_gan2d_task(dev, a);
     }
     let task = match a.task.as_str() {
@@ -228,7 +228,7 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
         "sentiment" => Some(ClassifyTask::Sentiment),
         t => {
             return Err(atomgrad::Error::Config(format!(
-                "--task: unknown task {t:?} (available: synthetic, fashion, sentiment, gan2d)"
+                "--task: unknown task {t:?} (available: synthetic, fashion, sentiment, gan2d, gan)"
             )))
         }
     };
@@ -287,11 +287,52 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
 
 // ---- gan2d (src/experiments/gan.rs) ----
 
-/// `compare --task gan2d`: every GAN method on both 2-D mixtures. Methods default to GAN, gate
-/// only, hinge-L2 and atom; `--epochs` does not apply (the data is a stream: use `--iters`).
+/// `compare --task gan2d`: every GAN method on both 2-D mixtures (`--epochs` does not apply: the
+/// data is a stream, use `--iters`); `compare --task gan`: DCGAN on Fashion-MNIST (bundled data
+/// unless `--data`). Methods default to GAN, gate only, hinge-L2 and atom.
 fn compare_gan2d_task(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
-    use atomgrad::experiments::gan::{compare_gan2d, Gan2dConfig, Mixture, GAN_METHODS};
+    use atomgrad::data::fashion::{load_fashion, FashionSource};
+    use atomgrad::experiments::gan::{
+        compare_fashion_gan, compare_gan2d, FashionGanConfig, Gan2dConfig, Mixture, GAN_METHODS,
+    };
     use atomgrad::experiments::{default_out, Method};
+    if a.task == "gan" {
+        if a.iters.is_some() {
+            return Err(atomgrad::Error::Config("--iters: the DCGAN task counts epochs, use --epochs".into()));
+        }
+        if a.seeds == 0 {
+            return Err(atomgrad::Error::Config("--seeds must be at least 1".into()));
+        }
+        let methods = if a.methods.is_empty() { GAN_METHODS.to_vec() } else { Method::parse_list(&a.methods)? };
+        let src = a.data.as_deref().map_or(FashionSource::Bundled, |d| FashionSource::Dir(d.to_path_buf()));
+        let data = load_fashion(src)?;
+        let d = FashionGanConfig::default();
+        let cfg = FashionGanConfig {
+            epochs: a.epochs.unwrap_or(d.epochs),
+            batch: a.batch.unwrap_or(d.batch),
+            lr: a.lr.unwrap_or(d.lr),
+            lambda: a.lambda,
+            train_limit: a.train_limit,
+            ..d
+        };
+        let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
+        let seeds: Vec<u64> = (0..a.seeds).collect();
+        println!("adapter: {}", dev.describe());
+        println!(
+            "compare: task gan ({}), {} methods x {} seeds -> {}",
+            data.description(),
+            methods.len(),
+            a.seeds,
+            out.display()
+        );
+        let t0 = std::time::Instant::now();
+        let total = methods.len() as u64 * a.seeds;
+        let mut progress = |done: usize, _: usize, what: &str| println!("[{done}/{total}] {what}");
+        let md = compare_fashion_gan(dev, &data, &cfg, &methods, &seeds, &out, &mut progress)?;
+        println!("\n{md}");
+        println!("wrote {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if a.epochs.is_some() {
         return Err(atomgrad::Error::Config("--epochs: gan2d counts iterations, use --iters".into()));
     }

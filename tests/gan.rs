@@ -4,8 +4,10 @@
 
 mod common;
 
-use atomgrad::experiments::gan::{mode_stats, run, Gan2d, Gan2dConfig, Mixture};
+use atomgrad::data::fashion::{load_fashion, FashionSource};
+use atomgrad::experiments::gan::{mode_stats, run, FashionGan, FashionGanConfig, Gan2d, Gan2dConfig, Mixture};
 use atomgrad::experiments::Method;
+use atomgrad::nn::gan::{Discriminator, Generator};
 use atomgrad::rng::Rng;
 use atomgrad::{Error, Param};
 
@@ -200,6 +202,44 @@ fn bad_settings_are_errors() {
     assert_eq!(Mixture::parse_list(&[]).unwrap(), Mixture::ALL.to_vec());
 }
 
+#[test]
+fn dcgan_iteration_is_one_submit_and_steps_keep_to_their_player() {
+    let dev = common::device();
+    let data = load_fashion(FashionSource::Bundled).unwrap();
+    let cfg = FashionGanConfig {
+        batch: 8,
+        reg_batch: 4,
+        channels: 8,
+        noise: 16,
+        train_limit: Some(64),
+        ..Default::default()
+    };
+    for m in [Method::Ce, Method::Atom] {
+        let mut gan = FashionGan::fashion(&dev, &cfg, &data.train, m, 0).unwrap();
+        gan.step().unwrap();
+        dev.flush().unwrap();
+        let before = dev.stats();
+        gan.step().unwrap();
+        let after = dev.stats();
+        assert_eq!((after.submits - before.submits, after.readbacks - before.readbacks), (1, 0), "{m:?}");
+        let (gp, dp) = (gan.g.params(m.gated()), gan.d.params());
+        let (g0, d0) = (values(&gp), values(&dp));
+        gan.step_d().unwrap();
+        let (g1, d1) = (values(&gp), values(&dp));
+        assert_eq!(g0, g1, "{m:?}: the D step changed G");
+        assert_ne!(d0, d1);
+        gan.step_g().unwrap();
+        let (g2, d2) = (values(&gp), values(&dp));
+        assert_eq!(d1, d2, "{m:?}: the G step changed D");
+        assert_ne!(g1, g2);
+        let l = gan.take_losses().unwrap();
+        assert!(l.d.is_finite() && l.g.is_finite() && l.reg.is_finite(), "{m:?}: {l:?}");
+        let x = gan.generate(5, 1).unwrap();
+        assert_eq!(x.len(), 5 * 784);
+        assert!(x.iter().all(|v| (-1.0..=1.0).contains(v)), "tanh output out of range");
+    }
+}
+
 /// Budget probe (not a test): `GAN_ITERS=3000 GAN_METHOD=ce GAN_MIX=ring8 cargo test --test gan
 /// -- --ignored probe --nocapture` prints the coverage curve and iterations per second.
 #[test]
@@ -260,5 +300,41 @@ fn probe_cost() {
             t.elapsed().as_secs_f64() * 20.0,
             (s1.dispatches - s0.dispatches) / 50
         );
+    }
+}
+
+#[test]
+#[ignore]
+fn fingerprint() {
+    let dev = common::device();
+    for m in [Method::Ce, Method::Gate, Method::HingeL2, Method::Atom] {
+        let r = run(&dev, &small(), Mixture::Grid25, m, 5, None, &mut |_| {}).unwrap();
+        let h = r.points.iter().fold(0u64, |h, v| h.wrapping_mul(31).wrapping_add(v.to_bits() as u64));
+        println!("FP {m:?} {h:x} {:?}", r.log.last().unwrap().loss);
+    }
+}
+
+/// DCGAN cost probe (not a test): `GAN_CH=64 GAN_BATCH=64 ... -- --ignored probe_dcgan --nocapture`.
+#[test]
+#[ignore]
+fn probe_dcgan() {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let dev = common::device();
+    let data = load_fashion(FashionSource::Bundled).unwrap();
+    let cfg = FashionGanConfig {
+        batch: env("GAN_BATCH", "64").parse().unwrap(),
+        channels: env("GAN_CH", "64").parse().unwrap(),
+        ..Default::default()
+    };
+    for m in [Method::Ce, Method::Atom] {
+        let mut gan = FashionGan::fashion(&dev, &cfg, &data.train, m, 0).unwrap();
+        gan.step().unwrap();
+        dev.sync().unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..5 {
+            gan.step().unwrap();
+        }
+        dev.sync().unwrap();
+        println!("DCGAN {m:?}: {:.0} ms/iter", t.elapsed().as_secs_f64() * 200.0);
     }
 }

@@ -5,7 +5,12 @@
 //!
 //! - [`MlpGenerator`] / [`MlpDiscriminator`]: the 2-D mixture benchmark. The generator's last
 //!   hidden layer (width `hidden`) is viewed as `tokens` tokens of `hidden / tokens` features.
+//! - [`DcGenerator`] / [`DcDiscriminator`]: DCGAN for 28x28 images. The generator's 7x7 map (after
+//!   the first linear layer, batch norm and ReLU) has 49 cells of C features as tokens; it is gated
+//!   and upsampled by two transposed convolutions (14x14 with batch norm and ReLU, 28x28 with tanh).
 //!
+//! Both pairs implement [`Generator`] / [`Discriminator`], which the training loop
+//! (`experiments::gan`) is written against.
 //! Discriminators take a `frozen` flag: frozen parameters enter the tape as constants, so the
 //! generator's step neither computes nor stores gradients for them (and cannot change them).
 
@@ -13,7 +18,8 @@ use crate::atom::TokenMask;
 use crate::autodiff::{Param, Tape, Var};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::nn::{sub_seed, ImportanceHead, Linear};
+use crate::nn::{sub_seed, BatchNorm2d, ImportanceHead, Linear};
+use crate::tensor::Tensor;
 
 /// A parameter on the tape: trainable, or a constant when `frozen`.
 fn put(tape: &Tape, p: &Param, frozen: bool) -> Var {
@@ -27,6 +33,26 @@ fn put(tape: &Tape, p: &Param, frozen: bool) -> Var {
 /// `x W + b` with the layer's parameters frozen or not.
 fn linear(tape: &Tape, l: &Linear, x: &Var, frozen: bool) -> Result<Var> {
     x.matmul(&put(tape, &l.w, frozen))?.add(&put(tape, &l.b, frozen))
+}
+
+/// A generator the GAN loop can train, with the atom gate on an intermediate feature map.
+pub trait Generator {
+    /// Noise width.
+    fn noise(&self) -> usize;
+    /// Tokens of the gated map per sample.
+    fn tokens(&self) -> usize;
+    /// The trainable parameters (the importance head only when gated).
+    fn params(&self, gated: bool) -> Vec<Param>;
+    /// `noise [N, noise]` -> samples; `mask` holds [`Generator::tokens`] tokens for each of the N;
+    /// `training` selects batch statistics (and updates running ones) in batch norm, if any.
+    fn forward(&self, tape: &Tape, noise: &Var, gated: bool, mask: &TokenMask, training: bool) -> Result<GenOut>;
+}
+
+/// A discriminator: samples -> logits `[N, 1]`. With `frozen` its parameters enter the tape as
+/// constants (the generator's step).
+pub trait Discriminator {
+    fn params(&self) -> Vec<Param>;
+    fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var>;
 }
 
 /// What the losses need from one generator pass.
@@ -83,9 +109,16 @@ impl MlpGenerator {
     pub fn token_dim(&self) -> usize {
         self.hidden / self.tokens
     }
+}
 
-    /// The trainable parameters (the importance head only when gated).
-    pub fn params(&self, gated: bool) -> Vec<Param> {
+impl Generator for MlpGenerator {
+    fn noise(&self) -> usize {
+        self.noise
+    }
+    fn tokens(&self) -> usize {
+        self.tokens
+    }
+    fn params(&self, gated: bool) -> Vec<Param> {
         let mut p = [self.l1.params(), self.l2.params(), self.l3.params()].concat();
         if gated {
             p.extend(self.importance.params());
@@ -93,8 +126,8 @@ impl MlpGenerator {
         p
     }
 
-    /// `noise [N, noise]` -> samples `[N, out]`; `mask` holds `tokens` tokens for each of the N.
-    pub fn forward(&self, tape: &Tape, noise: &Var, gated: bool, mask: &TokenMask) -> Result<GenOut> {
+    /// Samples `[N, out]` (no batch norm: `training` changes nothing).
+    fn forward(&self, tape: &Tape, noise: &Var, gated: bool, mask: &TokenMask, _training: bool) -> Result<GenOut> {
         let n = noise.shape()[0];
         let (t, m) = (self.tokens, self.token_dim());
         let a = linear(tape, &self.l1, noise, false)?.relu()?;
@@ -133,13 +166,14 @@ impl MlpDiscriminator {
             .collect::<Result<Vec<_>>>()?;
         Ok(MlpDiscriminator { layers, slope })
     }
+}
 
-    pub fn params(&self) -> Vec<Param> {
+impl Discriminator for MlpDiscriminator {
+    fn params(&self) -> Vec<Param> {
         self.layers.iter().flat_map(|l| l.params()).collect()
     }
 
-    /// Logits `[N, 1]`; with `frozen` the parameters are constants on the tape.
-    pub fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var> {
+    fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var> {
         let mut h = x.clone();
         for (i, l) in self.layers.iter().enumerate() {
             h = linear(tape, l, &h, frozen)?;
@@ -148,5 +182,137 @@ impl MlpDiscriminator {
             }
         }
         Ok(h)
+    }
+}
+
+/// A weight ~ N(0, 0.02^2) (the DCGAN initialisation) and a zero bias `[C, 1, 1]`.
+fn dc_params(dev: &Device, name: &str, shape: &[usize], bias: usize, seed: u64) -> Result<(Param, Param)> {
+    Ok((
+        Param::new(format!("{name}.w"), Tensor::rand_normal(dev, shape, 0.0, 0.02, seed)?),
+        Param::new(format!("{name}.b"), Tensor::zeros(dev, &[bias, 1, 1])?),
+    ))
+}
+
+/// DCGAN generator for `[N, 1, 28, 28]` images in [-1, 1]: linear to `[C, 7, 7]`, batch norm,
+/// ReLU (the token map: 49 cells of C features, gated when asked); transposed convolution (k 4,
+/// stride 2, padding 1) to `[C/2, 14, 14]`, batch norm, ReLU; transposed convolution to
+/// `[1, 28, 28]` with bias, tanh. Weights ~ N(0, 0.02^2) except the linear layer (PyTorch's default).
+pub struct DcGenerator {
+    pub fc: Linear,
+    pub bn0: BatchNorm2d,
+    pub up1: Param,
+    pub bn1: BatchNorm2d,
+    pub up2: Param,
+    pub up2_b: Param,
+    pub importance: ImportanceHead,
+    pub noise: usize,
+    pub channels: usize,
+}
+
+impl DcGenerator {
+    /// `channels` C must be even and >= 2.
+    pub fn new(dev: &Device, noise: usize, channels: usize, seed: u64) -> Result<DcGenerator> {
+        if noise == 0 || channels < 2 || !channels.is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "DCGAN generator: need noise >= 1 and an even channel count >= 2, got noise {noise}, channels {channels}"
+            )));
+        }
+        let c = channels;
+        let (up1, _) = dc_params(dev, "g.up1", &[c, c / 2, 4, 4], c / 2, sub_seed(seed, 2))?;
+        let (up2, up2_b) = dc_params(dev, "g.up2", &[c / 2, 1, 4, 4], 1, sub_seed(seed, 3))?;
+        Ok(DcGenerator {
+            fc: Linear::new(dev, "g.fc", noise, c * 49, sub_seed(seed, 1))?,
+            bn0: BatchNorm2d::new(dev, "g.bn0", c)?,
+            up1,
+            bn1: BatchNorm2d::new(dev, "g.bn1", c / 2)?,
+            up2,
+            up2_b,
+            importance: ImportanceHead::new(dev, "g.importance", c, sub_seed(seed, 4))?,
+            noise,
+            channels,
+        })
+    }
+}
+
+impl Generator for DcGenerator {
+    fn noise(&self) -> usize {
+        self.noise
+    }
+    fn tokens(&self) -> usize {
+        49
+    }
+    fn params(&self, gated: bool) -> Vec<Param> {
+        let mut p = [self.fc.params(), self.bn0.params(), vec![self.up1.clone()], self.bn1.params()].concat();
+        p.extend([self.up2.clone(), self.up2_b.clone()]);
+        if gated {
+            p.extend(self.importance.params());
+        }
+        p
+    }
+
+    fn forward(&self, tape: &Tape, noise: &Var, gated: bool, mask: &TokenMask, training: bool) -> Result<GenOut> {
+        let (n, c) = (noise.shape()[0], self.channels);
+        let a = self.fc.forward(tape, noise)?.reshape(&[n, c, 7, 7])?;
+        let b = self.bn0.forward(tape, &a, training)?.relu()?;
+        let h = b.reshape(&[n, c, 49])?.permute(&[0, 2, 1])?;
+        let (w, g) = if gated {
+            let w = self.importance.forward(tape, &h, mask)?;
+            (Some(w.clone()), b.mul(&w.reshape(&[n, 1, 7, 7])?)?)
+        } else {
+            (None, b)
+        };
+        let z = g.reshape(&[n, c * 49])?;
+        let u = g.conv_transpose2d(&tape.param(&self.up1), (2, 2), (1, 1), (0, 0))?;
+        let u = self.bn1.forward(tape, &u, training)?.relu()?;
+        let x = u
+            .conv_transpose2d(&tape.param(&self.up2), (2, 2), (1, 1), (0, 0))?
+            .add(&tape.param(&self.up2_b))?
+            .tanh()?;
+        Ok(GenOut { h, w, z, x })
+    }
+}
+
+/// DCGAN discriminator for `[N, 1, 28, 28]`: convolution (k 4, stride 2, padding 1) to
+/// `[C/2, 14, 14]`, leaky ReLU; convolution to `[C, 7, 7]`, leaky ReLU; linear to one logit.
+/// No batch norm, so real and fake batches can share one pass.
+pub struct DcDiscriminator {
+    pub c1: (Param, Param),
+    pub c2: (Param, Param),
+    pub fc: Linear,
+    pub slope: f32,
+    pub channels: usize,
+}
+
+impl DcDiscriminator {
+    pub fn new(dev: &Device, channels: usize, slope: f32, seed: u64) -> Result<DcDiscriminator> {
+        if channels < 2 || !channels.is_multiple_of(2) {
+            return Err(Error::Config(format!("DCGAN discriminator: need an even channel count >= 2, got {channels}")));
+        }
+        let c = channels;
+        Ok(DcDiscriminator {
+            c1: dc_params(dev, "d.c1", &[c / 2, 1, 4, 4], c / 2, sub_seed(seed, 1))?,
+            c2: dc_params(dev, "d.c2", &[c, c / 2, 4, 4], c, sub_seed(seed, 2))?,
+            fc: Linear::new(dev, "d.fc", c * 49, 1, sub_seed(seed, 3))?,
+            slope,
+            channels,
+        })
+    }
+}
+
+impl Discriminator for DcDiscriminator {
+    fn params(&self) -> Vec<Param> {
+        let mut p = vec![self.c1.0.clone(), self.c1.1.clone(), self.c2.0.clone(), self.c2.1.clone()];
+        p.extend(self.fc.params());
+        p
+    }
+
+    fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var> {
+        let n = x.shape()[0];
+        let conv = |x: &Var, (w, b): &(Param, Param)| -> Result<Var> {
+            x.conv2d(&put(tape, w, frozen), (2, 2), (1, 1))?.add(&put(tape, b, frozen))?.leaky_relu(self.slope)
+        };
+        let a = conv(x, &self.c1)?;
+        let b = conv(&a, &self.c2)?;
+        linear(tape, &self.fc, &b.reshape(&[n, self.channels * 49])?, frozen)
     }
 }
