@@ -303,17 +303,6 @@ fn probe_cost() {
     }
 }
 
-#[test]
-#[ignore]
-fn fingerprint() {
-    let dev = common::device();
-    for m in [Method::Ce, Method::Gate, Method::HingeL2, Method::Atom] {
-        let r = run(&dev, &small(), Mixture::Grid25, m, 5, None, &mut |_| {}).unwrap();
-        let h = r.points.iter().fold(0u64, |h, v| h.wrapping_mul(31).wrapping_add(v.to_bits() as u64));
-        println!("FP {m:?} {h:x} {:?}", r.log.last().unwrap().loss);
-    }
-}
-
 /// DCGAN cost probe (not a test): `GAN_CH=64 GAN_BATCH=64 ... -- --ignored probe_dcgan --nocapture`.
 #[test]
 #[ignore]
