@@ -18,11 +18,15 @@ struct Node {
     backward: Option<BackwardFn>,
     param: Option<Param>,
     requires_grad: bool,
+    /// The Rust path of the op's backward closure (names the op in anomaly reports).
+    op: &'static str,
 }
 
 struct TapeInner {
     nodes: Vec<Node>,
     grad_enabled: bool,
+    /// Anomaly detection ([`Tape::detect_anomaly`]): on, and the first finding.
+    anomaly: Option<Option<String>>,
 }
 
 /// Records the ops of one forward pass. Cheap to clone (shared).
@@ -131,7 +135,7 @@ impl Gradients {
 impl Tape {
     /// A tape that records gradients.
     pub fn new() -> Tape {
-        Tape { inner: Rc::new(RefCell::new(TapeInner { nodes: Vec::new(), grad_enabled: true })) }
+        Tape { inner: Rc::new(RefCell::new(TapeInner { nodes: Vec::new(), grad_enabled: true, anomaly: None })) }
     }
     /// A tape for evaluation: ops run, nothing is kept for a backward pass.
     pub fn no_grad() -> Tape {
@@ -158,17 +162,22 @@ impl Tape {
 
     /// An input that needs no gradient (data, labels, masks).
     pub fn constant(&self, value: Tensor) -> Var {
-        self.push(value, Node { parents: vec![], backward: None, param: None, requires_grad: false })
+        self.check(&value, || "an input constant (data)".into());
+        self.push(value, Node { parents: vec![], backward: None, param: None, requires_grad: false, op: "constant" })
     }
     /// An input whose gradient [`Var::backward`] returns in [`Gradients`].
     pub fn leaf(&self, value: Tensor) -> Var {
         let rg = self.grad_enabled();
-        self.push(value, Node { parents: vec![], backward: None, param: None, requires_grad: rg })
+        self.push(value, Node { parents: vec![], backward: None, param: None, requires_grad: rg, op: "leaf" })
     }
     /// A parameter: its gradient is added to [`Param::grad`] by `backward`.
     pub fn param(&self, p: &Param) -> Var {
+        self.check(&p.value(), || format!("parameter {:?}", p.name()));
         let rg = self.grad_enabled();
-        self.push(p.value(), Node { parents: vec![], backward: None, param: Some(p.clone()), requires_grad: rg })
+        self.push(
+            p.value(),
+            Node { parents: vec![], backward: None, param: Some(p.clone()), requires_grad: rg, op: "param" },
+        )
     }
 
     /// Records an op: `value` was computed from `inputs`; `backward` maps the gradient of
@@ -180,13 +189,67 @@ impl Tape {
         backward: impl FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + 'static,
     ) -> Var {
         let needs = self.grad_enabled() && inputs.iter().any(|v| v.requires_grad);
+        let op = std::any::type_name_of_val(&backward);
+        self.check(&value, || format!("the output of {}", op_name(op)));
         let node = Node {
             parents: inputs.iter().map(|v| v.id).collect(),
             backward: if needs { Some(Box::new(backward)) } else { None },
             param: None,
             requires_grad: needs,
+            op,
         };
         self.push(value, node)
+    }
+
+    /// Turns on anomaly detection: every op's output and every gradient a backward rule
+    /// produces is read back and checked for NaN/Inf; the first one found is reported by
+    /// [`Tape::anomaly`], naming the op. Each check is a GPU round trip: for debugging only.
+    pub fn detect_anomaly(&self) {
+        self.inner.borrow_mut().anomaly = Some(None);
+    }
+
+    /// The first NaN/Inf anomaly detection found on this tape, as an error naming the op and
+    /// `step`; `Ok` when detection is off or found nothing.
+    pub fn anomaly(&self, step: usize) -> Result<()> {
+        match &self.inner.borrow().anomaly {
+            Some(Some(what)) => Err(Error::NonFinite { step: step as u64, what: what.clone() }),
+            _ => Ok(()),
+        }
+    }
+
+    /// With detection on and nothing found yet, records `what()` if `t` holds NaN/Inf. A failed
+    /// readback is recorded too (it would hide the anomaly).
+    fn check(&self, t: &Tensor, what: impl FnOnce() -> String) {
+        if !matches!(self.inner.borrow().anomaly, Some(None)) || t.dtype() != crate::tensor::DType::F32 {
+            return;
+        }
+        let finding = match t.to_vec() {
+            Ok(v) => {
+                let bad = v.iter().filter(|x| !x.is_finite()).count();
+                (bad > 0).then(|| format!("{} holds {bad} NaN/Inf value(s) (shape {:?})", what(), t.shape()))
+            }
+            Err(e) => Some(format!("{}: readback failed during anomaly detection: {e}", what())),
+        };
+        if finding.is_some() {
+            self.inner.borrow_mut().anomaly = Some(finding);
+        }
+    }
+}
+
+/// `atomgrad::ops::elementwise::<impl atomgrad::autodiff::Var>::relu::{{closure}}` ->
+/// `relu (ops::elementwise)`: the op's function and module, from its closure's type name.
+fn op_name(path: &str) -> String {
+    let mut p = path;
+    while let Some(q) = p.strip_suffix("::{{closure}}") {
+        p = q;
+    }
+    let func = p.rsplit("::").next().unwrap_or(p);
+    let module = p.split("::<").next().unwrap_or(p);
+    let module = module.strip_prefix("atomgrad::").unwrap_or(module);
+    if module == p {
+        func.to_string()
+    } else {
+        format!("{func} ({module})")
     }
 }
 
@@ -231,10 +294,10 @@ impl Var {
         let mut out = HashMap::new();
         for id in (0..=self.id).rev() {
             let Some(g) = grads[id].take() else { continue };
-            let (parents, backward, param, requires_grad) = {
+            let (parents, backward, param, requires_grad, op) = {
                 let mut t = self.tape.inner.borrow_mut();
                 let n = &mut t.nodes[id];
-                (n.parents.clone(), n.backward.take(), n.param.clone(), n.requires_grad)
+                (n.parents.clone(), n.backward.take(), n.param.clone(), n.requires_grad, n.op)
             };
             if let Some(p) = param {
                 p.add_grad(g)?;
@@ -248,8 +311,10 @@ impl Var {
             };
             let pg = f(&g)?;
             drop(g);
-            for (pid, pgrad) in parents.into_iter().zip(pg) {
+            for (k, (pid, pgrad)) in parents.into_iter().zip(pg).enumerate() {
                 let Some(pgrad) = pgrad else { continue };
+                self.tape
+                    .check(&pgrad, || format!("the gradient that the backward of {} gives its input {k}", op_name(op)));
                 if !self.tape.inner.borrow().nodes[pid].requires_grad {
                     continue;
                 }

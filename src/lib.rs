@@ -17,6 +17,7 @@ pub mod ops;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod run;
 pub mod tensor;
 pub mod train;
 

@@ -1,14 +1,25 @@
-//! The `atomgrad` command line: `info` describes the adapter, `train` runs a training loop,
-//! `compare` trains every method on a task. With no subcommand it runs the synthetic comparison.
+//! The `atomgrad` command line: `info` describes the adapter, `train` runs one training run with
+//! checkpoints and resume, `compare` trains every method on a task, `explain` and `sample` draw
+//! from saved models. With no subcommand it runs the synthetic comparison.
+//!
+//! Every option can also come from a JSON file (`--config FILE`, keys are the long option names;
+//! options given on the command line win), and `train` saves its effective options as the run
+//! folder's `config.json`, which `--config` accepts back.
 
-use atomgrad::train::{train_moons, MoonsConfig};
-use atomgrad::Device;
+use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
+use atomgrad::experiments::synthetic::{SyntheticConfig, SyntheticLearner};
+use atomgrad::experiments::{default_out, Method};
+use atomgrad::run::{check_empty, Display, Run};
+use atomgrad::train::{fit, FitOptions, Learner, Moons, MoonsConfig};
+use atomgrad::{Device, Error, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(name = "atomgrad", version, about = "GPU compute-shader training engine with atom modeling")]
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -25,41 +36,44 @@ struct Defaults {
 enum Cmd {
     /// Print the adapter, backend, driver, limits and optional features in use.
     Info,
-    /// Train a model.
+    /// Train one model (one task, method and seed) into a run folder: config.json,
+    /// metrics.jsonl, checkpoints (the last 2 and the best), curves; resumable.
     Train(TrainArgs),
     /// Train every method (cross-entropy, gate only, hinge-L1/L2, SimCLR, atom modeling) with
     /// identical budgets and seeds; print the table and write plots and JSON to a run folder.
     Compare(CompareArgs),
-    /// Draw the learned importance maps of a classifier saved by `compare` (a PNG grid of test
-    /// images with each feature-map cell's importance, or an HTML page shading review words).
+    /// Draw the learned importance maps of a classifier saved by `compare` or `train` (a PNG
+    /// grid of test images with each feature-map cell's importance, or an HTML page shading
+    /// review words).
     Explain(ExplainArgs),
 }
 
 #[derive(clap::Args)]
 struct ExplainArgs {
-    /// A `model-<method>.safetensors` written by `compare --task fashion|sentiment`.
+    /// A `model-<method>.safetensors` written by `compare --task fashion|sentiment`, or a
+    /// checkpoint of `train` (e.g. RUN/checkpoints/best.safetensors).
     #[arg(long)]
-    checkpoint: std::path::PathBuf,
+    checkpoint: PathBuf,
     /// Data location, as for `compare --data`.
     #[arg(long)]
-    data: Option<std::path::PathBuf>,
+    data: Option<PathBuf>,
     /// Output folder (default: the checkpoint's folder).
     #[arg(long)]
-    out: Option<std::path::PathBuf>,
+    out: Option<PathBuf>,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Serialize)]
 struct CompareArgs {
     /// Task: synthetic (8-token two-class data with known informative tokens), fashion (CNN on
     /// Fashion-MNIST), sentiment (Transformer on Rotten Tomatoes snippets), gan2d (GAN on a ring
-    /// of 8 and a 5x5 grid of Gaussians: mode coverage), gan (DCGAN on Fashion-MNIST: sample grids).
+    /// of 8 and a 5x5 grid of Gaussians: mode coverage), gan (DCGAN on Fashion-MNIST).
     #[arg(long, default_value = "synthetic")]
     task: String,
     /// Fashion-MNIST directory with the four official files (default: the full set from
     /// /usr/share/datasets/fashion-mnist when installed, else the bundled 10k test files), or the
     /// reviews .csv.bz2 (default: the bundled one).
     #[arg(long)]
-    data: Option<std::path::PathBuf>,
+    data: Option<PathBuf>,
     /// Samples per step (default: the task's own).
     #[arg(long)]
     batch: Option<usize>,
@@ -86,38 +100,93 @@ struct CompareArgs {
     methods: Vec<String>,
     /// Run folder (default runs/<task>-<unix time>).
     #[arg(long)]
-    out: Option<std::path::PathBuf>,
+    #[serde(skip)]
+    out: Option<PathBuf>,
     /// Write into an existing, non-empty run folder (its files may be replaced).
     #[arg(long)]
+    #[serde(skip)]
     force: bool,
     /// Training iterations per run (gan2d; default: the task's own).
     #[arg(long)]
     iters: Option<usize>,
+    /// Print only the final table.
+    #[arg(long)]
+    #[serde(skip)]
+    quiet: bool,
+    /// Read options from a JSON file (keys: the long option names); command-line options win.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
 }
 
-#[derive(clap::Args)]
+/// `train`'s options. Those that define the run are saved to `config.json`; `--resume` reads
+/// them back, so they cannot be given with it.
+#[derive(clap::Args, Serialize, Deserialize, Default)]
 struct TrainArgs {
-    /// Task to train: moons (MLP on two interleaved moons).
-    #[arg(long, default_value = "moons")]
+    /// Task: moons (MLP on two interleaved moons), synthetic, fashion (CNN on Fashion-MNIST) or
+    /// sentiment (Transformer on Rotten Tomatoes snippets).
+    #[arg(long, default_value = "moons", conflicts_with = "resume")]
     task: String,
-    /// Passes over the training set.
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
-    /// Samples per step.
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-2)]
-    lr: f32,
-    /// Hidden width of the MLP.
-    #[arg(long, default_value_t = 64)]
-    hidden: usize,
-    /// Seed for data, initialisation and shuffling.
-    #[arg(long, default_value_t = 0)]
+    /// Objective: ce, gate, hinge-l1, hinge-l2, simclr or atom [default: atom; moons: ce only].
+    #[arg(long, conflicts_with = "resume")]
+    method: Option<String>,
+    /// Passes over the training set [default: the task's own].
+    #[arg(long, conflicts_with = "resume")]
+    epochs: Option<usize>,
+    /// Samples per step [default: the task's own].
+    #[arg(long, conflicts_with = "resume")]
+    batch: Option<usize>,
+    /// Adam learning rate [default: the task's own].
+    #[arg(long, conflicts_with = "resume")]
+    lr: Option<f64>,
+    /// Weight lambda of the regulariser [default: 0.1].
+    #[arg(long, conflicts_with = "resume")]
+    lambda: Option<f64>,
+    /// Hidden width of the moons MLP [default: 64].
+    #[arg(long, conflicts_with = "resume")]
+    hidden: Option<usize>,
+    /// Seed for initialisation, shuffling and augmentation.
+    #[arg(long, default_value_t = 0, conflicts_with = "resume")]
     seed: u64,
-    /// Print only the final result.
+    /// Use at most this many training samples (fashion, sentiment).
+    #[arg(long, conflicts_with = "resume")]
+    train_limit: Option<usize>,
+    /// Evaluate on at most this many test samples (fashion, sentiment).
+    #[arg(long, conflicts_with = "resume")]
+    test_limit: Option<usize>,
+    /// Data location, as for `compare --data`.
+    #[arg(long, conflicts_with = "resume")]
+    data: Option<PathBuf>,
+    /// Run folder [default: runs/<task>-<unix time>].
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(skip)]
+    out: Option<PathBuf>,
+    /// Write into an existing, non-empty run folder.
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(skip)]
+    force: bool,
+    /// Continue the run in this folder from its latest checkpoint (bit-identical to an
+    /// uninterrupted run on the same adapter).
     #[arg(long)]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
+    /// Stop after this many optimizer steps in all (saving a checkpoint); `--resume` goes on.
+    #[arg(long)]
+    #[serde(skip)]
+    max_steps: Option<usize>,
+    /// Check every op's output and gradient for NaN/Inf and name the op that made one (slow).
+    #[arg(long)]
+    #[serde(skip)]
+    detect_anomaly: bool,
+    /// Print only the final summary.
+    #[arg(long)]
+    #[serde(skip)]
     quiet: bool,
+    /// Read options from a JSON file (keys: the long option names, e.g. a run's config.json);
+    /// command-line options win.
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
 }
 
 fn info(dev: &Device) {
@@ -143,115 +212,226 @@ fn info(dev: &Device) {
     println!("  subgroups          {}", has(wgpu::Features::SUBGROUP));
 }
 
-fn train(dev: &Device, a: &TrainArgs) -> atomgrad::Result<()> {
-    if a.task != "moons" {
-        return Err(atomgrad::Error::Config(format!("--task: unknown task {:?} (available: moons)", a.task)));
+/// The data a `train` task needs, loaded once.
+enum TaskData {
+    None,
+    Fashion(atomgrad::data::fashion::FashionData),
+    Reviews(atomgrad::data::reviews::ReviewsData),
+}
+
+/// Fills every unset option of `a` with its task's default, so `config.json` holds the
+/// effective configuration.
+fn resolve(a: &mut TrainArgs) -> Result<()> {
+    let method = a.method.get_or_insert_with(|| if a.task == "moons" { "ce".into() } else { "atom".into() });
+    if a.task == "moons" && method != "ce" {
+        return Err(Error::Config(format!("--method: moons trains with cross-entropy only, got {method:?}")));
     }
-    let cfg = MoonsConfig {
-        epochs: a.epochs,
-        batch: a.batch,
-        lr: a.lr,
-        hidden: a.hidden,
-        seed: a.seed,
-        ..Default::default()
+    Method::parse_list(std::slice::from_ref(method))?;
+    let (epochs, batch, lr) = match a.task.as_str() {
+        "moons" => {
+            let d = MoonsConfig::default();
+            (d.epochs, d.batch, d.lr)
+        }
+        "synthetic" => {
+            let d = SyntheticConfig::default();
+            (d.epochs, d.batch, d.lr)
+        }
+        "fashion" => {
+            let d = ClassifyConfig::fashion();
+            (d.epochs, d.batch, d.lr)
+        }
+        "sentiment" => {
+            let d = ClassifyConfig::sentiment();
+            (d.epochs, d.batch, d.lr)
+        }
+        t => {
+            return Err(Error::Config(format!(
+                "--task: unknown task {t:?} for train (available: moons, synthetic, fashion, sentiment; \
+                 gan2d and gan run under `compare`)"
+            )))
+        }
     };
-    cfg.validate()?;
-    if !a.quiet {
-        println!("adapter: {}", dev.describe());
-        println!(
-            "task: moons MLP 2-{h}-{h}-2, {} train / {} test samples, Adam lr {}",
-            cfg.train,
-            cfg.test,
-            cfg.lr,
-            h = cfg.hidden
-        );
+    a.epochs.get_or_insert(epochs);
+    a.batch.get_or_insert(batch);
+    a.lr.get_or_insert(lr.to_string().parse().unwrap_or(lr as f64)); // 0.01, not 0.009999999776
+    a.lambda.get_or_insert(0.1);
+    if a.task == "moons" {
+        a.hidden.get_or_insert(MoonsConfig::default().hidden);
+    } else if a.hidden.is_some() {
+        return Err(Error::Config("--hidden applies to the moons task only".into()));
     }
-    let total = (cfg.train / cfg.batch * cfg.epochs) as u64;
-    let tty = std::io::stderr().is_terminal() && !a.quiet;
-    let bar = if tty { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
-            .expect("valid template"),
-    );
+    Ok(())
+}
+
+fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
+    let display = Display::detect(a.quiet);
+    let (mut run, resume) = match a.resume.clone() {
+        Some(dir) => {
+            let (run, config, ck) = Run::resume(&dir, display)?;
+            let saved: TrainArgs = serde_json::from_value(config)
+                .map_err(|e| Error::data(dir.join("config.json"), format!("not a `train` configuration: {e}")))?;
+            a = TrainArgs { max_steps: a.max_steps, detect_anomaly: a.detect_anomaly, quiet: a.quiet, ..saved };
+            (run, ck)
+        }
+        None => {
+            resolve(&mut a)?;
+            let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
+            check_empty(&out, a.force)?;
+            (Run::create(&out, a.force, &serde_json::to_value(&a).expect("options serialise"), display)?, None)
+        }
+    };
+    let (epochs, batch, lr) = (a.epochs.unwrap_or(1), a.batch.unwrap_or(1), a.lr.unwrap_or(0.0) as f32);
+    let lambda = a.lambda.unwrap_or(0.1) as f32;
+    let method = Method::parse_list(&[a.method.clone().unwrap_or_default()])?[0];
+    let data = match a.task.as_str() {
+        "fashion" => {
+            use atomgrad::data::fashion::{load_fashion, FashionSource};
+            TaskData::Fashion(load_fashion(a.data.clone().map_or(FashionSource::Auto, FashionSource::Dir))?)
+        }
+        "sentiment" => TaskData::Reviews(atomgrad::data::reviews::load_reviews(a.data.as_deref(), 0, 64)?),
+        _ => TaskData::None,
+    };
+    let classify = |d: ClassifyConfig| ClassifyConfig {
+        epochs,
+        batch,
+        lr,
+        lambda,
+        train_limit: a.train_limit,
+        test_limit: a.test_limit,
+        ..d
+    };
+    let (mut learner, opts, what): (Box<dyn Learner>, FitOptions, String) = match (&data, a.task.as_str()) {
+        (TaskData::Fashion(d), _) => {
+            let cfg = classify(ClassifyConfig::fashion());
+            let l = FashionLearner::new(dev, d, &cfg, method, a.seed)?;
+            (Box::new(l), cfg.fit_options(a.seed), format!("CNN on {}", d.description()))
+        }
+        (TaskData::Reviews(d), _) => {
+            let cfg = classify(ClassifyConfig::sentiment());
+            let l = SentimentLearner::new(dev, d, &cfg, method, a.seed)?;
+            (Box::new(l), cfg.fit_options(a.seed), format!("Transformer on {}", d.description()))
+        }
+        (TaskData::None, "synthetic") => {
+            let cfg = SyntheticConfig { epochs, batch, lr, lambda, ..SyntheticConfig::default() };
+            let l = SyntheticLearner::new(dev, &cfg, method, a.seed)?;
+            let opts = l.fit_options();
+            (Box::new(l), opts, format!("synthetic tokens, {} train / {} test", cfg.train, cfg.test))
+        }
+        _ => {
+            let cfg = MoonsConfig {
+                epochs,
+                batch,
+                lr,
+                hidden: a.hidden.unwrap_or(64),
+                seed: a.seed,
+                ..MoonsConfig::default()
+            };
+            let l = Moons::new(dev, &cfg)?;
+            (Box::new(l), cfg.fit_options(), format!("two moons, {} train / {} test", cfg.train, cfg.test))
+        }
+    };
+    let opts = FitOptions { detect_anomaly: a.detect_anomaly, ..opts };
+    run.say(&format!("adapter: {}", dev.describe()));
+    run.say(&format!(
+        "train: {} ({what}), {} with lambda {lambda}, {epochs} epochs of batch {batch}, Adam lr {lr}, seed {} -> {}",
+        a.task,
+        method.name(),
+        a.seed,
+        run.dir().display()
+    ));
+    if let Some(ck) = &resume {
+        run.say(&format!("resuming from {} (step {})", ck.path.display(), ck.sidecar["step"]));
+    } else if a.resume.is_some() {
+        run.say("no checkpoint in the folder yet: starting from the beginning");
+    }
+    run.set_max_steps(a.max_steps);
     let t0 = std::time::Instant::now();
-    let run = train_moons(
-        dev,
-        &cfg,
-        |s| bar.set_position(s as u64),
-        |r| {
-            let line =
-                format!("epoch {:>3}  loss {:.4}  test acc {:.2}%", r.epoch + 1, r.train_loss, 100.0 * r.test_accuracy);
-            if tty {
-                bar.set_message(line);
-            } else if !a.quiet {
-                println!("{line}");
-            }
-        },
-    )?;
-    bar.finish_and_clear();
-    let last = run.history.last().expect("at least one epoch");
-    let stats = dev.stats();
+    let fitted = fit(dev, learner.as_mut(), &opts, resume.as_ref(), &mut run)?;
+    run.finish();
+    let out = run.dir().to_path_buf();
+    if !fitted.history.is_empty() {
+        run.curves(&a.task, &fitted.history)?;
+    }
+    if fitted.stopped {
+        println!("stopped after step {}; continue with: atomgrad train --resume {}", run.steps(), out.display());
+        if atomgrad::run::stop_requested() {
+            std::process::exit(130);
+        }
+        return Ok(());
+    }
+    let last = fitted.history.last().expect("at least one epoch");
+    let best = fitted.history.iter().map(|r| r.test_accuracy).fold(f64::NAN, f64::max);
     println!(
-        "moons: test accuracy {:.2}% after {} epochs ({} steps) in {:.1} s; {} submits, {} buffers allocated",
+        "{}: test accuracy {:.2}% after {} epochs ({} steps; best {:.2}%) in {:.1} s, {:.0} samples/s; {}",
+        a.task,
         100.0 * last.test_accuracy,
-        cfg.epochs,
+        fitted.history.len(),
         last.steps,
+        100.0 * best,
         t0.elapsed().as_secs_f64(),
-        stats.submits,
-        stats.buffers_created
+        last.samples_per_sec,
+        out.display()
     );
     Ok(())
 }
 
-/// Refuses to write into a run folder that already holds results, unless `--force`.
-fn check_out(out: &std::path::Path, force: bool) -> atomgrad::Result<()> {
-    if !force && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(atomgrad::Error::Config(format!(
-            "--out: run folder {} already holds results; choose another folder or pass --force",
-            out.display()
-        )));
-    }
-    Ok(())
+/// A progress display over `total` runs: a bar with ETA on a terminal, plain lines otherwise,
+/// nothing with `--quiet`. Returns the bar (to clear) and the callback the comparisons call.
+fn run_progress(total: u64, quiet: bool) -> (ProgressBar, impl FnMut(usize, usize, &str)) {
+    let display = Display::detect(quiet);
+    let bar = if display == Display::Bar { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} runs  ETA {eta}  {msg}").expect("valid template"));
+    let b = bar.clone();
+    let cb = move |done: usize, _: usize, what: &str| {
+        b.set_position(done as u64);
+        b.set_message(what.to_string());
+        if display == Display::Lines {
+            println!("[{done}/{total}] {what}");
+        }
+    };
+    (bar, cb)
 }
 
-fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
-    use atomgrad::experiments::{
-        classify::ClassifyConfig, compare_classify, compare_synthetic, default_out, synthetic::SyntheticConfig,
-        ClassifyTask, Method,
-    };
+/// Creates a comparison's run folder (refusing one with results unless `--force`) and saves
+/// the effective options as `config.json`.
+fn compare_folder(a: &CompareArgs) -> Result<PathBuf> {
+    let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
+    check_empty(&out, a.force)?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let text = serde_json::to_string_pretty(a).expect("options serialise");
+    atomgrad::plot::write_atomic(&out.join("config.json"), text.as_bytes())?;
+    Ok(out)
+}
+
+fn compare(dev: &Device, a: &CompareArgs) -> Result<()> {
+    use atomgrad::experiments::{compare_classify, compare_synthetic, ClassifyTask};
+    if a.seeds == 0 {
+        return Err(Error::Config("--seeds must be at least 1".into()));
+    }
     if a.task == "gan2d" || a.task == "gan" {
-        return compare_gan2d_task(dev, a);
+        return compare_gans(dev, a);
     }
     let task = match a.task.as_str() {
         "synthetic" => None,
         "fashion" => Some(ClassifyTask::Fashion),
         "sentiment" => Some(ClassifyTask::Sentiment),
         t => {
-            return Err(atomgrad::Error::Config(format!(
+            return Err(Error::Config(format!(
                 "--task: unknown task {t:?} (available: synthetic, fashion, sentiment, gan2d, gan)"
             )))
         }
     };
-    if a.seeds == 0 {
-        return Err(atomgrad::Error::Config("--seeds must be at least 1".into()));
+    if a.iters.is_some() {
+        return Err(Error::Config(format!("--iters applies to gan2d only; {} counts --epochs", a.task)));
     }
     let methods = Method::parse_list(&a.methods)?;
-    let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
-    check_out(&out, a.force)?;
+    let out = compare_folder(a)?;
     let seeds: Vec<u64> = (0..a.seeds).collect();
-    println!("adapter: {}", dev.describe());
-    println!("compare: task {}, {} methods x {} seeds -> {}", a.task, methods.len(), a.seeds, out.display());
-    let tty = std::io::stderr().is_terminal();
-    let total = (methods.len() as u64) * a.seeds;
-    let bar = if tty { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} runs  ETA {eta}  {msg}").expect("valid template"));
-    let mut progress = |done: usize, _: usize, what: &str| {
-        bar.set_position(done as u64);
-        bar.set_message(what.to_string());
-        if !tty {
-            println!("[{done}/{total}] {what}");
-        }
-    };
+    if !a.quiet {
+        println!("adapter: {}", dev.describe());
+        println!("compare: task {}, {} methods x {} seeds -> {}", a.task, methods.len(), a.seeds, out.display());
+    }
+    let (bar, mut progress) = run_progress(methods.len() as u64 * a.seeds, a.quiet);
     let t0 = std::time::Instant::now();
     let md = match task {
         None => {
@@ -285,26 +465,22 @@ fn compare(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
     Ok(())
 }
 
-// ---- gan2d (src/experiments/gan.rs) ----
-
 /// `compare --task gan2d`: every GAN method on both 2-D mixtures (`--epochs` does not apply: the
 /// data is a stream, use `--iters`); `compare --task gan`: DCGAN on Fashion-MNIST (bundled data
 /// unless `--data`). Methods default to GAN, gate only, hinge-L2 and atom.
-fn compare_gan2d_task(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
+fn compare_gans(dev: &Device, a: &CompareArgs) -> Result<()> {
     use atomgrad::data::fashion::{load_fashion, FashionSource};
     use atomgrad::experiments::gan::{
         compare_fashion_gan, compare_gan2d, FashionGanConfig, Gan2dConfig, Mixture, GAN_METHODS,
     };
-    use atomgrad::experiments::{default_out, Method};
-    if a.task == "gan" {
+    let methods = if a.methods.is_empty() { GAN_METHODS.to_vec() } else { Method::parse_list(&a.methods)? };
+    let seeds: Vec<u64> = (0..a.seeds).collect();
+    let t0 = std::time::Instant::now();
+    let (md, out) = if a.task == "gan" {
         if a.iters.is_some() {
-            return Err(atomgrad::Error::Config("--iters: the DCGAN task counts epochs, use --epochs".into()));
+            return Err(Error::Config("--iters: the DCGAN task counts epochs, use --epochs".into()));
         }
-        if a.seeds == 0 {
-            return Err(atomgrad::Error::Config("--seeds must be at least 1".into()));
-        }
-        let methods = if a.methods.is_empty() { GAN_METHODS.to_vec() } else { Method::parse_list(&a.methods)? };
-        let src = a.data.as_deref().map_or(FashionSource::Bundled, |d| FashionSource::Dir(d.to_path_buf()));
+        let src = a.data.clone().map_or(FashionSource::Bundled, FashionSource::Dir);
         let data = load_fashion(src)?;
         let d = FashionGanConfig::default();
         let cfg = FashionGanConfig {
@@ -315,85 +491,113 @@ fn compare_gan2d_task(dev: &Device, a: &CompareArgs) -> atomgrad::Result<()> {
             train_limit: a.train_limit,
             ..d
         };
-        let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
-        let seeds: Vec<u64> = (0..a.seeds).collect();
-        println!("adapter: {}", dev.describe());
-        println!(
-            "compare: task gan ({}), {} methods x {} seeds -> {}",
-            data.description(),
-            methods.len(),
-            a.seeds,
-            out.display()
-        );
-        let t0 = std::time::Instant::now();
-        let total = methods.len() as u64 * a.seeds;
-        let mut progress = |done: usize, _: usize, what: &str| println!("[{done}/{total}] {what}");
-        let md = compare_fashion_gan(dev, &data, &cfg, &methods, &seeds, &out, &mut progress)?;
-        println!("\n{md}");
-        println!("wrote {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
-        return Ok(());
-    }
-    if a.epochs.is_some() {
-        return Err(atomgrad::Error::Config("--epochs: gan2d counts iterations, use --iters".into()));
-    }
-    if a.seeds == 0 {
-        return Err(atomgrad::Error::Config("--seeds must be at least 1".into()));
-    }
-    let methods = if a.methods.is_empty() { GAN_METHODS.to_vec() } else { Method::parse_list(&a.methods)? };
-    let d = Gan2dConfig::default();
-    let cfg = Gan2dConfig {
-        iters: a.iters.unwrap_or(d.iters),
-        batch: a.batch.unwrap_or(d.batch),
-        lr: a.lr.unwrap_or(d.lr),
-        lambda: a.lambda,
-        log_every: a.iters.map_or(d.log_every, |i| d.log_every.min(i.div_ceil(10)).max(1)),
-        ..d
-    };
-    let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
-    check_out(&out, a.force)?;
-    let seeds: Vec<u64> = (0..a.seeds).collect();
-    let mixtures = Mixture::ALL;
-    let total = (mixtures.len() * methods.len()) as u64 * a.seeds;
-    println!("adapter: {}", dev.describe());
-    println!(
-        "compare: task gan2d, {} mixtures x {} methods x {} seeds, {} iterations each -> {}",
-        mixtures.len(),
-        methods.len(),
-        a.seeds,
-        cfg.iters,
-        out.display()
-    );
-    let tty = std::io::stderr().is_terminal();
-    let bar = if tty { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} runs  ETA {eta}  {msg}").expect("valid template"));
-    let mut progress = |done: usize, _: usize, what: &str| {
-        bar.set_position(done as u64);
-        bar.set_message(what.to_string());
-        if !tty {
-            println!("[{done}/{total}] {what}");
+        let out = compare_folder(a)?;
+        if !a.quiet {
+            println!("adapter: {}", dev.describe());
+            let what = format!("{} methods x {} seeds", methods.len(), a.seeds);
+            println!("compare: task gan ({}), {what} -> {}", data.description(), out.display());
         }
+        let (bar, mut progress) = run_progress(methods.len() as u64 * a.seeds, a.quiet);
+        let md = compare_fashion_gan(dev, &data, &cfg, &methods, &seeds, &out, &mut progress)?;
+        bar.finish_and_clear();
+        (md, out)
+    } else {
+        if a.epochs.is_some() {
+            return Err(Error::Config("--epochs: gan2d counts iterations, use --iters".into()));
+        }
+        let d = Gan2dConfig::default();
+        let cfg = Gan2dConfig {
+            iters: a.iters.unwrap_or(d.iters),
+            batch: a.batch.unwrap_or(d.batch),
+            lr: a.lr.unwrap_or(d.lr),
+            lambda: a.lambda,
+            log_every: a.iters.map_or(d.log_every, |i| d.log_every.min(i.div_ceil(10)).max(1)),
+            ..d
+        };
+        let out = compare_folder(a)?;
+        let mixtures = Mixture::ALL;
+        if !a.quiet {
+            println!("adapter: {}", dev.describe());
+            println!(
+                "compare: task gan2d, {} mixtures x {} methods x {} seeds, {} iterations each -> {}",
+                mixtures.len(),
+                methods.len(),
+                a.seeds,
+                cfg.iters,
+                out.display()
+            );
+        }
+        let (bar, mut progress) = run_progress((mixtures.len() * methods.len()) as u64 * a.seeds, a.quiet);
+        let md = compare_gan2d(dev, &cfg, &mixtures, &methods, &seeds, &out, &mut progress)?;
+        bar.finish_and_clear();
+        (md, out)
     };
-    let t0 = std::time::Instant::now();
-    let md = compare_gan2d(dev, &cfg, &mixtures, &methods, &seeds, &out, &mut progress)?;
-    bar.finish_and_clear();
     println!("\n{md}");
     println!("wrote {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
     Ok(())
 }
 
+/// The command line with the options of a `--config FILE` (a JSON object whose keys are long
+/// option names) inserted right after the subcommand, so options typed after them win.
+fn with_config_file(args: Vec<String>) -> Result<Vec<String>> {
+    let Some(k) = args.iter().position(|x| x == "--config" || x.starts_with("--config=")) else {
+        return Ok(args);
+    };
+    let file = match args[k].strip_prefix("--config=") {
+        Some(f) => f.to_string(),
+        None => args.get(k + 1).cloned().ok_or_else(|| Error::Config("--config needs a file".into()))?,
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::data(&file, format!("not valid JSON: {e}")))?;
+    let obj = json.as_object().ok_or_else(|| Error::data(&file, "must be a JSON object of option names and values"))?;
+    let mut opts = Vec::new();
+    for (key, v) in obj {
+        let flag = format!("--{}", key.replace('_', "-"));
+        if flag == "--config" || flag == "--resume" {
+            return Err(Error::data(&file, format!("option {key:?} cannot come from a config file")));
+        }
+        let value = match v {
+            serde_json::Value::Null | serde_json::Value::Bool(false) => continue,
+            serde_json::Value::Bool(true) => None,
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Array(items) if items.iter().all(|i| i.is_string()) => {
+                Some(items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(","))
+            }
+            other => return Err(Error::data(&file, format!("option {key:?}: unsupported value {other}"))),
+        };
+        opts.push(flag);
+        opts.extend(value);
+    }
+    // The subcommand is the first argument that is not an option.
+    let sub = args.iter().skip(1).position(|x| !x.starts_with('-')).map_or(1, |i| i + 2);
+    let mut out = args[..sub.min(args.len())].to_vec();
+    out.extend(opts);
+    out.extend(args[sub.min(args.len())..].iter().cloned());
+    Ok(out)
+}
+
 fn main() {
+    let argv = match with_config_file(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     // No subcommand: the synthetic comparison (the seed's Figures 2 and 3) with its defaults.
-    let cmd = Cli::parse().cmd.unwrap_or_else(|| Cmd::Compare(Defaults::parse_from(["atomgrad"]).compare));
+    let cmd = Cli::parse_from(argv).cmd.unwrap_or_else(|| Cmd::Compare(Defaults::parse_from(["atomgrad"]).compare));
+    atomgrad::run::install_interrupt_handler();
     let result = Device::new().and_then(|dev| match cmd {
         Cmd::Info => {
             info(&dev);
             Ok(())
         }
-        Cmd::Train(a) => train(&dev, &a),
+        Cmd::Train(a) => train(&dev, a),
         Cmd::Compare(a) => compare(&dev, &a),
         Cmd::Explain(a) => {
-            let out =
-                a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(|p| p.to_path_buf()).unwrap_or_default());
+            let out = a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(Path::to_path_buf).unwrap_or_default());
             let (acc, file) = atomgrad::experiments::classify::explain(&dev, &a.checkpoint, a.data.as_deref(), &out)?;
             println!("test accuracy {:.2}%; importance maps: {}", 100.0 * acc, file.display());
             Ok(())

@@ -2,7 +2,7 @@
 //! on Rotten Tomatoes review snippets, each trained with every [`Method`] on identical budgets.
 
 use crate::atom::{AtomConfig, TokenMask};
-use crate::autodiff::Tape;
+use crate::autodiff::{Tape, Var};
 use crate::checkpoint;
 use crate::data::fashion::{FashionData, ImageSet, COLS, PIXELS, ROWS};
 use crate::data::reviews::{ReviewSplit, ReviewsData};
@@ -14,10 +14,10 @@ use crate::nn::transformer::{Transformer, TransformerConfig};
 use crate::nn::{sub_seed, Activation, Mlp};
 use crate::ops::embedding::Indices;
 use crate::ops::reduce::argmax;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::epoch;
+use crate::train::{fit, FitOptions, Fitted, Learner, OnStep};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -97,6 +97,10 @@ impl ClassifyConfig {
         }
         Ok(())
     }
+    /// The shared loop's options; the host RNG (shuffling, augmentation) is seeded from `seed`.
+    pub fn fit_options(&self, seed: u64) -> FitOptions {
+        FitOptions { epochs: self.epochs, batch: self.batch, seed: sub_seed(seed, 3), detect_anomaly: false }
+    }
 }
 
 /// One training run's outcome.
@@ -143,6 +147,116 @@ fn limit(n: usize, l: Option<usize>) -> usize {
     l.map_or(n, |l| l.min(n))
 }
 
+/// The CNN with one method's objective, as a [`Learner`].
+pub struct FashionLearner<'a> {
+    dev: Device,
+    data: &'a FashionData,
+    cfg: ClassifyConfig,
+    method: Method,
+    pub model: Cnn,
+    proj: Mlp,
+    opt: Adam,
+    atom: AtomConfig,
+    mask: TokenMask,
+}
+
+impl<'a> FashionLearner<'a> {
+    pub fn new(dev: &Device, data: &'a FashionData, cfg: &ClassifyConfig, method: Method, seed: u64) -> Result<Self> {
+        cfg.validate(data.train.len())?;
+        let (c1, c2) = cfg.channels;
+        let model = Cnn::new(dev, c1, c2, 10, sub_seed(seed, 1))?;
+        let proj = Mlp::new(dev, "proj", &[c2 * 49, 128, 64], Activation::Relu, sub_seed(seed, 2))?;
+        let mut params = model.params(method.gated());
+        if method == Method::SimClr {
+            params.extend(proj.params());
+        }
+        Ok(FashionLearner {
+            dev: dev.clone(),
+            data,
+            cfg: cfg.clone(),
+            method,
+            opt: Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?,
+            atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
+            mask: TokenMask::new(dev, &vec![49; cfg.batch], 49)?,
+            model,
+            proj,
+        })
+    }
+    /// Test accuracy, latents of the first test images and the first `keep` importance maps.
+    #[allow(clippy::type_complexity)]
+    pub fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
+        eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, Some(keep))
+    }
+}
+
+impl Learner for FashionLearner<'_> {
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.model.tensors()
+    }
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        &mut self.opt
+    }
+    fn train_len(&self) -> usize {
+        limit(self.data.train.len(), self.cfg.train_limit)
+    }
+    fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var> {
+        let (dev, cfg, model, mask) = (&self.dev, &self.cfg, &self.model, &self.mask);
+        let (bx, by) = self.data.train.batch(idx);
+        let b = idx.len();
+        let x = tape.constant(Tensor::from_slice(dev, &bx, &[b, 1, ROWS, COLS])?);
+        let y = Tensor::from_u32(dev, &by, &[b])?;
+        let out = model.forward(tape, &x, true, self.method.gated(), mask)?;
+        let ce = out.logits.cross_entropy(&y)?;
+        objective(
+            self.method,
+            ce,
+            &out.z,
+            &out.h,
+            out.w.as_ref(),
+            mask,
+            &self.atom,
+            cfg.lambda,
+            cfg.margin,
+            cfg.simclr_tau,
+            step,
+            || {
+                let mut views = Vec::new();
+                for _ in 0..2 {
+                    let v = tape.constant(Tensor::from_slice(dev, &augment_images(&bx, rng), &[b, 1, ROWS, COLS])?);
+                    views.push(self.proj.forward(tape, &model.forward(tape, &v, true, false, mask)?.z)?);
+                }
+                Ok((views.remove(0), views.remove(0)))
+            },
+        )
+    }
+    fn evaluate(&mut self) -> Result<f64> {
+        Ok(eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, None)?.0)
+    }
+}
+
+/// The per-run summary of a fitted classifier.
+fn result(
+    method: Method,
+    seed: u64,
+    fitted: &Fitted,
+    acc: f64,
+    z: &[f32],
+    dim: usize,
+    w: Option<Vec<Vec<f32>>>,
+) -> ClassifyResult {
+    let n = fitted.history.len() as f64;
+    ClassifyResult {
+        method,
+        seed,
+        test_accuracy: acc,
+        curve: fitted.history.iter().map(|r| r.test_accuracy).collect(),
+        train_loss: fitted.history.iter().map(|r| r.train_loss).collect(),
+        nn_spacing: nn_spacing(z, dim),
+        train_samples_per_sec: n / fitted.history.iter().map(|r| 1.0 / r.samples_per_sec).sum::<f64>(),
+        importance: w,
+    }
+}
+
 /// Trains the CNN with `method` and scores it on the test images.
 pub fn run_fashion(
     dev: &Device,
@@ -153,85 +267,17 @@ pub fn run_fashion(
     save: Option<&Path>,
     on_step: &mut dyn FnMut(),
 ) -> Result<ClassifyResult> {
-    cfg.validate(data.train.len())?;
-    let (c1, c2) = cfg.channels;
-    let model = Cnn::new(dev, c1, c2, 10, sub_seed(seed, 1))?;
-    let proj = Mlp::new(dev, "proj", &[c2 * 49, 128, 64], Activation::Relu, sub_seed(seed, 2))?;
-    let mut params = model.params(method.gated());
-    if method == Method::SimClr {
-        params.extend(proj.params());
-    }
-    let mut opt = Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
-    let atom = AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() };
-    let mask = TokenMask::new(dev, &vec![49; cfg.batch], 49)?;
-    let mut rng = Rng::new(sub_seed(seed, 3));
-    let n_train = limit(data.train.len(), cfg.train_limit);
-    let (mut curve, mut losses) = (Vec::new(), Vec::new());
-    let (mut step, mut seconds, mut samples) = (0usize, 0.0, 0usize);
-    for e in 0..cfg.epochs {
-        let t0 = std::time::Instant::now();
-        let batches = crate::data::epoch_batches(n_train, cfg.batch, &mut rng);
-        let what = format!("{method:?}, epoch {e}");
-        let mean_loss = epoch(
-            dev,
-            &mut opt,
-            &batches,
-            &mut step,
-            &what,
-            |tape, idx, step| {
-                let (bx, by) = data.train.batch(idx);
-                let b = idx.len();
-                let x = tape.constant(Tensor::from_slice(dev, &bx, &[b, 1, ROWS, COLS])?);
-                let y = Tensor::from_u32(dev, &by, &[b])?;
-                let out = model.forward(tape, &x, true, method.gated(), &mask)?;
-                let ce = out.logits.cross_entropy(&y)?;
-                objective(
-                    method,
-                    ce,
-                    &out.z,
-                    &out.h,
-                    out.w.as_ref(),
-                    &mask,
-                    &atom,
-                    cfg.lambda,
-                    cfg.margin,
-                    cfg.simclr_tau,
-                    step,
-                    || {
-                        let mut views = Vec::new();
-                        for _ in 0..2 {
-                            let v = tape.constant(Tensor::from_slice(
-                                dev,
-                                &augment_images(&bx, &mut rng),
-                                &[b, 1, ROWS, COLS],
-                            )?);
-                            views.push(proj.forward(tape, &model.forward(tape, &v, true, false, &mask)?.z)?);
-                        }
-                        Ok((views.remove(0), views.remove(0)))
-                    },
-                )
-            },
-            &mut |_| on_step(),
-        )?;
-        seconds += t0.elapsed().as_secs_f64();
-        samples += batches.len() * cfg.batch;
-        losses.push(mean_loss);
-        curve.push(eval_fashion(dev, &model, &data.test, cfg, method, None)?.0);
-    }
+    let mut l = FashionLearner::new(dev, data, cfg, method, seed)?;
+    let fitted = fit(dev, &mut l, &cfg.fit_options(seed), None, &mut OnStep(|| on_step()))?;
     if let Some(path) = save {
-        checkpoint::save(path, &model.tensors(), &checkpoint_meta("fashion", method, seed, cfg, &data.description()))?;
+        checkpoint::save(
+            path,
+            &l.model.tensors(),
+            &checkpoint_meta("fashion", method, seed, cfg, &data.description()),
+        )?;
     }
-    let (acc, z, w) = eval_fashion(dev, &model, &data.test, cfg, method, Some(EXPLAIN_SAMPLES))?;
-    Ok(ClassifyResult {
-        method,
-        seed,
-        test_accuracy: acc,
-        curve,
-        train_loss: losses,
-        nn_spacing: nn_spacing(&z, c2 * 49),
-        train_samples_per_sec: samples as f64 / seconds,
-        importance: w,
-    })
+    let (acc, z, w) = l.explain(EXPLAIN_SAMPLES)?;
+    Ok(result(method, seed, &fitted, acc, &z, cfg.channels.1 * 49, w))
 }
 
 /// Test accuracy; with `keep`, also the latents of the first 256 test images and the importance
@@ -299,6 +345,99 @@ fn transformer_cfg(data: &ReviewsData, cfg: &ClassifyConfig) -> TransformerConfi
     }
 }
 
+/// The Transformer with one method's objective, as a [`Learner`].
+pub struct SentimentLearner<'a> {
+    dev: Device,
+    data: &'a ReviewsData,
+    cfg: ClassifyConfig,
+    method: Method,
+    seed: u64,
+    pub model: Transformer,
+    proj: Mlp,
+    opt: Adam,
+    atom: AtomConfig,
+}
+
+impl<'a> SentimentLearner<'a> {
+    pub fn new(dev: &Device, data: &'a ReviewsData, cfg: &ClassifyConfig, method: Method, seed: u64) -> Result<Self> {
+        cfg.validate(data.train.labels.len())?;
+        let model = Transformer::new(dev, transformer_cfg(data, cfg), sub_seed(seed, 1))?;
+        let proj = Mlp::new(dev, "proj", &[cfg.d, 64, 32], Activation::Relu, sub_seed(seed, 2))?;
+        let mut params = model.params(method.gated());
+        if method == Method::SimClr {
+            params.extend(proj.params());
+        }
+        Ok(SentimentLearner {
+            dev: dev.clone(),
+            data,
+            cfg: cfg.clone(),
+            method,
+            seed,
+            opt: Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?,
+            atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
+            model,
+            proj,
+        })
+    }
+    /// Test accuracy, latents of the first test reviews and the first `keep` importance maps.
+    #[allow(clippy::type_complexity)]
+    pub fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
+        let vocab = self.data.vocab.len();
+        eval_sentiment(&self.dev, &self.model, &self.data.test, vocab, &self.cfg, self.method, Some(keep))
+    }
+}
+
+impl Learner for SentimentLearner<'_> {
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.model.tensors()
+    }
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        &mut self.opt
+    }
+    fn train_len(&self) -> usize {
+        limit(self.data.train.labels.len(), self.cfg.train_limit)
+    }
+    fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var> {
+        let (dev, cfg, model) = (&self.dev, &self.cfg, &self.model);
+        let (l, vocab) = (self.data.train.max_len, self.data.vocab.len());
+        let bt = self.data.train.batch(idx);
+        let b = idx.len();
+        let counts: Vec<usize> = bt.lengths.iter().map(|&c| c as usize).collect();
+        let mask = TokenMask::new(dev, &counts, l)?;
+        let ids = Indices::new(dev, &bt.ids, &[b, l], vocab)?;
+        let y = Tensor::from_u32(dev, &bt.labels, &[b])?;
+        let dseed = sub_seed(self.seed, 1000 + step as u64);
+        let out = model.forward(tape, &ids, &mask, true, self.method.gated(), dseed)?;
+        let ce = out.logits.cross_entropy(&y)?;
+        objective(
+            self.method,
+            ce,
+            &out.z,
+            &out.h,
+            out.w.as_ref(),
+            &mask,
+            &self.atom,
+            cfg.lambda,
+            cfg.margin,
+            cfg.simclr_tau,
+            step,
+            || {
+                let mut views = Vec::new();
+                for v in 0..2u64 {
+                    let ids_v = Indices::new(dev, &token_dropout(&bt.ids, &bt.lengths, l, rng), &[b, l], vocab)?;
+                    let z = model.forward(tape, &ids_v, &mask, true, false, sub_seed(dseed, 7 + v))?.z;
+                    views.push(self.proj.forward(tape, &z)?);
+                }
+                Ok((views.remove(0), views.remove(0)))
+            },
+        )
+    }
+    fn evaluate(&mut self) -> Result<f64> {
+        let vocab = self.data.vocab.len();
+        Ok(eval_sentiment(&self.dev, &self.model, &self.data.test, vocab, &self.cfg, self.method, None)?.0)
+    }
+}
+
 /// Trains the Transformer with `method` and scores it on the test reviews.
 pub fn run_sentiment(
     dev: &Device,
@@ -309,90 +448,17 @@ pub fn run_sentiment(
     save: Option<&Path>,
     on_step: &mut dyn FnMut(),
 ) -> Result<ClassifyResult> {
-    cfg.validate(data.train.labels.len())?;
-    let model = Transformer::new(dev, transformer_cfg(data, cfg), sub_seed(seed, 1))?;
-    let proj = Mlp::new(dev, "proj", &[cfg.d, 64, 32], Activation::Relu, sub_seed(seed, 2))?;
-    let mut params = model.params(method.gated());
-    if method == Method::SimClr {
-        params.extend(proj.params());
-    }
-    let mut opt = Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
-    let atom = AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() };
-    let mut rng = Rng::new(sub_seed(seed, 3));
-    let l = data.train.max_len;
-    let vocab = data.vocab.len();
-    let n_train = limit(data.train.labels.len(), cfg.train_limit);
-    let (mut curve, mut losses) = (Vec::new(), Vec::new());
-    let (mut step, mut seconds, mut samples) = (0usize, 0.0, 0usize);
-    for e in 0..cfg.epochs {
-        let t0 = std::time::Instant::now();
-        let batches = crate::data::epoch_batches(n_train, cfg.batch, &mut rng);
-        let what = format!("{method:?}, epoch {e}");
-        let mean_loss = epoch(
-            dev,
-            &mut opt,
-            &batches,
-            &mut step,
-            &what,
-            |tape, idx, step| {
-                let bt = data.train.batch(idx);
-                let b = idx.len();
-                let counts: Vec<usize> = bt.lengths.iter().map(|&c| c as usize).collect();
-                let mask = TokenMask::new(dev, &counts, l)?;
-                let ids = Indices::new(dev, &bt.ids, &[b, l], vocab)?;
-                let y = Tensor::from_u32(dev, &bt.labels, &[b])?;
-                let dseed = sub_seed(seed, 1000 + step as u64);
-                let out = model.forward(tape, &ids, &mask, true, method.gated(), dseed)?;
-                let ce = out.logits.cross_entropy(&y)?;
-                objective(
-                    method,
-                    ce,
-                    &out.z,
-                    &out.h,
-                    out.w.as_ref(),
-                    &mask,
-                    &atom,
-                    cfg.lambda,
-                    cfg.margin,
-                    cfg.simclr_tau,
-                    step,
-                    || {
-                        let mut views = Vec::new();
-                        for v in 0..2u64 {
-                            let ids_v =
-                                Indices::new(dev, &token_dropout(&bt.ids, &bt.lengths, l, &mut rng), &[b, l], vocab)?;
-                            let z = model.forward(tape, &ids_v, &mask, true, false, sub_seed(dseed, 7 + v))?.z;
-                            views.push(proj.forward(tape, &z)?);
-                        }
-                        Ok((views.remove(0), views.remove(0)))
-                    },
-                )
-            },
-            &mut |_| on_step(),
-        )?;
-        seconds += t0.elapsed().as_secs_f64();
-        samples += batches.len() * cfg.batch;
-        losses.push(mean_loss);
-        curve.push(eval_sentiment(dev, &model, &data.test, vocab, cfg, method, None)?.0);
-    }
+    let mut l = SentimentLearner::new(dev, data, cfg, method, seed)?;
+    let fitted = fit(dev, &mut l, &cfg.fit_options(seed), None, &mut OnStep(|| on_step()))?;
     if let Some(path) = save {
         checkpoint::save(
             path,
-            &model.tensors(),
+            &l.model.tensors(),
             &checkpoint_meta("sentiment", method, seed, cfg, &data.description()),
         )?;
     }
-    let (acc, z, w) = eval_sentiment(dev, &model, &data.test, vocab, cfg, method, Some(EXPLAIN_SAMPLES))?;
-    Ok(ClassifyResult {
-        method,
-        seed,
-        test_accuracy: acc,
-        curve,
-        train_loss: losses,
-        nn_spacing: nn_spacing(&z, cfg.d),
-        train_samples_per_sec: samples as f64 / seconds,
-        importance: w,
-    })
+    let (acc, z, w) = l.explain(EXPLAIN_SAMPLES)?;
+    Ok(result(method, seed, &fitted, acc, &z, cfg.d, w))
 }
 
 #[allow(clippy::type_complexity)]

@@ -13,10 +13,10 @@ use crate::error::{Error, Result};
 use crate::experiments::{auc, nn_spacing, objective, Method};
 use crate::nn::{sub_seed, Activation, Linear, Mlp};
 use crate::ops::reduce::argmax;
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::epoch;
+use crate::train::{fit, FitOptions, Learner, OnStep};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -226,6 +226,94 @@ fn upload_batch(
     Tensor::from_slice(dev, &x, &[idx.len(), cfg.tokens, cfg.input_dim()])
 }
 
+/// The token model with one method's objective, as a [`Learner`].
+pub struct SyntheticLearner {
+    dev: Device,
+    cfg: SyntheticConfig,
+    method: Method,
+    seed: u64,
+    train: TokenData,
+    test: TokenData,
+    pub model: Model,
+    opt: Adam,
+    atom: AtomConfig,
+    mask: TokenMask,
+    last_loss: f64,
+}
+
+impl SyntheticLearner {
+    pub fn new(dev: &Device, cfg: &SyntheticConfig, method: Method, seed: u64) -> Result<SyntheticLearner> {
+        cfg.validate()?;
+        let model = Model::new(dev, cfg, sub_seed(seed, 12))?;
+        Ok(SyntheticLearner {
+            dev: dev.clone(),
+            cfg: cfg.clone(),
+            method,
+            seed,
+            train: generate(cfg, cfg.train, sub_seed(seed, 10)),
+            test: generate(cfg, cfg.test, sub_seed(seed, 11)),
+            opt: Adam::new(model.params(method), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?,
+            atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
+            mask: TokenMask::new(dev, &vec![cfg.tokens; cfg.batch], cfg.tokens)?,
+            model,
+            last_loss: f64::NAN,
+        })
+    }
+    /// Everything the comparison reports about the trained model.
+    pub fn result(&self) -> Result<SyntheticResult> {
+        evaluate(&self.dev, &self.cfg, &self.model, self.method, self.seed, &self.test, self.last_loss)
+    }
+    pub fn fit_options(&self) -> FitOptions {
+        let (epochs, batch) = (self.cfg.epochs, self.cfg.batch);
+        FitOptions { epochs, batch, seed: sub_seed(self.seed, 13), detect_anomaly: false }
+    }
+}
+
+impl Learner for SyntheticLearner {
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.model.params(Method::SimClr).iter().map(|p| (p.name(), p.value())).collect()
+    }
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        &mut self.opt
+    }
+    fn train_len(&self) -> usize {
+        self.cfg.train
+    }
+    fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var> {
+        let (dev, cfg, model, mask, train) = (&self.dev, &self.cfg, &self.model, &self.mask, &self.train);
+        let x = tape.constant(upload_batch(dev, cfg, train, idx, None)?);
+        let labels: Vec<u32> = idx.iter().map(|&i| train.y[i]).collect();
+        let y = Tensor::from_u32(dev, &labels, &[idx.len()])?;
+        let f = model.forward(tape, &x, self.method.gated(), mask)?;
+        let ce = f.logits.cross_entropy(&y)?;
+        objective(
+            self.method,
+            ce,
+            &f.z,
+            &f.h,
+            f.w.as_ref(),
+            mask,
+            &self.atom,
+            cfg.lambda,
+            cfg.margin,
+            cfg.simclr_tau,
+            step,
+            || {
+                let mut views = Vec::new();
+                for _ in 0..2 {
+                    let xv = tape.constant(upload_batch(dev, cfg, train, idx, Some(&mut *rng))?);
+                    let zv = model.forward(tape, &xv, false, mask)?.z;
+                    views.push(model.proj.forward(tape, &zv)?);
+                }
+                Ok((views.remove(0), views.remove(0)))
+            },
+        )
+    }
+    fn evaluate(&mut self) -> Result<f64> {
+        Ok(self.result()?.test_accuracy)
+    }
+}
+
 /// Trains one method with one seed and scores it on the test set. `on_step` is called after
 /// every step (for progress display).
 pub fn run(
@@ -233,59 +321,13 @@ pub fn run(
     cfg: &SyntheticConfig,
     method: Method,
     seed: u64,
-    mut on_step: impl FnMut(),
+    on_step: impl FnMut(),
 ) -> Result<SyntheticResult> {
-    cfg.validate()?;
-    let train = generate(cfg, cfg.train, sub_seed(seed, 10));
-    let test = generate(cfg, cfg.test, sub_seed(seed, 11));
-    let model = Model::new(dev, cfg, sub_seed(seed, 12))?;
-    let mut opt = Adam::new(model.params(method), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?;
-    let atom = AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() };
-    let mask = TokenMask::new(dev, &vec![cfg.tokens; cfg.batch], cfg.tokens)?;
-    let mut rng = Rng::new(sub_seed(seed, 13));
-    let mut step = 0;
-    let mut last_loss = f64::NAN;
-    for e in 0..cfg.epochs {
-        let batches = crate::data::epoch_batches(cfg.train, cfg.batch, &mut rng);
-        last_loss = epoch(
-            dev,
-            &mut opt,
-            &batches,
-            &mut step,
-            &format!("{method:?}, epoch {e}"),
-            |tape, idx, step| {
-                let x = tape.constant(upload_batch(dev, cfg, &train, idx, None)?);
-                let labels: Vec<u32> = idx.iter().map(|&i| train.y[i]).collect();
-                let y = Tensor::from_u32(dev, &labels, &[idx.len()])?;
-                let f = model.forward(tape, &x, method.gated(), &mask)?;
-                let ce = f.logits.cross_entropy(&y)?;
-                objective(
-                    method,
-                    ce,
-                    &f.z,
-                    &f.h,
-                    f.w.as_ref(),
-                    &mask,
-                    &atom,
-                    cfg.lambda,
-                    cfg.margin,
-                    cfg.simclr_tau,
-                    step,
-                    || {
-                        let mut views = Vec::new();
-                        for _ in 0..2 {
-                            let xv = tape.constant(upload_batch(dev, cfg, &train, idx, Some(&mut rng))?);
-                            let zv = model.forward(tape, &xv, false, &mask)?.z;
-                            views.push(model.proj.forward(tape, &zv)?);
-                        }
-                        Ok((views.remove(0), views.remove(0)))
-                    },
-                )
-            },
-            &mut |_| on_step(),
-        )?;
-    }
-    evaluate(dev, cfg, &model, method, seed, &test, last_loss)
+    let mut l = SyntheticLearner::new(dev, cfg, method, seed)?;
+    let opts = l.fit_options();
+    let fitted = fit(dev, &mut l, &opts, None, &mut OnStep(on_step))?;
+    l.last_loss = fitted.history.last().map_or(f64::NAN, |r| r.train_loss);
+    l.result()
 }
 
 fn evaluate(

@@ -1,0 +1,235 @@
+//! One training run's folder and what happens around the loop: `config.json` (the effective
+//! configuration), `metrics.jsonl` (one object per epoch), checkpoints (the last 2 and the best
+//! by validation accuracy, safetensors + JSON sidecar), live progress (a bar with ETA on a
+//! terminal, plain lines otherwise, nothing with `quiet`), and a clean stop on Ctrl-C. [`Run`]
+//! implements [`Hooks`], so any [`crate::train::Learner`] gets all of it from [`crate::train::fit`].
+
+use crate::checkpoint::{self, Checkpoint, CheckpointSet};
+use crate::error::{Error, Result};
+use crate::plot::write_atomic;
+use crate::tensor::Tensor;
+use crate::train::{EpochReport, Hooks};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Checkpoints kept besides the best.
+pub const KEEP_LAST: usize = 2;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Makes the first Ctrl-C (or SIGTERM) ask the running loop to stop after its current step and
+/// save; a second one exits at once with status 130. Installing twice is harmless.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again to abort)");
+    });
+}
+
+/// Whether an interrupt asked training to stop.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Fails when `out` already holds files, unless `force`: earlier results are never overwritten
+/// by accident.
+pub fn check_empty(out: &Path, force: bool) -> Result<()> {
+    if !force && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Error::Config(format!(
+            "--out: run folder {} already holds results; choose another folder, pass --force, or --resume it",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Display {
+    /// A bar per epoch with ETA, samples/s and the last epoch's metrics (stderr is a terminal).
+    Bar,
+    /// One line per epoch (logs, pipes, CI).
+    Lines,
+    /// Only the final summary.
+    Quiet,
+}
+
+impl Display {
+    pub fn detect(quiet: bool) -> Display {
+        if quiet {
+            Display::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Display::Bar
+        } else {
+            Display::Lines
+        }
+    }
+}
+
+/// A training run's folder, progress display and checkpoints.
+pub struct Run {
+    dir: PathBuf,
+    ckpts: CheckpointSet,
+    display: Display,
+    bar: ProgressBar,
+    /// Extra sidecar fields of every checkpoint (task, method, configuration).
+    meta: Value,
+    /// Steps taken so far, and the limit after which training stops (`--max-steps`).
+    step: usize,
+    max_steps: Option<usize>,
+}
+
+impl Run {
+    /// Starts a run in `dir` (refusing a non-empty one unless `force`) and writes `config`
+    /// as `config.json`.
+    pub fn create(dir: &Path, force: bool, config: &Value, display: Display) -> Result<Run> {
+        check_empty(dir, force)?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let text = serde_json::to_string_pretty(config).expect("a JSON value serialises");
+        write_atomic(&dir.join("config.json"), text.as_bytes())?;
+        Run::open(dir, config, display)
+    }
+
+    /// Reopens a run folder written by [`Run::create`]: its configuration and latest checkpoint
+    /// (`None` when it was stopped before its first one).
+    pub fn resume(dir: &Path, display: Display) -> Result<(Run, Value, Option<Checkpoint>)> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let config: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::data(&path, format!("not valid JSON ({e}); was this folder written by `train`?")))?;
+        let run = Run::open(dir, &config, display)?;
+        let ck = run.ckpts.latest()?.map(|p| checkpoint::load(&p)).transpose()?;
+        Ok((run, config, ck))
+    }
+
+    fn open(dir: &Path, config: &Value, display: Display) -> Result<Run> {
+        let bar = if display == Display::Bar { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
+                .expect("valid template"),
+        );
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            ckpts: CheckpointSet::open(dir.join("checkpoints"), KEEP_LAST, true)?,
+            display,
+            bar,
+            meta: serde_json::json!({ "config": config }),
+            step: 0,
+            max_steps: None,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn display(&self) -> Display {
+        self.display
+    }
+    /// The best checkpoint so far (`checkpoints/best.safetensors`).
+    pub fn best_path(&self) -> PathBuf {
+        self.ckpts.best_path()
+    }
+
+    /// Prints a line unless quiet (above the bar on a terminal).
+    pub fn say(&self, line: &str) {
+        match self.display {
+            Display::Bar => self.bar.println(line),
+            Display::Lines => println!("{line}"),
+            Display::Quiet => {}
+        }
+    }
+
+    /// Appends one JSON object to `metrics.jsonl`, flushed at once so an interrupted run keeps it.
+    pub fn log(&self, line: &Value) -> Result<()> {
+        let path = self.dir.join("metrics.jsonl");
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{line}").and_then(|()| f.flush()).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Stop (and save) once this many optimizer steps are done in all.
+    pub fn set_max_steps(&mut self, max_steps: Option<usize>) {
+        self.max_steps = max_steps;
+    }
+    /// Optimizer steps taken so far (as of the last step this run saw).
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// Writes `loss.png` and `accuracy.png` (per epoch) into the run folder.
+    pub fn curves(&self, title: &str, history: &[EpochReport]) -> Result<()> {
+        let series = |name: &str, f: &dyn Fn(&EpochReport) -> f64| crate::plot::Series {
+            name: name.to_string(),
+            points: history.iter().map(|r| (r.epoch as f64 + 1.0, f(r))).collect(),
+            band: None,
+        };
+        let loss = [series("training loss", &|r| r.train_loss)];
+        crate::plot::line_plot(&self.dir.join("loss.png"), &format!("{title}: training loss"), "epoch", "loss", &loss)?;
+        let acc = [series("test accuracy", &|r| 100.0 * r.test_accuracy)];
+        crate::plot::line_plot(
+            &self.dir.join("accuracy.png"),
+            &format!("{title}: test accuracy"),
+            "epoch",
+            "accuracy (%)",
+            &acc,
+        )
+    }
+
+    /// Clears the bar (before the final summary).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Hooks for Run {
+    fn after_step(&mut self, step: usize, epoch: usize, batch: usize, batches: usize) {
+        self.step = step;
+        if batch == 1 || self.bar.length() != Some(batches as u64) {
+            self.bar.set_length(batches as u64);
+            self.bar.set_prefix(format!("{}", epoch + 1));
+            self.bar.reset_eta();
+        }
+        self.bar.set_position(batch as u64);
+    }
+
+    fn should_stop(&self) -> bool {
+        stop_requested() || self.max_steps.is_some_and(|m| self.step >= m)
+    }
+
+    fn after_epoch(&mut self, r: &EpochReport) -> Result<()> {
+        self.log(&serde_json::to_value(r).expect("EpochReport serialises"))?;
+        let line = format!(
+            "epoch {:>3}  step {:>6}  loss {:.4}  test acc {:.2}%  {:.0} samples/s",
+            r.epoch + 1,
+            r.steps,
+            r.train_loss,
+            100.0 * r.test_accuracy,
+            r.samples_per_sec
+        );
+        self.bar.set_message(format!("last: loss {:.4}, acc {:.2}%", r.train_loss, 100.0 * r.test_accuracy));
+        self.say(&line);
+        Ok(())
+    }
+
+    fn wants_checkpoints(&self) -> bool {
+        true
+    }
+
+    fn checkpoint(&mut self, step: u64, tensors: &[(String, Tensor)], meta: &Value, metric: Option<f64>) -> Result<()> {
+        let mut meta = meta.clone();
+        if let (Some(m), Some(extra)) = (meta.as_object_mut(), self.meta.as_object()) {
+            m.extend(extra.clone());
+        }
+        let saved = self.ckpts.save(step, tensors, &meta, metric)?;
+        if metric.is_none() {
+            self.say(&format!("stopped at step {step}; saved {} (resume with --resume)", saved.path.display()));
+        }
+        Ok(())
+    }
+}
