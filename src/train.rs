@@ -224,7 +224,7 @@ pub fn fit(
             }
             let loss = learner.loss(&tape, &idx, at.step, &mut rng)?;
             loss.backward()?;
-            tape.anomaly(at.step)?;
+            tape.anomaly(at.step + 1)?; // steps are counted from 1 in messages
             learner.optimizer().step()?;
             learner.optimizer().zero_grad();
             accumulate(&loss_sum, loss.value())?; // summed on the GPU, read once per epoch

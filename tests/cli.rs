@@ -72,3 +72,132 @@ fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
     assert!(!ok && text.contains("bogus"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("atomgrad-cli-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    d
+}
+
+/// The tensors of a checkpoint (the file's header order is not fixed, so bytes are not compared).
+fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, atomgrad::checkpoint::HostTensor> {
+    atomgrad::checkpoint::load(path).unwrap().tensors
+}
+
+/// A run stopped mid-epoch by `--max-steps` and continued with `--resume` ends with the same
+/// bits as an uninterrupted run: SimCLR draws augmentation noise from the host RNG inside the
+/// step and atom modeling warms its weight up by step, so the RNG state, the epoch's batch
+/// order, the step and the optimizer state must all come back.
+#[test]
+fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    let dir = scratch("resume");
+    let final_ckpt = "checkpoints/ckpt-step-64.safetensors";
+    for method in ["simclr", "atom"] {
+        let (a, b) = (dir.join(format!("{method}-a")), dir.join(format!("{method}-b")));
+        let common = ["train", "--task", "synthetic", "--method", method, "--epochs", "2", "--quiet", "--out"];
+        let (ok, text) = atomgrad(&[&common[..], &[a.to_str().unwrap()]].concat());
+        assert!(ok, "{text}");
+        let (ok, text) = atomgrad(&[&common[..], &[b.to_str().unwrap(), "--max-steps", "37"]].concat());
+        assert!(ok && text.contains("stopped after step 37"), "{text}");
+        assert!(b.join("checkpoints/ckpt-step-37.safetensors").is_file());
+        let (ok, text) = atomgrad(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+        assert!(ok, "{text}");
+        assert!(tensors(&a.join(final_ckpt)) == tensors(&b.join(final_ckpt)), "{method}: resumed run differs");
+        // Both runs log every epoch once and keep the last 2 checkpoints and the best.
+        for run in [&a, &b] {
+            let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+            let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            assert_eq!(lines.len(), 2, "{log}");
+            assert!(run.join("checkpoints/best.safetensors").is_file() && run.join("loss.png").is_file());
+        }
+    }
+    // The saved configuration starts the same run again through --config.
+    let (a, c) = (dir.join("atom-a"), dir.join("c"));
+    let cfg = a.join("config.json");
+    let (ok, text) = atomgrad(&["train", "--config", cfg.to_str().unwrap(), "--quiet", "--out", c.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(tensors(&c.join(final_ckpt)) == tensors(&a.join(final_ckpt)), "--config of config.json trains differently");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn config_files_give_defaults_that_the_command_line_overrides() {
+    let dir = scratch("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("moons.json");
+    std::fs::write(&file, r#"{"task": "moons", "epochs": 3, "batch": 32, "hidden": 16}"#).unwrap();
+    let out = dir.join("run");
+    let args =
+        ["train", "--config", file.to_str().unwrap(), "--epochs", "1", "--quiet", "--out", out.to_str().unwrap()];
+    let (ok, text) = atomgrad(&args);
+    assert!(ok, "{text}");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (saved["epochs"].as_u64(), saved["batch"].as_u64(), saved["hidden"].as_u64()),
+        (Some(1), Some(32), Some(16))
+    );
+    std::fs::write(&file, r#"{"task": "moons", "epohcs": 3}"#).unwrap();
+    let (ok, text) = atomgrad(&["train", "--config", file.to_str().unwrap()]);
+    assert!(!ok && text.contains("epohcs"), "{text}");
+    std::fs::write(&file, "{ not json").unwrap();
+    let (ok, text) = atomgrad(&["train", "--config", file.to_str().unwrap()]);
+    assert!(!ok && text.contains("moons.json") && text.contains("not valid JSON"), "{text}");
+    // --resume takes its settings from the run folder, so it refuses new ones.
+    let (ok, text) = atomgrad(&["train", "--resume", out.to_str().unwrap(), "--epochs", "5"]);
+    assert!(!ok && text.contains("--epochs") && text.contains("--resume"), "{text}");
+    // A checkpoint from another model shape: the folder's config says hidden 32 now.
+    let cfg_path = out.join("config.json");
+    let edited = std::fs::read_to_string(&cfg_path).unwrap().replace("\"hidden\": 16", "\"hidden\": 32");
+    std::fs::write(&cfg_path, edited).unwrap();
+    let (ok, text) = atomgrad(&["train", "--resume", out.to_str().unwrap()]);
+    assert!(!ok && text.contains("another model shape") && text.contains("[16"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn non_finite_training_stops_with_the_step_and_detect_anomaly_names_the_op() {
+    let dir = scratch("nan");
+    let out = dir.join("run");
+    let args = ["train", "--task", "moons", "--lr", "1e30", "--epochs", "2", "--quiet", "--out", out.to_str().unwrap()];
+    let (ok, text) = atomgrad(&args);
+    assert!(!ok && text.contains("non-finite value at step 32") && text.contains("training loss"), "{text}");
+    let (ok, text) = atomgrad(&[&args[..], &["--force", "--detect-anomaly"]].concat());
+    assert!(!ok && text.contains("matmul") && text.contains("NaN/Inf"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Ctrl-C (SIGINT) stops after the current step, saves a checkpoint, exits with 130, and the
+/// run resumes from there.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_cleanly_and_saves() {
+    use std::io::BufRead;
+    let dir = scratch("sigint");
+    let out = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atomgrad"))
+        .args(["train", "--task", "moons", "--epochs", "2000", "--out", out.to_str().unwrap()])
+        .env("NODEVICE_SELECT", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    while !seen.contains("epoch   2 ") {
+        seen += &(lines.next().expect("the run ended before epoch 2").unwrap() + "\n");
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let text = seen + &rest.join("\n");
+    assert_eq!(status.code(), Some(130), "{text}");
+    assert!(text.contains("stopped after step") && text.contains("--resume"), "{text}");
+    assert!(std::fs::read_dir(out.join("checkpoints")).unwrap().count() >= 2, "no checkpoint saved");
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(log.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "{log}");
+    let (ok, text) = atomgrad(&["train", "--resume", out.to_str().unwrap(), "--max-steps", "1", "--quiet"]);
+    assert!(ok && text.contains("stopped after step"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -191,7 +191,8 @@ impl<'a> FashionLearner<'a> {
 
 impl Learner for FashionLearner<'_> {
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        self.model.tensors()
+        // The projection head too: SimCLR trains it, and a resumed run needs it back.
+        [self.model.tensors(), self.proj.tensors()].concat()
     }
     fn optimizer(&mut self) -> &mut dyn Optimizer {
         &mut self.opt
@@ -389,7 +390,8 @@ impl<'a> SentimentLearner<'a> {
 
 impl Learner for SentimentLearner<'_> {
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        self.model.tensors()
+        // The projection head too: SimCLR trains it, and a resumed run needs it back.
+        [self.model.tensors(), self.proj.tensors()].concat()
     }
     fn optimizer(&mut self) -> &mut dyn Optimizer {
         &mut self.opt

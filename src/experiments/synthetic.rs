@@ -154,6 +154,13 @@ impl Model {
         })
     }
 
+    /// Every parameter (gate and projection head included), by name: what checkpoints hold.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let mut p = self.params(Method::Atom);
+        p.extend(self.proj.params());
+        p.iter().map(|p| (p.name(), p.value())).collect()
+    }
+
     pub fn params(&self, method: Method) -> Vec<Param> {
         let mut p = [self.tok1.params(), self.tok2.params(), self.to_z.params(), self.head.params()].concat();
         if method.gated() {
@@ -271,7 +278,7 @@ impl SyntheticLearner {
 
 impl Learner for SyntheticLearner {
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        self.model.params(Method::SimClr).iter().map(|p| (p.name(), p.value())).collect()
+        self.model.tensors()
     }
     fn optimizer(&mut self) -> &mut dyn Optimizer {
         &mut self.opt
