@@ -12,14 +12,19 @@
 //   conv_backward_input:  1 dy (read), 2 w (read), 3 dx (write)
 //       dx[n, c, ih, iw] = sum over o, kh, kw with (ih + ph - kh) % sh == 0 (same for w) and the
 //       output position in range of dy[n, o, oh, ow] * w[o, c, kh, kw]; one invocation: CB input
-//       channels of one pixel (gather form).
+//       channels x PB neighbouring pixels of one row (gather form; PB > 1 needs sw == 1, where
+//       every pixel of the block reaches its outputs through the same taps).
 //   conv_backward_weight: 1 dy (read), 2 x (read), 3 dw (write)
 //       dw[s, o, c, kh, kw] = sum over rows (n, oh) of split s, then ow, of dy * x; with splits = 1
-//       this is the weight gradient itself, otherwise the host sums the partials over s.
+//       this is the weight gradient itself, otherwise the host sums the partials over s. One
+//       invocation: OB output x CB input channels of one tap (kh, kw): each step loads OB dy and
+//       CB x values for OB*CB multiply-adds.
 // Workgroup: 256 x 1 x 1, no barriers and no shared memory (lavapipe runs barrier-free
 // register-blocked kernels fastest); the grid folds into y past 65535 groups, so the flat index
 // is gid.x + gid.y * nwg.x * 256.
-// Override constants: OB, PB (conv_forward) and CB (conv_backward_input), each 1..4.
+// Override constants, each 1..4: OB output channels (conv_forward, conv_backward_weight), PB
+// pixels along W (conv_forward, conv_backward_input), CB input channels (conv_backward_input,
+// conv_backward_weight) per invocation.
 
 struct Params {
     n: u32,
@@ -40,9 +45,9 @@ struct Params {
     splits: u32, // conv_backward_weight: number of splits
 }
 
-override OB: u32 = 4u; // output channels per conv_forward invocation
-override PB: u32 = 4u; // output pixels (along W) per conv_forward invocation
-override CB: u32 = 4u; // input channels per conv_backward_input invocation
+override OB: u32 = 4u; // output channels per invocation
+override PB: u32 = 4u; // pixels along W per invocation
+override CB: u32 = 4u; // input channels per invocation
 
 @group(0) @binding(0) var<uniform> p: Params;
 // conv_forward
@@ -132,13 +137,30 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (OB > 3u && o0 + 3u < p.o) { y_store(n, o0 + 3u, oh, ow0, a3); }
 }
 
+// dy[row + ow], or 0 outside [0, Wo) (clamped load, branch-free select).
+fn dy_at(row: u32, ow: i32) -> f32 {
+    let ok = ow >= 0 && ow < i32(p.wo);
+    return select(0.0, bi_dy[row + u32(clamp(ow, 0, i32(p.wo) - 1))], ok);
+}
+
+fn dx_store(n: u32, c: u32, ih: u32, iw0: u32, a: vec4<f32>) {
+    let base = ((n * p.c + c) * p.h + ih) * p.w + iw0;
+    bi_dx[base] = a.x;
+    if (PB > 1u && iw0 + 1u < p.w) { bi_dx[base + 1u] = a.y; }
+    if (PB > 2u && iw0 + 2u < p.w) { bi_dx[base + 2u] = a.z; }
+    if (PB > 3u && iw0 + 3u < p.w) { bi_dx[base + 3u] = a.w; }
+}
+
 @compute @workgroup_size(256)
 fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
+    // Pixel blocks vary fastest, so neighbouring lanes share (n, c block, ih): uniform weight
+    // loads, contiguous dy loads (as in conv_forward).
+    let wblocks = (p.w + PB - 1u) / PB;
     let cblocks = (p.c + CB - 1u) / CB;
-    let iw = i % p.w;
-    var r = i / p.w;
+    let iw0 = (i % wblocks) * PB;
+    var r = i / wblocks;
     let ih = r % p.h;
     r = r / p.h;
     let c0 = (r % cblocks) * CB;
@@ -151,12 +173,16 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let k2 = min(c0 + 2u, p.c - 1u) * kk;
     let k3 = min(c0 + 3u, p.c - 1u) * kk;
     // Position in the padded input; tap kh reaches it from output row oh = (hp - kh) / sh when
-    // the division is exact, so kh walks the residue class of hp modulo sh.
+    // the division is exact, so kh walks the residue class of hp modulo sh (the same for kw
+    // when PB == 1; with PB > 1, sw == 1 and every tap is in the class).
     let hp = ih + p.ph;
-    let wp = iw + p.pw;
+    let wp = iw0 + p.pw;
     let kh0 = hp % p.sh;
     let kw0 = wp % p.sw;
-    var acc = vec4<f32>(0.0);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
     for (var o = 0u; o < p.o; o++) {
         let plane = (n * p.o + o) * p.ho;
         let wo_base = o * ck;
@@ -165,40 +191,52 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
             if (oh >= p.ho) { continue; }
             let row = (plane + oh) * p.wo;
             let wrow = wo_base + kh * p.kw;
-            for (var kw = kw0; kw < p.kw && kw <= wp; kw += p.sw) {
-                let ow = (wp - kw) / p.sw;
-                if (ow >= p.wo) { continue; }
-                let g = bi_dy[row + ow];
+            for (var kw = kw0; kw < p.kw; kw += p.sw) {
+                var g = vec4<f32>(0.0);
+                if (PB == 1u) {
+                    if (kw > wp) { break; }
+                    let ow = (wp - kw) / p.sw;
+                    if (ow >= p.wo) { continue; }
+                    g.x = bi_dy[row + ow];
+                } else {
+                    let ow = i32(wp) - i32(kw);
+                    g = vec4<f32>(dy_at(row, ow), dy_at(row, ow + 1), 0.0, 0.0);
+                    if (PB > 2u) { g.z = dy_at(row, ow + 2); }
+                    if (PB > 3u) { g.w = dy_at(row, ow + 3); }
+                }
                 let k = wrow + kw;
-                var wv = vec4<f32>(bi_w[k + k0], 0.0, 0.0, 0.0);
-                if (CB > 1u) { wv.y = bi_w[k + k1]; }
-                if (CB > 2u) { wv.z = bi_w[k + k2]; }
-                if (CB > 3u) { wv.w = bi_w[k + k3]; }
-                acc += g * wv;
+                a0 += g * bi_w[k + k0];
+                if (CB > 1u) { a1 += g * bi_w[k + k1]; }
+                if (CB > 2u) { a2 += g * bi_w[k + k2]; }
+                if (CB > 3u) { a3 += g * bi_w[k + k3]; }
             }
         }
     }
-    let plane = p.h * p.w;
-    let base = (n * p.c + c0) * plane + ih * p.w + iw;
-    bi_dx[base] = acc.x;
-    if (CB > 1u && c0 + 1u < p.c) { bi_dx[base + plane] = acc.y; }
-    if (CB > 2u && c0 + 2u < p.c) { bi_dx[base + 2u * plane] = acc.z; }
-    if (CB > 3u && c0 + 3u < p.c) { bi_dx[base + 3u * plane] = acc.w; }
+    dx_store(n, c0, ih, iw0, a0);
+    if (CB > 1u && c0 + 1u < p.c) { dx_store(n, c0 + 1u, ih, iw0, a1); }
+    if (CB > 2u && c0 + 2u < p.c) { dx_store(n, c0 + 2u, ih, iw0, a2); }
+    if (CB > 3u && c0 + 3u < p.c) { dx_store(n, c0 + 3u, ih, iw0, a3); }
 }
 
 @compute @workgroup_size(256)
 fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
-    let nw = p.o * p.c * p.kh * p.kw;
-    let widx = i % nw;
-    let s = i / nw;
-    let kw = widx % p.kw;
-    var r = widx / p.kw;
+    // i = ((s * oblocks + ob) * cblocks + cb) * kk + tap: taps vary fastest, so neighbouring
+    // lanes read the same dy rows and neighbouring x values.
+    let oblocks = (p.o + OB - 1u) / OB;
+    let cblocks = (p.c + CB - 1u) / CB;
+    let kw = i % p.kw;
+    var r = i / p.kw;
     let kh = r % p.kh;
     r = r / p.kh;
-    let c = r % p.c;
-    let o = r / p.c;
+    let c0 = (r % cblocks) * CB;
+    r = r / cblocks;
+    let o0 = (r % oblocks) * OB;
+    let s = r / oblocks;
+    // Channels of a partial block are clamped into range (their sums are not stored).
+    let oc = vec4<u32>(o0, min(o0 + 1u, p.o - 1u), min(o0 + 2u, p.o - 1u), min(o0 + 3u, p.o - 1u));
+    let cc = vec4<u32>(c0, min(c0 + 1u, p.c - 1u), min(c0 + 2u, p.c - 1u), min(c0 + 3u, p.c - 1u));
     // Output columns whose tap kw lands inside x: ow*sw + kw - pw in [0, W). Computed once so the
     // inner loop needs no bounds checks.
     let lo_num = i32(p.pw) - i32(kw);
@@ -209,18 +247,45 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let rows = p.n * p.ho;
     let r0 = s * p.chunk;
     let r1 = min(r0 + p.chunk, rows);
-    var acc = 0.0;
+    let plane_y = p.ho * p.wo;
+    let plane_x = p.h * p.w;
+    // acc[t] holds the sums of input channel c0 + t for the OB output channels.
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
     for (var row = r0; row < r1; row++) {
         let n = row / p.ho;
         let oh = row % p.ho;
         let ih = i32(oh * p.sh + kh) - i32(p.ph);
         if (ih < 0 || ih >= i32(p.h)) { continue; }
-        let dyrow = ((n * p.o + o) * p.ho + oh) * p.wo;
-        // x index of column ow is xrow + ow * sw (the tap offset kw - pw is folded in).
-        let xrow = i32(((n * p.c + c) * p.h + u32(ih)) * p.w) + i32(kw) - i32(p.pw);
+        let dyrow = (n * p.o * p.ho + oh) * p.wo;
+        let dy_off = (dyrow + oc * plane_y);
+        // x index of column ow is x_off + ow * sw (the tap offset kw - pw is folded in).
+        let xrow = i32((n * p.c * p.h + u32(ih)) * p.w) + i32(kw) - i32(p.pw);
+        let x_off = vec4<i32>(xrow) + vec4<i32>(cc * plane_x);
         for (var ow = ow_lo; ow < ow_hi; ow++) {
-            acc += bw_dy[dyrow + ow] * bw_x[u32(xrow + i32(ow * p.sw))];
+            var d = vec4<f32>(bw_dy[dy_off.x + ow], 0.0, 0.0, 0.0);
+            if (OB > 1u) { d.y = bw_dy[dy_off.y + ow]; }
+            if (OB > 2u) { d.z = bw_dy[dy_off.z + ow]; }
+            if (OB > 3u) { d.w = bw_dy[dy_off.w + ow]; }
+            let xo = i32(ow * p.sw);
+            a0 += d * bw_x[u32(x_off.x + xo)];
+            if (CB > 1u) { a1 += d * bw_x[u32(x_off.y + xo)]; }
+            if (CB > 2u) { a2 += d * bw_x[u32(x_off.z + xo)]; }
+            if (CB > 3u) { a3 += d * bw_x[u32(x_off.w + xo)]; }
         }
     }
-    bw_dw[i] = acc;
+    // Partial sums of split s, laid out [s, O, C, KH, KW].
+    let kk = p.kh * p.kw;
+    let tap = kh * p.kw + kw;
+    let base = s * p.o * p.c * kk;
+    var acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
+    for (var t = 0u; t < CB; t++) {
+        if (c0 + t >= p.c) { break; }
+        for (var q = 0u; q < OB; q++) {
+            if (o0 + q >= p.o) { break; }
+            bw_dw[base + ((o0 + q) * p.c + c0 + t) * kk + tap] = acc[t][q];
+        }
+    }
 }

@@ -69,15 +69,20 @@ fn conv2d_gradient_kernels_match_reference() {
         let (xt, wt, dyt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws), upload(&dev, &dy, &ys));
         let rdx = cpu::conv2d_backward_input(&dy, xs, &w, ws, s, p);
         for cb in 0..=4 {
-            let dx = conv::conv2d_backward_input_with(&dyt, &wt, (xs[2], xs[3]), s, p, cb).unwrap();
-            assert_eq!(dx.shape(), xs.as_slice());
-            assert_close(&format!("dx case {i} cb {cb}"), &dx.to_vec().unwrap(), &rdx, 1e-5, 1e-5);
+            for pb in [0, 1, 2, 3, 4] {
+                let dx = conv::conv2d_backward_input_with(&dyt, &wt, (xs[2], xs[3]), s, p, (cb, pb)).unwrap();
+                assert_eq!(dx.shape(), xs.as_slice());
+                assert_close(&format!("dx case {i} block {cb}x{pb}"), &dx.to_vec().unwrap(), &rdx, 1e-5, 1e-5);
+            }
         }
         let rdw = cpu::conv2d_backward_weight(&dy, &x, xs, ws, s, p);
         for splits in [0, 1, 2, 3, 1000] {
-            let dw = conv::conv2d_backward_weight_with(&dyt, &xt, (ws[2], ws[3]), s, p, splits).unwrap();
-            assert_eq!(dw.shape(), ws.as_slice());
-            assert_close(&format!("dw case {i} splits {splits}"), &dw.to_vec().unwrap(), &rdw, 1e-4, 1e-4);
+            for blocks in [(0, 0), (1, 1), (4, 4), (3, 2), (2, 3)] {
+                let dw = conv::conv2d_backward_weight_with(&dyt, &xt, (ws[2], ws[3]), s, p, splits, blocks).unwrap();
+                assert_eq!(dw.shape(), ws.as_slice());
+                let what = format!("dw case {i} splits {splits} blocks {blocks:?}");
+                assert_close(&what, &dw.to_vec().unwrap(), &rdw, 1e-4, 1e-4);
+            }
         }
     }
 }
@@ -89,8 +94,8 @@ fn conv2d_weight_gradient_is_deterministic() {
     let (x, w) = (data(1, &xs), data(2, &ws));
     let (_, ys) = cpu::conv2d(&x, xs, &w, ws, s, p);
     let (xt, dyt) = (upload(&dev, &x, &xs), upload(&dev, &data(3, &ys), &ys));
-    let a = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4).unwrap().to_vec().unwrap();
-    let b = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4).unwrap().to_vec().unwrap();
+    let a = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4, (0, 0)).unwrap().to_vec().unwrap();
+    let b = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4, (0, 0)).unwrap().to_vec().unwrap();
     assert_eq!(a, b);
 }
 

@@ -236,15 +236,17 @@ fn forward_raw(op: &'static str, x: &Tensor, w: &Tensor, g: &Geom, ob: usize, pb
     Ok(y)
 }
 
-/// dx = the input gradient of conv `g` from dy, `cb` input channels per invocation.
-fn backward_input_raw(op: &'static str, dy: &Tensor, w: &Tensor, g: &Geom, cb: usize) -> Result<Tensor> {
+/// dx = the input gradient of conv `g` from dy, `cb` input channels x `pb` pixels per
+/// invocation (`pb` > 1 needs a horizontal stride of 1).
+fn backward_input_raw(op: &'static str, dy: &Tensor, w: &Tensor, g: &Geom, (cb, pb): (usize, usize)) -> Result<Tensor> {
     let dev = dy.device();
     let dx = Tensor::empty(dev, op, &g.x_shape(), DType::F32)?;
-    let total = g.n * g.c.div_ceil(cb) * g.h * g.w;
+    let pb = if g.sw == 1 { pb } else { 1 };
+    let total = g.n * g.c.div_ceil(cb) * g.h * g.w.div_ceil(pb);
     dev.dispatch(
         &SHADER,
         "conv_backward_input",
-        &[("CB", cb as f64)],
+        &[("CB", cb as f64), ("PB", pb as f64)],
         bytemuck::bytes_of(&g.params(total)),
         &[dy.bind(), w.bind(), dx.bind()],
         groups_1d(total, WG),
@@ -260,9 +262,10 @@ fn busy_target(class: AdapterClass) -> usize {
     }
 }
 
-/// How many splits of the N*Ho rows the weight gradient uses by default.
-fn auto_splits(g: &Geom, class: AdapterClass) -> usize {
-    let nw = g.o * g.c * g.kh * g.kw;
+/// How many splits of the N*Ho rows the weight gradient uses by default, for `ob` x `cb`
+/// channel blocks.
+fn auto_splits(g: &Geom, class: AdapterClass, (ob, cb): (usize, usize)) -> usize {
+    let nw = g.o.div_ceil(ob) * g.c.div_ceil(cb) * g.kh * g.kw;
     let rows = g.n * g.ho;
     let target = busy_target(class);
     if nw >= target || rows <= 1 {
@@ -274,32 +277,52 @@ fn auto_splits(g: &Geom, class: AdapterClass) -> usize {
     target.div_ceil(nw).min(by_work).min(rows)
 }
 
-/// dw = the weight gradient of conv `g` from dy and x, its rows cut into `splits` chunks whose
-/// partial sums are added by a deterministic reduction.
-fn backward_weight_raw(op: &'static str, dy: &Tensor, x: &Tensor, g: &Geom, splits: usize) -> Result<Tensor> {
+/// dw = the weight gradient of conv `g` from dy and x, `ob` output x `cb` input channels per
+/// invocation, its rows cut into `splits` chunks whose partial sums are added by a
+/// deterministic reduction.
+fn backward_weight_raw(
+    op: &'static str,
+    dy: &Tensor,
+    x: &Tensor,
+    g: &Geom,
+    splits: usize,
+    (ob, cb): (usize, usize),
+) -> Result<Tensor> {
     let dev = dy.device();
     let nw = g.o * g.c * g.kh * g.kw;
+    let invocations = g.o.div_ceil(ob) * g.c.div_ceil(cb) * g.kh * g.kw;
     let rows = g.n * g.ho;
     let chunk = rows.div_ceil(splits.max(1)).max(1);
     let splits = rows.div_ceil(chunk).max(1);
     let out = Tensor::empty(dev, op, &[splits, nw], DType::F32)?;
-    let mut p = g.params(splits * nw);
+    let mut p = g.params(splits * invocations);
     p.chunk = chunk as u32;
     p.splits = splits as u32;
     dev.dispatch(
         &SHADER,
         "conv_backward_weight",
-        &[],
+        &[("OB", ob as f64), ("CB", cb as f64)],
         bytemuck::bytes_of(&p),
         &[dy.bind(), x.bind(), out.bind()],
-        groups_1d(splits * nw, WG),
+        groups_1d(splits * invocations, WG),
     );
     let dw = if splits == 1 { out } else { reduce(&out, 0, Reduce::Sum, false)? };
     dw.reshape(&g.w_shape())
 }
 
+/// Default register blocks: conv_forward's (output channels, output pixels) and
+/// conv_backward_input's (input channels, input pixels).
 fn default_blocks(g: &Geom) -> (usize, usize) {
     (g.o.min(4), g.wo.min(4))
+}
+fn default_input_blocks(g: &Geom) -> (usize, usize) {
+    (g.c.min(4), g.w.min(4))
+}
+
+/// The weight gradient with the default blocks and splits.
+fn weight_grad(op: &'static str, dy: &Tensor, x: &Tensor, g: &Geom) -> Result<Tensor> {
+    let blocks = (g.o.min(4), g.c.min(4));
+    backward_weight_raw(op, dy, x, g, auto_splits(g, x.device().class(), blocks), blocks)
 }
 
 /// conv2d: x [N, C, H, W], w [O, C, KH, KW] -> y [N, O, Ho, Wo], Ho = (H + 2ph - KH) / sh + 1.
@@ -348,17 +371,18 @@ pub fn conv2d_backward_input(
     stride: (usize, usize),
     padding: (usize, usize),
 ) -> Result<Tensor> {
-    conv2d_backward_input_with(dy, w, input_hw, stride, padding, 0)
+    conv2d_backward_input_with(dy, w, input_hw, stride, padding, (0, 0))
 }
 
-/// [`conv2d_backward_input`] with `cb` input channels per invocation (1..=4; 0 picks).
+/// [`conv2d_backward_input`] with `cb` input channels x `pb` pixels per invocation (each 1..=4;
+/// 0 picks; `pb` applies only with a horizontal stride of 1). Results equal the default's.
 pub fn conv2d_backward_input_with(
     dy: &Tensor,
     w: &Tensor,
     input_hw: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
-    cb: usize,
+    (cb, pb): (usize, usize),
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_input";
     let [n, ..] = dims4(OP, "gradient", dy, w)?;
@@ -368,7 +392,8 @@ pub fn conv2d_backward_input_with(
     let g = geom_from_shapes(OP, &x_shape, w.shape(), stride, padding)?;
     check_dy(OP, dy, &g, w)?;
     let cb = if cb == 0 { g.c.min(4) } else { block(OP, "channel", cb)? };
-    backward_input_raw(OP, dy, w, &g, cb)
+    let pb = if pb == 0 { g.w.min(4) } else { block(OP, "pixel", pb)? };
+    backward_input_raw(OP, dy, w, &g, (cb, pb))
 }
 
 /// The weight gradient of conv2d: dy [N, O, Ho, Wo], x [N, C, H, W] -> dw [O, C, KH, KW].
@@ -379,11 +404,12 @@ pub fn conv2d_backward_weight(
     stride: (usize, usize),
     padding: (usize, usize),
 ) -> Result<Tensor> {
-    conv2d_backward_weight_with(dy, x, kernel, stride, padding, 0)
+    conv2d_backward_weight_with(dy, x, kernel, stride, padding, 0, (0, 0))
 }
 
 /// [`conv2d_backward_weight`] with the N*Ho rows cut into `splits` partial sums (0 picks by
-/// the adapter class); every choice gives the same result up to rounding and is deterministic.
+/// the adapter class) and `ob` output x `cb` input channels per invocation (each 1..=4; 0
+/// picks); every choice gives the same result up to rounding and is deterministic.
 pub fn conv2d_backward_weight_with(
     dy: &Tensor,
     x: &Tensor,
@@ -391,14 +417,17 @@ pub fn conv2d_backward_weight_with(
     stride: (usize, usize),
     padding: (usize, usize),
     splits: usize,
+    (ob, cb): (usize, usize),
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_weight";
     let [_, o, ..] = dims4(OP, "gradient", dy, x)?;
     let [_, c, ..] = dims4(OP, "input", x, dy)?;
     let g = geom_from_shapes(OP, x.shape(), &[o, c, kernel.0, kernel.1], stride, padding)?;
     check_dy(OP, dy, &g, x)?;
-    let splits = if splits == 0 { auto_splits(&g, x.device().class()) } else { splits };
-    backward_weight_raw(OP, dy, x, &g, splits)
+    let ob = if ob == 0 { g.o.min(4) } else { block(OP, "output channel", ob)? };
+    let cb = if cb == 0 { g.c.min(4) } else { block(OP, "input channel", cb)? };
+    let splits = if splits == 0 { auto_splits(&g, x.device().class(), (ob, cb)) } else { splits };
+    backward_weight_raw(OP, dy, x, &g, splits, (ob, cb))
 }
 
 /// conv_transpose2d (PyTorch semantics): x [N, Cin, H, W], w [Cin, Cout, KH, KW] ->
@@ -412,7 +441,7 @@ pub fn conv_transpose2d(
 ) -> Result<Tensor> {
     let g = conv_transpose2d_geom(x, w, stride, padding, output_padding)?;
     // x plays conv2d's dy, y is conv2d's dx.
-    backward_input_raw("conv_transpose2d", x, w, &g, g.c.min(4))
+    backward_input_raw("conv_transpose2d", x, w, &g, default_input_blocks(&g))
 }
 
 impl Var {
@@ -425,12 +454,9 @@ impl Var {
         let y = forward_raw("conv2d", &xv, &wv, &g, ob, pb)?;
         let need = (self.requires_grad(), w.requires_grad());
         Ok(self.tape().op(y, &[self, w], move |gy| {
-            let gx = if need.0 { Some(backward_input_raw("conv2d", gy, &wv, &g, g.c.min(4))?) } else { None };
-            let gw = if need.1 {
-                Some(backward_weight_raw("conv2d", gy, &xv, &g, auto_splits(&g, xv.device().class()))?)
-            } else {
-                None
-            };
+            let gx =
+                if need.0 { Some(backward_input_raw("conv2d", gy, &wv, &g, default_input_blocks(&g))?) } else { None };
+            let gw = if need.1 { Some(weight_grad("conv2d", gy, &xv, &g)?) } else { None };
             Ok(vec![gx, gw])
         }))
     }
@@ -447,16 +473,12 @@ impl Var {
     ) -> Result<Var> {
         let (xv, wv) = (self.value().clone(), w.value().clone());
         let g = conv_transpose2d_geom(&xv, &wv, stride, padding, output_padding)?;
-        let y = backward_input_raw("conv_transpose2d", &xv, &wv, &g, g.c.min(4))?;
+        let y = backward_input_raw("conv_transpose2d", &xv, &wv, &g, default_input_blocks(&g))?;
         let need = (self.requires_grad(), w.requires_grad());
         Ok(self.tape().op(y, &[self, w], move |gy| {
             let (ob, pb) = default_blocks(&g);
             let gx = if need.0 { Some(forward_raw("conv_transpose2d", gy, &wv, &g, ob, pb)?) } else { None };
-            let gw = if need.1 {
-                Some(backward_weight_raw("conv_transpose2d", &xv, gy, &g, auto_splits(&g, xv.device().class()))?)
-            } else {
-                None
-            };
+            let gw = if need.1 { Some(weight_grad("conv_transpose2d", &xv, gy, &g)?) } else { None };
             Ok(vec![gx, gw])
         }))
     }
