@@ -6,7 +6,7 @@
 //! options given on the command line win), and `train` saves its effective options as the run
 //! folder's `config.json`, which `--config` accepts back.
 
-use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
+use atomgrad::experiments::classify::{checkpoint_meta, ClassifyConfig, FashionLearner, SentimentLearner};
 use atomgrad::experiments::synthetic::{SyntheticConfig, SyntheticLearner};
 use atomgrad::experiments::{default_out, Method};
 use atomgrad::run::{check_empty, Display, Run};
@@ -265,19 +265,20 @@ fn resolve(a: &mut TrainArgs) -> Result<()> {
 
 fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
     let display = Display::detect(a.quiet);
+    // A new run's folder is created only once its data and model are built, so bad input
+    // leaves nothing behind.
     let (mut run, resume) = match a.resume.clone() {
         Some(dir) => {
             let (run, config, ck) = Run::resume(&dir, display)?;
             let saved: TrainArgs = serde_json::from_value(config)
                 .map_err(|e| Error::data(dir.join("config.json"), format!("not a `train` configuration: {e}")))?;
             a = TrainArgs { max_steps: a.max_steps, detect_anomaly: a.detect_anomaly, quiet: a.quiet, ..saved };
-            (run, ck)
+            (Some(run), ck)
         }
         None => {
             resolve(&mut a)?;
-            let out = a.out.clone().unwrap_or_else(|| default_out(&a.task));
-            check_empty(&out, a.force)?;
-            (Run::create(&out, a.force, &serde_json::to_value(&a).expect("options serialise"), display)?, None)
+            check_empty(a.out.get_or_insert_with(|| default_out(&a.task)), a.force)?;
+            (None, None)
         }
     };
     let (epochs, batch, lr) = (a.epochs.unwrap_or(1), a.batch.unwrap_or(1), a.lr.unwrap_or(0.0) as f32);
@@ -300,15 +301,18 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
         test_limit: a.test_limit,
         ..d
     };
+    let mut meta = serde_json::Value::Null;
     let (mut learner, opts, what): (Box<dyn Learner>, FitOptions, String) = match (&data, a.task.as_str()) {
         (TaskData::Fashion(d), _) => {
             let cfg = classify(ClassifyConfig::fashion());
             let l = FashionLearner::new(dev, d, &cfg, method, a.seed)?;
+            meta = checkpoint_meta("fashion", method, a.seed, &cfg, &d.description());
             (Box::new(l), cfg.fit_options(a.seed), format!("CNN on {}", d.description()))
         }
         (TaskData::Reviews(d), _) => {
             let cfg = classify(ClassifyConfig::sentiment());
             let l = SentimentLearner::new(dev, d, &cfg, method, a.seed)?;
+            meta = checkpoint_meta("sentiment", method, a.seed, &cfg, &d.description());
             (Box::new(l), cfg.fit_options(a.seed), format!("Transformer on {}", d.description()))
         }
         (TaskData::None, "synthetic") => {
@@ -331,6 +335,14 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
         }
     };
     let opts = FitOptions { detect_anomaly: a.detect_anomaly, ..opts };
+    let mut run = match run.take() {
+        Some(r) => r,
+        None => {
+            let out = a.out.clone().unwrap_or_default();
+            Run::create(&out, a.force, &serde_json::to_value(&a).expect("options serialise"), display)?
+        }
+    };
+    run.add_meta(meta);
     run.say(&format!("adapter: {}", dev.describe()));
     run.say(&format!(
         "train: {} ({what}), {} with lambda {lambda}, {epochs} epochs of batch {batch}, Adam lr {lr}, seed {} -> {}",
@@ -341,6 +353,12 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
     ));
     if let Some(ck) = &resume {
         run.say(&format!("resuming from {} (step {})", ck.path.display(), ck.sidecar["step"]));
+        let saved_on = ck.sidecar["adapter"].as_str().unwrap_or_default();
+        if saved_on != dev.describe() {
+            run.say(&format!(
+                "note: saved on {saved_on:?}; on another adapter the run continues, but not bit-identically"
+            ));
+        }
     } else if a.resume.is_some() {
         run.say("no checkpoint in the folder yet: starting from the beginning");
     }

@@ -78,7 +78,8 @@ pub struct Run {
     ckpts: CheckpointSet,
     display: Display,
     bar: ProgressBar,
-    /// Extra sidecar fields of every checkpoint (task, method, configuration).
+    /// Extra sidecar fields of every checkpoint: the run's options (`"options"`) and what the
+    /// caller adds ([`Run::add_meta`]).
     meta: Value,
     /// Steps taken so far, and the limit after which training stops (`--max-steps`).
     step: usize,
@@ -119,7 +120,7 @@ impl Run {
             ckpts: CheckpointSet::open(dir.join("checkpoints"), KEEP_LAST, true)?,
             display,
             bar,
-            meta: serde_json::json!({ "config": config }),
+            meta: serde_json::json!({ "options": config }),
             step: 0,
             max_steps: None,
         })
@@ -151,6 +152,14 @@ impl Run {
         let mut f =
             std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         writeln!(f, "{line}").and_then(|()| f.flush()).map_err(|e| Error::io(&path, e))
+    }
+
+    /// Adds `fields` (a JSON object) to the sidecar of every checkpoint from now on (e.g. what
+    /// `explain` needs to rebuild the model).
+    pub fn add_meta(&mut self, fields: Value) {
+        if let (Some(m), Value::Object(f)) = (self.meta.as_object_mut(), fields) {
+            m.extend(f);
+        }
     }
 
     /// Stop (and save) once this many optimizer steps are done in all.

@@ -201,3 +201,54 @@ fn ctrl_c_stops_cleanly_and_saves() {
     assert!(ok && text.contains("stopped after step"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `train` checkpoints carry what `explain` needs: the best one of a gated run draws maps.
+#[test]
+fn explain_draws_a_train_checkpoint() {
+    let dir = scratch("explain-train");
+    let out = dir.join("run");
+    let (ok, text) = atomgrad(&[
+        "train",
+        "--task",
+        "fashion",
+        "--method",
+        "gate",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--batch",
+        "16",
+        "--data",
+        "/nonexistent-use-bundled",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("/nonexistent-use-bundled"), "a missing --data folder is named: {text}");
+    let (ok, text) = atomgrad(&[
+        "train",
+        "--task",
+        "fashion",
+        "--method",
+        "gate",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--batch",
+        "16",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let best = out.join("checkpoints/best.safetensors");
+    let (ok, text) = atomgrad(&["explain", "--checkpoint", best.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert!(ok && dir.join("explain-gate.png").is_file(), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -554,7 +554,7 @@ pub fn sentiment_importance_html(
 }
 
 /// What a classifier checkpoint's sidecar records beside the tensors, so `explain` can rebuild it.
-fn checkpoint_meta(task: &str, method: Method, seed: u64, cfg: &ClassifyConfig, data: &str) -> serde_json::Value {
+pub fn checkpoint_meta(task: &str, method: Method, seed: u64, cfg: &ClassifyConfig, data: &str) -> serde_json::Value {
     serde_json::json!({
         "task": task,
         "method": method.slug(),
@@ -571,10 +571,16 @@ fn checkpoint_meta(task: &str, method: Method, seed: u64, cfg: &ClassifyConfig, 
 /// test accuracy and the file written.
 pub fn explain(dev: &Device, path: &Path, data_dir: Option<&Path>, out: &Path) -> Result<(f64, PathBuf)> {
     use crate::data::fashion::{load_fashion, FashionSource};
-    let ck = checkpoint::load(path)?;
+    let mut ck = checkpoint::load(path)?;
+    if ck.sidecar.get("fit").is_some() {
+        // A checkpoint of `train`: the model's tensors are `model.*` (the SimCLR projection head,
+        // `proj.*`, is not part of the classifier).
+        ck = ck.select("model.");
+        ck.tensors.retain(|k, _| !k.starts_with("proj."));
+    }
     let field = |k: &str| {
         ck.sidecar.get(k).cloned().ok_or_else(|| {
-            Error::data(path, format!("sidecar has no {k:?}: not a classifier checkpoint from `compare`"))
+            Error::data(path, format!("sidecar has no {k:?}: not a classifier checkpoint from `compare` or `train`"))
         })
     };
     let task = field("task")?.as_str().unwrap_or_default().to_string();
