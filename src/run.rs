@@ -84,7 +84,13 @@ pub struct Run {
     /// Steps taken so far, and the limit after which training stops (`--max-steps`).
     step: usize,
     max_steps: Option<usize>,
+    /// Lines mode: when the epoch started and when the last progress line was printed.
+    epoch_start: std::time::Instant,
+    last_line: std::time::Instant,
 }
+
+/// Lines mode prints a progress line at most this often within an epoch.
+const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Run {
     /// Starts a run in `dir` (refusing a non-empty one unless `force`) and writes `config`
@@ -123,6 +129,8 @@ impl Run {
             meta: serde_json::json!({ "options": config }),
             step: 0,
             max_steps: None,
+            epoch_start: std::time::Instant::now(),
+            last_line: std::time::Instant::now(),
         })
     }
 
@@ -203,8 +211,22 @@ impl Hooks for Run {
             self.bar.set_length(batches as u64);
             self.bar.set_prefix(format!("{}", epoch + 1));
             self.bar.reset_eta();
+            self.epoch_start = std::time::Instant::now();
+            self.last_line = self.epoch_start;
         }
         self.bar.set_position(batch as u64);
+        // Without a terminal, a line every 30 s shows a long epoch is alive and when it ends.
+        if self.display == Display::Lines && self.last_line.elapsed() >= LINE_EVERY {
+            self.last_line = std::time::Instant::now();
+            let rate = batch as f64 / self.epoch_start.elapsed().as_secs_f64();
+            let eta = (batches - batch) as f64 / rate.max(1e-9);
+            println!(
+                "epoch {:>3}  step {batch}/{batches}  {rate:.2} steps/s  ETA {}m {:02}s",
+                epoch + 1,
+                eta as u64 / 60,
+                eta as u64 % 60
+            );
+        }
     }
 
     fn should_stop(&self) -> bool {
