@@ -87,6 +87,8 @@ pub struct Run {
     /// Lines mode: when the epoch started and when the last progress line was printed.
     epoch_start: std::time::Instant,
     last_line: std::time::Instant,
+    /// The batch the display started counting at (not 1 in a resumed epoch).
+    first_batch: usize,
 }
 
 /// Lines mode prints a progress line at most this often within an epoch.
@@ -131,6 +133,7 @@ impl Run {
             max_steps: None,
             epoch_start: std::time::Instant::now(),
             last_line: std::time::Instant::now(),
+            first_batch: 1,
         })
     }
 
@@ -213,12 +216,13 @@ impl Hooks for Run {
             self.bar.reset_eta();
             self.epoch_start = std::time::Instant::now();
             self.last_line = self.epoch_start;
+            self.first_batch = batch;
         }
         self.bar.set_position(batch as u64);
         // Without a terminal, a line every 30 s shows a long epoch is alive and when it ends.
         if self.display == Display::Lines && self.last_line.elapsed() >= LINE_EVERY {
             self.last_line = std::time::Instant::now();
-            let rate = batch as f64 / self.epoch_start.elapsed().as_secs_f64();
+            let rate = (batch + 1 - self.first_batch) as f64 / self.epoch_start.elapsed().as_secs_f64();
             let eta = (batches - batch) as f64 / rate.max(1e-9);
             println!(
                 "epoch {:>3}  step {batch}/{batches}  {rate:.2} steps/s  ETA {}m {:02}s",
