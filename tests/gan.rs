@@ -7,9 +7,9 @@ mod common;
 use atomgrad::data::fashion::{load_fashion, FashionData, FashionSource, ImageSet};
 use atomgrad::experiments::classify::ClassifyConfig;
 use atomgrad::experiments::gan::{
-    class_entropy, frechet_distance, generate_with, load_generator, mean_pair_distance, mode_stats, run, run_fashion,
-    sample, save_generator, symmetric_eigen, FashionGan, FashionGanConfig, FeatureNet, Gan2d, Gan2dConfig, Gaussian,
-    Mixture,
+    class_entropy, frechet_distance, from_tanh_range, generate_with, load_generator, mean_pair_distance, mode_stats,
+    run, run_fashion, sample, save_generator, symmetric_eigen, to_tanh_range, FashionGan, FashionGanConfig, FeatureNet,
+    Gan2d, Gan2dConfig, Gaussian, Mixture,
 };
 use atomgrad::experiments::Method;
 use atomgrad::nn::gan::{DcGenerator, Discriminator, Generator};
@@ -470,6 +470,10 @@ fn class_entropy_and_pair_distance_on_known_sets() {
     // (0,0), (3,4), (0,0): distances 5, 0, 5.
     assert!((mean_pair_distance(&[0.0, 0.0, 3.0, 4.0, 0.0, 0.0], 2) - 10.0 / 3.0).abs() < 1e-12);
     assert!(mean_pair_distance(&[1.0, 2.0], 2).is_nan());
+    let x = [-1.5f32, 0.0, 0.7, 2.8];
+    for (a, b) in x.iter().zip(from_tanh_range(&to_tanh_range(&x))) {
+        assert!((a - b).abs() < 1e-5, "{a} -> {b}");
+    }
 }
 
 fn tiny_gan() -> FashionGanConfig {

@@ -1557,11 +1557,7 @@ pub fn run_fashion(
             importance_grid(&d.join("importance.png"), &tiles(&samples), maps)?;
             importance_histogram(
                 &d.join("importance-hist.png"),
-                &format!(
-                    "{} (seed {seed}): importance of the 49 cells of the 7x7 map, {} generated images",
-                    gan_method_name(method),
-                    cfg.eval_samples
-                ),
+                &format!("{} seed {seed}: gate on 7x7 cells, {} images", gan_method_name(method), cfg.eval_samples),
                 &importance_scores,
             )?;
         }
@@ -1760,7 +1756,7 @@ pub fn compare_fashion_gan(
                     importance_histogram(
                         &out.join(format!("importance-hist-{}.png", method.slug())),
                         &format!(
-                            "{} (seed {seed}): importance of the 7x7 map's cells, {} generated images",
+                            "{} seed {seed}: gate on 7x7 cells, {} images",
                             gan_method_name(method),
                             cfg.eval_samples
                         ),
