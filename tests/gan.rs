@@ -4,12 +4,25 @@
 
 mod common;
 
-use atomgrad::data::fashion::{load_fashion, FashionSource};
-use atomgrad::experiments::gan::{mode_stats, run, FashionGan, FashionGanConfig, Gan2d, Gan2dConfig, Mixture};
+use atomgrad::data::fashion::{load_fashion, FashionData, FashionSource, ImageSet};
+use atomgrad::experiments::classify::ClassifyConfig;
+use atomgrad::experiments::gan::{
+    class_entropy, frechet_distance, from_tanh_range, generate_with, load_generator, mean_pair_distance, mode_stats,
+    run, run_fashion, sample, save_generator, symmetric_eigen, to_tanh_range, FashionGan, FashionGanConfig, FeatureNet,
+    Gan2d, Gan2dConfig, Gaussian, Mixture,
+};
 use atomgrad::experiments::Method;
-use atomgrad::nn::gan::{Discriminator, Generator};
+use atomgrad::nn::gan::{DcGenerator, Discriminator, Generator};
 use atomgrad::rng::Rng;
 use atomgrad::{Error, Param};
+use std::path::PathBuf;
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("atomgrad-gan-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
 
 fn pts(list: &[(f64, f64)]) -> Vec<f32> {
     list.iter().flat_map(|&(x, y)| [x as f32, y as f32]).collect()
@@ -303,27 +316,289 @@ fn probe_cost() {
     }
 }
 
-/// DCGAN cost probe (not a test): `GAN_CH=64 GAN_BATCH=64 ... -- --ignored probe_dcgan --nocapture`.
+/// DCGAN cost probe (not a test): `GAN_CH=32 GAN_BATCHES=64,128 ... -- --ignored probe_dcgan
+/// --nocapture` prints milliseconds per iteration (one D and one G step) after a warm-up step.
 #[test]
 #[ignore]
 fn probe_dcgan() {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
     let dev = common::device();
+    println!("adapter: {}", dev.describe());
     let data = load_fashion(FashionSource::Bundled).unwrap();
-    let cfg = FashionGanConfig {
-        batch: env("GAN_BATCH", "64").parse().unwrap(),
-        channels: env("GAN_CH", "64").parse().unwrap(),
-        ..Default::default()
-    };
-    for m in [Method::Ce, Method::Atom] {
-        let mut gan = FashionGan::fashion(&dev, &cfg, &data.train, m, 0).unwrap();
-        gan.step().unwrap();
-        dev.sync().unwrap();
-        let t = std::time::Instant::now();
-        for _ in 0..5 {
+    let iters: usize = env("GAN_ITERS", "5").parse().unwrap();
+    for b in env("GAN_BATCHES", "64,128").split(',') {
+        let cfg = FashionGanConfig {
+            batch: b.parse().unwrap(),
+            channels: env("GAN_CH", "32").parse().unwrap(),
+            ..Default::default()
+        };
+        for m in [Method::Ce, Method::Atom] {
+            let mut gan = FashionGan::fashion(&dev, &cfg, &data.train, m, 0).unwrap();
             gan.step().unwrap();
+            dev.sync().unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                gan.step().unwrap();
+            }
+            dev.sync().unwrap();
+            println!(
+                "DCGAN channels {} batch {} {m:?}: {:.0} ms/iter",
+                cfg.channels,
+                cfg.batch,
+                t.elapsed().as_secs_f64() * 1000.0 / iters as f64
+            );
         }
-        dev.sync().unwrap();
-        println!("DCGAN {m:?}: {:.0} ms/iter", t.elapsed().as_secs_f64() * 200.0);
     }
+}
+
+// ---- Sample-quality metrics ----
+
+/// A random symmetric n x n matrix.
+fn random_symmetric(rng: &mut Rng, n: usize) -> Vec<f64> {
+    let mut a = vec![0.0; n * n];
+    for i in 0..n {
+        for j in i..n {
+            let v = rng.normal();
+            a[i * n + j] = v;
+            a[j * n + i] = v;
+        }
+    }
+    a
+}
+
+#[test]
+fn jacobi_eigen_reconstructs_the_matrix_with_orthonormal_vectors() {
+    let (vals, _) = symmetric_eigen(&[2.0, 1.0, 1.0, 2.0], 2).unwrap();
+    let mut v = vals.clone();
+    v.sort_by(f64::total_cmp);
+    assert!((v[0] - 1.0).abs() < 1e-14 && (v[1] - 3.0).abs() < 1e-14, "{vals:?}");
+    assert_eq!(symmetric_eigen(&[-4.5], 1).unwrap().0, vec![-4.5]);
+    let mut rng = Rng::new(1);
+    for n in [3, 13, 32] {
+        let a = random_symmetric(&mut rng, n);
+        let (vals, v) = symmetric_eigen(&a, n).unwrap();
+        for i in 0..n {
+            for j in 0..n {
+                let rec: f64 = (0..n).map(|k| v[i * n + k] * vals[k] * v[j * n + k]).sum();
+                assert!((rec - a[i * n + j]).abs() < 1e-11, "n {n}: A[{i}][{j}] {} rebuilt as {rec}", a[i * n + j]);
+                let dot: f64 = (0..n).map(|k| v[k * n + i] * v[k * n + j]).sum();
+                assert!((dot - (i == j) as u8 as f64).abs() < 1e-12, "n {n}: columns {i}, {j} dot {dot}");
+            }
+        }
+        // The trace is the sum of the eigenvalues.
+        let tr: f64 = (0..n).map(|i| a[i * n + i]).sum();
+        assert!((tr - vals.iter().sum::<f64>()).abs() < 1e-11);
+    }
+    assert!(matches!(symmetric_eigen(&[1.0, 2.0, 3.0], 2), Err(Error::Shape { .. })));
+    assert!(symmetric_eigen(&[1.0, f64::NAN, f64::NAN, 1.0], 2).is_err());
+}
+
+/// `n` samples of dimension `d` with correlated coordinates (x = A e + shift).
+fn correlated(rng: &mut Rng, n: usize, d: usize, shift: f64) -> Vec<f32> {
+    let a = random_symmetric(rng, d);
+    let mut out = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let e: Vec<f64> = (0..d).map(|_| rng.normal()).collect();
+        for i in 0..d {
+            out.push(((0..d).map(|k| a[i * d + k] * e[k]).sum::<f64>() + shift) as f32);
+        }
+    }
+    out
+}
+
+#[test]
+fn frechet_distance_of_a_set_with_itself_is_zero_and_it_is_symmetric() {
+    let mut rng = Rng::new(2);
+    let d = 8;
+    let a = Gaussian::fit(&correlated(&mut rng, 400, d, 0.0), d).unwrap();
+    let b = Gaussian::fit(&correlated(&mut rng, 300, d, 0.5), d).unwrap();
+    let scale: f64 = (0..d).map(|i| a.cov[i * d + i]).sum();
+    let same = frechet_distance(&a, &a).unwrap();
+    assert!(same.abs() < 1e-9 * scale, "FD(a, a) = {same} (trace {scale})");
+    let (ab, ba) = (frechet_distance(&a, &b).unwrap(), frechet_distance(&b, &a).unwrap());
+    assert!(ab > 0.1 * scale, "FD of two different sets is {ab}");
+    assert!((ab - ba).abs() < 1e-9 * ab, "FD(a, b) {ab} != FD(b, a) {ba}");
+    let e = frechet_distance(&a, &Gaussian::fit(&[0.0; 6], 3).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("frechet_distance") && e.to_string().contains("8 and 3"), "{e}");
+    assert!(Gaussian::fit(&[1.0; 8], 8).is_err(), "one sample has no covariance");
+    assert!(Gaussian::fit(&[1.0; 10], 4).is_err(), "10 values are not rows of 4");
+}
+
+#[test]
+fn frechet_distance_matches_the_closed_form_for_diagonal_and_rotated_gaussians() {
+    // Diagonal covariances: FD = |mu1 - mu2|^2 + sum_i (sqrt(s1_i) - sqrt(s2_i))^2.
+    let d = 5;
+    let diag = |v: &[f64]| {
+        let mut c = vec![0.0; d * d];
+        for (i, &x) in v.iter().enumerate() {
+            c[i * d + i] = x;
+        }
+        c
+    };
+    let (m1, m2) = (vec![0.0, 1.0, -2.0, 0.5, 3.0], vec![1.0, 1.0, 0.0, 0.5, -1.0]);
+    let (s1, s2) = ([1.0, 4.0, 0.25, 9.0, 2.0], [4.0, 1.0, 0.25, 1.0, 0.5]);
+    let a = Gaussian { dim: d, mean: m1.clone(), cov: diag(&s1) };
+    let b = Gaussian { dim: d, mean: m2.clone(), cov: diag(&s2) };
+    let want: f64 = m1.iter().zip(&m2).map(|(x, y)| (x - y).powi(2)).sum::<f64>()
+        + s1.iter().zip(&s2).map(|(x, y)| (x.sqrt() - y.sqrt()).powi(2)).sum::<f64>();
+    let got = frechet_distance(&a, &b).unwrap();
+    assert!((got - want).abs() < 1e-12 * want, "FD {got} vs closed form {want}");
+    // The same pair in a rotated basis (Q from a random symmetric matrix's eigenvectors): FD is
+    // rotation invariant, so the non-diagonal path must give the same value.
+    let (_, q) = symmetric_eigen(&random_symmetric(&mut Rng::new(3), d), d).unwrap();
+    let rot = |g: &Gaussian| {
+        let mean = (0..d).map(|i| (0..d).map(|k| q[i * d + k] * g.mean[k]).sum()).collect();
+        let mut cov = vec![0.0; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                cov[i * d + j] = (0..d).map(|k| q[i * d + k] * g.cov[k * d + k] * q[j * d + k]).sum();
+            }
+        }
+        Gaussian { dim: d, mean, cov }
+    };
+    let got = frechet_distance(&rot(&a), &rot(&b)).unwrap();
+    assert!((got - want).abs() < 1e-10 * want, "rotated FD {got} vs {want}");
+}
+
+#[test]
+fn class_entropy_and_pair_distance_on_known_sets() {
+    let all: Vec<u32> = (0..10).cycle().take(200).collect();
+    assert!((class_entropy(&all, 10) - 10f64.ln()).abs() < 1e-12);
+    assert_eq!(class_entropy(&[3; 50], 10).to_bits(), 0f64.to_bits(), "not -0");
+    assert!((class_entropy(&[1, 7, 1, 7], 10) - 2f64.ln()).abs() < 1e-12);
+    assert!(class_entropy(&[], 10).is_nan());
+    // (0,0), (3,4), (0,0): distances 5, 0, 5.
+    assert!((mean_pair_distance(&[0.0, 0.0, 3.0, 4.0, 0.0, 0.0], 2) - 10.0 / 3.0).abs() < 1e-12);
+    assert!(mean_pair_distance(&[1.0, 2.0], 2).is_nan());
+    let x = [-1.5f32, 0.0, 0.7, 2.8];
+    for (a, b) in x.iter().zip(from_tanh_range(&to_tanh_range(&x))) {
+        assert!((a - b).abs() < 1e-5, "{a} -> {b}");
+    }
+}
+
+fn tiny_gan() -> FashionGanConfig {
+    FashionGanConfig {
+        epochs: 1,
+        batch: 16,
+        reg_batch: 8,
+        channels: 8,
+        noise: 16,
+        train_limit: Some(64),
+        grid: 16,
+        eval_samples: 64,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_saved_generator_samples_what_it_generated_and_a_foreign_checkpoint_is_refused() {
+    let dev = common::device();
+    let data = load_fashion(FashionSource::Bundled).unwrap();
+    let dir = temp("ckpt");
+    let cfg = tiny_gan();
+    for m in [Method::Ce, Method::Atom] {
+        let mut gan = FashionGan::fashion(&dev, &cfg, &data.train, m, 5).unwrap();
+        for _ in 0..3 {
+            gan.step().unwrap(); // moves the batch-norm running statistics off their start
+        }
+        let path = dir.join(format!("g-{}.safetensors", m.slug()));
+        save_generator(&path, &gan, &cfg, 5, "test").unwrap();
+        let (x, w) = gan.generate_with_importance(10, 77).unwrap();
+        let (g, method) = load_generator(&dev, &path).unwrap();
+        assert_eq!(method, m);
+        let (y, v) = generate_with(&dev, &g, m.gated(), 10, 77).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&x), bits(&y), "{m:?}: the restored generator draws other images");
+        assert_eq!(w.is_some(), m.gated());
+        assert_eq!(w.map(|w| bits(&w)), v.map(|v| bits(&v)));
+        let png = sample(&dev, &path, 10, 77, &dir.join(format!("s-{}", m.slug()))).unwrap();
+        assert!(png.ends_with(format!("samples-{}-n10-seed77.png", m.slug())), "{}", png.display());
+        let img = image::open(&png).unwrap();
+        assert!(img.width() > img.height(), "10 images in 4 columns make a wide grid");
+        let named = sample(&dev, &path, 1, 0, &dir.join("one.png")).unwrap();
+        assert!(named.exists() && named.ends_with("one.png"));
+        let e = sample(&dev, &path, 0, 0, &dir).unwrap_err();
+        assert!(e.to_string().contains("n must be"), "{e}");
+    }
+    // Tensors of a 16-channel generator under a sidecar that names 8 channels: a shape error naming
+    // the tensor and both shapes, and nothing sampled.
+    let g16 = DcGenerator::new(&dev, 16, 16, 0).unwrap();
+    let bad = dir.join("bad.safetensors");
+    let meta = serde_json::json!({"task": "gan-generator", "model": "DcGenerator", "channels": 8, "noise": 16, "method": "ce"});
+    atomgrad::checkpoint::save(&bad, &g16.tensors(), &meta).unwrap();
+    let e = sample(&dev, &bad, 4, 0, &dir.join("bad.png")).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    assert!(msg.contains("\"g.fc.w\"") && msg.contains("[16, 784]") && msg.contains("[16, 392]"), "{msg}");
+    assert!(!dir.join("bad.png").exists());
+    // A classifier checkpoint is not a generator.
+    let cnn = atomgrad::nn::cnn::Cnn::new(&dev, 4, 8, 10, 0).unwrap();
+    let cls = dir.join("cls.safetensors");
+    atomgrad::checkpoint::save(&cls, &cnn.tensors(), &serde_json::json!({"task": "fashion", "method": "ce"})).unwrap();
+    let e = load_generator(&dev, &cls).err().expect("a classifier is refused");
+    assert!(e.to_string().contains("not a DCGAN generator") && e.to_string().contains("\"fashion\""), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn feature_cnn_scores_real_images_above_collapse_and_noise_and_a_run_writes_its_figures() {
+    let dev = common::device();
+    let full = load_fashion(FashionSource::Bundled).unwrap();
+    // Every 5th test image (400, all classes) keeps scoring cheap on lavapipe (~3 ms an image).
+    let keep: Vec<usize> = (0..full.test.len()).step_by(5).collect();
+    let (tx, ty) = full.test.batch(&keep);
+    let data = FashionData { test: ImageSet { x: tx, y: ty }, ..full };
+    let dir = temp("features");
+    let fc = ClassifyConfig { epochs: 1, train_limit: Some(640), test_limit: Some(100), ..ClassifyConfig::fashion() };
+    let path = dir.join("feature-cnn.safetensors");
+    let net = FeatureNet::prepare(&dev, &data, &fc, &path).unwrap();
+    assert!(!net.reused && path.exists());
+    assert_eq!(net.dim, fc.channels.1);
+    assert!(net.test_accuracy > 0.4, "feature CNN test accuracy {}", net.test_accuracy);
+    let n = 300;
+    let real = net.quality_normalised(&data.train.x[..n * 784]).unwrap();
+    // One image repeated: a single class, no diversity.
+    let one: Vec<f32> = data.train.x[..784].repeat(n);
+    let collapsed = net.quality_normalised(&one).unwrap();
+    // Uniform noise in [-1, 1] (the generator's range).
+    let mut rng = Rng::new(9);
+    let noise: Vec<f32> = (0..n * 784).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect();
+    let noisy = net.quality(&noise).unwrap();
+    assert!(real.class_entropy > 2.0, "real training images: entropy {}", real.class_entropy);
+    assert_eq!(collapsed.class_entropy, 0.0);
+    assert_eq!(collapsed.class_counts.iter().filter(|&&c| c > 0).count(), 1);
+    assert!(collapsed.diversity.abs() < 1e-6, "{}", collapsed.diversity);
+    assert!((real.diversity - 1.0).abs() < 0.2, "real training over real test diversity {}", real.diversity);
+    assert!(
+        real.frechet < 0.2 * collapsed.frechet && real.frechet < 0.2 * noisy.frechet,
+        "FD real {} collapsed {} noise {}",
+        real.frechet,
+        collapsed.frechet,
+        noisy.frechet
+    );
+    // The same settings find the checkpoint; other settings retrain.
+    let again = FeatureNet::prepare(&dev, &data, &fc, &path).unwrap();
+    assert!(again.reused);
+    assert_eq!(again.test_accuracy, net.test_accuracy);
+    // A gated run scores every epoch and writes the generator, the importance grid and histogram.
+    let cfg = FashionGanConfig { epochs: 2, ..tiny_gan() };
+    let run_dir = dir.join("atom");
+    let r = run_fashion(&dev, &data, &cfg, Method::Atom, 0, Some(&run_dir), Some(&net), &mut |_| {}).unwrap();
+    assert_eq!(r.log.len(), 2);
+    for l in &r.log {
+        let q = l.quality.as_ref().expect("scored");
+        assert_eq!(q.images, cfg.eval_samples);
+        assert!(q.frechet.is_finite() && q.frechet > 0.0 && q.class_entropy >= 0.0, "{q:?}");
+    }
+    assert_eq!(r.importance.as_ref().map(|m| (m.len(), m[0].len())), Some((cfg.grid, 49)));
+    assert_eq!(r.importance_scores.len(), cfg.eval_samples * 49);
+    assert!(r.importance_scores.iter().all(|&w| w > 0.0 && w < 1.0));
+    for f in ["generator.safetensors", "generator.json", "importance.png", "importance-hist.png", "metrics.jsonl"] {
+        assert!(run_dir.join(f).exists(), "{f} missing");
+    }
+    let jsonl = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert!(jsonl.lines().count() == 2 && jsonl.contains("\"frechet\""));
+    let (_, m) = load_generator(&dev, r.checkpoint.as_ref().unwrap()).unwrap();
+    assert_eq!(m, Method::Atom);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,8 +20,15 @@
 //! generated batch (64 of 128 in the 2-D benchmark), as their cost grows with the batch squared.
 //!
 //! DCGAN on Fashion-MNIST ([`FashionGan`], [`compare_fashion_gan`]): the same loop with
-//! [`DcGenerator`] / [`DcDiscriminator`]; atom modeling gates the generator's 7x7 map. It writes
-//! sample grids; a sample-quality metric (Fréchet feature distance) is not implemented yet.
+//! [`DcGenerator`] / [`DcDiscriminator`]; atom modeling gates the generator's 7x7 map. Generated
+//! images are scored in the features of the project's own Fashion-MNIST CNN ([`FeatureNet`],
+//! trained once per run folder with the classifier trainer and cached there as a checkpoint):
+//! the Fréchet distance between Gaussians fitted to real test and generated features
+//! ([`frechet_distance`]; NOT Inception FID, and comparable only between runs that share the
+//! feature network), the entropy of the CNN's predicted-class histogram ([`class_entropy`]; ln 10
+//! when every class is equally frequent) and the feature diversity (mean pairwise feature
+//! distance, generated over real). Each run saves its generator ([`save_generator`]); [`sample`]
+//! rebuilds one from its checkpoint and draws a grid.
 //!
 //! The benchmark ([`compare_gan2d`]): a ring of 8 Gaussians (radius 2, std 0.02) and a 5x5 grid of
 //! 25 (spacing 2, centred, std 0.05); from 10,000 generated points, [`mode_stats`] counts the modes
@@ -30,10 +37,13 @@
 
 use crate::atom::{atom_terms, hinge_lp, importance_budget, AtomConfig, Norm, TokenMask};
 use crate::autodiff::{Tape, Var};
+use crate::checkpoint;
 use crate::data::fashion::{FashionData, ImageSet, MEAN as FASHION_MEAN, PIXELS, STD as FASHION_STD};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::experiments::classify::{self, ClassifyConfig};
 use crate::experiments::{fmt_ms, mean_std, Method, Progress};
+use crate::nn::cnn::Cnn;
 use crate::nn::gan::{DcDiscriminator, DcGenerator, Discriminator, GenOut, Generator, MlpDiscriminator, MlpGenerator};
 use crate::nn::sub_seed;
 use crate::ops::elementwise::accumulate;
@@ -42,7 +52,7 @@ use crate::plot::{self, write_atomic};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The methods the GAN benchmark runs by default.
 pub const GAN_METHODS: [Method; 4] = [Method::Ce, Method::Gate, Method::HingeL2, Method::Atom];
@@ -571,17 +581,39 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
     /// `n` generated samples, flattened row-major, from N(0, I) noise drawn with `seed`
     /// (no grad; batch norm uses its running statistics).
     pub fn generate(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
-        let tape = Tape::no_grad();
-        let noise = tape.constant(Tensor::rand_normal(&self.dev, &[n, self.g.noise()], 0.0, 1.0, seed)?);
-        let t = self.g.tokens();
-        let mask = if self.method.gated() && n != self.settings.batch {
-            TokenMask::new(&self.dev, &vec![t; n], t)?
-        } else {
-            self.mask.clone()
-        };
-        let out = self.g.forward(&tape, &noise, self.method.gated(), &mask, false)?;
-        out.x.value().to_vec()
+        Ok(generate_with(&self.dev, &self.g, self.method.gated(), n, seed)?.0)
     }
+
+    /// [`Gan::generate`] and, for the gated methods, the importances `[n, tokens]` of the gate.
+    pub fn generate_with_importance(&self, n: usize, seed: u64) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        generate_with(&self.dev, &self.g, self.method.gated(), n, seed)
+    }
+}
+
+/// `n` samples of generator `g` (flattened row-major) from N(0, I) noise `[n, noise]` drawn on the
+/// GPU with `seed`, and the gate's importances `[n, tokens]` when `gated`. No grad; batch norm
+/// uses its running statistics.
+pub fn generate_with<G: Generator>(
+    dev: &Device,
+    g: &G,
+    gated: bool,
+    n: usize,
+    seed: u64,
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    if n == 0 {
+        return Err(Error::Config("gan: asked to generate 0 samples".into()));
+    }
+    let tape = Tape::no_grad();
+    let noise = tape.constant(Tensor::rand_normal(dev, &[n, g.noise()], 0.0, 1.0, seed)?);
+    let t = g.tokens();
+    let mask = TokenMask::new(dev, &vec![t; n], t)?;
+    let out = g.forward(&tape, &noise, gated, &mask, false)?;
+    let x = out.x.value().to_vec()?;
+    let w = match &out.w {
+        Some(w) => Some(w.value().to_vec()?),
+        None => None,
+    };
+    Ok((x, w))
 }
 
 /// One logged interval of a run (one JSON line of `metrics.jsonl`).
@@ -924,12 +956,19 @@ pub struct FashionGanConfig {
     pub train_limit: Option<usize>,
     /// Images in the fixed-noise sample grid drawn after every epoch.
     pub grid: usize,
+    /// Generated images scored after every epoch (Fréchet feature distance, class entropy,
+    /// diversity; the same count for every run, as the Fréchet distance is biased by it).
+    pub eval_samples: usize,
+    /// The feature CNN's training run ([`FeatureNet`]; cross-entropy, seed [`FEATURE_CNN_SEED`]).
+    pub feature_cnn: ClassifyConfig,
 }
 
 impl Default for FashionGanConfig {
     /// DCGAN's optimiser settings (lr 2e-4, betas (0.5, 0.999)) with a small model: on lavapipe
     /// (2 shared cores) one iteration of batch 64 took 1.5 s with 32 channels (0.75 s with 16, 8.8 s
     /// with 64), so 5 epochs of the bundled 8,000 images take about 15 minutes per plain run there.
+    /// The feature CNN is the classifier of `compare --task fashion` trained for 1 epoch on 4,000
+    /// images (its per-epoch check on 500 test images; [`FeatureNet`] then scores all of them).
     fn default() -> Self {
         FashionGanConfig {
             epochs: 5,
@@ -945,6 +984,13 @@ impl Default for FashionGanConfig {
             reg_batch: 32,
             train_limit: None,
             grid: 64,
+            eval_samples: 1000,
+            feature_cnn: ClassifyConfig {
+                epochs: 1,
+                train_limit: Some(4000),
+                test_limit: Some(500),
+                ..ClassifyConfig::fashion()
+            },
         }
     }
 }
@@ -961,6 +1007,9 @@ impl FashionGanConfig {
                 "need reg_batch >= 2 and epochs, grid, noise >= 1; got {}, {}, {}, {}",
                 self.reg_batch, self.epochs, self.grid, self.noise
             ));
+        }
+        if self.eval_samples < 2 || self.eval_samples > MAX_SAMPLE {
+            return bad(format!("eval_samples must be in 2..={MAX_SAMPLE}, got {}", self.eval_samples));
         }
         if self.channels < 2 || !self.channels.is_multiple_of(2) {
             return bad(format!("channels must be even and >= 2, got {}", self.channels));
@@ -983,12 +1032,20 @@ impl FashionGanConfig {
     }
 }
 
+/// The most images one [`sample`] call or one evaluation generates in a batch.
+pub const MAX_SAMPLE: usize = 4096;
+
 /// The DCGAN on 28x28 images.
 pub type FashionGan = Gan<DcGenerator, DcDiscriminator>;
 
 /// Images `[n, 784]` mapped from the data set's normalisation to the generator's [-1, 1].
 pub fn to_tanh_range(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| 2.0 * (v * FASHION_STD + FASHION_MEAN) - 1.0).collect()
+}
+
+/// The inverse of [`to_tanh_range`]: generated images to the data set's normalisation.
+pub fn from_tanh_range(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| ((v + 1.0) / 2.0 - FASHION_MEAN) / FASHION_STD).collect()
 }
 
 impl Gan<DcGenerator, DcDiscriminator> {
@@ -1023,13 +1080,184 @@ impl Gan<DcGenerator, DcDiscriminator> {
     }
 }
 
-/// Mean pairwise L2 distance between the images (`[n, 784]`).
-fn mean_pair_distance(x: &[f32]) -> f64 {
-    let n = x.len() / PIXELS;
+// ---- Sample-quality metrics ----
+
+/// Eigenvalues and eigenvectors of the symmetric `n x n` matrix `a` (row-major; its symmetric
+/// part `(a + a^T) / 2` is used) by cyclic Jacobi rotations in f64: `(values, v)` with the
+/// eigenvectors as the columns of `v` (row-major), so `a = v diag(values) v^T`. Values are not
+/// sorted. Non-finite input or a wrong length is an error.
+pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    if a.len() != n * n {
+        return Err(Error::shape("symmetric_eigen", format!("{} values for a {n} x {n} matrix", a.len())));
+    }
+    if a.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Config("symmetric_eigen: the matrix has non-finite entries".into()));
+    }
+    let mut m: Vec<f64> = (0..n * n).map(|k| 0.5 * (a[k] + a[(k % n) * n + k / n])).collect();
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let total: f64 = m.iter().map(|x| x * x).sum();
+    let off = |m: &[f64]| -> f64 { (0..n * n).filter(|k| k / n != k % n).map(|k| m[k] * m[k]).sum() };
+    for _sweep in 0..100 {
+        if off(&m) <= f64::EPSILON * f64::EPSILON * total {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = m[p * n + q];
+                if apq == 0.0 {
+                    continue;
+                }
+                // The rotation in the (p, q) plane that zeroes m[p][q] (the smaller angle).
+                let theta = (m[q * n + q] - m[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (kp, kq) = (m[k * n + p], m[k * n + q]);
+                    m[k * n + p] = c * kp - s * kq;
+                    m[k * n + q] = s * kp + c * kq;
+                }
+                for k in 0..n {
+                    let (pk, qk) = (m[p * n + k], m[q * n + k]);
+                    m[p * n + k] = c * pk - s * qk;
+                    m[q * n + k] = s * pk + c * qk;
+                }
+                for k in 0..n {
+                    let (kp, kq) = (v[k * n + p], v[k * n + q]);
+                    v[k * n + p] = c * kp - s * kq;
+                    v[k * n + q] = s * kp + c * kq;
+                }
+            }
+        }
+    }
+    if off(&m) > 1e-20 * total {
+        return Err(Error::Config(format!(
+            "symmetric_eigen: Jacobi did not converge in 100 sweeps ({n} x {n}, off-diagonal {:.3e} of {total:.3e})",
+            off(&m)
+        )));
+    }
+    Ok(((0..n).map(|i| m[i * n + i]).collect(), v))
+}
+
+/// The symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues,
+/// rounding noise, are taken as 0).
+pub fn sqrt_psd(a: &[f64], n: usize) -> Result<Vec<f64>> {
+    let (vals, v) = symmetric_eigen(a, n)?;
+    let r: Vec<f64> = vals.iter().map(|&l| l.max(0.0).sqrt()).collect();
+    let mut out = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            out[i * n + j] = (0..n).map(|k| v[i * n + k] * r[k] * v[j * n + k]).sum();
+        }
+    }
+    Ok(out)
+}
+
+/// A Gaussian fitted to feature vectors: mean and (unbiased) covariance, f64.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gaussian {
+    pub dim: usize,
+    pub mean: Vec<f64>,
+    /// `dim x dim`, row-major.
+    pub cov: Vec<f64>,
+}
+
+impl Gaussian {
+    /// Fits `x` (`[n, dim]` row-major, n >= 2).
+    pub fn fit(x: &[f32], dim: usize) -> Result<Gaussian> {
+        if dim == 0 || !x.len().is_multiple_of(dim) || x.len() / dim < 2 {
+            return Err(Error::shape(
+                "Gaussian::fit",
+                format!("{} values are not n >= 2 rows of {dim} features", x.len()),
+            ));
+        }
+        let n = x.len() / dim;
+        let mut mean = vec![0.0f64; dim];
+        for row in x.chunks_exact(dim) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let mut cov = vec![0.0f64; dim * dim];
+        let mut c = vec![0.0f64; dim];
+        for row in x.chunks_exact(dim) {
+            for (ci, (&v, m)) in c.iter_mut().zip(row.iter().zip(&mean)) {
+                *ci = v as f64 - m;
+            }
+            for i in 0..dim {
+                for j in i..dim {
+                    cov[i * dim + j] += c[i] * c[j];
+                }
+            }
+        }
+        for i in 0..dim {
+            for j in i..dim {
+                cov[i * dim + j] /= (n - 1) as f64;
+                cov[j * dim + i] = cov[i * dim + j];
+            }
+        }
+        Ok(Gaussian { dim, mean, cov })
+    }
+}
+
+/// The Fréchet distance between two Gaussians, `|mu1 - mu2|^2 + tr(S1) + tr(S2) -
+/// 2 tr((S1^{1/2} S2 S1^{1/2})^{1/2})`, in f64 via symmetric eigendecompositions (the squared
+/// 2-Wasserstein distance). Applied to features of real and generated images this is the
+/// Fréchet feature distance; with Inception-v3 pool features it would be FID.
+pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
+    let d = a.dim;
+    if b.dim != d || a.mean.len() != d || b.mean.len() != d || a.cov.len() != d * d || b.cov.len() != d * d {
+        return Err(Error::shape("frechet_distance", format!("Gaussians of dims {} and {}", a.dim, b.dim)));
+    }
+    let mean2: f64 = a.mean.iter().zip(&b.mean).map(|(x, y)| (x - y) * (x - y)).sum();
+    let tr = |c: &[f64]| (0..d).map(|i| c[i * d + i]).sum::<f64>();
+    let r = sqrt_psd(&a.cov, d)?;
+    let mul = |x: &[f64], y: &[f64]| -> Vec<f64> {
+        let mut o = vec![0.0; d * d];
+        for i in 0..d {
+            for k in 0..d {
+                let xik = x[i * d + k];
+                for j in 0..d {
+                    o[i * d + j] += xik * y[k * d + j];
+                }
+            }
+        }
+        o
+    };
+    let m = mul(&mul(&r, &b.cov), &r);
+    let (vals, _) = symmetric_eigen(&m, d)?;
+    let tr_sqrt: f64 = vals.iter().map(|&l| l.max(0.0).sqrt()).sum();
+    Ok(mean2 + tr(&a.cov) + tr(&b.cov) - 2.0 * tr_sqrt)
+}
+
+/// The entropy (nats) of the histogram of `preds` over `classes` classes: ln(classes) when every
+/// class is equally frequent, 0 when all are one class; NaN for no predictions.
+pub fn class_entropy(preds: &[u32], classes: usize) -> f64 {
+    if preds.is_empty() {
+        return f64::NAN;
+    }
+    let mut counts = vec![0usize; classes.max(1)];
+    for &p in preds {
+        if let Some(c) = counts.get_mut(p as usize) {
+            *c += 1;
+        }
+    }
+    let n = preds.len() as f64;
+    // 0 - sum, not -sum: a single class gives 0.0, not -0.0.
+    0.0 - counts.iter().filter(|&&c| c > 0).map(|&c| c as f64 / n).map(|p| p * p.ln()).sum::<f64>()
+}
+
+/// Mean pairwise L2 distance between the rows of `x` (`[n, dim]`); NaN for fewer than 2 rows.
+pub fn mean_pair_distance(x: &[f32], dim: usize) -> f64 {
+    let n = x.len().checked_div(dim).unwrap_or(0);
     let (mut sum, mut pairs) = (0.0, 0usize);
     for a in 0..n {
         for b in a + 1..n {
-            let d: f64 = (0..PIXELS).map(|k| (x[a * PIXELS + k] - x[b * PIXELS + k]) as f64).map(|v| v * v).sum();
+            let d: f64 = (0..dim).map(|k| (x[a * dim + k] - x[b * dim + k]) as f64).map(|v| v * v).sum();
             sum += d.sqrt();
             pairs += 1;
         }
@@ -1041,16 +1269,162 @@ fn mean_pair_distance(x: &[f32]) -> f64 {
     }
 }
 
+/// Sample-quality scores of a set of generated images in the feature CNN.
+#[derive(Clone, Debug, Serialize)]
+pub struct SampleQuality {
+    /// Images scored.
+    pub images: usize,
+    /// Fréchet feature distance to the real test images (NaN if a feature is not finite).
+    pub frechet: f64,
+    /// Entropy (nats) of the CNN's predicted classes; ln 10 = 2.303 when all ten are equally frequent.
+    pub class_entropy: f64,
+    /// Mean pairwise feature distance of the images over that of the real test images.
+    pub diversity: f64,
+    /// Predicted class counts.
+    pub class_counts: Vec<usize>,
+}
+
+/// Seed of the feature CNN's training run.
+pub const FEATURE_CNN_SEED: u64 = 0;
+
+/// The project's Fashion-MNIST CNN ([`Cnn`], trained by [`classify::run_fashion`] with
+/// cross-entropy) as a feature extractor for generated images: the feature of an image is its
+/// last convolutional feature map (after batch norm, ReLU and max pooling) averaged over the 7x7
+/// cells, one value per channel (32 by default), which keeps the covariance well conditioned from
+/// a thousand images and its square root cheap. This is not Inception FID: distances are
+/// comparable only between runs scored by the same feature network.
+pub struct FeatureNet {
+    dev: Device,
+    cnn: Cnn,
+    /// Feature dimension (the CNN's last channel count).
+    pub dim: usize,
+    /// Accuracy on all test images.
+    pub test_accuracy: f64,
+    /// The checkpoint the weights came from.
+    pub checkpoint: PathBuf,
+    /// Whether that checkpoint was found from an earlier run (same config and data) rather than
+    /// trained now.
+    pub reused: bool,
+    /// Seconds spent training (0 when reused) and scoring the test images.
+    pub seconds: f64,
+    /// Real test images the reference statistics are fitted to.
+    pub real_images: usize,
+    real: Gaussian,
+    real_spread: f64,
+}
+
+impl FeatureNet {
+    /// Loads the CNN from `path` if a checkpoint there was trained with `cfg` on `data` (seed
+    /// [`FEATURE_CNN_SEED`], cross-entropy), else trains it with [`classify::run_fashion`] and
+    /// saves it there; then scores it on the test images and fits the real-feature Gaussian to
+    /// them.
+    pub fn prepare(dev: &Device, data: &FashionData, cfg: &ClassifyConfig, path: &Path) -> Result<FeatureNet> {
+        let t0 = std::time::Instant::now();
+        let want = |ck: &checkpoint::Checkpoint| {
+            let s = &ck.sidecar;
+            s.get("task").and_then(|v| v.as_str()) == Some("fashion")
+                && s.get("method").and_then(|v| v.as_str()) == Some(Method::Ce.slug())
+                && s.get("seed").and_then(|v| v.as_u64()) == Some(FEATURE_CNN_SEED)
+                && s.get("data").and_then(|v| v.as_str()) == Some(data.description().as_str())
+                && s.get("config") == serde_json::to_value(cfg).ok().as_ref()
+        };
+        let found =
+            checkpoint::sidecar_path(path)?.exists() && checkpoint::load(path).map(|ck| want(&ck)).unwrap_or(false);
+        if !found {
+            classify::run_fashion(dev, data, cfg, Method::Ce, FEATURE_CNN_SEED, Some(path), &mut || {})?;
+        }
+        let ck = checkpoint::load(path)?;
+        let (c1, c2) = cfg.channels;
+        let cnn = Cnn::new(dev, c1, c2, 10, 0)?;
+        ck.restore_into(&cnn.tensors())?;
+        let mut net = FeatureNet {
+            dev: dev.clone(),
+            cnn,
+            dim: c2,
+            test_accuracy: f64::NAN,
+            checkpoint: path.to_path_buf(),
+            reused: found,
+            seconds: 0.0,
+            real_images: data.test.len(),
+            real: Gaussian { dim: c2, mean: vec![], cov: vec![] },
+            real_spread: f64::NAN,
+        };
+        let (f, pred) = net.features(&data.test.x)?;
+        net.test_accuracy =
+            pred.iter().zip(&data.test.y).filter(|(p, y)| p == y).count() as f64 / data.test.len() as f64;
+        net.real = Gaussian::fit(&f, c2)?;
+        net.real_spread = mean_pair_distance(&f, c2);
+        net.seconds = t0.elapsed().as_secs_f64();
+        Ok(net)
+    }
+
+    /// Features `[n, dim]` and predicted classes of images `[n, 784]` normalised as the data
+    /// module normalises them (no grad; batch norm uses its running statistics).
+    pub fn features(&self, x: &[f32]) -> Result<(Vec<f32>, Vec<u32>)> {
+        if !x.len().is_multiple_of(PIXELS) {
+            return Err(Error::shape("FeatureNet::features", format!("{} values are not rows of {PIXELS}", x.len())));
+        }
+        let (c, n) = (self.dim, x.len() / PIXELS);
+        let (mut feats, mut preds) = (Vec::with_capacity(n * c), Vec::with_capacity(n));
+        for chunk in x.chunks(500 * PIXELS) {
+            let b = chunk.len() / PIXELS;
+            let tape = Tape::no_grad();
+            let mask = TokenMask::new(&self.dev, &vec![49; b], 49)?;
+            let input = tape.constant(Tensor::from_slice(&self.dev, chunk, &[b, 1, 28, 28])?);
+            let out = self.cnn.forward(&tape, &input, false, false, &mask)?;
+            let (z, logits) = (out.z.value().to_vec()?, out.logits.value().to_vec()?);
+            // z is [b, C, 49] (channel-major): average each channel over its 49 cells.
+            feats.extend(z.chunks_exact(49).map(|cells| cells.iter().map(|&v| v as f64).sum::<f64>() as f32 / 49.0));
+            for row in logits.chunks_exact(10) {
+                let best = (0..10).fold(0, |b, k| if row[k] > row[b] { k } else { b });
+                preds.push(best as u32);
+            }
+        }
+        Ok((feats, preds))
+    }
+
+    /// Scores images `[n, 784]` in the data set's normalisation against the real test images.
+    pub fn quality_normalised(&self, x: &[f32]) -> Result<SampleQuality> {
+        let (f, pred) = self.features(x)?;
+        let frechet = if f.iter().all(|v| v.is_finite()) {
+            frechet_distance(&self.real, &Gaussian::fit(&f, self.dim)?)?
+        } else {
+            f64::NAN
+        };
+        let mut class_counts = vec![0usize; 10];
+        for &p in &pred {
+            class_counts[p as usize] += 1;
+        }
+        Ok(SampleQuality {
+            images: pred.len(),
+            frechet,
+            class_entropy: class_entropy(&pred, 10),
+            diversity: mean_pair_distance(&f, self.dim) / self.real_spread,
+            class_counts,
+        })
+    }
+
+    /// Scores generated images `[n, 784]` in [-1, 1].
+    pub fn quality(&self, generated: &[f32]) -> Result<SampleQuality> {
+        self.quality_normalised(&from_tanh_range(generated))
+    }
+}
+
+// ---- DCGAN runs ----
+
 /// One epoch of a DCGAN run (one JSON line of `metrics.jsonl`).
 #[derive(Clone, Debug, Serialize)]
 pub struct FashionLogLine {
     pub epoch: usize,
     pub iter: usize,
+    /// Training seconds so far (scoring excluded).
     pub seconds: f64,
     pub loss: LossMeans,
     /// Mean pairwise pixel distance of 256 generated images over that of 256 real test images: a
     /// crude collapse indicator (near 0 = collapsed), not a quality measure.
-    pub diversity: f64,
+    pub pixel_diversity: f64,
+    /// Scores of `eval_samples` generated images in the feature CNN (when one was given).
+    pub quality: Option<SampleQuality>,
 }
 
 /// The outcome of one DCGAN run.
@@ -1060,11 +1434,22 @@ pub struct FashionGanResult {
     pub seed: u64,
     pub log: Vec<FashionLogLine>,
     pub diverged_at: Option<usize>,
+    /// Training seconds (per-epoch scoring excluded).
     pub seconds: f64,
     pub iters_per_sec: f64,
+    /// The saved generator (with a run folder).
+    pub checkpoint: Option<PathBuf>,
+    /// Mean importance over the cells of the scored images (gated methods).
+    pub importance_mean: Option<f64>,
     /// The fixed-noise sample grid after training, `[grid, 784]` in [0, 1].
     #[serde(skip)]
     pub samples: Vec<f32>,
+    /// The gate over the 7x7 map of each grid image (gated methods), row-major 49 values each.
+    #[serde(skip)]
+    pub importance: Option<Vec<Vec<f32>>>,
+    /// Every importance of the last scored images (`eval_samples x 49`, gated methods).
+    #[serde(skip)]
+    pub importance_scores: Vec<f64>,
 }
 
 /// Images `[n, 784]` in [-1, 1] as grid tiles in [0, 1].
@@ -1072,8 +1457,22 @@ fn tiles(x: &[f32]) -> Vec<Vec<f32>> {
     x.chunks_exact(PIXELS).map(|im| im.iter().map(|&v| ((v + 1.0) / 2.0).clamp(0.0, 1.0)).collect()).collect()
 }
 
-/// Trains the DCGAN with one method and seed. With `dir`, writes `metrics.jsonl` (one object per
-/// epoch), `loss.png` and `samples-epoch<k>.png` (the fixed-noise grid after each epoch).
+/// Seed's Figure 5 for the generator: the images with the gate over their 7x7 map overlaid as a
+/// heat map (each map scaled to its own range by [`plot::image_grid`]).
+fn importance_grid(path: &Path, images: &[Vec<f32>], maps: &[Vec<f32>]) -> Result<()> {
+    plot::image_grid(path, images, 28, 28, 8, Some(maps), None)
+}
+
+fn importance_histogram(path: &Path, title: &str, scores: &[f64]) -> Result<()> {
+    plot::histogram(path, title, scores, 50)
+}
+
+/// Trains the DCGAN with one method and seed. After every epoch it scores `cfg.eval_samples`
+/// images generated from fixed noise with `features` (when given) and draws the fixed-noise grid.
+/// With `dir`, writes `metrics.jsonl` (one object per epoch), `loss.png`, `samples-epoch<k>.png`,
+/// `generator.safetensors` (+ `.json`, see [`save_generator`]) and, for the gated methods,
+/// `importance.png` (the final grid with the gate overlaid) and `importance-hist.png`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_fashion(
     dev: &Device,
     data: &FashionData,
@@ -1081,6 +1480,7 @@ pub fn run_fashion(
     method: Method,
     seed: u64,
     dir: Option<&Path>,
+    features: Option<&FeatureNet>,
     on_iter: &mut dyn FnMut(usize),
 ) -> Result<FashionGanResult> {
     let mut gan = FashionGan::fashion(dev, cfg, &data.train, method, seed)?;
@@ -1090,25 +1490,30 @@ pub fn run_fashion(
     let n = cfg.train_limit.map_or(data.train.len(), |l| l.min(data.train.len()));
     let per_epoch = n / cfg.batch;
     let m = data.test.len().min(256);
-    let real_div = mean_pair_distance(&to_tanh_range(&data.test.x[..m * PIXELS]));
-    let (grid_seed, div_seed) = (sub_seed(seed, 5), sub_seed(seed, 6));
-    let t0 = std::time::Instant::now();
-    let (mut log, mut jsonl, mut diverged_at) = (Vec::new(), String::new(), None);
-    let mut samples = Vec::new();
+    let real_div = mean_pair_distance(&to_tanh_range(&data.test.x[..m * PIXELS]), PIXELS);
+    let (grid_seed, eval_seed) = (sub_seed(seed, 5), sub_seed(seed, 6));
+    let (mut train_s, mut log, mut jsonl, mut diverged_at) = (0.0, Vec::new(), String::new(), None);
+    let (mut samples, mut grid_w, mut eval_w) = (Vec::new(), None, None);
     for epoch in 0..cfg.epochs {
+        let t0 = std::time::Instant::now();
         for _ in 0..per_epoch {
             gan.step()?;
             on_iter(gan.iteration());
         }
         let loss = gan.take_losses()?;
-        let diversity = mean_pair_distance(&gan.generate(256, div_seed)?) / real_div;
-        samples = gan.generate(cfg.grid, grid_seed)?;
+        train_s += t0.elapsed().as_secs_f64();
+        let (eval, w) = gan.generate_with_importance(cfg.eval_samples, eval_seed)?;
+        eval_w = w;
+        let pixel_diversity = mean_pair_distance(&eval[..eval.len().min(256 * PIXELS)], PIXELS) / real_div;
+        let quality = features.map(|f| f.quality(&eval)).transpose()?;
+        (samples, grid_w) = gan.generate_with_importance(cfg.grid, grid_seed)?;
         let line = FashionLogLine {
             epoch: epoch + 1,
             iter: gan.iteration(),
-            seconds: t0.elapsed().as_secs_f64(),
+            seconds: train_s,
             loss,
-            diversity,
+            pixel_diversity,
+            quality,
         };
         let finite = [line.loss.d, line.loss.g, line.loss.reg].iter().all(|v| v.is_finite());
         if let Some(d) = dir {
@@ -1131,7 +1536,11 @@ pub fn run_fashion(
             break;
         }
     }
-    let seconds = t0.elapsed().as_secs_f64();
+    let importance: Option<Vec<Vec<f32>>> = grid_w.map(|w| w.chunks_exact(49).map(|c| c.to_vec()).collect());
+    let importance_scores: Vec<f64> = eval_w.iter().flatten().map(|&v| v as f64).collect();
+    let importance_mean =
+        (!importance_scores.is_empty()).then(|| importance_scores.iter().sum::<f64>() / importance_scores.len() as f64);
+    let mut checkpoint = None;
     if let Some(d) = dir {
         let series = vec![
             plot::Series::new("D loss", log.iter().map(|l| (l.epoch as f64, l.loss.d)).collect()),
@@ -1144,22 +1553,144 @@ pub fn run_fashion(
             "loss",
             &series,
         )?;
+        if let Some(maps) = &importance {
+            importance_grid(&d.join("importance.png"), &tiles(&samples), maps)?;
+            importance_histogram(
+                &d.join("importance-hist.png"),
+                &format!("{} seed {seed}: gate on 7x7 cells, {} images", gan_method_name(method), cfg.eval_samples),
+                &importance_scores,
+            )?;
+        }
+        let path = d.join("generator.safetensors");
+        save_generator(&path, &gan, cfg, seed, &data.description())?;
+        checkpoint = Some(path);
     }
     Ok(FashionGanResult {
         method,
         seed,
-        iters_per_sec: gan.iteration() as f64 / seconds,
+        iters_per_sec: gan.iteration() as f64 / train_s,
         log,
         diverged_at,
-        seconds,
+        seconds: train_s,
+        checkpoint,
+        importance_mean,
         samples: tiles(&samples).concat(),
+        importance,
+        importance_scores,
     })
 }
 
-/// Trains every method for every seed on Fashion-MNIST and writes the run folder: `results.md` /
-/// `results.json`, `samples-<method>.png` (seed 0's fixed-noise grid), `real.png`, and per run
-/// `<method>/seed<k>/`. No sample-quality metric yet (a Fréchet feature distance is left for
-/// later): the table reports the final losses and the crude pixel-diversity ratio.
+// ---- Generator checkpoints ----
+
+/// The `task` a generator checkpoint's sidecar names.
+pub const GENERATOR_TASK: &str = "gan-generator";
+
+/// Saves the DCGAN's generator (parameters, the importance head's included, and batch-norm running
+/// statistics) with [`checkpoint::save`]; the sidecar names the model (`"model": "DcGenerator"`,
+/// `channels`, `noise`, `method`) so [`sample`] can rebuild it, plus the seed, iteration,
+/// training config and data.
+pub fn save_generator(path: &Path, gan: &FashionGan, cfg: &FashionGanConfig, seed: u64, data: &str) -> Result<()> {
+    let meta = serde_json::json!({
+        "task": GENERATOR_TASK,
+        "model": "DcGenerator",
+        "channels": gan.g.channels,
+        "noise": gan.g.noise,
+        "method": gan.method.slug(),
+        "seed": seed,
+        "iteration": gan.iteration(),
+        "config": cfg,
+        "data": data,
+    });
+    checkpoint::save(path, &gan.g.tensors(), &meta)
+}
+
+/// Rebuilds a generator saved by [`save_generator`] and its method. Strict: a checkpoint that is
+/// not a generator's, or whose tensors do not match the model its sidecar names (names, shapes),
+/// is an error naming the problem.
+pub fn load_generator(dev: &Device, path: &Path) -> Result<(DcGenerator, Method)> {
+    let ck = checkpoint::load(path)?;
+    let task = ck.sidecar.get("task").and_then(|v| v.as_str());
+    if task != Some(GENERATOR_TASK) {
+        return Err(Error::data(
+            path,
+            format!("not a DCGAN generator checkpoint: its sidecar's task is {task:?}, expected {GENERATOR_TASK:?}"),
+        ));
+    }
+    let field = |k: &str| {
+        ck.sidecar
+            .get(k)
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::data(path, format!("generator sidecar has no integer {k:?}")))
+    };
+    let (channels, noise) = (field("channels")?, field("noise")?);
+    let slug = ck.sidecar.get("method").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let method = Method::parse_list(&[slug])?[0];
+    check_method(method)?;
+    let g = DcGenerator::new(dev, noise, channels, 0)?;
+    ck.restore_into(&g.tensors())?;
+    Ok((g, method))
+}
+
+/// Draws `n` images (1..=[`MAX_SAMPLE`]) from a generator checkpoint written by a DCGAN run, with
+/// noise seeded by `seed` (the same images [`Gan::generate`] gives for that seed), as a PNG grid
+/// with ceil(sqrt(n)) columns. `out` is the PNG file when it ends in `.png`, else a folder
+/// (created) that gets `samples-<method>-n<n>-seed<seed>.png`. Returns the file written.
+pub fn sample(dev: &Device, checkpoint: &Path, n: usize, seed: u64, out: &Path) -> Result<PathBuf> {
+    if n == 0 || n > MAX_SAMPLE {
+        return Err(Error::Config(format!("sample: n must be in 1..={MAX_SAMPLE}, got {n}")));
+    }
+    let (g, method) = load_generator(dev, checkpoint)?;
+    let (x, _) = generate_with(dev, &g, method.gated(), n, seed)?;
+    let file = if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        out.to_path_buf()
+    } else {
+        out.join(format!("samples-{}-n{n}-seed{seed}.png", method.slug()))
+    };
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let cols = (1..=n).find(|c| c * c >= n).unwrap_or(1);
+    plot::image_grid(&file, &tiles(&x), 28, 28, cols, None, None)?;
+    Ok(file)
+}
+
+// ---- The comparison ----
+
+/// One row of the DCGAN table: a method over seeds (final-epoch values).
+#[derive(Clone, Debug, Serialize)]
+pub struct FashionGanRow {
+    pub method: Method,
+    pub name: &'static str,
+    pub seeds: Vec<u64>,
+    pub frechet: Vec<f64>,
+    pub class_entropy: Vec<f64>,
+    pub diversity: Vec<f64>,
+    pub pixel_diversity: Vec<f64>,
+    pub d_loss: Vec<f64>,
+    pub g_loss: Vec<f64>,
+    pub iters_per_sec: Vec<f64>,
+    pub diverged: usize,
+    /// The first seed's generator.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Mean ± std band over runs of a per-epoch value, x = epoch.
+fn epoch_band(name: &str, runs: &[&FashionGanResult], f: impl Fn(&FashionLogLine) -> f64) -> plot::Series {
+    let len = runs.iter().map(|r| r.log.len()).min().unwrap_or(0);
+    let stats: Vec<(f64, f64)> =
+        (0..len).map(|i| mean_std(&runs.iter().map(|r| f(&r.log[i])).collect::<Vec<_>>())).collect();
+    plot::Series::new(name, stats.iter().enumerate().map(|(i, &(m, _))| ((i + 1) as f64, m)).collect())
+        .with_band(stats.iter().enumerate().map(|(i, &(m, s))| ((i + 1) as f64, m - s, m + s)).collect())
+}
+
+/// Trains every method for every seed on Fashion-MNIST and writes the run folder: the feature CNN
+/// (`feature-cnn.safetensors`, trained once and reused by later runs into the same folder with the
+/// same settings), `results.md` / `results.json` (Fréchet feature distance, class entropy, feature
+/// and pixel diversity, losses; mean ± std over seeds, with real training images scored the same
+/// way as a reference row), `frechet.png` (per epoch), `real.png`, for seed 0 of each method
+/// `samples-<method>.png` and, gated methods, `importance-<method>.png` / `importance-hist-<method>.png`,
+/// and per run `<method>/seed<k>/` (see [`run_fashion`], including `generator.safetensors`).
 pub fn compare_fashion_gan(
     dev: &Device,
     data: &FashionData,
@@ -1173,46 +1704,133 @@ pub fn compare_fashion_gan(
     for &m in methods {
         check_method(m)?;
     }
+    if seeds.is_empty() {
+        return Err(Error::Config("gan (fashion): need at least one seed".into()));
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let t0 = std::time::Instant::now();
+    let total = methods.len() * seeds.len();
+    progress(0, total, "feature CNN (trained once per run folder, then reused)");
+    let fnet = FeatureNet::prepare(dev, data, &cfg.feature_cnn, &out.join("feature-cnn.safetensors"))?;
+    let n_ref = cfg.eval_samples.min(data.train.len());
+    let reference = fnet.quality_normalised(&data.train.x[..n_ref * PIXELS])?;
     let real: Vec<f32> = to_tanh_range(&data.test.x[..cfg.grid.min(data.test.len()) * PIXELS]);
     plot::image_grid(out.join("real.png"), &tiles(&real), 28, 28, 8, None, None)?;
-    let total = methods.len() * seeds.len();
-    let (mut runs, mut md) = (Vec::new(), String::new());
-    md.push_str("| method | D loss | G adversarial loss | pixel diversity (generated / real) | it/s |\n");
-    md.push_str("| --- | --- | --- | --- | --- |\n");
+    let (mut runs, mut rows) = (Vec::<FashionGanResult>::new(), Vec::new());
     let mut done = 0;
     for &method in methods {
-        let mut cols: [Vec<f64>; 4] = Default::default();
+        let mut row = FashionGanRow {
+            method,
+            name: gan_method_name(method),
+            seeds: seeds.to_vec(),
+            frechet: vec![],
+            class_entropy: vec![],
+            diversity: vec![],
+            pixel_diversity: vec![],
+            d_loss: vec![],
+            g_loss: vec![],
+            iters_per_sec: vec![],
+            diverged: 0,
+            checkpoint: None,
+        };
         for &seed in seeds {
             progress(done, total, &format!("DCGAN {} seed {seed}", gan_method_name(method)));
             let dir = out.join(method.slug()).join(format!("seed{seed}"));
-            let r = run_fashion(dev, data, cfg, method, seed, Some(&dir), &mut |_| {})?;
+            let r = run_fashion(dev, data, cfg, method, seed, Some(&dir), Some(&fnet), &mut |_| {})?;
             let last = r.log.last().expect("at least one epoch");
-            for (c, v) in cols.iter_mut().zip([last.loss.d, last.loss.g, last.diversity, r.iters_per_sec]) {
-                c.push(v);
-            }
+            let q = last.quality.as_ref().expect("scored with the feature CNN");
+            row.frechet.push(q.frechet);
+            row.class_entropy.push(q.class_entropy);
+            row.diversity.push(q.diversity);
+            row.pixel_diversity.push(last.pixel_diversity);
+            row.d_loss.push(last.loss.d);
+            row.g_loss.push(last.loss.g);
+            row.iters_per_sec.push(r.iters_per_sec);
+            row.diverged += r.diverged_at.is_some() as usize;
             if seed == seeds[0] {
+                row.checkpoint = r.checkpoint.clone();
                 let imgs: Vec<Vec<f32>> = r.samples.chunks_exact(PIXELS).map(|c| c.to_vec()).collect();
                 plot::image_grid(out.join(format!("samples-{}.png", method.slug())), &imgs, 28, 28, 8, None, None)?;
+                if let Some(maps) = &r.importance {
+                    importance_grid(&out.join(format!("importance-{}.png", method.slug())), &imgs, maps)?;
+                    importance_histogram(
+                        &out.join(format!("importance-hist-{}.png", method.slug())),
+                        &format!(
+                            "{} seed {seed}: gate on 7x7 cells, {} images",
+                            gan_method_name(method),
+                            cfg.eval_samples
+                        ),
+                        &r.importance_scores,
+                    )?;
+                }
             }
             runs.push(r);
             done += 1;
         }
+        rows.push(row);
+    }
+    progress(done, total, "plots");
+    let by = |m: Method| runs.iter().filter(|r| r.method == m).collect::<Vec<_>>();
+    let series: Vec<plot::Series> = methods
+        .iter()
+        .map(|&m| epoch_band(gan_method_name(m), &by(m), |l| l.quality.as_ref().map_or(f64::NAN, |q| q.frechet)))
+        .collect();
+    plot::line_plot(
+        out.join("frechet.png"),
+        "DCGAN Fashion-MNIST: Fréchet distance in the project's CNN features (not FID; mean ± std over seeds)",
+        "epoch",
+        "Fréchet feature distance",
+        &series,
+    )?;
+    let mut md = String::from(
+        "| method | Fréchet feature distance (↓) | class entropy (nats; ln 10 = 2.303) | feature diversity (generated / real) \
+         | pixel diversity (generated / real) | D loss | G adversarial loss | it/s |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    md.push_str(&format!(
+        "| real training images (reference) | {:.3} | {:.3} | {:.3} | – | – | – | – |\n",
+        reference.frechet, reference.class_entropy, reference.diversity
+    ));
+    for r in &rows {
+        let div = if r.diverged > 0 { format!(" ({} diverged)", r.diverged) } else { String::new() };
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            gan_method_name(method),
-            fmt_ms(&cols[0], 1.0, 3),
-            fmt_ms(&cols[1], 1.0, 3),
-            fmt_ms(&cols[2], 1.0, 3),
-            fmt_ms(&cols[3], 1.0, 2)
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.name,
+            div,
+            fmt_ms(&r.frechet, 1.0, 3),
+            fmt_ms(&r.class_entropy, 1.0, 3),
+            fmt_ms(&r.diversity, 1.0, 3),
+            fmt_ms(&r.pixel_diversity, 1.0, 3),
+            fmt_ms(&r.d_loss, 1.0, 3),
+            fmt_ms(&r.g_loss, 1.0, 3),
+            fmt_ms(&r.iters_per_sec, 1.0, 2)
         ));
     }
     let seconds = t0.elapsed().as_secs_f64();
+    let fc = &cfg.feature_cnn;
+    let feature_note = format!(
+        "Sample quality is scored in the features of the project's own Fashion-MNIST CNN (channels {}/{}, \
+         cross-entropy, {} epoch(s) on {} training images, seed {FEATURE_CNN_SEED}; test accuracy {:.2}% on {} \
+         test images; {}): the feature of an image is its last conv map averaged over the 7x7 cells ({}-d). The \
+         Fréchet feature distance is between Gaussians fitted to {} generated images and the {} real test images; \
+         it is NOT Inception FID and is comparable only within runs scored by this network. Class entropy: of \
+         the CNN's predicted classes of the generated images. Diversity: mean pairwise feature distance, generated \
+         over real test. The reference row scores {} real training images the same way.",
+        fc.channels.0,
+        fc.channels.1,
+        fc.epochs,
+        fc.train_limit.map_or(data.train.len(), |l| l.min(data.train.len())),
+        100.0 * fnet.test_accuracy,
+        data.test.len(),
+        if fnet.reused { "reused from feature-cnn.safetensors" } else { "trained for this run" },
+        fnet.dim,
+        cfg.eval_samples,
+        fnet.real_images,
+        n_ref
+    );
     let header = format!(
         "gan (DCGAN, Fashion-MNIST): {}; {} epochs, batch {}, noise {}, channels {}, Adam lr {} betas ({}, {}), \
-         lambda {}, regularisers on {} samples; {} seeds; {:.0} s on {}. No sample-quality metric yet (Fréchet \
-         feature distance left for later): look at the sample grids.\n\n",
+         lambda {}, regularisers on {} samples; {} seeds; {:.0} s on {}.\n\n{feature_note}\n\n",
         data.description(),
         cfg.epochs,
         cfg.batch,
@@ -1228,7 +1846,15 @@ pub fn compare_fashion_gan(
         dev.describe()
     );
     let json = serde_json::json!({
-        "task": "gan", "data": data.description(), "config": cfg, "seeds": seeds, "runs": runs,
+        "task": "gan", "data": data.description(), "config": cfg, "seeds": seeds,
+        "feature_cnn": {
+            "note": "the project's own Fashion-MNIST CNN, not Inception: the Fréchet distance is not FID",
+            "checkpoint": fnet.checkpoint, "reused": fnet.reused, "seed": FEATURE_CNN_SEED,
+            "test_accuracy": fnet.test_accuracy, "test_images": data.test.len(), "feature_dim": fnet.dim,
+            "features": "last conv map (after batch norm, ReLU, max pool) averaged over its 7x7 cells",
+            "seconds": fnet.seconds,
+        },
+        "reference_real_train": reference, "rows": rows, "runs": runs,
         "adapter": dev.describe(), "seconds": seconds,
     });
     write_atomic(out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;

@@ -18,7 +18,7 @@ use crate::atom::TokenMask;
 use crate::autodiff::{Param, Tape, Var};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::nn::{sub_seed, BatchNorm2d, ImportanceHead, Linear};
+use crate::nn::{named, sub_seed, BatchNorm2d, ImportanceHead, Linear};
 use crate::tensor::Tensor;
 
 /// A parameter on the tape: trainable, or a constant when `frozen`.
@@ -231,6 +231,20 @@ impl DcGenerator {
             noise,
             channels,
         })
+    }
+
+    /// Every tensor a checkpoint holds, by stable unique names: all parameters (the importance
+    /// head's too, gated or not) and both batch norms' running statistics.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        [
+            self.fc.tensors(),
+            self.bn0.tensors(),
+            named(std::slice::from_ref(&self.up1)),
+            self.bn1.tensors(),
+            named(&[self.up2.clone(), self.up2_b.clone()]),
+            self.importance.tensors(),
+        ]
+        .concat()
     }
 }
 
