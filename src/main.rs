@@ -46,6 +46,8 @@ enum Cmd {
     /// grid of test images with each feature-map cell's importance, or an HTML page shading
     /// review words).
     Explain(ExplainArgs),
+    /// Write a PNG grid of images from a generator saved by `compare --task gan`.
+    Sample(SampleArgs),
 }
 
 #[derive(clap::Args)]
@@ -62,11 +64,28 @@ struct ExplainArgs {
     out: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// A `generator.safetensors` written by `compare --task gan` (RUN/<method>/seed<k>/).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    n: u64,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (default: the checkpoint's folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(clap::Args, Serialize)]
 struct CompareArgs {
     /// Task: synthetic (8-token two-class data with known informative tokens), fashion (CNN on
     /// Fashion-MNIST), sentiment (Transformer on Rotten Tomatoes snippets), gan2d (GAN on a ring
-    /// of 8 and a 5x5 grid of Gaussians: mode coverage), gan (DCGAN on Fashion-MNIST).
+    /// of 8 and a 5x5 grid of Gaussians: mode coverage), gan (DCGAN on Fashion-MNIST: Fréchet
+    /// feature distance, class entropy, diversity).
     #[arg(long, default_value = "synthetic")]
     task: String,
     /// Fashion-MNIST directory with the four official files (default: the full set from
@@ -618,6 +637,12 @@ fn main() {
             let out = a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(Path::to_path_buf).unwrap_or_default());
             let (acc, file) = atomgrad::experiments::classify::explain(&dev, &a.checkpoint, a.data.as_deref(), &out)?;
             println!("test accuracy {:.2}%; importance maps: {}", 100.0 * acc, file.display());
+            Ok(())
+        }
+        Cmd::Sample(a) => {
+            let out = a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(Path::to_path_buf).unwrap_or_default());
+            let file = atomgrad::experiments::gan::sample(&dev, &a.checkpoint, a.n as usize, a.seed, &out)?;
+            println!("wrote {}", file.display());
             Ok(())
         }
     });

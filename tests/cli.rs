@@ -70,6 +70,14 @@ fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
     assert!(!ok && text.contains("batch"), "{text}");
     let (ok, text) = atomgrad(&["compare", "--methods", "ce,bogus"]);
     assert!(!ok && text.contains("bogus"), "{text}");
+    let (ok, text) = atomgrad(&["sample", "--checkpoint", "/nonexistent/generator.safetensors"]);
+    assert!(!ok && text.contains("/nonexistent/generator"), "{text}");
+    let (ok, text) = atomgrad(&["sample", "--checkpoint", "g.safetensors", "--n", "0"]);
+    assert!(!ok && text.contains("--n"), "{text}");
+    let (ok, text) = atomgrad(&["train", "--lr=-1"]);
+    assert!(!ok && text.contains("lr"), "{text}");
+    let (ok, text) = atomgrad(&["train", "--bogus-option"]);
+    assert!(!ok && text.contains("--bogus-option"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
 

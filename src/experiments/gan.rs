@@ -1613,7 +1613,10 @@ pub fn load_generator(dev: &Device, path: &Path) -> Result<(DcGenerator, Method)
     if task != Some(GENERATOR_TASK) {
         return Err(Error::data(
             path,
-            format!("not a DCGAN generator checkpoint: its sidecar's task is {task:?}, expected {GENERATOR_TASK:?}"),
+            format!(
+                "not a DCGAN generator checkpoint: its sidecar says task {}, expected {GENERATOR_TASK:?}",
+                task.map_or("(none)".to_string(), |t| format!("{t:?}"))
+            ),
         ));
     }
     let field = |k: &str| {
