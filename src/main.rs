@@ -7,6 +7,7 @@
 //! folder's `config.json`, which `--config` accepts back.
 
 use atomgrad::experiments::classify::{checkpoint_meta, ClassifyConfig, FashionLearner, SentimentLearner};
+use atomgrad::experiments::gan::{FashionGanConfig, Gan2dConfig, Mixture};
 use atomgrad::experiments::synthetic::{SyntheticConfig, SyntheticLearner};
 use atomgrad::experiments::{default_out, Method};
 use atomgrad::run::{check_empty, Display, Run};
@@ -142,11 +143,13 @@ struct CompareArgs {
 /// them back, so they cannot be given with it.
 #[derive(clap::Args, Serialize, Deserialize, Default)]
 struct TrainArgs {
-    /// Task: moons (MLP on two interleaved moons), synthetic, fashion (CNN on Fashion-MNIST) or
-    /// sentiment (Transformer on Rotten Tomatoes snippets).
+    /// Task: moons (MLP on two interleaved moons), synthetic, fashion (CNN on Fashion-MNIST),
+    /// sentiment (Transformer on Rotten Tomatoes snippets), gan2d (GAN on a 2-D mixture) or gan
+    /// (DCGAN on Fashion-MNIST).
     #[arg(long, default_value = "moons", conflicts_with = "resume")]
     task: String,
-    /// Objective: ce, gate, hinge-l1, hinge-l2, simclr or atom [default: atom; moons: ce only].
+    /// Objective: ce, gate, hinge-l1, hinge-l2, simclr or atom [default: atom; moons: ce only;
+    /// GANs: no simclr, ce = the plain GAN].
     #[arg(long, conflicts_with = "resume")]
     method: Option<String>,
     /// Passes over the training set [default: the task's own].
@@ -161,6 +164,12 @@ struct TrainArgs {
     /// Weight lambda of the regulariser [default: 0.1].
     #[arg(long, conflicts_with = "resume")]
     lambda: Option<f64>,
+    /// Training iterations (gan2d) [default: 3000].
+    #[arg(long, conflicts_with = "resume")]
+    iters: Option<usize>,
+    /// The 2-D mixture (gan2d): ring8 or grid25 [default: ring8].
+    #[arg(long, conflicts_with = "resume")]
+    mixture: Option<String>,
     /// Hidden width of the moons MLP [default: 64].
     #[arg(long, conflicts_with = "resume")]
     hidden: Option<usize>,
@@ -263,14 +272,33 @@ fn resolve(a: &mut TrainArgs) -> Result<()> {
             let d = ClassifyConfig::sentiment();
             (d.epochs, d.batch, d.lr)
         }
+        "gan2d" => {
+            let d = Gan2dConfig::default();
+            a.iters.get_or_insert(d.iters);
+            let mix = a.mixture.get_or_insert_with(|| "ring8".into());
+            Mixture::parse_list(std::slice::from_ref(mix))?;
+            (0, d.batch, d.lr)
+        }
+        "gan" => {
+            let d = FashionGanConfig::default();
+            (d.epochs, d.batch, d.lr)
+        }
         t => {
             return Err(Error::Config(format!(
-                "--task: unknown task {t:?} for train (available: moons, synthetic, fashion, sentiment; \
-                 gan2d and gan run under `compare`)"
+                "--task: unknown task {t:?} for train (available: moons, synthetic, fashion, sentiment, gan2d, gan)"
             )))
         }
     };
-    a.epochs.get_or_insert(epochs);
+    if a.task == "gan2d" {
+        if a.epochs.is_some() {
+            return Err(Error::Config("--epochs: gan2d counts iterations, use --iters".into()));
+        }
+    } else {
+        if a.iters.is_some() || a.mixture.is_some() {
+            return Err(Error::Config("--iters and --mixture apply to gan2d only".into()));
+        }
+        a.epochs.get_or_insert(epochs);
+    }
     a.batch.get_or_insert(batch);
     a.lr.get_or_insert(lr.to_string().parse().unwrap_or(lr as f64)); // 0.01, not 0.009999999776
     a.lambda.get_or_insert(0.1);
@@ -303,6 +331,9 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
     let (epochs, batch, lr) = (a.epochs.unwrap_or(1), a.batch.unwrap_or(1), a.lr.unwrap_or(0.0) as f32);
     let lambda = a.lambda.unwrap_or(0.1) as f32;
     let method = Method::parse_list(&[a.method.clone().unwrap_or_default()])?[0];
+    if a.task == "gan2d" || a.task == "gan" {
+        return train_gan(dev, &a, run, resume, display, method);
+    }
     let data = match a.task.as_str() {
         "fashion" => {
             use atomgrad::data::fashion::{load_fashion, FashionSource};
@@ -409,6 +440,84 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
         last.samples_per_sec,
         out.display()
     );
+    Ok(())
+}
+
+/// `train --task gan2d|gan`: one GAN run in a run folder (see `experiments::gan::fit_gan`).
+fn train_gan(
+    dev: &Device,
+    a: &TrainArgs,
+    run: Option<Run>,
+    resume: Option<atomgrad::checkpoint::Checkpoint>,
+    display: Display,
+    method: Method,
+) -> Result<()> {
+    use atomgrad::experiments::gan::{train_dcgan, train_gan2d};
+    let (batch, lr, lambda) = (a.batch.unwrap_or(2), a.lr.unwrap_or(0.0) as f32, a.lambda.unwrap_or(0.1) as f32);
+    let create = |run: Option<Run>| match run {
+        Some(r) => Ok(r),
+        None => Run::create(
+            a.out.as_deref().unwrap_or(Path::new(".")),
+            a.force,
+            &serde_json::to_value(a).expect("options serialise"),
+            display,
+        ),
+    };
+    let t0 = std::time::Instant::now();
+    let (summary, run) = if a.task == "gan2d" {
+        let d = Gan2dConfig::default();
+        let iters = a.iters.unwrap_or(d.iters);
+        let cfg = Gan2dConfig { iters, batch, lr, lambda, log_every: d.log_every.min(iters.div_ceil(10)).max(1), ..d };
+        cfg.validate()?;
+        let mixture = Mixture::parse_list(&[a.mixture.clone().unwrap_or_default()])?[0];
+        let mut run = create(run)?;
+        run.say(&format!("adapter: {}", dev.describe()));
+        run.say(&format!(
+            "train: gan2d on {}, {}, {iters} iterations of batch {batch}, lr {lr} -> {}",
+            mixture.name(),
+            method.name(),
+            run.dir().display()
+        ));
+        run.set_max_steps(a.max_steps);
+        (train_gan2d(dev, &cfg, mixture, method, a.seed, &mut run, resume.as_ref())?, run)
+    } else {
+        use atomgrad::data::fashion::{load_fashion, FashionSource};
+        let data = load_fashion(a.data.clone().map_or(FashionSource::Bundled, FashionSource::Dir))?;
+        let cfg = FashionGanConfig {
+            epochs: a.epochs.unwrap_or(1),
+            batch,
+            lr,
+            lambda,
+            train_limit: a.train_limit,
+            ..FashionGanConfig::default()
+        };
+        cfg.validate(data.train.len())?;
+        let mut run = create(run)?;
+        run.say(&format!("adapter: {}", dev.describe()));
+        run.say(&format!(
+            "train: DCGAN on {}, {}, {} epochs of batch {batch}, lr {lr} -> {}",
+            data.description(),
+            method.name(),
+            cfg.epochs,
+            run.dir().display()
+        ));
+        run.set_max_steps(a.max_steps);
+        (train_dcgan(dev, &data, &cfg, method, a.seed, &mut run, resume.as_ref())?, run)
+    };
+    run.finish();
+    match summary {
+        Some(s) => println!("{s}; {:.0} s; {}", t0.elapsed().as_secs_f64(), run.dir().display()),
+        None => {
+            println!(
+                "stopped after iteration {}; continue with: atomgrad train --resume {}",
+                run.steps(),
+                run.dir().display()
+            );
+            if atomgrad::run::stop_requested() {
+                std::process::exit(130);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -362,8 +362,56 @@ pub struct GanSettings {
     pub margin: f32,
 }
 
-/// Produces a real batch `[B, ..]` on the GPU from the run's host RNG.
-pub type RealSource = Box<dyn FnMut(&Device, &mut Rng, usize) -> Result<Tensor>>;
+/// Where the real batches come from. A source draws from the run's host RNG and may hold a
+/// queue (the rest of an epoch's batch order), which checkpoints store.
+pub trait RealSource {
+    /// The next real batch `[B, ..]` on the GPU.
+    fn next(&mut self, dev: &Device, rng: &mut Rng, b: usize) -> Result<Tensor>;
+    /// The pending sample indices, in the order they will be drawn.
+    fn queue(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// Replaces the pending indices (from [`RealSource::queue`], batches of `b`).
+    fn set_queue(&mut self, _queue: &[u32], _b: usize) {}
+}
+
+/// Fresh points of a 2-D mixture every batch.
+struct MixtureSource(Mixture);
+
+impl RealSource for MixtureSource {
+    fn next(&mut self, dev: &Device, rng: &mut Rng, b: usize) -> Result<Tensor> {
+        Tensor::from_slice(dev, &self.0.sample(rng, b), &[b, 2])
+    }
+}
+
+/// Images (tanh range) in shuffled epochs: a queue of batches refilled from the RNG when empty.
+struct ImageSource {
+    data: Vec<f32>,
+    n: usize,
+    /// Batches still to draw this epoch, last first.
+    queue: Vec<Vec<usize>>,
+}
+
+impl RealSource for ImageSource {
+    fn next(&mut self, dev: &Device, rng: &mut Rng, b: usize) -> Result<Tensor> {
+        if self.queue.is_empty() {
+            self.queue = crate::data::epoch_batches(self.n, b, rng);
+            self.queue.reverse();
+        }
+        let idx = self.queue.pop().expect("an epoch has at least one batch");
+        let mut x = Vec::with_capacity(b * PIXELS);
+        for i in idx {
+            x.extend_from_slice(&self.data[i * PIXELS..(i + 1) * PIXELS]);
+        }
+        Tensor::from_slice(dev, &x, &[b, 1, 28, 28])
+    }
+    fn queue(&self) -> Vec<u32> {
+        self.queue.iter().rev().flatten().map(|&i| i as u32).collect()
+    }
+    fn set_queue(&mut self, queue: &[u32], b: usize) {
+        self.queue = queue.chunks(b.max(1)).rev().map(|c| c.iter().map(|&i| i as usize).collect()).collect();
+    }
+}
 
 /// A GAN in training: one [`Gan::step`] is one D step and one G step in one submit.
 pub struct Gan<G: Generator, D: Discriminator> {
@@ -382,7 +430,7 @@ pub struct Gan<G: Generator, D: Discriminator> {
     d_targets: Tensor,
     /// Targets of the G step `[B, 1]`: ones.
     ones: Tensor,
-    real: RealSource,
+    real: Box<dyn RealSource>,
     rng: Rng,
     noise_seed: u64,
     iter: usize,
@@ -399,8 +447,7 @@ impl Gan<MlpGenerator, MlpDiscriminator> {
         check_method(method)?;
         let g = MlpGenerator::new(dev, cfg.noise, cfg.hidden, 2, cfg.tokens, sub_seed(seed, 1))?;
         let d = MlpDiscriminator::new(dev, &[2, cfg.hidden, cfg.hidden, 1], cfg.slope, sub_seed(seed, 2))?;
-        let real: RealSource = Box::new(move |dev, rng, b| Tensor::from_slice(dev, &mixture.sample(rng, b), &[b, 2]));
-        Gan::with_models(dev, g, d, cfg.settings(), real, method, seed)
+        Gan::with_models(dev, g, d, cfg.settings(), Box::new(MixtureSource(mixture)), method, seed)
     }
 }
 
@@ -412,7 +459,7 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
         g: G,
         d: D,
         s: GanSettings,
-        real: RealSource,
+        real: Box<dyn RealSource>,
         method: Method,
         seed: u64,
     ) -> Result<Gan<G, D>> {
@@ -469,7 +516,7 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
 
     /// Records the D step on a fake batch that must not lead back into G's graph.
     fn record_d(&mut self, tape: &Tape, fake: &Var) -> Result<()> {
-        let real = (self.real)(&self.dev, &mut self.rng, self.settings.batch)?;
+        let real = self.real.next(&self.dev, &mut self.rng, self.settings.batch)?;
         let x = Var::concat(&[&tape.constant(real), fake], 0)?;
         let logits = self.d.forward(tape, &x, false)?;
         // mean over 2B of the BCE, times 2: BCE(real, 1) + BCE(fake, 0) with per-batch means.
@@ -578,6 +625,60 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
         Ok(m)
     }
 
+    /// The whole training state as named tensors: both models (`model.g.*`, `model.d.*`), both
+    /// Adam states (`opt_g.*`, `opt_d.*`), the GPU loss sums (`sums.*`) and the real-data queue
+    /// (`real.queue`). With [`Gan::position`] it continues a run bit-identically.
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut t = checkpoint::prefixed("model.", [self.g.tensors(), self.d.tensors()].concat());
+        t.extend(checkpoint::prefixed("opt_g.", self.opt_g.state()?));
+        t.extend(checkpoint::prefixed("opt_d.", self.opt_d.state()?));
+        t.extend(self.sum_tensors());
+        let q = self.real.queue();
+        t.push(("real.queue".into(), Tensor::from_u32(&self.dev, &q, &[q.len()])?));
+        Ok(t)
+    }
+
+    fn sum_tensors(&self) -> Vec<(String, Tensor)> {
+        let s = &self.sums;
+        [("d", &s.d), ("g", &s.g), ("reg", &s.reg), ("l_a", &s.l_a), ("c_w", &s.c_w)]
+            .into_iter()
+            .map(|(k, t)| (format!("sums.{k}"), t.clone()))
+            .collect()
+    }
+
+    /// The host side of the state (iteration, RNG, summed-step counts) for a sidecar.
+    pub fn position(&self) -> serde_json::Value {
+        serde_json::json!({
+            "iter": self.iter, "rng": self.rng.state(), "d_steps": self.sums.d_steps, "g_steps": self.sums.g_steps,
+        })
+    }
+
+    /// Restores a state saved by [`Gan::state`] with its [`Gan::position`] under the sidecar key
+    /// `"gan"`. Shapes are checked strictly before anything is written.
+    pub fn restore(&mut self, ck: &checkpoint::Checkpoint) -> Result<()> {
+        let pos = ck.sidecar.get("gan").cloned().unwrap_or_default();
+        let num = |k: &str| {
+            pos.get(k).and_then(|v| v.as_u64()).ok_or_else(|| {
+                Error::data(&ck.path, format!("not a GAN training checkpoint: sidecar lacks \"gan\".{k}"))
+            })
+        };
+        let (iter, rng, d_steps, g_steps) = (num("iter")?, num("rng")?, num("d_steps")?, num("g_steps")?);
+        ck.select("model.").restore_into(&[self.g.tensors(), self.d.tensors()].concat())?;
+        ck.select("sums.")
+            .restore_into(&self.sum_tensors().into_iter().map(|(k, t)| (k[5..].to_string(), t)).collect::<Vec<_>>())?;
+        let queue = ck
+            .get("real.queue")
+            .and_then(|t| t.as_u32())
+            .ok_or_else(|| Error::data(&ck.path, "no real.queue tensor"))?;
+        self.opt_g.load_state(&ck.select("opt_g.").upload(&self.dev)?)?;
+        self.opt_d.load_state(&ck.select("opt_d.").upload(&self.dev)?)?;
+        self.real.set_queue(queue, self.settings.batch);
+        self.iter = iter as usize;
+        self.rng = Rng::from_state(rng);
+        (self.sums.d_steps, self.sums.g_steps) = (d_steps as usize, g_steps as usize);
+        Ok(())
+    }
+
     /// `n` generated samples, flattened row-major, from N(0, I) noise drawn with `seed`
     /// (no grad; batch norm uses its running statistics).
     pub fn generate(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
@@ -588,6 +689,186 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
     pub fn generate_with_importance(&self, n: usize, seed: u64) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         generate_with(&self.dev, &self.g, self.method.gated(), n, seed)
     }
+}
+
+/// Trains `gan` up to `iters` iterations inside a run folder (`atomgrad train --task gan2d|gan`):
+/// every `log_every` iterations the mean losses and `score`'s metrics go to `metrics.jsonl` and a
+/// checkpoint is saved (the last 2 kept, and the best by `score`'s metric, higher is better); a
+/// stop request (Ctrl-C, `--max-steps`) saves a checkpoint after the current iteration; `resume`
+/// continues bit-identically. Non-finite losses stop with an error naming the iteration. Returns
+/// whether it stopped early.
+pub fn fit_gan<G: Generator, D: Discriminator>(
+    gan: &mut Gan<G, D>,
+    iters: usize,
+    log_every: usize,
+    resume: Option<&checkpoint::Checkpoint>,
+    run: &mut crate::run::Run,
+    score: &mut dyn FnMut(&Gan<G, D>) -> Result<(serde_json::Value, Option<f64>)>,
+) -> Result<bool> {
+    use crate::train::Hooks;
+    if let Some(ck) = resume {
+        gan.restore(ck)?;
+    }
+    let log_every = log_every.max(1);
+    let save = |gan: &Gan<G, D>, run: &mut crate::run::Run, metric: Option<f64>| -> Result<()> {
+        let meta = serde_json::json!({ "step": gan.iter, "adapter": gan.dev.describe(), "gan": gan.position() });
+        run.checkpoint(gan.iter as u64, &gan.state()?, &meta, metric)
+    };
+    while gan.iter < iters {
+        gan.step()?;
+        let it = gan.iter;
+        let interval = (it - 1) / log_every;
+        let len = log_every.min(iters - interval * log_every);
+        run.after_step(it, interval, it - interval * log_every, len);
+        if it % log_every == 0 || it == iters {
+            let loss = gan.take_losses()?;
+            if ![loss.d, loss.g, loss.reg].iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFinite {
+                    step: it as u64,
+                    what: format!(
+                        "GAN mean losses up to iteration {it}: D {}, G {}, regulariser {} (training diverged; \
+                         try a lower --lr)",
+                        loss.d, loss.g, loss.reg
+                    ),
+                });
+            }
+            let (metrics, metric) = score(gan)?;
+            let mut line = serde_json::json!({ "iter": it, "loss": loss });
+            if let (Some(l), serde_json::Value::Object(m)) = (line.as_object_mut(), metrics) {
+                l.extend(m);
+            }
+            run.log(&line)?;
+            run.say(&format!("iter {it:>6}  D {:.4}  G {:.4}  reg {:.4}  {}", loss.d, loss.g, loss.reg, brief(&line)));
+            save(gan, run, metric)?;
+        } else if run.should_stop() {
+            save(gan, run, None)?;
+            return Ok(true);
+        }
+        if run.should_stop() && gan.iter < iters {
+            return Ok(true);
+        }
+    }
+    loss_curves(run.dir())?;
+    Ok(false)
+}
+
+/// `loss.png` of a GAN run folder from its `metrics.jsonl` (all of it, resumed parts included).
+fn loss_curves(dir: &Path) -> Result<()> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let series = |name: &str, key: &str| {
+        let pts =
+            lines.iter().filter_map(|l| Some((l.get("iter")?.as_f64()?, l.get("loss")?.get(key)?.as_f64()?))).collect();
+        plot::Series::new(name, pts)
+    };
+    let all = [series("D loss", "d"), series("G adversarial loss", "g"), series("G regulariser", "reg")];
+    plot::line_plot(dir.join("loss.png"), "GAN: mean losses per log interval", "iteration", "loss", &all)
+}
+
+/// `atomgrad train --task gan2d`: one GAN on one mixture in a run folder, scored every log
+/// interval on the fixed-noise snapshot points (best checkpoint by modes covered + high-quality
+/// share). Returns the summary line, or `None` when stopped early.
+#[allow(clippy::too_many_arguments)]
+pub fn train_gan2d(
+    dev: &Device,
+    cfg: &Gan2dConfig,
+    mixture: Mixture,
+    method: Method,
+    seed: u64,
+    run: &mut crate::run::Run,
+    resume: Option<&checkpoint::Checkpoint>,
+) -> Result<Option<String>> {
+    let mut gan = Gan2d::new(dev, cfg, mixture, method, seed)?;
+    let (centres, std) = (mixture.centres(), mixture.std());
+    let snap_seed = sub_seed(seed, 5);
+    let mut score = |gan: &Gan2d| -> Result<(serde_json::Value, Option<f64>)> {
+        let s = mode_stats(&gan.generate(cfg.snapshot_points, snap_seed)?, &centres, std);
+        let m = serde_json::json!({"modes_covered": s.modes_covered, "high_quality": s.high_quality, "kl": s.kl});
+        Ok((m, Some(s.modes_covered as f64 + s.high_quality)))
+    };
+    if fit_gan(&mut gan, cfg.iters, cfg.log_every, resume, run, &mut score)? {
+        return Ok(None);
+    }
+    let points = gan.generate(cfg.eval_points, sub_seed(seed, 6))?;
+    let s = mode_stats(&points, &centres, std);
+    let summary = format!(
+        "{} on {} (seed {seed}): {}/{} modes, {:.1}% high quality, KL {:.3} from {} points",
+        gan_method_name(method),
+        mixture.name(),
+        s.modes_covered,
+        s.modes,
+        100.0 * s.high_quality,
+        s.kl,
+        cfg.eval_points
+    );
+    scatter(&run.dir().join("samples.png"), &summary, &points, &centres)?;
+    Ok(Some(summary))
+}
+
+/// `atomgrad train --task gan`: one DCGAN in a run folder, scored after every epoch in the
+/// feature CNN (trained once into the folder; best checkpoint by the lowest Fréchet feature
+/// distance); writes the final sample grid and `generator.safetensors` for `atomgrad sample`.
+/// Returns the summary line, or `None` when stopped early.
+pub fn train_dcgan(
+    dev: &Device,
+    data: &FashionData,
+    cfg: &FashionGanConfig,
+    method: Method,
+    seed: u64,
+    run: &mut crate::run::Run,
+    resume: Option<&checkpoint::Checkpoint>,
+) -> Result<Option<String>> {
+    let mut gan = FashionGan::fashion(dev, cfg, &data.train, method, seed)?;
+    let features = FeatureNet::prepare(dev, data, &cfg.feature_cnn, &run.dir().join("feature-cnn.safetensors"))?;
+    run.say(&format!(
+        "feature CNN: {:.2}% test accuracy ({})",
+        100.0 * features.test_accuracy,
+        features.checkpoint.display()
+    ));
+    let per_epoch = cfg.train_limit.map_or(data.train.len(), |l| l.min(data.train.len())) / cfg.batch;
+    let eval_seed = sub_seed(seed, 6);
+    let mut score = |gan: &FashionGan| -> Result<(serde_json::Value, Option<f64>)> {
+        let q = features.quality(&gan.generate(cfg.eval_samples, eval_seed)?)?;
+        let m = serde_json::json!({
+            "epoch": gan.iteration() / per_epoch, "frechet": q.frechet, "class_entropy": q.class_entropy,
+            "diversity": q.diversity,
+        });
+        Ok((m, Some(-q.frechet)))
+    };
+    if fit_gan(&mut gan, cfg.epochs * per_epoch, per_epoch, resume, run, &mut score)? {
+        return Ok(None);
+    }
+    let (samples, w) = gan.generate_with_importance(cfg.grid, sub_seed(seed, 5))?;
+    let dir = run.dir().to_path_buf();
+    plot::image_grid(dir.join("samples.png"), &tiles(&samples), 28, 28, 8, None, None)?;
+    if let Some(w) = w {
+        importance_grid(
+            &dir.join("importance.png"),
+            &tiles(&samples),
+            &w.chunks(49).map(|c| c.to_vec()).collect::<Vec<_>>(),
+        )?;
+    }
+    save_generator(&dir.join("generator.safetensors"), &gan, cfg, seed, &data.description())?;
+    let q = features.quality(&gan.generate(cfg.eval_samples, eval_seed)?)?;
+    Ok(Some(format!(
+        "DCGAN {} (seed {seed}): Fréchet feature distance {:.3} (own CNN features, not Inception FID), class \
+         entropy {:.3}, diversity {:.3}",
+        gan_method_name(method),
+        q.frechet,
+        q.class_entropy,
+        q.diversity
+    )))
+}
+
+/// The numeric fields of a metrics line other than the iteration and losses, `k v` pairs.
+fn brief(line: &serde_json::Value) -> String {
+    let Some(o) = line.as_object() else { return String::new() };
+    o.iter()
+        .filter(|(k, v)| *k != "iter" && *k != "loss" && v.is_number())
+        .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
+        .collect::<Vec<_>>()
+        .join("  ")
 }
 
 /// `n` samples of generator `g` (flattened row-major) from N(0, I) noise `[n, noise]` drawn on the
@@ -1060,23 +1341,10 @@ impl Gan<DcGenerator, DcDiscriminator> {
     ) -> Result<FashionGan> {
         cfg.validate(images.len())?;
         let n = cfg.train_limit.map_or(images.len(), |l| l.min(images.len()));
-        let data = to_tanh_range(&images.x[..n * PIXELS]);
-        let mut queue: Vec<Vec<usize>> = Vec::new();
-        let real: RealSource = Box::new(move |dev, rng, b| {
-            if queue.is_empty() {
-                queue = crate::data::epoch_batches(n, b, rng);
-                queue.reverse();
-            }
-            let idx = queue.pop().expect("an epoch has at least one batch");
-            let mut x = Vec::with_capacity(b * PIXELS);
-            for i in idx {
-                x.extend_from_slice(&data[i * PIXELS..(i + 1) * PIXELS]);
-            }
-            Tensor::from_slice(dev, &x, &[b, 1, 28, 28])
-        });
+        let real = ImageSource { data: to_tanh_range(&images.x[..n * PIXELS]), n, queue: Vec::new() };
         let g = DcGenerator::new(dev, cfg.noise, cfg.channels, sub_seed(seed, 1))?;
         let d = DcDiscriminator::new(dev, cfg.channels, cfg.slope, sub_seed(seed, 2))?;
-        Gan::with_models(dev, g, d, cfg.settings(), real, method, seed)
+        Gan::with_models(dev, g, d, cfg.settings(), Box::new(real), method, seed)
     }
 }
 

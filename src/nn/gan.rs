@@ -43,6 +43,8 @@ pub trait Generator {
     fn tokens(&self) -> usize;
     /// The trainable parameters (the importance head only when gated).
     fn params(&self, gated: bool) -> Vec<Param>;
+    /// Every tensor a checkpoint holds (all parameters, gated or not, and running statistics).
+    fn tensors(&self) -> Vec<(String, Tensor)>;
     /// `noise [N, noise]` -> samples; `mask` holds [`Generator::tokens`] tokens for each of the N;
     /// `training` selects batch statistics (and updates running ones) in batch norm, if any.
     fn forward(&self, tape: &Tape, noise: &Var, gated: bool, mask: &TokenMask, training: bool) -> Result<GenOut>;
@@ -52,6 +54,10 @@ pub trait Generator {
 /// constants (the generator's step).
 pub trait Discriminator {
     fn params(&self) -> Vec<Param>;
+    /// Every tensor a checkpoint holds.
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params())
+    }
     fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var>;
 }
 
@@ -124,6 +130,9 @@ impl Generator for MlpGenerator {
             p.extend(self.importance.params());
         }
         p
+    }
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params(true))
     }
 
     /// Samples `[N, out]` (no batch norm: `training` changes nothing).
@@ -232,10 +241,12 @@ impl DcGenerator {
             channels,
         })
     }
+}
 
+impl Generator for DcGenerator {
     /// Every tensor a checkpoint holds, by stable unique names: all parameters (the importance
     /// head's too, gated or not) and both batch norms' running statistics.
-    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+    fn tensors(&self) -> Vec<(String, Tensor)> {
         [
             self.fc.tensors(),
             self.bn0.tensors(),
@@ -246,9 +257,6 @@ impl DcGenerator {
         ]
         .concat()
     }
-}
-
-impl Generator for DcGenerator {
     fn noise(&self) -> usize {
         self.noise
     }
