@@ -5,7 +5,7 @@
 # stopping the next:
 #   1. `atomgrad info` (and nvidia-smi): which adapter atomgrad got;
 #   2. the kernel tests: every fast kernel against its f64 CPU reference on random data;
-#   3. the atomgrad benches for issue 7's targets (matmul, atom L_A, train/ steps);
+#   3. the atomgrad benches for issue 7's targets (train/ steps, then matmul and atom L_A);
 #   4. the PyTorch references (benches/reference/*.py), same models, shapes and optimizers;
 #   5. the other benches, the model/training tests, torch.compile (if time is left);
 #   6. the table (name | atomgrad | PyTorch | ratio), with results.json beside the full log.
@@ -24,13 +24,20 @@ cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-./gpu-results}
 mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
-rm -f "$OUT"/*.out "$OUT/stages.tsv" "$OUT/results.json"
+rm -f "$OUT"/*.out "$OUT/stages.tsv" "$OUT/notes.txt" "$OUT/results.json"
 exec > >(tee "$OUT/gpu.log") 2>&1
 
 BUDGET=${GPU_SH_BUDGET:-480}
 RESERVE=15 # seconds kept for the summary
 T0=$SECONDS
 PY=${PYTHON:-python3}
+# note LINE...: a message for the log that the summary repeats (why a stage did not run).
+note() {
+  printf '%s\n' "$*" >>"$OUT/notes.txt"
+  printf 'gpu.sh: %s\n' "$1"
+  shift
+  for l in "$@"; do printf '        %s\n' "$l"; done
+}
 left() { echo $((BUDGET - RESERVE - (SECONDS - T0))); }
 
 # stage NAME LIMIT CMD...: runs CMD under `timeout` (capped by the time left), its output to the
@@ -77,11 +84,11 @@ if [ -f .gpu/bin.tar.xz ]; then
     BIN=$TMP/bin
     cat "$BIN/MANIFEST"
   else
-    echo "gpu.sh: could not unpack .gpu/bin.tar.xz; the atomgrad stages are skipped"
+    note "could not unpack .gpu/bin.tar.xz; the atomgrad stages are skipped"
   fi
 else
-  echo "gpu.sh: no .gpu/bin.tar.xz (build it with 'bash benches/pack.sh' on a machine with Rust and"
-  echo "        carry .gpu along); the atomgrad stages are skipped, the PyTorch references still run"
+  note "no .gpu/bin.tar.xz: the atomgrad stages are skipped, the PyTorch references still run" \
+    "(build it with 'bash benches/pack.sh' on a machine with Rust and carry .gpu along)"
 fi
 
 GPU=0
@@ -90,23 +97,28 @@ if [ -n "$BIN" ]; then
   if grep -q '^type: *\(DiscreteGpu\|IntegratedGpu\|VirtualGpu\)' "$OUT/info.out"; then
     GPU=1
   elif grep -q '^type:' "$OUT/info.out"; then
-    echo "gpu.sh: atomgrad found only a CPU adapter ($(sed -n 's/^adapter: *//p' "$OUT/info.out")): the NVIDIA"
-    echo "        Vulkan driver is not visible (ICD files: $(ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null | tr '\n' ' '))"
+    if [ "${ATOMGRAD_ALLOW_CPU:-0}" = 1 ]; then
+      GPU=1
+      what="the atomgrad stages run on it anyway (ATOMGRAD_ALLOW_CPU=1; not a GPU measurement)."
+    else
+      what="the atomgrad stages are skipped (ATOMGRAD_ALLOW_CPU=1 runs them)."
+    fi
+    note "atomgrad found only a CPU adapter ($(sed -n 's/^adapter: *//p' "$OUT/info.out")): the NVIDIA Vulkan driver" \
+      "is not visible, so $what Vulkan ICD files:" \
+      "$(ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null | tr '\n' ' ')"
   else
-    echo "gpu.sh: atomgrad found no adapter at all: is a Vulkan loader installed (libvulkan.so.1;"
-    echo "        unpack .gl/*.deb with dpkg -x and run ldconfig) and the NVIDIA ICD json present?"
-  fi
-  if [ "$GPU" = 0 ] && [ "${ATOMGRAD_ALLOW_CPU:-0}" = 1 ] && grep -q '^type:' "$OUT/info.out"; then
-    echo "gpu.sh: ATOMGRAD_ALLOW_CPU=1: running the atomgrad stages on the CPU adapter anyway"
-    GPU=1
+    note "atomgrad found no adapter (see info.out), so the atomgrad stages are skipped: is a Vulkan loader" \
+      "installed (libvulkan.so.1; unpack .gl/*.deb with dpkg -x and run ldconfig) and the NVIDIA ICD json present?"
   fi
 fi
 HAVE_TORCH=0
 if $PY -c 'import torch' 2>/dev/null; then
   HAVE_TORCH=1
   $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available:", torch.cuda.is_available())'
+  $PY -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null ||
+    note "PyTorch sees no CUDA device: the references run on the CPU (not a GPU comparison)"
 else
-  echo "gpu.sh: '$PY -c \"import torch\"' failed: the PyTorch references are skipped"
+  note "'$PY -c \"import torch\"' failed: the PyTorch references are skipped"
 fi
 
 FAST_TESTS=${GPU_SH_TESTS:-matmul conv atom softmax elementwise reduce layout pool batchnorm layernorm embedding random optim device peak}
@@ -133,12 +145,13 @@ run_tests() { # $1 = phase budget in seconds, then test names
 # 2-3. Kernel tests, then the benches of issue 7's targets.
 if [ "$GPU" = 1 ]; then
   run_tests "${GPU_SH_TEST_BUDGET:-100}" $FAST_TESTS
-  stage bench-targets 180 "$BIN/kernels" $BENCH_FLAGS train/ matmul/ atom/
+  stage bench-train 150 "$BIN/kernels" $BENCH_FLAGS train/
+  stage bench-matmul-atom 120 "$BIN/kernels" $BENCH_FLAGS matmul/ atom/
 fi
 
 # 4. PyTorch references (vocab: the bundled reviews' vocabulary the bench printed).
 if [ "$HAVE_TORCH" = 1 ]; then
-  VOCAB=$(sed -n 's/^# sentiment data: vocab \([0-9]*\) ids.*/\1/p' "$OUT/bench-targets.out" 2>/dev/null | head -n 1)
+  VOCAB=$(sed -n 's/^# sentiment data: vocab \([0-9]*\) ids.*/\1/p' "$OUT/bench-train.out" 2>/dev/null | head -n 1)
   R=benches/reference
   stage py-matmul 60 $PY $R/matmul.py
   stage py-cnn 90 $PY $R/cnn.py

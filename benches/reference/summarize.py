@@ -51,6 +51,7 @@ def main():
                         refs.append(json.loads(line))
                     except ValueError:
                         pass
+    notes = [l for l in read(os.path.join(out, "notes.txt")).splitlines() if l.strip()]
     info = read(os.path.join(out, "info.out"))
     adapter = re.search(r"^adapter:\s*(.*)$", info, re.M)
     driver = re.search(r"^driver:\s*(.*)$", info, re.M)
@@ -85,6 +86,8 @@ def main():
         a = ours.get(f"train/DCGAN G+D plain batch {b}")
         r = ref("dcgan", name=f"DCGAN G+D plain batch {b}")
         rows.append((f"DCGAN G+D step b{b}", a and a["rate"], r and r["samples_per_s"], "samples/s", True))
+    a = ours.get("train/DCGAN G+D atom batch 64")
+    rows.append(("DCGAN G+D step atom b64 (no reference)", a and a["rate"], None, "samples/s", True))
     a = ours.get("train/sentiment Transformer batch 64")
     r = ref("transformer", batch=64)
     rows.append(("Transformer step b64", a and a["rate"], r and r["samples_per_s"], "samples/s", True))
@@ -104,6 +107,7 @@ def main():
         "nvidia_smi": smi or None,
         "pytorch": next(({k: r.get(k) for k in ("device", "torch", "cuda")} for r in refs), None),
         "sentiment_vocab": vocab,
+        "notes": notes,
         "stages": stages,
         "tests_passed": sum(s["status"] == "ok" for s in tests),
         "tests_failed": [s["stage"][5:] for s in tests if s["status"] != "ok"],
@@ -123,6 +127,8 @@ def main():
         p = result["pytorch"]
         print(f"PyTorch {p['torch']} (CUDA {p['cuda']}) on {p['device']}")
     print(f"kernel tests: {result['tests_passed']} binaries passed, failed or not run: {result['tests_failed'] or 'none'}")
+    for n in notes:
+        print("note: " + n)
     bad = [f"{s['stage']} ({s['status']})" for s in stages if s["status"] != "ok"]
     if bad:
         print("stages not ok: " + ", ".join(bad))
