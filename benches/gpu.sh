@@ -26,6 +26,7 @@ mkdir -p "$OUT" || exit 1
 OUT=$(cd "$OUT" && pwd)
 rm -f "$OUT"/*.out "$OUT/stages.tsv" "$OUT/notes.txt" "$OUT/results.json"
 exec > >(tee "$OUT/gpu.log") 2>&1
+TEE=$!
 
 BUDGET=${GPU_SH_BUDGET:-480}
 RESERVE=15 # seconds kept for the summary
@@ -69,7 +70,7 @@ stage() {
 echo "gpu.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), $(nproc) CPUs, budget ${BUDGET}s, results in $OUT"
 echo "commit: $(git rev-parse HEAD 2>/dev/null || echo 'unknown (no git)')"
 if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$OUT/nvidia-smi.out" 2>&1
+  timeout 30 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$OUT/nvidia-smi.out" 2>&1
   cat "$OUT/nvidia-smi.out"
 else
   echo "nvidia-smi: not found"
@@ -176,3 +177,6 @@ else
   grep -h ' ms ' "$OUT"/bench-*.out 2>/dev/null
   cat "$OUT/stages.tsv"
 fi
+# Let tee finish writing gpu.log before the caller collects $OUT.
+exec >&- 2>&-
+wait "$TEE" 2>/dev/null || sleep 1
