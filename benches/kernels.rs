@@ -3,10 +3,20 @@
 //! the device ceiling measured in the same run: the FMA probe (`shaders/peak.wgsl`) for arithmetic and
 //! a buffer-to-buffer copy for memory. Times are wall clock per call from recording to GPU completion,
 //! averaged over a batch of calls submitted together, so host recording cost is included.
+//!
+//! `train/` cases time whole training steps of the experiments' models (forward, backward, Adam,
+//! one submit) on random data of the experiments' shapes, as `benches/reference/*.py` does in
+//! PyTorch: the batch is gathered on the host and uploaded inside the step (as `train::fit` does),
+//! but no file is read or decoded.
 
+use atomgrad::data::fashion::{FashionData, FashionOrigin, ImageSet, PIXELS};
+use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
+use atomgrad::experiments::gan::{FashionGan, FashionGanConfig};
+use atomgrad::experiments::Method;
 use atomgrad::ops::{batchnorm, conv, elementwise, layernorm, matmul, peak, pool, reduce, softmax};
 use atomgrad::optim::{Adam, AdamConfig, Optimizer};
 use atomgrad::rng::Rng;
+use atomgrad::train::Learner;
 use atomgrad::{Device, Tensor};
 use atomgrad::{Param, Tape};
 use std::time::Instant;
@@ -69,6 +79,48 @@ impl Bench {
             g,
             100.0 * g / self.peak_gbs
         );
+    }
+
+    /// A whole training step of `batch` samples: time per step, samples/s, and the dispatches and
+    /// submits one step records (counted on the second call, after pipelines and pool are warm).
+    fn step(&self, name: &str, batch: usize, mut f: impl FnMut()) {
+        if !self.wants(name) {
+            return;
+        }
+        f();
+        let s0 = self.dev.stats();
+        f();
+        let s1 = self.dev.stats();
+        let t = self.time(&mut f);
+        println!(
+            "{name:<44} {:>10.3} ms {:>10.1} samples/s  {} dispatches, {} submits per step",
+            t * 1e3,
+            batch as f64 / t,
+            s1.dispatches - s0.dispatches,
+            s1.submits - s0.submits
+        );
+    }
+}
+
+/// One training step of a [`Learner`], as `train::fit` records it: tape, loss, backward, optimizer
+/// step, zero_grad, one submit. `idx` are `batch` random training indices.
+fn learner_step(dev: &Device, l: &mut dyn Learner, batch: usize, step: &mut usize, rng: &mut Rng) {
+    let idx: Vec<usize> = (0..batch).map(|_| rng.below(l.train_len())).collect();
+    let tape = Tape::new();
+    let loss = l.loss(&tape, &idx, *step, rng).unwrap();
+    loss.backward().unwrap();
+    l.optimizer().step().unwrap();
+    l.optimizer().zero_grad();
+    drop((loss, tape));
+    dev.flush().unwrap();
+    *step += 1;
+}
+
+/// `n` random 28x28 images (values as the data module normalises them) with random labels.
+fn random_images(rng: &mut Rng, n: usize) -> ImageSet {
+    ImageSet {
+        x: (0..n * PIXELS).map(|_| rng.range(-0.8, 2.0) as f32).collect(),
+        y: (0..n).map(|_| rng.below(10) as u32).collect(),
     }
 }
 
@@ -262,5 +314,49 @@ fn main() {
             s1.submits - s0.submits,
             t * 1e6 / dispatches as f64
         );
+    }
+
+    // Whole training steps of the experiments' models (issue 7's PyTorch comparisons):
+    // ms per step and samples/s, `benches/reference/*.py` measure the same in PyTorch.
+    if b.wants("train/") {
+        // Fashion-MNIST CNN (ClassifyConfig::fashion(): channels 16, 32; Adam lr 2e-3) at batch 128.
+        let batch = 128;
+        let data = FashionData {
+            train: random_images(&mut rng, 1024),
+            test: random_images(&mut rng, 16),
+            origin: FashionOrigin::Bundled,
+        };
+        let cfg = ClassifyConfig { batch, ..ClassifyConfig::fashion() };
+        for (method, tag) in [(Method::Ce, "cross-entropy"), (Method::Atom, "atom")] {
+            let name = format!("train/fashion CNN {tag} batch {batch}");
+            if b.wants(&name) {
+                let mut l = FashionLearner::new(&dev, &data, &cfg, method, 0).unwrap();
+                let (mut step, mut r) = (0, Rng::new(1));
+                b.step(&name, batch, || learner_step(&dev, &mut l, batch, &mut step, &mut r));
+            }
+        }
+        // DCGAN (FashionGanConfig::default(): noise 64, channels 32): one D step and one G step in
+        // one submit (`Gan::step`).
+        let images = random_images(&mut rng, 1024);
+        for (method, tag, batch) in [(Method::Ce, "plain", 64), (Method::Ce, "plain", 128), (Method::Atom, "atom", 64)]
+        {
+            let name = format!("train/DCGAN G+D {tag} batch {batch}");
+            if b.wants(&name) {
+                let cfg = FashionGanConfig { batch, ..FashionGanConfig::default() };
+                let mut gan = FashionGan::fashion(&dev, &cfg, &images, method, 0).unwrap();
+                b.step(&name, batch, || gan.step().unwrap());
+            }
+        }
+        // Sentiment Transformer (ClassifyConfig::sentiment(): d 64, 4 heads, 2 layers, ff 128,
+        // dropout 0.1; 64 positions) at batch 64 on the bundled reviews (embedded in the binary).
+        let name = "train/sentiment Transformer batch 64";
+        if b.wants(name) {
+            let data = atomgrad::data::load_reviews(None, 0, 64).unwrap();
+            println!("# sentiment data: vocab {} ids, {} positions", data.vocab.len(), data.train.max_len);
+            let cfg = ClassifyConfig::sentiment();
+            let mut l = SentimentLearner::new(&dev, &data, &cfg, Method::Ce, 0).unwrap();
+            let (mut step, mut r) = (0, Rng::new(1));
+            b.step(name, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
+        }
     }
 }

@@ -1,0 +1,59 @@
+"""Shared helpers of the PyTorch references: device choice, step timing, one JSON line out.
+
+Every reference runs on CUDA when there is one, else on the CPU (to check the scripts anywhere).
+Timing is wall clock per step from the host, with a device sync at the end of each batch of
+steps, as atomgrad's `benches/kernels.rs` measures (so host overhead counts on both sides).
+"""
+
+import json
+import sys
+import time
+
+import torch
+
+
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, dev, budget=1.0, warmup=3, max_iters=1 << 14):
+    """Seconds per call of `step`: `warmup` calls, then doubling batches until one takes `budget` s."""
+    for _ in range(warmup):
+        step()
+    sync(dev)
+    iters = 1
+    while True:
+        t = time.perf_counter()
+        for _ in range(iters):
+            step()
+        sync(dev)
+        dt = time.perf_counter() - t
+        if dt > budget or iters >= max_iters:
+            return dt / iters
+        iters = min(iters * 8, max(iters * 2, int(iters * budget / max(dt, 1e-6))))
+
+
+def header(dev):
+    """What every JSON line carries about the machine."""
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    return {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda}
+
+
+def emit(bench, dev, results, **extra):
+    """Prints the one JSON line of a reference."""
+    print(json.dumps({"bench": bench, **header(dev), **extra, "results": results}), flush=True)
+
+
+def step_result(name, batch, seconds, **extra):
+    return {"name": name, "batch": batch, "ms_per_step": 1e3 * seconds, "samples_per_s": batch / seconds, **extra}
+
+
+def fail(bench, dev, err):
+    """One JSON line saying what failed (the harness keeps going)."""
+    emit(bench, dev, [], error=f"{type(err).__name__}: {err}")
+    sys.exit(1)
