@@ -284,3 +284,46 @@ fn a_resumed_gan_run_is_bit_identical() {
     assert!(!ok && (text.contains("simclr") || text.contains("SimCLR")), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// SIGKILL at arbitrary moments of a run that checkpoints every few milliseconds: whatever
+/// the kill interrupted, every checkpoint left in the folder loads, every metrics line parses,
+/// and `--resume` continues from the latest one.
+#[cfg(unix)]
+#[test]
+fn a_killed_run_leaves_readable_checkpoints_and_resumes() {
+    let dir = scratch("sigkill");
+    let mut checked = 0;
+    for (k, delay_ms) in [700u64, 1100, 1500, 3000].into_iter().enumerate() {
+        let out = dir.join(format!("run{k}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atomgrad"))
+            .args(["train", "--task", "moons", "--epochs", "100000", "--batch", "256", "--quiet"])
+            .args(["--out", out.to_str().unwrap()])
+            .env("NODEVICE_SELECT", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL: no handler runs
+        child.wait().unwrap();
+        let ckdir = out.join("checkpoints");
+        let Ok(entries) = std::fs::read_dir(&ckdir) else { continue }; // killed before the first save
+        checked += 1;
+        for e in entries {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".safetensors") && !name.starts_with('.') {
+                atomgrad::checkpoint::load(&p).unwrap_or_else(|e| panic!("{name} unreadable after SIGKILL: {e}"));
+            }
+        }
+        if let Ok(log) = std::fs::read_to_string(out.join("metrics.jsonl")) {
+            for l in log.lines() {
+                serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("torn metrics line {l:?}: {e}"));
+            }
+        }
+        let (ok, text) = atomgrad(&["train", "--resume", out.to_str().unwrap(), "--max-steps", "1", "--quiet"]);
+        assert!(ok, "resume after SIGKILL at {delay_ms} ms: {text}");
+    }
+    assert!(checked > 0, "every run was killed before its first checkpoint");
+    std::fs::remove_dir_all(&dir).ok();
+}
