@@ -286,8 +286,8 @@ fn a_resumed_gan_run_is_bit_identical() {
 }
 
 /// SIGKILL at arbitrary moments of a run that checkpoints every few milliseconds: whatever
-/// the kill interrupted, every checkpoint left in the folder loads, every metrics line parses,
-/// and `--resume` continues from the latest one.
+/// the kill interrupted, every complete checkpoint left in the folder loads, every metrics line
+/// parses, and `--resume` continues from the latest complete one.
 #[cfg(unix)]
 #[test]
 fn a_killed_run_leaves_readable_checkpoints_and_resumes() {
@@ -312,7 +312,9 @@ fn a_killed_run_leaves_readable_checkpoints_and_resumes() {
         for e in entries {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if name.ends_with(".safetensors") && !name.starts_with('.') {
+            // A tensors file without its sidecar is a save the kill interrupted (the sidecar is
+            // renamed into place last); `--resume` skips it, as checked below.
+            if name.ends_with(".safetensors") && !name.starts_with('.') && p.with_extension("json").is_file() {
                 atomgrad::checkpoint::load(&p).unwrap_or_else(|e| panic!("{name} unreadable after SIGKILL: {e}"));
             }
         }
