@@ -866,7 +866,10 @@ fn brief(line: &serde_json::Value) -> String {
     let Some(o) = line.as_object() else { return String::new() };
     o.iter()
         .filter(|(k, v)| *k != "iter" && *k != "loss" && v.is_number())
-        .map(|(k, v)| format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)))
+        .map(|(k, v)| match v.as_u64() {
+            Some(i) => format!("{k} {i}"),
+            None => format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)),
+        })
         .collect::<Vec<_>>()
         .join("  ")
 }
