@@ -215,45 +215,12 @@ fn ctrl_c_stops_cleanly_and_saves() {
 fn explain_draws_a_train_checkpoint() {
     let dir = scratch("explain-train");
     let out = dir.join("run");
-    let (ok, text) = atomgrad(&[
-        "train",
-        "--task",
-        "fashion",
-        "--method",
-        "gate",
-        "--epochs",
-        "1",
-        "--train-limit",
-        "64",
-        "--test-limit",
-        "32",
-        "--batch",
-        "16",
-        "--data",
-        "/nonexistent-use-bundled",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let small = "train --task fashion --method gate --epochs 1 --train-limit 64 --test-limit 32 --batch 16 --quiet";
+    let mut args: Vec<&str> = small.split(' ').collect();
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (ok, text) = atomgrad(&[&args[..], &["--data", "/nonexistent-use-bundled"]].concat());
     assert!(!ok && text.contains("/nonexistent-use-bundled"), "a missing --data folder is named: {text}");
-    let (ok, text) = atomgrad(&[
-        "train",
-        "--task",
-        "fashion",
-        "--method",
-        "gate",
-        "--epochs",
-        "1",
-        "--train-limit",
-        "64",
-        "--test-limit",
-        "32",
-        "--batch",
-        "16",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, text) = atomgrad(&args);
     assert!(ok, "{text}");
     let best = out.join("checkpoints/best.safetensors");
     let (ok, text) = atomgrad(&["explain", "--checkpoint", best.to_str().unwrap(), "--out", dir.to_str().unwrap()]);

@@ -182,10 +182,17 @@ impl<'a> FashionLearner<'a> {
             proj,
         })
     }
-    /// Test accuracy, latents of the first test images and the first `keep` importance maps.
-    #[allow(clippy::type_complexity)]
-    pub fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
+}
+
+impl Classifier for FashionLearner<'_> {
+    fn model_tensors(&self) -> Vec<(String, Tensor)> {
+        self.model.tensors()
+    }
+    fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
         eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, Some(keep))
+    }
+    fn latent_dim(&self) -> usize {
+        self.cfg.channels.1 * 49
     }
 }
 
@@ -258,6 +265,33 @@ fn result(
     }
 }
 
+/// What `compare` needs from a classifier beyond [`Learner`]: its model's tensors (saved for
+/// `explain`), the test scores with the first importance maps, and its latent width.
+pub trait Classifier: Learner {
+    fn model_tensors(&self) -> Vec<(String, Tensor)>;
+    #[allow(clippy::type_complexity)]
+    fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)>;
+    fn latent_dim(&self) -> usize;
+}
+
+/// Trains one classifier with the shared loop, saves its model to `save` (with `meta`) and
+/// scores it on the test set.
+fn run_classifier(
+    dev: &Device,
+    l: &mut dyn Classifier,
+    opts: &FitOptions,
+    save: Option<(&Path, serde_json::Value)>,
+    on_step: &mut dyn FnMut(),
+    (method, seed): (Method, u64),
+) -> Result<ClassifyResult> {
+    let fitted = fit(dev, l, opts, None, &mut OnStep(|| on_step()))?;
+    if let Some((path, meta)) = save {
+        checkpoint::save(path, &l.model_tensors(), &meta)?;
+    }
+    let (acc, z, w) = l.explain(EXPLAIN_SAMPLES)?;
+    Ok(result(method, seed, &fitted, acc, &z, l.latent_dim(), w))
+}
+
 /// Trains the CNN with `method` and scores it on the test images.
 pub fn run_fashion(
     dev: &Device,
@@ -269,16 +303,8 @@ pub fn run_fashion(
     on_step: &mut dyn FnMut(),
 ) -> Result<ClassifyResult> {
     let mut l = FashionLearner::new(dev, data, cfg, method, seed)?;
-    let fitted = fit(dev, &mut l, &cfg.fit_options(seed), None, &mut OnStep(|| on_step()))?;
-    if let Some(path) = save {
-        checkpoint::save(
-            path,
-            &l.model.tensors(),
-            &checkpoint_meta("fashion", method, seed, cfg, &data.description()),
-        )?;
-    }
-    let (acc, z, w) = l.explain(EXPLAIN_SAMPLES)?;
-    Ok(result(method, seed, &fitted, acc, &z, cfg.channels.1 * 49, w))
+    let save = save.map(|p| (p, checkpoint_meta("fashion", method, seed, cfg, &data.description())));
+    run_classifier(dev, &mut l, &cfg.fit_options(seed), save, on_step, (method, seed))
 }
 
 /// Test accuracy; with `keep`, also the latents of the first 256 test images and the importance
@@ -380,11 +406,18 @@ impl<'a> SentimentLearner<'a> {
             proj,
         })
     }
-    /// Test accuracy, latents of the first test reviews and the first `keep` importance maps.
-    #[allow(clippy::type_complexity)]
-    pub fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
+}
+
+impl Classifier for SentimentLearner<'_> {
+    fn model_tensors(&self) -> Vec<(String, Tensor)> {
+        self.model.tensors()
+    }
+    fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
         let vocab = self.data.vocab.len();
         eval_sentiment(&self.dev, &self.model, &self.data.test, vocab, &self.cfg, self.method, Some(keep))
+    }
+    fn latent_dim(&self) -> usize {
+        self.cfg.d
     }
 }
 
@@ -451,16 +484,8 @@ pub fn run_sentiment(
     on_step: &mut dyn FnMut(),
 ) -> Result<ClassifyResult> {
     let mut l = SentimentLearner::new(dev, data, cfg, method, seed)?;
-    let fitted = fit(dev, &mut l, &cfg.fit_options(seed), None, &mut OnStep(|| on_step()))?;
-    if let Some(path) = save {
-        checkpoint::save(
-            path,
-            &l.model.tensors(),
-            &checkpoint_meta("sentiment", method, seed, cfg, &data.description()),
-        )?;
-    }
-    let (acc, z, w) = l.explain(EXPLAIN_SAMPLES)?;
-    Ok(result(method, seed, &fitted, acc, &z, cfg.d, w))
+    let save = save.map(|p| (p, checkpoint_meta("sentiment", method, seed, cfg, &data.description())));
+    run_classifier(dev, &mut l, &cfg.fit_options(seed), save, on_step, (method, seed))
 }
 
 #[allow(clippy::type_complexity)]
