@@ -200,7 +200,7 @@ impl Device {
     }
     /// Bytes one storage binding may span on this adapter.
     pub fn max_binding(&self) -> u64 {
-        (self.inner.limits.max_storage_buffer_binding_size as u64).min(self.inner.limits.max_buffer_size)
+        self.inner.limits.max_storage_buffer_binding_size.min(self.inner.limits.max_buffer_size)
     }
 
     /// A one-line description: adapter, backend, driver.

@@ -545,7 +545,7 @@ fn compare_folder(a: &CompareArgs) -> Result<PathBuf> {
     check_empty(&out, a.force)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let text = serde_json::to_string_pretty(a).expect("options serialise");
-    atomgrad::plot::write_atomic(&out.join("config.json"), text.as_bytes())?;
+    atomgrad::plot::write_atomic(out.join("config.json"), text.as_bytes())?;
     Ok(out)
 }
 

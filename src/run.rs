@@ -101,7 +101,7 @@ impl Run {
         check_empty(dir, force)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let text = serde_json::to_string_pretty(config).expect("a JSON value serialises");
-        write_atomic(&dir.join("config.json"), text.as_bytes())?;
+        write_atomic(dir.join("config.json"), text.as_bytes())?;
         Run::open(dir, config, display)
     }
 
@@ -190,10 +190,10 @@ impl Run {
             band: None,
         };
         let loss = [series("training loss", &|r| r.train_loss)];
-        crate::plot::line_plot(&self.dir.join("loss.png"), &format!("{title}: training loss"), "epoch", "loss", &loss)?;
+        crate::plot::line_plot(self.dir.join("loss.png"), &format!("{title}: training loss"), "epoch", "loss", &loss)?;
         let acc = [series("test accuracy", &|r| 100.0 * r.test_accuracy)];
         crate::plot::line_plot(
-            &self.dir.join("accuracy.png"),
+            self.dir.join("accuracy.png"),
             &format!("{title}: test accuracy"),
             "epoch",
             "accuracy (%)",

@@ -284,7 +284,7 @@ fn run_classifier(
     on_step: &mut dyn FnMut(),
     (method, seed): (Method, u64),
 ) -> Result<ClassifyResult> {
-    let fitted = fit(dev, l, opts, None, &mut OnStep(|| on_step()))?;
+    let fitted = fit(dev, l, opts, None, &mut OnStep(on_step))?;
     if let Some((path, meta)) = save {
         checkpoint::save(path, &l.model_tensors(), &meta)?;
     }

@@ -691,6 +691,10 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
     }
 }
 
+/// Scores a GAN during training: metrics for the log line and the checkpoint metric (higher is
+/// better).
+pub type Score<'a, G, D> = dyn FnMut(&Gan<G, D>) -> Result<(serde_json::Value, Option<f64>)> + 'a;
+
 /// Trains `gan` up to `iters` iterations inside a run folder (`atomgrad train --task gan2d|gan`):
 /// every `log_every` iterations the mean losses and `score`'s metrics go to `metrics.jsonl` and a
 /// checkpoint is saved (the last 2 kept, and the best by `score`'s metric, higher is better); a
@@ -703,7 +707,7 @@ pub fn fit_gan<G: Generator, D: Discriminator>(
     log_every: usize,
     resume: Option<&checkpoint::Checkpoint>,
     run: &mut crate::run::Run,
-    score: &mut dyn FnMut(&Gan<G, D>) -> Result<(serde_json::Value, Option<f64>)>,
+    score: &mut Score<G, D>,
 ) -> Result<bool> {
     use crate::train::Hooks;
     if let Some(ck) = resume {
@@ -720,7 +724,7 @@ pub fn fit_gan<G: Generator, D: Discriminator>(
         let interval = (it - 1) / log_every;
         let len = log_every.min(iters - interval * log_every);
         run.after_step(it, interval, it - interval * log_every, len);
-        if it % log_every == 0 || it == iters {
+        if it.is_multiple_of(log_every) || it == iters {
             let loss = gan.take_losses()?;
             if ![loss.d, loss.g, loss.reg].iter().all(|v| v.is_finite()) {
                 return Err(Error::NonFinite {

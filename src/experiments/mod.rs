@@ -272,7 +272,7 @@ pub fn compare_synthetic(
                     .map(|(i, &c)| (r.latents[2 * i] as f64, r.latents[2 * i + 1] as f64, c as usize))
                     .collect();
                 plot::scatter_plot(
-                    &out.join(format!("latent-{}.png", method.slug())),
+                    out.join(format!("latent-{}.png", method.slug())),
                     &format!("{}: test latents z (seed {seed}, acc {:.1}%)", method.name(), 100.0 * r.test_accuracy),
                     &pts,
                     &["class 0".to_string(), "class 1".to_string()],
@@ -295,7 +295,7 @@ pub fn compare_synthetic(
         let labels: Vec<String> = (0..k).map(|i| format!("token {i}")).collect();
         let hl: Vec<bool> = (0..k).map(|i| cfg.informative.contains(&i)).collect();
         plot::bar_plot(
-            &out.join(format!("importance-{}.png", method.slug())),
+            out.join(format!("importance-{}.png", method.slug())),
             &format!("{}: mean learned importance per position (informative highlighted)", method.name()),
             &labels,
             &means,
@@ -306,8 +306,8 @@ pub fn compare_synthetic(
     energy_figure(&out.join("energy.png"))?;
     let md = table(&rows);
     let json = serde_json::json!({ "task": "synthetic", "config": cfg, "seeds": seeds, "rows": rows, "adapter": dev.describe() });
-    write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;
-    write_atomic(&out.join("results.md"), md.as_bytes())?;
+    write_atomic(out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;
+    write_atomic(out.join("results.md"), md.as_bytes())?;
     Ok(md)
 }
 
@@ -420,14 +420,14 @@ pub fn compare_classify(
     }
     let name = if task == ClassifyTask::Fashion { "fashion" } else { "sentiment" };
     plot::line_plot(
-        &out.join("accuracy.png"),
+        out.join("accuracy.png"),
         &format!("{name}: test accuracy (mean ± std over seeds)"),
         "epoch",
         "test accuracy (%)",
         &acc_series,
     )?;
     plot::line_plot(
-        &out.join("loss.png"),
+        out.join("loss.png"),
         &format!("{name}: training loss (mean ± std over seeds)"),
         "epoch",
         "loss",
@@ -437,8 +437,8 @@ pub fn compare_classify(
     let json = serde_json::json!({
         "task": name, "data": data_desc, "config": cfg, "seeds": seeds, "rows": rows, "runs": runs, "adapter": dev.describe()
     });
-    write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;
-    write_atomic(&out.join("results.md"), format!("data: {data_desc}\n\n{md}").as_bytes())?;
+    write_atomic(out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;
+    write_atomic(out.join("results.md"), format!("data: {data_desc}\n\n{md}").as_bytes())?;
     Ok(format!("data: {data_desc}\n\n{md}"))
 }
 

@@ -54,7 +54,7 @@ pub struct TransformerOut {
 
 impl Transformer {
     pub fn new(dev: &Device, cfg: TransformerConfig, seed: u64) -> Result<Transformer> {
-        if cfg.heads == 0 || cfg.d % cfg.heads != 0 {
+        if cfg.heads == 0 || !cfg.d.is_multiple_of(cfg.heads) {
             return Err(Error::Config(format!(
                 "transformer: d = {} must be a multiple of heads = {}",
                 cfg.d, cfg.heads

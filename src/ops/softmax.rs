@@ -62,7 +62,7 @@ fn mask_group(op: &'static str, x: &Tensor, rows: usize, len: usize, mask: &Tens
         return Err(bad());
     }
     let m = mask.numel() / len;
-    if m == 0 || rows % m != 0 {
+    if m == 0 || !rows.is_multiple_of(m) {
         return Err(bad());
     }
     Ok(rows / m)
