@@ -7,9 +7,13 @@
 //   mm_blocked (CPU rasterisers such as lavapipe): 8 x 8 invocations, each computes a 4 x 4 block of C
 //     in registers, no shared memory and no barriers (barriers are very slow there); a workgroup
 //     covers a 32 x 32 tile; grid = (ceil(N/32), ceil(M/32), batch).
-//   mm_tiled (real GPUs): 16 x 16 invocations, 64 x 64 tile of C per workgroup, each invocation a
-//     4 x 4 register block; A and B tiles of depth 16 are staged in workgroup memory;
+//   mm_tiled (small GPU products): 16 x 16 invocations, 64 x 64 tile of C per workgroup, each
+//     invocation a 4 x 4 register block; A and B tiles of depth 16 are staged in workgroup memory;
 //     grid = (ceil(N/64), ceil(M/64), batch).
+//   mm_tiled128 (large GPU products): 16 x 16 invocations, 128 x 128 tile of C per workgroup, each
+//     invocation an 8 x 8 register block (rows 4ty..4ty+3 and 64+4ty..64+4ty+3, columns likewise,
+//     so its shared-memory reads are four vec4 loads per k); A and B tiles of depth 8 are staged
+//     in workgroup memory as vec4s (8 KiB); grid = (ceil(N/128), ceil(M/128), batch).
 // Out-of-range rows/columns are clamped on load and skipped on store, so any M, N, K works.
 
 struct Params {
@@ -112,6 +116,69 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
             for (var j = 0u; j < 4u; j++) {
                 let cc = col0 + lid.x * 4u + j;
                 if (cc < p.n) { c[base + r * p.n + cc] = acc[i][j]; }
+            }
+        }
+    }
+}
+
+const BT: u32 = 128u; // mm_tiled128: C tile edge
+const BK: u32 = 8u; // mm_tiled128: depth of the staged A and B tiles
+var<workgroup> ta4: array<vec4<f32>, 256>; // [BK][BT/4]: A tile, k-major, 4 rows per vec4
+var<workgroup> tb4: array<vec4<f32>, 256>; // [BK][BT/4]: B tile, k-major, 4 columns per vec4
+
+@compute @workgroup_size(16, 16)
+fn mm_tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let bi = wid.z;
+    let row0 = wid.y * BT;
+    let col0 = wid.x * BT;
+    let t = lid.y * 16u + lid.x;
+    let abase = bi * p.sa_b;
+    let bbase = bi * p.sb_b;
+    // acc[2 * i + h]: row block i (rows 4ty + i, then 64 + 4ty + i - 4), column half h.
+    var acc: array<vec4<f32>, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        // 256 invocations stage 1024 elements of each tile, 4 each. Consecutive invocations walk
+        // the operand's contiguous dimension (k when its k-stride is 1, else m or n), so global
+        // reads coalesce for both layouts; out-of-range elements are 0.
+        for (var e = 0u; e < 4u; e++) {
+            let idx = t + e * 256u;
+            var kk: u32;
+            var mm: u32;
+            if (p.sa_k == 1u) { kk = idx % BK; mm = idx / BK; } else { kk = idx / BT; mm = idx % BT; }
+            let gk = k0 + kk;
+            var va = 0.0;
+            if (gk < p.k && row0 + mm < p.m) { va = a[abase + (row0 + mm) * p.sa_m + gk * p.sa_k]; }
+            ta4[kk * 32u + mm / 4u][mm % 4u] = va;
+            if (p.sb_k == 1u) { kk = idx % BK; mm = idx / BK; } else { kk = idx / BT; mm = idx % BT; }
+            let gkb = k0 + kk;
+            var vb = 0.0;
+            if (gkb < p.k && col0 + mm < p.n) { vb = b[bbase + gkb * p.sb_k + (col0 + mm) * p.sb_n]; }
+            tb4[kk * 32u + mm / 4u][mm % 4u] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = ta4[kk * 32u + lid.y];
+            let a1 = ta4[kk * 32u + lid.y + 16u];
+            let b0 = tb4[kk * 32u + lid.x];
+            let b1 = tb4[kk * 32u + lid.x + 16u];
+            for (var i = 0u; i < 4u; i++) {
+                acc[2u * i] += a0[i] * b0;
+                acc[2u * i + 1u] += a0[i] * b1;
+                acc[8u + 2u * i] += a1[i] * b0;
+                acc[8u + 2u * i + 1u] += a1[i] * b1;
+            }
+        }
+        workgroupBarrier();
+    }
+    let base = bi * p.m * p.n;
+    for (var rb = 0u; rb < 8u; rb++) {
+        let r = row0 + (rb / 4u) * 64u + lid.y * 4u + rb % 4u;
+        if (r >= p.m) { continue; }
+        for (var h = 0u; h < 2u; h++) {
+            let v = acc[2u * rb + h];
+            let c0 = col0 + h * 64u + lid.x * 4u;
+            for (var j = 0u; j < 4u; j++) {
+                if (c0 + j < p.n) { c[base + r * p.n + c0 + j] = v[j]; }
             }
         }
     }

@@ -31,14 +31,20 @@ struct Params {
 pub enum Variant {
     /// Register-blocked, no shared memory, no barriers (CPU rasterisers).
     Blocked,
-    /// Shared-memory tiles (GPUs).
+    /// Shared-memory tiles of 64 x 64, 4 x 4 per invocation (GPUs, small products).
     Tiled,
+    /// Shared-memory tiles of 128 x 128, 8 x 8 per invocation (GPUs, large products).
+    Tiled128,
 }
 
 impl Variant {
-    pub fn for_class(c: AdapterClass) -> Variant {
+    /// The kernel for a `batch x m x n` result on this adapter class: on GPUs the 128-tile core
+    /// once the result has enough tiles of 128 to fill the device (128 of them), else the
+    /// 64-tile core.
+    pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize) -> Variant {
         match c {
             AdapterClass::Cpu => Variant::Blocked,
+            AdapterClass::Gpu if m.div_ceil(128) * n.div_ceil(128) * batch >= 128 => Variant::Tiled128,
             AdapterClass::Gpu => Variant::Tiled,
         }
     }
@@ -54,11 +60,15 @@ fn as_batched(op: &'static str, s: &[usize]) -> Result<(usize, usize, usize)> {
 
 /// `op(A) x op(B)` where op transposes the last two dims when asked, on the adapter's default core.
 pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
-    matmul_with(Variant::for_class(a.device().class()), a, b, trans_a, trans_b)
+    matmul_impl(None, a, b, trans_a, trans_b)
 }
 
-/// As [`matmul`] with an explicit kernel (tests check both on every adapter).
+/// As [`matmul`] with an explicit kernel (tests check every one on every adapter).
 pub fn matmul_with(v: Variant, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    matmul_impl(Some(v), a, b, trans_a, trans_b)
+}
+
+fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
     a.expect("matmul", DType::F32)?;
     b.expect("matmul", DType::F32)?;
     let (ba, ra, ca) = as_batched("matmul", a.shape())?;
@@ -114,9 +124,11 @@ pub fn matmul_with(v: Variant, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: b
         dev.clear(c.buffer(), c.bytes());
         return Ok(c);
     }
+    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch));
     let (entry, tile) = match v {
         Variant::Blocked => ("mm_blocked", 32),
         Variant::Tiled => ("mm_tiled", 64),
+        Variant::Tiled128 => ("mm_tiled128", 128),
     };
     let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
     if groups[0] > 65535 || groups[1] > 65535 {
