@@ -479,6 +479,7 @@ fn train_gan(
             run.dir().display()
         ));
         run.set_max_steps(a.max_steps);
+        run.set_detect_anomaly(a.detect_anomaly);
         (train_gan2d(dev, &cfg, mixture, method, a.seed, &mut run, resume.as_ref())?, run)
     } else {
         use atomgrad::data::fashion::{load_fashion, FashionSource};
@@ -502,6 +503,7 @@ fn train_gan(
             run.dir().display()
         ));
         run.set_max_steps(a.max_steps);
+        run.set_detect_anomaly(a.detect_anomaly);
         (train_dcgan(dev, &data, &cfg, method, a.seed, &mut run, resume.as_ref())?, run)
     };
     run.finish();

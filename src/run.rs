@@ -84,6 +84,7 @@ pub struct Run {
     /// Steps taken so far, and the limit after which training stops (`--max-steps`).
     step: usize,
     max_steps: Option<usize>,
+    detect_anomaly: bool,
     /// Lines mode: when the epoch started and when the last progress line was printed.
     epoch_start: std::time::Instant,
     last_line: std::time::Instant,
@@ -131,6 +132,7 @@ impl Run {
             meta: serde_json::json!({ "options": config }),
             step: 0,
             max_steps: None,
+            detect_anomaly: false,
             epoch_start: std::time::Instant::now(),
             last_line: std::time::Instant::now(),
             first_batch: 1,
@@ -177,6 +179,14 @@ impl Run {
     pub fn set_max_steps(&mut self, max_steps: Option<usize>) {
         self.max_steps = max_steps;
     }
+    /// Whether training loops should check every op for NaN/Inf (`--detect-anomaly`).
+    pub fn set_detect_anomaly(&mut self, on: bool) {
+        self.detect_anomaly = on;
+    }
+    pub fn detect_anomaly(&self) -> bool {
+        self.detect_anomaly
+    }
+
     /// Optimizer steps taken so far (as of the last step this run saw).
     pub fn steps(&self) -> usize {
         self.step

@@ -435,6 +435,8 @@ pub struct Gan<G: Generator, D: Discriminator> {
     noise_seed: u64,
     iter: usize,
     sums: Sums,
+    /// Check every op of each step for NaN/Inf ([`Tape::detect_anomaly`]).
+    pub detect_anomaly: bool,
 }
 
 /// The 2-D benchmark's GAN.
@@ -492,6 +494,7 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
             noise_seed: sub_seed(seed, 4),
             iter: 0,
             sums: Sums::new(dev)?,
+            detect_anomaly: false,
             g,
             d,
         })
@@ -578,9 +581,13 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
     /// recorded into one command buffer: exactly one submit.
     pub fn step(&mut self) -> Result<()> {
         let tape = Tape::new();
+        if self.detect_anomaly {
+            tape.detect_anomaly();
+        }
         let out = self.generate_batch(&tape)?;
         self.record_d(&tape, &out.x.detach())?;
         self.record_g(&tape, &out)?;
+        tape.anomaly(self.iter + 1)?;
         drop(tape);
         self.dev.flush()?;
         self.iter += 1;
@@ -731,7 +738,7 @@ pub fn fit_gan<G: Generator, D: Discriminator>(
                     step: it as u64,
                     what: format!(
                         "GAN mean losses up to iteration {it}: D {}, G {}, regulariser {} (training diverged; \
-                         try a lower --lr)",
+                         try a lower --lr, or --detect-anomaly to find the op)",
                         loss.d, loss.g, loss.reg
                     ),
                 });
@@ -784,6 +791,7 @@ pub fn train_gan2d(
     resume: Option<&checkpoint::Checkpoint>,
 ) -> Result<Option<String>> {
     let mut gan = Gan2d::new(dev, cfg, mixture, method, seed)?;
+    gan.detect_anomaly = run.detect_anomaly();
     let (centres, std) = (mixture.centres(), mixture.std());
     let snap_seed = sub_seed(seed, 5);
     let mut score = |gan: &Gan2d| -> Result<(serde_json::Value, Option<f64>)> {
@@ -824,6 +832,7 @@ pub fn train_dcgan(
     resume: Option<&checkpoint::Checkpoint>,
 ) -> Result<Option<String>> {
     let mut gan = FashionGan::fashion(dev, cfg, &data.train, method, seed)?;
+    gan.detect_anomaly = run.detect_anomaly();
     let features = FeatureNet::prepare(dev, data, &cfg.feature_cnn, &run.dir().join("feature-cnn.safetensors"))?;
     run.say(&format!(
         "feature CNN: {:.2}% test accuracy ({})",
