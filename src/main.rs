@@ -736,13 +736,17 @@ fn main() {
     };
     // No subcommand: the synthetic comparison (the seed's Figures 2 and 3) with its defaults.
     let cmd = Cli::parse_from(argv).cmd.unwrap_or_else(|| Cmd::Compare(Defaults::parse_from(["atomgrad"]).compare));
-    atomgrad::run::install_interrupt_handler();
     let result = Device::new().and_then(|dev| match cmd {
         Cmd::Info => {
             info(&dev);
             Ok(())
         }
-        Cmd::Train(a) => train(&dev, a),
+        Cmd::Train(a) => {
+            // Only `train` stops gracefully (after the step, with a checkpoint); elsewhere Ctrl-C
+            // keeps its default meaning and ends the process at once.
+            atomgrad::run::install_interrupt_handler();
+            train(&dev, a)
+        }
         Cmd::Compare(a) => compare(&dev, &a),
         Cmd::Explain(a) => {
             let out = a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(Path::to_path_buf).unwrap_or_default());
