@@ -121,8 +121,11 @@ impl Run {
     fn open(dir: &Path, config: &Value, display: Display) -> Result<Run> {
         let bar = if display == Display::Bar { ProgressBar::new(0) } else { ProgressBar::hidden() };
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} samples  {rate}  ETA {eta}  {msg}")
+                .expect("valid template")
+                .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} samples/s", s.per_sec());
+                }),
         );
         Ok(Run {
             dir: dir.to_path_buf(),
@@ -220,15 +223,18 @@ impl Run {
 impl Hooks for Run {
     fn after_step(&mut self, step: usize, epoch: usize, batch: usize, batches: usize) {
         self.step = step;
-        if batch == 1 || self.bar.length() != Some(batches as u64) {
-            self.bar.set_length(batches as u64);
+        // The bar counts samples (the run's batch size from its options), so its rate reads in
+        // samples per second.
+        let per = self.meta["options"].get("batch").and_then(Value::as_u64).unwrap_or(1).max(1);
+        if batch == 1 || self.bar.length() != Some(batches as u64 * per) {
+            self.bar.set_length(batches as u64 * per);
             self.bar.set_prefix(format!("{}", epoch + 1));
             self.bar.reset_eta();
             self.epoch_start = std::time::Instant::now();
             self.last_line = self.epoch_start;
             self.first_batch = batch;
         }
-        self.bar.set_position(batch as u64);
+        self.bar.set_position(batch as u64 * per);
         // Without a terminal, a line every 30 s shows a long epoch is alive and when it ends.
         if self.display == Display::Lines && self.last_line.elapsed() >= LINE_EVERY {
             self.last_line = std::time::Instant::now();
