@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 use crate::train::{EpochReport, Hooks};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -164,10 +164,7 @@ impl Run {
 
     /// Appends one JSON object to `metrics.jsonl`, flushed at once so an interrupted run keeps it.
     pub fn log(&self, line: &Value) -> Result<()> {
-        let path = self.dir.join("metrics.jsonl");
-        let mut f =
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        writeln!(f, "{line}").and_then(|()| f.flush()).map_err(|e| Error::io(&path, e))
+        crate::experiments::log_metrics(&self.dir, std::slice::from_ref(line))
     }
 
     /// Adds `fields` (a JSON object) to the sidecar of every checkpoint from now on (e.g. what
