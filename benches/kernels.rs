@@ -190,7 +190,11 @@ fn main() {
     for &s in sizes {
         let a = rand(&dev, &mut rng, &[s, s]);
         let c = rand(&dev, &mut rng, &[s, s]);
-        for v in [matmul::Variant::Blocked, matmul::Variant::Tiled, matmul::Variant::Tiled128] {
+        use matmul::Variant::*;
+        for v in [Blocked, Tiled, Tiled128, Pipelined, Coop16] {
+            if v == Coop16 && !dev.has_coop16() {
+                continue;
+            }
             b.flops(&format!("matmul/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
                 drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
             });

@@ -14,6 +14,10 @@
 //     invocation an 8 x 8 register block (rows 4ty..4ty+3 and 64+4ty..64+4ty+3, columns likewise,
 //     so its shared-memory reads are four vec4 loads per k); A and B tiles of depth 8 are staged
 //     in workgroup memory as vec4s (8 KiB); grid = (ceil(N/128), ceil(M/128), batch).
+//   mm_pipe (large GPU products, being measured against mm_tiled128): the same 128 x 128 tile and
+//     8 x 8 register blocks, panels of depth 16 double-buffered in workgroup memory (rows padded
+//     by one vec4, 33 KiB) with the next panel's global reads in registers during the arithmetic,
+//     so one barrier per panel instead of two per 8 deep; grid as mm_tiled128.
 // Out-of-range rows/columns are clamped on load and skipped on store, so any M, N, K works.
 
 struct Params {
@@ -176,6 +180,103 @@ fn mm_tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         if (r >= p.m) { continue; }
         for (var h = 0u; h < 2u; h++) {
             let v = acc[2u * rb + h];
+            let c0 = col0 + h * 64u + lid.x * 4u;
+            for (var j = 0u; j < 4u; j++) {
+                if (c0 + j < p.n) { c[base + r * p.n + c0 + j] = v[j]; }
+            }
+        }
+    }
+}
+
+const PK: u32 = 16u; // mm_pipe: depth of a staged panel
+const PR: u32 = 33u; // mm_pipe: panel row stride in vec4s (32 + 1 padding against bank conflicts)
+const PP: u32 = 528u; // mm_pipe: PK * PR, one panel
+var<workgroup> pa4: array<vec4<f32>, 1056>; // 2 panels [PK][PR]: A, k-major, 4 rows per vec4
+var<workgroup> pb4: array<vec4<f32>, 1056>; // 2 panels [PK][PR]: B, k-major, 4 columns per vec4
+
+// Element e (0..7) of invocation t in a 16 x 128 panel, as (k, m or n): consecutive invocations
+// walk the operand's contiguous dimension (k when its k-stride is 1), so global reads coalesce.
+fn pipe_pos(t: u32, e: u32, k_contiguous: bool) -> vec2<u32> {
+    let idx = t + e * 256u;
+    if (k_contiguous) { return vec2<u32>(idx % PK, idx / PK); }
+    return vec2<u32>(idx / BT, idx % BT);
+}
+
+@compute @workgroup_size(16, 16)
+fn mm_pipe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let bi = wid.z;
+    let row0 = wid.y * BT;
+    let col0 = wid.x * BT;
+    let t = lid.y * 16u + lid.x;
+    let abase = bi * p.sa_b;
+    let bbase = bi * p.sb_b;
+    let ak = p.sa_k == 1u;
+    let bk = p.sb_k == 1u;
+    var acc: array<vec4<f32>, 16>; // as in mm_tiled128
+    var ra: array<f32, 8>;
+    var rb: array<f32, 8>;
+    // Prologue: panel 0 into buffer 0.
+    for (var e = 0u; e < 8u; e++) {
+        let qa = pipe_pos(t, e, ak);
+        var va = 0.0;
+        if (qa.x < p.k && row0 + qa.y < p.m) { va = a[abase + (row0 + qa.y) * p.sa_m + qa.x * p.sa_k]; }
+        pa4[qa.x * PR + qa.y / 4u][qa.y % 4u] = va;
+        let qb = pipe_pos(t, e, bk);
+        var vb = 0.0;
+        if (qb.x < p.k && col0 + qb.y < p.n) { vb = b[bbase + qb.x * p.sb_k + (col0 + qb.y) * p.sb_n]; }
+        pb4[qb.x * PR + qb.y / 4u][qb.y % 4u] = vb;
+    }
+    workgroupBarrier();
+    var buf = 0u;
+    for (var k0 = 0u; k0 < p.k; k0 += PK) {
+        let more = k0 + PK < p.k;
+        // The next panel's global reads are issued before this panel's arithmetic.
+        if (more) {
+            for (var e = 0u; e < 8u; e++) {
+                let qa = pipe_pos(t, e, ak);
+                let gk = k0 + PK + qa.x;
+                var va = 0.0;
+                if (gk < p.k && row0 + qa.y < p.m) { va = a[abase + (row0 + qa.y) * p.sa_m + gk * p.sa_k]; }
+                ra[e] = va;
+                let qb = pipe_pos(t, e, bk);
+                let gkb = k0 + PK + qb.x;
+                var vb = 0.0;
+                if (gkb < p.k && col0 + qb.y < p.n) { vb = b[bbase + gkb * p.sb_k + (col0 + qb.y) * p.sb_n]; }
+                rb[e] = vb;
+            }
+        }
+        let o = buf * PP;
+        for (var kk = 0u; kk < PK; kk++) {
+            let a0 = pa4[o + kk * PR + lid.y];
+            let a1 = pa4[o + kk * PR + lid.y + 16u];
+            let b0 = pb4[o + kk * PR + lid.x];
+            let b1 = pb4[o + kk * PR + lid.x + 16u];
+            for (var i = 0u; i < 4u; i++) {
+                acc[2u * i] += a0[i] * b0;
+                acc[2u * i + 1u] += a0[i] * b1;
+                acc[8u + 2u * i] += a1[i] * b0;
+                acc[8u + 2u * i + 1u] += a1[i] * b1;
+            }
+        }
+        if (more) {
+            let nb = (1u - buf) * PP;
+            for (var e = 0u; e < 8u; e++) {
+                let qa = pipe_pos(t, e, ak);
+                pa4[nb + qa.x * PR + qa.y / 4u][qa.y % 4u] = ra[e];
+                let qb = pipe_pos(t, e, bk);
+                pb4[nb + qb.x * PR + qb.y / 4u][qb.y % 4u] = rb[e];
+            }
+        }
+        // One barrier per panel: the next one is complete and nobody reads this one any more.
+        workgroupBarrier();
+        buf = 1u - buf;
+    }
+    let base = bi * p.m * p.n;
+    for (var rb2 = 0u; rb2 < 8u; rb2++) {
+        let r = row0 + (rb2 / 4u) * 64u + lid.y * 4u + rb2 % 4u;
+        if (r >= p.m) { continue; }
+        for (var h = 0u; h < 2u; h++) {
+            let v = acc[2u * rb2 + h];
             let c0 = col0 + h * 64u + lid.x * 4u;
             for (var j = 0u; j < 4u; j++) {
                 if (c0 + j < p.n) { c[base + r * p.n + c0 + j] = v[j]; }

@@ -67,6 +67,10 @@ pub(crate) struct Inner {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     pub class: AdapterClass,
+    /// Forward matmuls on f16 tensor cores (opt-in, see `set_mixed_precision`).
+    mixed: std::sync::atomic::AtomicBool,
+    /// The adapter's cooperative-matrix configurations (printed by `atomgrad info`).
+    coop_props: Vec<wgpu::CooperativeMatrixProperties>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     state: Mutex<State>,
@@ -94,6 +98,23 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     let quarter = (base / 4).max(1);
     let steps = (b - base).div_ceil(quarter);
     base + steps * quarter
+}
+
+/// Whether the adapter offers what matmul_coop.wgsl needs: 16x16x16 f16 x f16 -> f32 matrices at
+/// subgroup scope, subgroups of exactly 32 (the kernel maps invocation t to subgroup t / 32),
+/// shader f16 and 45 KiB of workgroup memory.
+fn coop16_offered(adapter: &wgpu::Adapter, limits: &wgpu::Limits, features: wgpu::Features) -> bool {
+    use wgpu::CooperativeScalarType as T;
+    let info = adapter.get_info();
+    adapter.features().contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        && features.contains(wgpu::Features::SHADER_F16)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && limits.max_compute_workgroup_storage_size >= 46080
+        && limits.max_compute_invocations_per_workgroup >= 256
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32
+        })
 }
 
 impl Device {
@@ -137,12 +158,24 @@ impl Device {
         let limits = adapter.limits();
         // Optional features are taken when offered, never required.
         let optional = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
-        let features = adapter.features() & optional;
+        let mut features = adapter.features() & optional;
+        let coop_props = adapter.cooperative_matrix_properties();
+        let coop16 = coop16_offered(&adapter, &limits, features);
+        if coop16 {
+            features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("atomgrad"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            // SAFETY: wgpu's experimental features are asked for only where the adapter offers
+            // the f16 tensor-core configuration matmul_coop.wgsl uses; that kernel runs only when
+            // a caller opts in (Variant::Coop16, set_mixed_precision), never by default.
+            experimental_features: if coop16 {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -172,6 +205,8 @@ impl Device {
                 limits,
                 features,
                 class,
+                mixed: std::sync::atomic::AtomicBool::new(false),
+                coop_props,
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
                 state: Mutex::default(),
@@ -191,6 +226,29 @@ impl Device {
     }
     pub fn class(&self) -> AdapterClass {
         self.inner.class
+    }
+    /// Whether `matmul::Variant::Coop16` (f16 x f16 -> f32 cooperative matrices) can run here.
+    pub fn has_coop16(&self) -> bool {
+        self.inner.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    }
+    /// Opt-in mixed precision: the forward matmuls of the autodiff tape (`Var::matmul*`) round
+    /// their operands to f16 on tensor cores and accumulate in f32; weights, gradients and
+    /// optimizer state stay f32. Errors where the adapter has no 16x16 f16 cooperative matrices.
+    pub fn set_mixed_precision(&self, on: bool) -> Result<()> {
+        if on && !self.has_coop16() {
+            return Err(Error::Gpu(format!(
+                "mixed precision needs 16x16 f16 cooperative matrices with 32-wide subgroups, which {} does not offer",
+                self.inner.info.name
+            )));
+        }
+        self.inner.mixed.store(on, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    pub fn coop_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
+        &self.inner.coop_props
+    }
+    pub fn mixed_precision(&self) -> bool {
+        self.inner.mixed.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn wgpu(&self) -> (&wgpu::Device, &wgpu::Queue) {
         (&self.inner.device, &self.inner.queue)

@@ -206,6 +206,11 @@ struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     detect_anomaly: bool,
+    /// Forward matmuls on f16 tensor cores with f32 accumulation (weights, gradients and Adam
+    /// stay f32); needs an adapter with cooperative matrices (`atomgrad info`).
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(default)]
+    mixed_precision: bool,
     /// Print only the final summary.
     #[arg(long)]
     #[serde(skip)]
@@ -237,7 +242,11 @@ fn info(dev: &Device) {
     println!("optional features:");
     println!("  timestamp queries  {}", has(wgpu::Features::TIMESTAMP_QUERY));
     println!("  shader-f16         {}", has(wgpu::Features::SHADER_F16));
-    println!("  subgroups          {}", has(wgpu::Features::SUBGROUP));
+    println!("  subgroups          {} (size {}..{})", has(wgpu::Features::SUBGROUP), i.subgroup_min_size, i.subgroup_max_size);
+    println!("  coop matrix f16    {} (opt-in mixed precision)", if dev.has_coop16() { "yes" } else { "no" });
+    for p in dev.coop_matrix_properties() {
+        println!("    {}x{}x{} {:?} x {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.ab_type, p.cr_type);
+    }
 }
 
 /// The data a `train` task needs, loaded once.
@@ -328,6 +337,7 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
             (None, None)
         }
     };
+    dev.set_mixed_precision(a.mixed_precision)?;
     let (epochs, batch, lr) = (a.epochs.unwrap_or(1), a.batch.unwrap_or(1), a.lr.unwrap_or(0.0) as f32);
     let lambda = a.lambda.unwrap_or(0.1) as f32;
     let method = Method::parse_list(&[a.method.clone().unwrap_or_default()])?[0];

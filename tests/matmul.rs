@@ -10,7 +10,7 @@ fn both_kernels_match_reference_on_odd_sizes_and_transposes() {
     let mut rng = Rng::new(12);
     let sizes =
         [(1, 1, 1), (1, 7, 3), (5, 1, 9), (33, 17, 65), (64, 64, 64), (70, 129, 31), (3, 100, 2), (130, 9, 259)];
-    for v in [Variant::Blocked, Variant::Tiled, Variant::Tiled128] {
+    for v in [Variant::Blocked, Variant::Tiled, Variant::Tiled128, Variant::Pipelined] {
         for (m, k, n) in sizes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a = rng.vec(m * k, -1.0, 1.0);
@@ -27,11 +27,55 @@ fn both_kernels_match_reference_on_odd_sizes_and_transposes() {
     }
 }
 
+/// The opt-in f16 tensor-core kernel: each product rounds both operands to f16 (relative error
+/// 2^-11 each), so the bound is 2.5 * 2^-11 * sum_k |a_ik b_kj| plus f32 accumulation. Where the
+/// adapter has no such matrices (lavapipe), asking for it is a clear error.
+#[test]
+fn coop16_matches_reference_within_f16_rounding() {
+    let dev = device();
+    let mut rng = Rng::new(14);
+    let x = upload(&dev, &[1.0; 6], &[2, 3]);
+    if !dev.has_coop16() {
+        let e = matmul::matmul_with(Variant::Coop16, &x, &x, false, true).unwrap_err().to_string();
+        assert!(e.contains("cooperative matrices"), "{e}");
+        assert!(dev.set_mixed_precision(true).is_err());
+        eprintln!("no 16x16 f16 cooperative matrices on {}: only the error path is checked", dev.info().name);
+        return;
+    }
+    let sizes = [(1, 1, 1), (33, 17, 65), (128, 128, 128), (130, 70, 259), (256, 512, 128), (300, 1000, 200)];
+    for (m, k, n) in sizes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            for batch in [1, 3] {
+                let a = rng.vec(batch * m * k, -1.0, 1.0);
+                let b = rng.vec(batch * k * n, -1.0, 1.0);
+                let sa = if ta { [batch, k, m] } else { [batch, m, k] };
+                let sb = if tb { [batch, n, k] } else { [batch, k, n] };
+                let c = matmul::matmul_with(Variant::Coop16, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb)
+                    .unwrap()
+                    .to_vec()
+                    .unwrap();
+                let r = cpu::matmul(&a, batch, sa[1], sa[2], ta, &b, batch, sb[1], sb[2], tb);
+                let abs = |v: &[f64]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
+                let bound = cpu::matmul(&abs(&a), batch, sa[1], sa[2], ta, &abs(&b), batch, sb[1], sb[2], tb);
+                for i in 0..r.len() {
+                    let tol = 2.5 * (2f64).powi(-11) * bound[i] + 1e-6 * (k as f64).sqrt() * 4.0;
+                    assert!(
+                        (c[i] as f64 - r[i]).abs() <= tol,
+                        "coop16 {batch}x{m}x{k}x{n} ta={ta} tb={tb}: element {i} is {} but the reference is {} (tolerance {tol})",
+                        c[i],
+                        r[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn batched_and_broadcast_batches_match_reference() {
     let dev = device();
     let mut rng = Rng::new(13);
-    for v in [Variant::Blocked, Variant::Tiled, Variant::Tiled128] {
+    for v in [Variant::Blocked, Variant::Tiled, Variant::Tiled128, Variant::Pipelined] {
         for (ba, bb) in [(3, 3), (1, 4), (5, 1)] {
             let (m, k, n) = (9, 13, 6);
             let a = rng.vec(ba * m * k, -1.0, 1.0);

@@ -1,4 +1,5 @@
-//! Every `.wgsl` file in `shaders/` parses and validates with naga (the same front end wgpu uses).
+//! Every `.wgsl` file in `shaders/` parses, validates and translates to SPIR-V with naga (what
+//! wgpu runs on Vulkan).
 
 #[test]
 fn every_shader_validates_with_naga() {
@@ -18,8 +19,36 @@ fn every_shader_validates_with_naga() {
             }
         };
         let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
-        if let Err(e) = v.validate(&module) {
-            failures.push(format!("{}: {}", path.display(), e.emit_to_string(&src)));
+        let info = match v.validate(&module) {
+            Ok(info) => info,
+            Err(e) => {
+                failures.push(format!("{}: {}", path.display(), e.emit_to_string(&src)));
+                continue;
+            }
+        };
+        // And translates to SPIR-V, what wgpu hands Vulkan drivers (catches backend-only gaps,
+        // e.g. in the cooperative-matrix kernel that lavapipe cannot run).
+        // Override constants keep their defaults here, as they do in pipelines that set none.
+        let (module, info) = match naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default()) {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{}: override constants: {e}", path.display()));
+                continue;
+            }
+        };
+        // With the index clamping wgpu's Vulkan backend asks for.
+        let restrict = naga::proc::BoundsCheckPolicy::Restrict;
+        let opts = naga::back::spv::Options {
+            bounds_check_policies: naga::proc::BoundsCheckPolicies {
+                index: restrict,
+                buffer: restrict,
+                image_load: restrict,
+                binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+            },
+            ..Default::default()
+        };
+        if let Err(e) = naga::back::spv::write_vec(&module, &info, &opts, None) {
+            failures.push(format!("{}: SPIR-V output: {e}", path.display()));
         }
         // Each file opens with a comment saying what it computes, its bindings and workgroup layout.
         assert!(src.starts_with("//"), "{} must open with a comment describing it", path.display());

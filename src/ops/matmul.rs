@@ -9,6 +9,7 @@ use crate::ops::reduce::sum_to;
 use crate::tensor::{DType, Tensor};
 
 crate::shader!(SHADER = "matmul");
+crate::shader!(COOP = "matmul_coop");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,6 +36,12 @@ pub enum Variant {
     Tiled,
     /// Shared-memory tiles of 128 x 128, 8 x 8 per invocation (GPUs, large products).
     Tiled128,
+    /// As `Tiled128` with double-buffered panels of depth 16 and register prefetch, one barrier
+    /// per panel; needs 33 KiB of workgroup memory.
+    Pipelined,
+    /// Mixed precision on tensor cores: operands rounded to f16, f32 accumulation, 128 x 128
+    /// tiles (shaders/matmul_coop.wgsl). Opt-in only, where `Device::has_coop16`.
+    Coop16,
 }
 
 impl Variant {
@@ -125,16 +132,26 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         return Ok(c);
     }
     let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch));
-    let (entry, tile) = match v {
-        Variant::Blocked => ("mm_blocked", 32),
-        Variant::Tiled => ("mm_tiled", 64),
-        Variant::Tiled128 => ("mm_tiled128", 128),
+    let (shader, entry, tile) = match v {
+        Variant::Blocked => (&SHADER, "mm_blocked", 32),
+        Variant::Tiled => (&SHADER, "mm_tiled", 64),
+        Variant::Tiled128 => (&SHADER, "mm_tiled128", 128),
+        // Where the adapter lacks the workgroup memory, the single-buffered core of the same tile.
+        Variant::Pipelined if dev.limits().max_compute_workgroup_storage_size < 33792 => (&SHADER, "mm_tiled128", 128),
+        Variant::Pipelined => (&SHADER, "mm_pipe", 128),
+        Variant::Coop16 if dev.has_coop16() => (&COOP, "mm_coop16", 128),
+        Variant::Coop16 => {
+            return Err(Error::Gpu(format!(
+                "matmul: {} has no 16x16 f16 cooperative matrices with 32-wide subgroups",
+                dev.info().name
+            )))
+        }
     };
     let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
     if groups[0] > 65535 || groups[1] > 65535 {
         return Err(Error::shape("matmul", format!("result {m} x {n} exceeds the dispatch grid")));
     }
-    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], groups);
+    dev.dispatch(shader, entry, &[], bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], groups);
     Ok(c)
 }
 
@@ -148,7 +165,13 @@ impl Var {
     /// `op(self) x op(other)` with optional transposes of the last two dims.
     pub fn matmul_t(&self, other: &Var, trans_a: bool, trans_b: bool) -> Result<Var> {
         let (a, b) = (self.value().clone(), other.value().clone());
-        let c = matmul(&a, &b, trans_a, trans_b)?;
+        // Forward on f16 tensor cores when the device opted in to mixed precision; the backward
+        // products stay f32.
+        let c = if a.device().mixed_precision() {
+            matmul_with(Variant::Coop16, &a, &b, trans_a, trans_b)?
+        } else {
+            matmul(&a, &b, trans_a, trans_b)?
+        };
         Ok(self.tape().op(c, &[self, other], move |gc| {
             // d op(A) = dC x op(B)ᵀ; if A was stored transposed, dA = (d op(A))ᵀ = op(B) x dCᵀ.
             let ga = if trans_a { matmul(&b, gc, trans_b, true)? } else { matmul(gc, &b, false, !trans_b)? };
