@@ -7,7 +7,8 @@
 #   2. the kernel tests: every fast kernel against its f64 CPU reference on random data;
 #   3. the atomgrad benches for issue 7's targets (train/ steps, then matmul and atom L_A);
 #   4. the PyTorch references (benches/reference/*.py), same models, shapes and optimizers;
-#   5. the other benches, the model/training tests, torch.compile (if time is left);
+#   5. f32 vs mixed-precision training (accuracy), the other benches, the model/training tests,
+#      torch.compile (if time is left);
 #   6. the table (name | atomgrad | PyTorch | ratio), with results.json beside the full log.
 #
 #   bash benches/gpu.sh                 # results in ${OUT:-./gpu-results}
@@ -148,6 +149,7 @@ if [ "$GPU" = 1 ]; then
   run_tests "${GPU_SH_TEST_BUDGET:-100}" $FAST_TESTS
   stage bench-train 150 "$BIN/kernels" $BENCH_FLAGS train/
   stage bench-matmul-atom 120 "$BIN/kernels" $BENCH_FLAGS matmul/ atom/
+  stage bench-mixed 60 "$BIN/kernels" $BENCH_FLAGS mixed/
 fi
 
 # 4. PyTorch references (vocab: the bundled reviews' vocabulary the bench printed).
@@ -161,7 +163,24 @@ if [ "$HAVE_TORCH" = 1 ]; then
   stage py-atom 60 $PY $R/atom.py
 fi
 
-# 5. The rest, as time allows.
+# 5. The rest, as time allows: first the accuracy cost of mixed precision (f16 tensor-core
+# forward matmuls) on a classifier and a GAN, same seed, f32 vs --mixed-precision.
+mixed_runs() {
+  local t m i=0
+  for t in "synthetic --method atom" "gan2d --method atom"; do
+    for m in "" "--mixed-precision"; do
+      i=$((i + 1))
+      echo "## train --task $t $m"
+      # shellcheck disable=SC2086
+      "$BIN/atomgrad" train --task $t $m --quiet --out "$TMP/mixed-$i" || echo "(exit $?)"
+    done
+  done
+}
+if [ "$GPU" = 1 ]; then
+  export BIN TMP
+  export -f mixed_runs # `timeout` runs programs, so the function goes through bash -c
+  stage mixed 90 bash -c mixed_runs
+fi
 if [ "$GPU" = 1 ]; then
   stage bench-other 120 "$BIN/kernels" $BENCH_FLAGS elementwise/ reduce/ softmax/ conv/ pool/ batchnorm/ layernorm/ optim/ step/
   run_tests "${GPU_SH_SLOW_TEST_BUDGET:-120}" $SLOW_TESTS

@@ -1,4 +1,5 @@
-"""cuBLAS f32 matmul reference: C = A B for square A, B in f32, TF32 off ("highest") and on ("high").
+"""cuBLAS matmul reference: C = A B for square A, B in f32, TF32 off ("highest") and on ("high"),
+and in f16 (f16 inputs, f32 accumulation in cuBLAS; on CUDA only), atomgrad's Coop16 counterpart.
 
     python3 benches/reference/matmul.py [--sizes 1024,2048,4096] [--budget 1.0]
 
@@ -14,9 +15,9 @@ import torch
 from common import device, emit, fail, sync
 
 
-def bench(n, dev, budget):
-    a = torch.randn(n, n, device=dev)  # [n, n]
-    b = torch.randn(n, n, device=dev)  # [n, n]
+def bench(n, dev, budget, dtype=torch.float32):
+    a = torch.randn(n, n, device=dev, dtype=dtype)  # [n, n]
+    b = torch.randn(n, n, device=dev, dtype=dtype)  # [n, n]
     for _ in range(3):  # warm-up: cuBLAS heuristics, clocks
         c = a @ b
     sync(dev)
@@ -58,6 +59,10 @@ def main():
                 r = bench(n, dev, args.budget)
                 results.append({"name": f"matmul f32 {n}", "n": n, "tf32": tf32, "precision": precision, **r})
         torch.set_float32_matmul_precision("highest")
+        if dev.type == "cuda":
+            for n in map(int, sizes.split(",")):
+                r = bench(n, dev, args.budget, torch.float16)
+                results.append({"name": f"matmul f16 {n}", "n": n, "f16": True, **r})
     except Exception as e:  # noqa: BLE001 - report and exit non-zero
         fail("matmul", dev, e)
     emit("matmul", dev, results, tf32_applies=dev.type == "cuda")

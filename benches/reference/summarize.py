@@ -65,8 +65,8 @@ def main():
                         return x
         return None
 
-    def atomgrad_matmul(n):
-        rates = [v["rate"] for k, v in ours.items() if re.match(rf"matmul/(Blocked|Tiled) {n}x{n}x{n}$", k)]
+    def atomgrad_matmul(n, kernels="matmul/(Blocked|Tiled|Tiled128|Pipelined)"):
+        rates = [v["rate"] for k, v in ours.items() if re.match(rf"{kernels} {n}x{n}x{n}$", k)]
         return max(rates) / 1e3 if rates else None  # TFLOP/s
 
     rows = []  # (name, atomgrad, pytorch, unit, higher_is_better)
@@ -75,6 +75,9 @@ def main():
             r = ref("matmul", n=n, tf32=tf32)
             label = f"matmul f32 {n} vs cuBLAS {'TF32' if tf32 else 'f32 (TF32 off)'}"
             rows.append((label, atomgrad_matmul(n), r and r["tflops"], "TFLOP/s", True))
+        r = ref("matmul", n=n, f16=True)
+        label = f"matmul f16 tensor cores {n} vs cuBLAS f16"
+        rows.append((label, atomgrad_matmul(n, "mixed/Coop16"), r and r["tflops"], "TFLOP/s", True))
     for method, tag in (("ce", "cross-entropy"), ("atom", "atom")):
         a = ours.get(f"train/fashion CNN {tag} batch 128")
         r = ref("cnn", method=method)
