@@ -83,7 +83,9 @@ impl Bench {
 
     /// A whole training step of `batch` samples: time per step, samples/s, and the dispatches and
     /// submits one step records (counted on the second call, after pipelines and pool are warm).
-    fn step(&self, name: &str, batch: usize, mut f: impl FnMut()) {
+    /// `f` returns the seconds it spent recording (before its flush), or NaN if it cannot tell,
+    /// so the line also shows the host's share: recording time per dispatch.
+    fn step(&self, name: &str, batch: usize, mut f: impl FnMut() -> f64) {
         if !self.wants(name) {
             return;
         }
@@ -91,29 +93,42 @@ impl Bench {
         let s0 = self.dev.stats();
         f();
         let s1 = self.dev.stats();
-        let t = self.time(&mut f);
+        let (mut rec, mut calls) = (0.0, 0usize);
+        let t = self.time(|| {
+            rec += f();
+            calls += 1;
+        });
+        let dispatches = s1.dispatches - s0.dispatches;
+        let host = if rec.is_nan() {
+            String::new()
+        } else {
+            format!(", host records {:.1} us per dispatch", rec / calls as f64 * 1e6 / dispatches as f64)
+        };
         println!(
-            "{name:<44} {:>10.3} ms {:>10.1} samples/s  {} dispatches, {} submits per step",
+            "{name:<44} {:>10.3} ms {:>10.1} samples/s  {dispatches} dispatches, {} submits per step{host}",
             t * 1e3,
             batch as f64 / t,
-            s1.dispatches - s0.dispatches,
             s1.submits - s0.submits
         );
     }
 }
 
 /// One training step of a [`Learner`], as `train::fit` records it: tape, loss, backward, optimizer
-/// step, zero_grad, one submit. `idx` are `batch` random training indices.
-fn learner_step(dev: &Device, l: &mut dyn Learner, batch: usize, step: &mut usize, rng: &mut Rng) {
+/// step, zero_grad, one submit. `idx` are `batch` random training indices. Returns the seconds
+/// spent recording, before the submit.
+fn learner_step(dev: &Device, l: &mut dyn Learner, batch: usize, step: &mut usize, rng: &mut Rng) -> f64 {
     let idx: Vec<usize> = (0..batch).map(|_| rng.below(l.train_len())).collect();
+    let t = Instant::now();
     let tape = Tape::new();
     let loss = l.loss(&tape, &idx, *step, rng).unwrap();
     loss.backward().unwrap();
     l.optimizer().step().unwrap();
     l.optimizer().zero_grad();
     drop((loss, tape));
+    let rec = t.elapsed().as_secs_f64();
     dev.flush().unwrap();
     *step += 1;
+    rec
 }
 
 /// `n` random 28x28 images (values as the data module normalises them) with random labels.
@@ -351,7 +366,10 @@ fn main() {
             if b.wants(&name) {
                 let cfg = FashionGanConfig { batch, ..FashionGanConfig::default() };
                 let mut gan = FashionGan::fashion(&dev, &cfg, &images, method, 0).unwrap();
-                b.step(&name, batch, || gan.step().unwrap());
+                b.step(&name, batch, || {
+                    gan.step().unwrap();
+                    f64::NAN // Gan::step records and submits in one call
+                });
             }
         }
         // Sentiment Transformer (ClassifyConfig::sentiment(): d 64, 4 heads, 2 layers, ff 128,

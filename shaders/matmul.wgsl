@@ -125,10 +125,88 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-const BT: u32 = 128u; // mm_tiled128: C tile edge
+const BT: u32 = 128u; // mm_tiled128, mm_pipe: C tile edge
+
+// The 128-tile kernels keep their 8 x 8 results in 16 named vec4s and every loop that touches
+// them is written out: an accumulator array indexed in a loop was put in local memory by
+// NVIDIA's compiler (2 TFLOP/s instead of 11 on an H200).
+struct Acc {
+    c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>,
+    c4: vec4<f32>, c5: vec4<f32>, c6: vec4<f32>, c7: vec4<f32>,
+    c8: vec4<f32>, c9: vec4<f32>, c10: vec4<f32>, c11: vec4<f32>,
+    c12: vec4<f32>, c13: vec4<f32>, c14: vec4<f32>, c15: vec4<f32>,
+}
+
+// acc += the outer product of A rows (a0: 4ty.., a1: 64+4ty..) and B columns (b0: 4tx.., b1: 64+4tx..).
+fn outer8(acc: Acc, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) -> Acc {
+    var r = acc;
+    r.c0 += a0.x * b0; r.c1 += a0.x * b1;
+    r.c2 += a0.y * b0; r.c3 += a0.y * b1;
+    r.c4 += a0.z * b0; r.c5 += a0.z * b1;
+    r.c6 += a0.w * b0; r.c7 += a0.w * b1;
+    r.c8 += a1.x * b0; r.c9 += a1.x * b1;
+    r.c10 += a1.y * b0; r.c11 += a1.y * b1;
+    r.c12 += a1.z * b0; r.c13 += a1.z * b1;
+    r.c14 += a1.w * b0; r.c15 += a1.w * b1;
+    return r;
+}
+
+// Row r of C from column c0: the 4 values of v that fall inside the matrix.
+fn put4(base: u32, r: u32, c0: u32, v: vec4<f32>) {
+    if (r >= p.m) { return; }
+    let o = base + r * p.n + c0;
+    if (c0 < p.n) { c[o] = v.x; }
+    if (c0 + 1u < p.n) { c[o + 1u] = v.y; }
+    if (c0 + 2u < p.n) { c[o + 2u] = v.z; }
+    if (c0 + 3u < p.n) { c[o + 3u] = v.w; }
+}
+
+// Writes the 8 x 8 block of invocation (ty, tx) of the tile at (row0, col0).
+fn store8(acc: Acc, base: u32, row0: u32, col0: u32, ty: u32, tx: u32) {
+    let r0 = row0 + 4u * ty;
+    let r1 = row0 + 64u + 4u * ty;
+    let q0 = col0 + 4u * tx;
+    let q1 = col0 + 64u + 4u * tx;
+    put4(base, r0, q0, acc.c0); put4(base, r0, q1, acc.c1);
+    put4(base, r0 + 1u, q0, acc.c2); put4(base, r0 + 1u, q1, acc.c3);
+    put4(base, r0 + 2u, q0, acc.c4); put4(base, r0 + 2u, q1, acc.c5);
+    put4(base, r0 + 3u, q0, acc.c6); put4(base, r0 + 3u, q1, acc.c7);
+    put4(base, r1, q0, acc.c8); put4(base, r1, q1, acc.c9);
+    put4(base, r1 + 1u, q0, acc.c10); put4(base, r1 + 1u, q1, acc.c11);
+    put4(base, r1 + 2u, q0, acc.c12); put4(base, r1 + 2u, q1, acc.c13);
+    put4(base, r1 + 3u, q0, acc.c14); put4(base, r1 + 3u, q1, acc.c15);
+}
+
+// Element e of invocation t in a depth x 128 panel, as (k, m or n): consecutive invocations walk
+// the operand's contiguous dimension (k when its k-stride is 1), so global reads coalesce.
+fn panel_pos(t: u32, e: u32, depth: u32, k_contiguous: bool) -> vec2<u32> {
+    let idx = t + e * 256u;
+    if (k_contiguous) { return vec2<u32>(idx % depth, idx / depth); }
+    return vec2<u32>(idx / BT, idx % BT);
+}
+
+// A[row0 + m, k] and B[k, col0 + n] of batch item bi, 0 outside the matrices.
+fn load_a(bi: u32, row0: u32, q: vec2<u32>, k0: u32) -> f32 {
+    let k = k0 + q.x;
+    if (k < p.k && row0 + q.y < p.m) { return a[bi * p.sa_b + (row0 + q.y) * p.sa_m + k * p.sa_k]; }
+    return 0.0;
+}
+fn load_b(bi: u32, col0: u32, q: vec2<u32>, k0: u32) -> f32 {
+    let k = k0 + q.x;
+    if (k < p.k && col0 + q.y < p.n) { return b[bi * p.sb_b + k * p.sb_k + (col0 + q.y) * p.sb_n]; }
+    return 0.0;
+}
+
 const BK: u32 = 8u; // mm_tiled128: depth of the staged A and B tiles
 var<workgroup> ta4: array<vec4<f32>, 256>; // [BK][BT/4]: A tile, k-major, 4 rows per vec4
 var<workgroup> tb4: array<vec4<f32>, 256>; // [BK][BT/4]: B tile, k-major, 4 columns per vec4
+
+fn stage128(t: u32, e: u32, bi: u32, row0: u32, col0: u32, k0: u32) {
+    let qa = panel_pos(t, e, BK, p.sa_k == 1u);
+    ta4[qa.x * 32u + qa.y / 4u][qa.y % 4u] = load_a(bi, row0, qa, k0);
+    let qb = panel_pos(t, e, BK, p.sb_k == 1u);
+    tb4[qb.x * 32u + qb.y / 4u][qb.y % 4u] = load_b(bi, col0, qb, k0);
+}
 
 @compute @workgroup_size(16, 16)
 fn mm_tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -136,56 +214,21 @@ fn mm_tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let row0 = wid.y * BT;
     let col0 = wid.x * BT;
     let t = lid.y * 16u + lid.x;
-    let abase = bi * p.sa_b;
-    let bbase = bi * p.sb_b;
-    // acc[2 * i + h]: row block i (rows 4ty + i, then 64 + 4ty + i - 4), column half h.
-    var acc: array<vec4<f32>, 16>;
+    var acc: Acc;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        // 256 invocations stage 1024 elements of each tile, 4 each. Consecutive invocations walk
-        // the operand's contiguous dimension (k when its k-stride is 1, else m or n), so global
-        // reads coalesce for both layouts; out-of-range elements are 0.
-        for (var e = 0u; e < 4u; e++) {
-            let idx = t + e * 256u;
-            var kk: u32;
-            var mm: u32;
-            if (p.sa_k == 1u) { kk = idx % BK; mm = idx / BK; } else { kk = idx / BT; mm = idx % BT; }
-            let gk = k0 + kk;
-            var va = 0.0;
-            if (gk < p.k && row0 + mm < p.m) { va = a[abase + (row0 + mm) * p.sa_m + gk * p.sa_k]; }
-            ta4[kk * 32u + mm / 4u][mm % 4u] = va;
-            if (p.sb_k == 1u) { kk = idx % BK; mm = idx / BK; } else { kk = idx / BT; mm = idx % BT; }
-            let gkb = k0 + kk;
-            var vb = 0.0;
-            if (gkb < p.k && col0 + mm < p.n) { vb = b[bbase + gkb * p.sb_k + (col0 + mm) * p.sb_n]; }
-            tb4[kk * 32u + mm / 4u][mm % 4u] = vb;
-        }
+        // 256 invocations stage 1024 elements of each tile, 4 each.
+        stage128(t, 0u, bi, row0, col0, k0);
+        stage128(t, 1u, bi, row0, col0, k0);
+        stage128(t, 2u, bi, row0, col0, k0);
+        stage128(t, 3u, bi, row0, col0, k0);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let a0 = ta4[kk * 32u + lid.y];
-            let a1 = ta4[kk * 32u + lid.y + 16u];
-            let b0 = tb4[kk * 32u + lid.x];
-            let b1 = tb4[kk * 32u + lid.x + 16u];
-            for (var i = 0u; i < 4u; i++) {
-                acc[2u * i] += a0[i] * b0;
-                acc[2u * i + 1u] += a0[i] * b1;
-                acc[8u + 2u * i] += a1[i] * b0;
-                acc[8u + 2u * i + 1u] += a1[i] * b1;
-            }
+            acc = outer8(acc, ta4[kk * 32u + lid.y], ta4[kk * 32u + lid.y + 16u], tb4[kk * 32u + lid.x],
+                tb4[kk * 32u + lid.x + 16u]);
         }
         workgroupBarrier();
     }
-    let base = bi * p.m * p.n;
-    for (var rb = 0u; rb < 8u; rb++) {
-        let r = row0 + (rb / 4u) * 64u + lid.y * 4u + rb % 4u;
-        if (r >= p.m) { continue; }
-        for (var h = 0u; h < 2u; h++) {
-            let v = acc[2u * rb + h];
-            let c0 = col0 + h * 64u + lid.x * 4u;
-            for (var j = 0u; j < 4u; j++) {
-                if (c0 + j < p.n) { c[base + r * p.n + c0 + j] = v[j]; }
-            }
-        }
-    }
+    store8(acc, bi * p.m * p.n, row0, col0, lid.y, lid.x);
 }
 
 const PK: u32 = 16u; // mm_pipe: depth of a staged panel
@@ -194,12 +237,41 @@ const PP: u32 = 528u; // mm_pipe: PK * PR, one panel
 var<workgroup> pa4: array<vec4<f32>, 1056>; // 2 panels [PK][PR]: A, k-major, 4 rows per vec4
 var<workgroup> pb4: array<vec4<f32>, 1056>; // 2 panels [PK][PR]: B, k-major, 4 columns per vec4
 
-// Element e (0..7) of invocation t in a 16 x 128 panel, as (k, m or n): consecutive invocations
-// walk the operand's contiguous dimension (k when its k-stride is 1), so global reads coalesce.
-fn pipe_pos(t: u32, e: u32, k_contiguous: bool) -> vec2<u32> {
-    let idx = t + e * 256u;
-    if (k_contiguous) { return vec2<u32>(idx % PK, idx / PK); }
-    return vec2<u32>(idx / BT, idx % BT);
+// Elements e..e+3 of invocation t's share of the A (B) panel at k0, from global memory.
+fn fetch_a(t: u32, e: u32, bi: u32, row0: u32, k0: u32) -> vec4<f32> {
+    let ak = p.sa_k == 1u;
+    return vec4<f32>(
+        load_a(bi, row0, panel_pos(t, e, PK, ak), k0), load_a(bi, row0, panel_pos(t, e + 1u, PK, ak), k0),
+        load_a(bi, row0, panel_pos(t, e + 2u, PK, ak), k0), load_a(bi, row0, panel_pos(t, e + 3u, PK, ak), k0));
+}
+fn fetch_b(t: u32, e: u32, bi: u32, col0: u32, k0: u32) -> vec4<f32> {
+    let bk = p.sb_k == 1u;
+    return vec4<f32>(
+        load_b(bi, col0, panel_pos(t, e, PK, bk), k0), load_b(bi, col0, panel_pos(t, e + 1u, PK, bk), k0),
+        load_b(bi, col0, panel_pos(t, e + 2u, PK, bk), k0), load_b(bi, col0, panel_pos(t, e + 3u, PK, bk), k0));
+}
+// ... and into panel buffer `o` (an offset in vec4s).
+fn put_a(o: u32, t: u32, e: u32, v: vec4<f32>) {
+    let ak = p.sa_k == 1u;
+    var q = panel_pos(t, e, PK, ak);
+    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.x;
+    q = panel_pos(t, e + 1u, PK, ak);
+    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.y;
+    q = panel_pos(t, e + 2u, PK, ak);
+    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.z;
+    q = panel_pos(t, e + 3u, PK, ak);
+    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.w;
+}
+fn put_b(o: u32, t: u32, e: u32, v: vec4<f32>) {
+    let bk = p.sb_k == 1u;
+    var q = panel_pos(t, e, PK, bk);
+    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.x;
+    q = panel_pos(t, e + 1u, PK, bk);
+    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.y;
+    q = panel_pos(t, e + 2u, PK, bk);
+    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.z;
+    q = panel_pos(t, e + 3u, PK, bk);
+    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.w;
 }
 
 @compute @workgroup_size(16, 16)
@@ -208,79 +280,42 @@ fn mm_pipe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
     let row0 = wid.y * BT;
     let col0 = wid.x * BT;
     let t = lid.y * 16u + lid.x;
-    let abase = bi * p.sa_b;
-    let bbase = bi * p.sb_b;
-    let ak = p.sa_k == 1u;
-    let bk = p.sb_k == 1u;
-    var acc: array<vec4<f32>, 16>; // as in mm_tiled128
-    var ra: array<f32, 8>;
-    var rb: array<f32, 8>;
+    var acc: Acc;
     // Prologue: panel 0 into buffer 0.
-    for (var e = 0u; e < 8u; e++) {
-        let qa = pipe_pos(t, e, ak);
-        var va = 0.0;
-        if (qa.x < p.k && row0 + qa.y < p.m) { va = a[abase + (row0 + qa.y) * p.sa_m + qa.x * p.sa_k]; }
-        pa4[qa.x * PR + qa.y / 4u][qa.y % 4u] = va;
-        let qb = pipe_pos(t, e, bk);
-        var vb = 0.0;
-        if (qb.x < p.k && col0 + qb.y < p.n) { vb = b[bbase + qb.x * p.sb_k + (col0 + qb.y) * p.sb_n]; }
-        pb4[qb.x * PR + qb.y / 4u][qb.y % 4u] = vb;
-    }
+    put_a(0u, t, 0u, fetch_a(t, 0u, bi, row0, 0u));
+    put_a(0u, t, 4u, fetch_a(t, 4u, bi, row0, 0u));
+    put_b(0u, t, 0u, fetch_b(t, 0u, bi, col0, 0u));
+    put_b(0u, t, 4u, fetch_b(t, 4u, bi, col0, 0u));
     workgroupBarrier();
     var buf = 0u;
+    var ra0 = vec4<f32>();
+    var ra1 = vec4<f32>();
+    var rb0 = vec4<f32>();
+    var rb1 = vec4<f32>();
     for (var k0 = 0u; k0 < p.k; k0 += PK) {
         let more = k0 + PK < p.k;
         // The next panel's global reads are issued before this panel's arithmetic.
         if (more) {
-            for (var e = 0u; e < 8u; e++) {
-                let qa = pipe_pos(t, e, ak);
-                let gk = k0 + PK + qa.x;
-                var va = 0.0;
-                if (gk < p.k && row0 + qa.y < p.m) { va = a[abase + (row0 + qa.y) * p.sa_m + gk * p.sa_k]; }
-                ra[e] = va;
-                let qb = pipe_pos(t, e, bk);
-                let gkb = k0 + PK + qb.x;
-                var vb = 0.0;
-                if (gkb < p.k && col0 + qb.y < p.n) { vb = b[bbase + gkb * p.sb_k + (col0 + qb.y) * p.sb_n]; }
-                rb[e] = vb;
-            }
+            ra0 = fetch_a(t, 0u, bi, row0, k0 + PK);
+            ra1 = fetch_a(t, 4u, bi, row0, k0 + PK);
+            rb0 = fetch_b(t, 0u, bi, col0, k0 + PK);
+            rb1 = fetch_b(t, 4u, bi, col0, k0 + PK);
         }
         let o = buf * PP;
         for (var kk = 0u; kk < PK; kk++) {
-            let a0 = pa4[o + kk * PR + lid.y];
-            let a1 = pa4[o + kk * PR + lid.y + 16u];
-            let b0 = pb4[o + kk * PR + lid.x];
-            let b1 = pb4[o + kk * PR + lid.x + 16u];
-            for (var i = 0u; i < 4u; i++) {
-                acc[2u * i] += a0[i] * b0;
-                acc[2u * i + 1u] += a0[i] * b1;
-                acc[8u + 2u * i] += a1[i] * b0;
-                acc[8u + 2u * i + 1u] += a1[i] * b1;
-            }
+            let r = o + kk * PR;
+            acc = outer8(acc, pa4[r + lid.y], pa4[r + lid.y + 16u], pb4[r + lid.x], pb4[r + lid.x + 16u]);
         }
         if (more) {
             let nb = (1u - buf) * PP;
-            for (var e = 0u; e < 8u; e++) {
-                let qa = pipe_pos(t, e, ak);
-                pa4[nb + qa.x * PR + qa.y / 4u][qa.y % 4u] = ra[e];
-                let qb = pipe_pos(t, e, bk);
-                pb4[nb + qb.x * PR + qb.y / 4u][qb.y % 4u] = rb[e];
-            }
+            put_a(nb, t, 0u, ra0);
+            put_a(nb, t, 4u, ra1);
+            put_b(nb, t, 0u, rb0);
+            put_b(nb, t, 4u, rb1);
         }
         // One barrier per panel: the next one is complete and nobody reads this one any more.
         workgroupBarrier();
         buf = 1u - buf;
     }
-    let base = bi * p.m * p.n;
-    for (var rb2 = 0u; rb2 < 8u; rb2++) {
-        let r = row0 + (rb2 / 4u) * 64u + lid.y * 4u + rb2 % 4u;
-        if (r >= p.m) { continue; }
-        for (var h = 0u; h < 2u; h++) {
-            let v = acc[2u * rb2 + h];
-            let c0 = col0 + h * 64u + lid.x * 4u;
-            for (var j = 0u; j < 4u; j++) {
-                if (c0 + j < p.n) { c[base + r * p.n + c0 + j] = v[j]; }
-            }
-        }
-    }
+    store8(acc, bi * p.m * p.n, row0, col0, lid.y, lid.x);
 }

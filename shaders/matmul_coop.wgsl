@@ -67,13 +67,56 @@ fn b_pos(t: u32, e: u32) -> vec2<u32> { // (k, n)
     return vec2<u32>(idx % KS, idx / KS);
 }
 
+// One element of the A (B) panel at k0 from global memory, 0 outside the matrix.
+fn load_a(bi: u32, row0: u32, k0: u32, q: vec2<u32>) -> f32 {
+    let k = k0 + q.y;
+    if (row0 + q.x < p.m && k < p.k) { return a[bi * p.sa_b + (row0 + q.x) * p.sa_m + k * p.sa_k]; }
+    return 0.0;
+}
+fn load_b(bi: u32, col0: u32, k0: u32, q: vec2<u32>) -> f32 {
+    let k = k0 + q.x;
+    if (k < p.k && col0 + q.y < p.n) { return b[bi * p.sb_b + k * p.sb_k + (col0 + q.y) * p.sb_n]; }
+    return 0.0;
+}
+// Elements e..e+3 of invocation t's share, as a vec4 (register staging is written out with
+// constant indices: a private array indexed in a loop would live in local memory).
+fn fetch_a(t: u32, e: u32, bi: u32, row0: u32, k0: u32) -> vec4<f32> {
+    return vec4<f32>(load_a(bi, row0, k0, a_pos(t, e)), load_a(bi, row0, k0, a_pos(t, e + 1u)),
+        load_a(bi, row0, k0, a_pos(t, e + 2u)), load_a(bi, row0, k0, a_pos(t, e + 3u)));
+}
+fn fetch_b(t: u32, e: u32, bi: u32, col0: u32, k0: u32) -> vec4<f32> {
+    return vec4<f32>(load_b(bi, col0, k0, b_pos(t, e)), load_b(bi, col0, k0, b_pos(t, e + 1u)),
+        load_b(bi, col0, k0, b_pos(t, e + 2u)), load_b(bi, col0, k0, b_pos(t, e + 3u)));
+}
+// ... rounded to f16 into panel `buf`.
+fn put_a(buf: u32, t: u32, e: u32, v: vec4<f32>) {
+    let o = buf * PA;
+    var q = a_pos(t, e);
+    sa[o + q.x * LDA + q.y] = f16(v.x);
+    q = a_pos(t, e + 1u);
+    sa[o + q.x * LDA + q.y] = f16(v.y);
+    q = a_pos(t, e + 2u);
+    sa[o + q.x * LDA + q.y] = f16(v.z);
+    q = a_pos(t, e + 3u);
+    sa[o + q.x * LDA + q.y] = f16(v.w);
+}
+fn put_b(buf: u32, t: u32, e: u32, v: vec4<f32>) {
+    let o = buf * PB;
+    var q = b_pos(t, e);
+    sb[o + q.x * LDB + q.y] = f16(v.x);
+    q = b_pos(t, e + 1u);
+    sb[o + q.x * LDB + q.y] = f16(v.y);
+    q = b_pos(t, e + 2u);
+    sb[o + q.x * LDB + q.y] = f16(v.z);
+    q = b_pos(t, e + 3u);
+    sb[o + q.x * LDB + q.y] = f16(v.w);
+}
+
 @compute @workgroup_size(256)
 fn mm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let bi = wid.z;
     let row0 = wid.y * TILE;
     let col0 = wid.x * TILE;
-    let abase = bi * p.sa_b;
-    let bbase = bi * p.sb_b;
     let sg = t / 32u;
     let wr = (sg / 4u) * 64u; // this subgroup's rows within the tile
     let wc = (sg % 4u) * 32u; // and columns
@@ -86,46 +129,39 @@ fn mm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     var c21 = MC();
     var c30 = MC();
     var c31 = MC();
-    var ra: array<f32, 16>;
-    var rb: array<f32, 16>;
 
     // Prologue: the panel at k = 0 into buffer 0 (zeros outside the matrices).
-    for (var e = 0u; e < 16u; e++) {
-        let pa = a_pos(t, e);
-        let gk = pa.y;
-        var va = 0.0;
-        if (row0 + pa.x < p.m && gk < p.k) { va = a[abase + (row0 + pa.x) * p.sa_m + gk * p.sa_k]; }
-        ra[e] = va;
-        let pb = b_pos(t, e);
-        var vb = 0.0;
-        if (pb.x < p.k && col0 + pb.y < p.n) { vb = b[bbase + pb.x * p.sb_k + (col0 + pb.y) * p.sb_n]; }
-        rb[e] = vb;
-    }
-    for (var e = 0u; e < 16u; e++) {
-        let pa = a_pos(t, e);
-        sa[pa.x * LDA + pa.y] = f16(ra[e]);
-        let pb = b_pos(t, e);
-        sb[pb.x * LDB + pb.y] = f16(rb[e]);
-    }
+    put_a(0u, t, 0u, fetch_a(t, 0u, bi, row0, 0u));
+    put_a(0u, t, 4u, fetch_a(t, 4u, bi, row0, 0u));
+    put_a(0u, t, 8u, fetch_a(t, 8u, bi, row0, 0u));
+    put_a(0u, t, 12u, fetch_a(t, 12u, bi, row0, 0u));
+    put_b(0u, t, 0u, fetch_b(t, 0u, bi, col0, 0u));
+    put_b(0u, t, 4u, fetch_b(t, 4u, bi, col0, 0u));
+    put_b(0u, t, 8u, fetch_b(t, 8u, bi, col0, 0u));
+    put_b(0u, t, 12u, fetch_b(t, 12u, bi, col0, 0u));
     workgroupBarrier();
 
+    var ra0 = vec4<f32>();
+    var ra1 = vec4<f32>();
+    var ra2 = vec4<f32>();
+    var ra3 = vec4<f32>();
+    var rb0 = vec4<f32>();
+    var rb1 = vec4<f32>();
+    var rb2 = vec4<f32>();
+    var rb3 = vec4<f32>();
     var buf = 0u;
     for (var k0 = 0u; k0 < p.k; k0 += KS) {
         let more = k0 + KS < p.k;
         if (more) {
             let k1 = k0 + KS;
-            for (var e = 0u; e < 16u; e++) {
-                let pa = a_pos(t, e);
-                let gk = k1 + pa.y;
-                var va = 0.0;
-                if (row0 + pa.x < p.m && gk < p.k) { va = a[abase + (row0 + pa.x) * p.sa_m + gk * p.sa_k]; }
-                ra[e] = va;
-                let pb = b_pos(t, e);
-                let gkb = k1 + pb.x;
-                var vb = 0.0;
-                if (gkb < p.k && col0 + pb.y < p.n) { vb = b[bbase + gkb * p.sb_k + (col0 + pb.y) * p.sb_n]; }
-                rb[e] = vb;
-            }
+            ra0 = fetch_a(t, 0u, bi, row0, k1);
+            ra1 = fetch_a(t, 4u, bi, row0, k1);
+            ra2 = fetch_a(t, 8u, bi, row0, k1);
+            ra3 = fetch_a(t, 12u, bi, row0, k1);
+            rb0 = fetch_b(t, 0u, bi, col0, k1);
+            rb1 = fetch_b(t, 4u, bi, col0, k1);
+            rb2 = fetch_b(t, 8u, bi, col0, k1);
+            rb3 = fetch_b(t, 12u, bi, col0, k1);
         }
         let oa = buf * PA + wr * LDA;
         let ob = buf * PB + wc;
@@ -147,12 +183,14 @@ fn mm_coop16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
         }
         if (more) {
             let nb = 1u - buf;
-            for (var e = 0u; e < 16u; e++) {
-                let pa = a_pos(t, e);
-                sa[nb * PA + pa.x * LDA + pa.y] = f16(ra[e]);
-                let pb = b_pos(t, e);
-                sb[nb * PB + pb.x * LDB + pb.y] = f16(rb[e]);
-            }
+            put_a(nb, t, 0u, ra0);
+            put_a(nb, t, 4u, ra1);
+            put_a(nb, t, 8u, ra2);
+            put_a(nb, t, 12u, ra3);
+            put_b(nb, t, 0u, rb0);
+            put_b(nb, t, 4u, rb1);
+            put_b(nb, t, 8u, rb2);
+            put_b(nb, t, 12u, rb3);
         }
         // The next panel is complete and nobody reads the current one any more.
         workgroupBarrier();

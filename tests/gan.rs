@@ -149,7 +149,7 @@ fn a_seeded_run_is_bit_identical() {
 
 #[test]
 fn one_iteration_is_one_submit_for_every_method() {
-    let dev = common::device();
+    let dev = common::own_device();
     for m in [Method::Ce, Method::Gate, Method::HingeL1, Method::HingeL2, Method::Atom] {
         let mut gan = Gan2d::new(&dev, &small(), Mixture::Grid25, m, 1).unwrap();
         gan.step().unwrap(); // first step: optimizer state is created
@@ -217,7 +217,7 @@ fn bad_settings_are_errors() {
 
 #[test]
 fn dcgan_iteration_is_one_submit_and_steps_keep_to_their_player() {
-    let dev = common::device();
+    let dev = common::own_device();
     let data = load_fashion(FashionSource::Bundled).unwrap();
     let cfg = FashionGanConfig {
         batch: 8,
@@ -293,7 +293,7 @@ fn probe() {
 #[test]
 #[ignore]
 fn probe_cost() {
-    let dev = common::device();
+    let dev = common::own_device();
     for (b, m) in
         [(128, Method::Ce), (128, Method::Gate), (128, Method::HingeL2), (128, Method::Atom), (64, Method::Atom)]
     {

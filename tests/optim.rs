@@ -205,7 +205,7 @@ fn clipped_adam_matches_reference() {
 
 #[test]
 fn a_step_with_clipping_only_records_work() {
-    let dev = device();
+    let dev = own_device();
     let mut rng = Rng::new(15);
     let (ps, _) = make_params(&dev, &mut rng, &SHAPES, "rec");
     let mut adam = Adam::new(ps.clone(), AdamConfig::default()).unwrap();

@@ -7,7 +7,7 @@ use atomgrad::nn::{Activation, Mlp};
 use atomgrad::optim::{Adam, AdamConfig, Optimizer};
 use atomgrad::train::{fit, train_moons, Hooks, MoonsConfig};
 use atomgrad::{Tape, Tensor};
-use common::device;
+use common::{device, own_device};
 
 fn params_bits(m: &Mlp) -> Vec<u32> {
     m.params().iter().flat_map(|p| p.value().to_vec().unwrap()).map(f32::to_bits).collect()
@@ -37,7 +37,7 @@ fn same_seed_gives_bit_identical_parameters() {
 
 #[test]
 fn a_step_is_one_submit_and_the_pool_stops_growing() {
-    let dev = device();
+    let dev = own_device();
     let data = moons(256, 0.1, 0);
     let model = Mlp::new(&dev, "mlp", &[2, 32, 32, 2], Activation::Relu, 0).unwrap();
     let mut opt = Adam::new(model.params(), AdamConfig::default()).unwrap();
@@ -90,7 +90,7 @@ fn the_buffer_pool_stops_growing_over_hundreds_of_steps() {
     use atomgrad::data::fashion::{load_fashion, FashionSource};
     use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner};
     use atomgrad::experiments::Method;
-    let dev = device();
+    let dev = own_device();
     let data = load_fashion(FashionSource::Bundled).unwrap();
     let cfg = ClassifyConfig {
         epochs: 4,

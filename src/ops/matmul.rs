@@ -45,13 +45,12 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// The kernel for a `batch x m x n` result on this adapter class: on GPUs the 128-tile core
-    /// once the result has enough tiles of 128 to fill the device (128 of them), else the
-    /// 64-tile core.
-    pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize) -> Variant {
+    /// The kernel for a `batch x m x n` result on this adapter class. On GPUs the 64-tile core:
+    /// measured on an H200 it beat every 128-tile variant at every size up to 4096
+    /// (docs/PERFORMANCE.md).
+    pub fn for_size(c: AdapterClass, _m: usize, _n: usize, _batch: usize) -> Variant {
         match c {
             AdapterClass::Cpu => Variant::Blocked,
-            AdapterClass::Gpu if m.div_ceil(128) * n.div_ceil(128) * batch >= 128 => Variant::Tiled128,
             AdapterClass::Gpu => Variant::Tiled,
         }
     }

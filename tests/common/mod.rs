@@ -5,7 +5,18 @@
 use atomgrad::rng::Rng;
 use atomgrad::{Device, Result, Tape, Tensor, Var};
 
+/// The test binary's one device, shared by its tests. Creating and dropping Vulkan devices on
+/// several threads at once crashes or deadlocks NVIDIA's driver (wgpu issues #8365, #10010: a
+/// grad check per device made the layout tests segfault and the embedding tests hang on an H200),
+/// and one device is faster everywhere. Tests that count buffers or submits use [`own_device`].
 pub fn device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE.get_or_init(own_device).clone()
+}
+
+/// A device of the test's own, for tests whose assertions read `Device::stats` (other tests'
+/// work on the shared device would show in its counters).
+pub fn own_device() -> Device {
     Device::new().expect("a Vulkan/Metal/DX12 adapter (lavapipe on CI)")
 }
 
