@@ -166,13 +166,15 @@ fi
 # 5. The rest, as time allows: first the accuracy cost of mixed precision (f16 tensor-core
 # forward matmuls) on a classifier and a GAN, same seed, f32 vs --mixed-precision.
 mixed_runs() {
-  local t m i=0
+  local t m k i=0
   for t in "synthetic --method atom" "gan2d --method atom"; do
-    for m in "" "--mixed-precision"; do
-      i=$((i + 1))
-      echo "## train --task $t $m"
-      # shellcheck disable=SC2086
-      "$BIN/atomgrad" train --task $t $m --quiet --out "$TMP/mixed-$i" || echo "(exit $?)"
+    for k in 0 1 2; do
+      for m in "" "--mixed-precision"; do
+        i=$((i + 1))
+        echo "## train --task $t --seed $k $m"
+        # shellcheck disable=SC2086
+        "$BIN/atomgrad" train --task $t --seed $k $m --quiet --out "$TMP/mixed-$i" || echo "(exit $?)"
+      done
     done
   done
 }
