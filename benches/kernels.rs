@@ -206,7 +206,7 @@ fn main() {
         let a = rand(&dev, &mut rng, &[s, s]);
         let c = rand(&dev, &mut rng, &[s, s]);
         use matmul::Variant::*;
-        for v in [Blocked, Tiled, Tiled128, Pipelined] {
+        for v in [Blocked, Tiled, Tiled128] {
             b.flops(&format!("matmul/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
                 drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
             });

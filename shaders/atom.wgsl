@@ -232,14 +232,8 @@ fn structure_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     sr_s[idx] = s;
 }
 
-var<workgroup> wacc: array<vec4<f32>, 2048>; // structure_backward: [MC][64 lanes], 32 KiB
-
 @compute @workgroup_size(64)
-fn structure_backward(
-    @builtin(global_invocation_id) gid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lane: u32,
-) {
+fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 64u);
     if (idx >= p.total) { return; }
     let chunk = idx % p.chunks;
@@ -254,12 +248,8 @@ fn structure_backward(
     let i0 = it * 4u;
     let k0 = chunk * MC;
     let kc = min(MC, p.m - k0);
-    // wacc[kk * 64 + lane][t]: output dim k0 + kk of token i0 + t, before the factor w_Ai. In
-    // workgroup memory, each invocation its own lane-interleaved column (no barriers, no bank
-    // conflicts): a private array indexed in a loop was spilled to local memory on NVIDIA.
-    for (var kk = 0u; kk < MC; kk++) {
-        wacc[kk * 64u + lane] = vec4<f32>(0.0);
-    }
+    // acc[kk][t]: output dim k0 + kk of token i0 + t, before the factor w_Ai
+    var acc: array<vec4<f32>, MC>;
     var accw = vec4<f32>(0.0);
     var wa = vec4<f32>(0.0);
     if (i0 < ca) {
@@ -287,12 +277,12 @@ fn structure_backward(
                 for (var kk = 0u; kk < kc; kk++) {
                     let k = k0 + kk;
                     let ha = vec4<f32>(st_h[ra.x + k], st_h[ra.y + k], st_h[ra.z + k], st_h[ra.w + k]);
-                    var v = wacc[kk * 64u + lane];
+                    var v = acc[kk];
                     v += ct0 * (ha - st_h[rb.x + k]);
                     v += ct1 * (ha - st_h[rb.y + k]);
                     v += ct2 * (ha - st_h[rb.z + k]);
                     v += ct3 * (ha - st_h[rb.w + k]);
-                    wacc[kk * 64u + lane] = v;
+                    acc[kk] = v;
                 }
             }
         }
@@ -304,7 +294,7 @@ fn structure_backward(
             let valid = i < ca;
             let row = ((split * p.ns + a) * p.nt + i) * p.m + k0;
             for (var kk = 0u; kk < kc; kk++) {
-                sb_dh[row + kk] = select(0.0, wa[t] * wacc[kk * 64u + lane][t], valid);
+                sb_dh[row + kk] = select(0.0, wa[t] * acc[kk][t], valid);
             }
             if (chunk == 0u) {
                 sb_dw[(split * p.ns + a) * p.nt + i] = select(0.0, accw[t], valid);

@@ -14,10 +14,6 @@
 //     invocation an 8 x 8 register block (rows 4ty..4ty+3 and 64+4ty..64+4ty+3, columns likewise,
 //     so its shared-memory reads are four vec4 loads per k); A and B tiles of depth 8 are staged
 //     in workgroup memory as vec4s (8 KiB); grid = (ceil(N/128), ceil(M/128), batch).
-//   mm_pipe (large GPU products, being measured against mm_tiled128): the same 128 x 128 tile and
-//     8 x 8 register blocks, panels of depth 16 double-buffered in workgroup memory (rows padded
-//     by one vec4, 33 KiB) with the next panel's global reads in registers during the arithmetic,
-//     so one barrier per panel instead of two per 8 deep; grid as mm_tiled128.
 // Out-of-range rows/columns are clamped on load and skipped on store, so any M, N, K works.
 
 struct Params {
@@ -125,9 +121,9 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-const BT: u32 = 128u; // mm_tiled128, mm_pipe: C tile edge
+const BT: u32 = 128u; // mm_tiled128: C tile edge
 
-// The 128-tile kernels keep their 8 x 8 results in 16 named vec4s and every loop that touches
+// The 128-tile kernel keeps its 8 x 8 results in 16 named vec4s and every loop that touches
 // them is written out: an accumulator array indexed in a loop was put in local memory by
 // NVIDIA's compiler (2 TFLOP/s instead of 11 on an H200).
 struct Acc {
@@ -227,95 +223,6 @@ fn mm_tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
                 tb4[kk * 32u + lid.x + 16u]);
         }
         workgroupBarrier();
-    }
-    store8(acc, bi * p.m * p.n, row0, col0, lid.y, lid.x);
-}
-
-const PK: u32 = 16u; // mm_pipe: depth of a staged panel
-const PR: u32 = 33u; // mm_pipe: panel row stride in vec4s (32 + 1 padding against bank conflicts)
-const PP: u32 = 528u; // mm_pipe: PK * PR, one panel
-var<workgroup> pa4: array<vec4<f32>, 1056>; // 2 panels [PK][PR]: A, k-major, 4 rows per vec4
-var<workgroup> pb4: array<vec4<f32>, 1056>; // 2 panels [PK][PR]: B, k-major, 4 columns per vec4
-
-// Elements e..e+3 of invocation t's share of the A (B) panel at k0, from global memory.
-fn fetch_a(t: u32, e: u32, bi: u32, row0: u32, k0: u32) -> vec4<f32> {
-    let ak = p.sa_k == 1u;
-    return vec4<f32>(
-        load_a(bi, row0, panel_pos(t, e, PK, ak), k0), load_a(bi, row0, panel_pos(t, e + 1u, PK, ak), k0),
-        load_a(bi, row0, panel_pos(t, e + 2u, PK, ak), k0), load_a(bi, row0, panel_pos(t, e + 3u, PK, ak), k0));
-}
-fn fetch_b(t: u32, e: u32, bi: u32, col0: u32, k0: u32) -> vec4<f32> {
-    let bk = p.sb_k == 1u;
-    return vec4<f32>(
-        load_b(bi, col0, panel_pos(t, e, PK, bk), k0), load_b(bi, col0, panel_pos(t, e + 1u, PK, bk), k0),
-        load_b(bi, col0, panel_pos(t, e + 2u, PK, bk), k0), load_b(bi, col0, panel_pos(t, e + 3u, PK, bk), k0));
-}
-// ... and into panel buffer `o` (an offset in vec4s).
-fn put_a(o: u32, t: u32, e: u32, v: vec4<f32>) {
-    let ak = p.sa_k == 1u;
-    var q = panel_pos(t, e, PK, ak);
-    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.x;
-    q = panel_pos(t, e + 1u, PK, ak);
-    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.y;
-    q = panel_pos(t, e + 2u, PK, ak);
-    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.z;
-    q = panel_pos(t, e + 3u, PK, ak);
-    pa4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.w;
-}
-fn put_b(o: u32, t: u32, e: u32, v: vec4<f32>) {
-    let bk = p.sb_k == 1u;
-    var q = panel_pos(t, e, PK, bk);
-    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.x;
-    q = panel_pos(t, e + 1u, PK, bk);
-    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.y;
-    q = panel_pos(t, e + 2u, PK, bk);
-    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.z;
-    q = panel_pos(t, e + 3u, PK, bk);
-    pb4[o + q.x * PR + q.y / 4u][q.y % 4u] = v.w;
-}
-
-@compute @workgroup_size(16, 16)
-fn mm_pipe(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let bi = wid.z;
-    let row0 = wid.y * BT;
-    let col0 = wid.x * BT;
-    let t = lid.y * 16u + lid.x;
-    var acc: Acc;
-    // Prologue: panel 0 into buffer 0.
-    put_a(0u, t, 0u, fetch_a(t, 0u, bi, row0, 0u));
-    put_a(0u, t, 4u, fetch_a(t, 4u, bi, row0, 0u));
-    put_b(0u, t, 0u, fetch_b(t, 0u, bi, col0, 0u));
-    put_b(0u, t, 4u, fetch_b(t, 4u, bi, col0, 0u));
-    workgroupBarrier();
-    var buf = 0u;
-    var ra0 = vec4<f32>();
-    var ra1 = vec4<f32>();
-    var rb0 = vec4<f32>();
-    var rb1 = vec4<f32>();
-    for (var k0 = 0u; k0 < p.k; k0 += PK) {
-        let more = k0 + PK < p.k;
-        // The next panel's global reads are issued before this panel's arithmetic.
-        if (more) {
-            ra0 = fetch_a(t, 0u, bi, row0, k0 + PK);
-            ra1 = fetch_a(t, 4u, bi, row0, k0 + PK);
-            rb0 = fetch_b(t, 0u, bi, col0, k0 + PK);
-            rb1 = fetch_b(t, 4u, bi, col0, k0 + PK);
-        }
-        let o = buf * PP;
-        for (var kk = 0u; kk < PK; kk++) {
-            let r = o + kk * PR;
-            acc = outer8(acc, pa4[r + lid.y], pa4[r + lid.y + 16u], pb4[r + lid.x], pb4[r + lid.x + 16u]);
-        }
-        if (more) {
-            let nb = (1u - buf) * PP;
-            put_a(nb, t, 0u, ra0);
-            put_a(nb, t, 4u, ra1);
-            put_b(nb, t, 0u, rb0);
-            put_b(nb, t, 4u, rb1);
-        }
-        // One barrier per panel: the next one is complete and nobody reads this one any more.
-        workgroupBarrier();
-        buf = 1u - buf;
     }
     store8(acc, bi * p.m * p.n, row0, col0, lid.y, lid.x);
 }

@@ -36,21 +36,20 @@ pub enum Variant {
     Tiled,
     /// Shared-memory tiles of 128 x 128, 8 x 8 per invocation (GPUs, large products).
     Tiled128,
-    /// As `Tiled128` with double-buffered panels of depth 16 and register prefetch, one barrier
-    /// per panel; needs 33 KiB of workgroup memory.
-    Pipelined,
     /// Mixed precision on tensor cores: operands rounded to f16, f32 accumulation, 128 x 128
     /// tiles (shaders/matmul_coop.wgsl). Opt-in only, where `Device::has_coop16`.
     Coop16,
 }
 
 impl Variant {
-    /// The kernel for a `batch x m x n` result on this adapter class. On GPUs the 64-tile core:
-    /// measured on an H200 it beat every 128-tile variant at every size up to 4096
-    /// (docs/PERFORMANCE.md).
-    pub fn for_size(c: AdapterClass, _m: usize, _n: usize, _batch: usize) -> Variant {
+    /// The kernel for a `batch x m x n` result on this adapter class. On GPUs the 128-tile core
+    /// once both result dims fill a tile (on an H200 it beat the 64-tile core at every square
+    /// size from 256 to 4096: 21.9 vs 11.5 TFLOP/s at 4096, docs/PERFORMANCE.md), else the
+    /// 64-tile core, whose 4x more workgroups suit thin products.
+    pub fn for_size(c: AdapterClass, m: usize, n: usize, _batch: usize) -> Variant {
         match c {
             AdapterClass::Cpu => Variant::Blocked,
+            AdapterClass::Gpu if m >= 128 && n >= 128 => Variant::Tiled128,
             AdapterClass::Gpu => Variant::Tiled,
         }
     }
@@ -135,9 +134,6 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         Variant::Blocked => (&SHADER, "mm_blocked", 32),
         Variant::Tiled => (&SHADER, "mm_tiled", 64),
         Variant::Tiled128 => (&SHADER, "mm_tiled128", 128),
-        // Where the adapter lacks the workgroup memory, the single-buffered core of the same tile.
-        Variant::Pipelined if dev.limits().max_compute_workgroup_storage_size < 33792 => (&SHADER, "mm_tiled128", 128),
-        Variant::Pipelined => (&SHADER, "mm_pipe", 128),
         Variant::Coop16 if dev.has_coop16() => (&COOP, "mm_coop16", 128),
         Variant::Coop16 => {
             return Err(Error::Gpu(format!(
