@@ -135,3 +135,16 @@ fn mismatched_inner_dims_name_both_shapes() {
     let v = upload(&dev, &[0.0; 3], &[3]);
     assert!(matmul::matmul(&v, &a, false, false).is_err());
 }
+
+/// The default core per adapter class and shape, as measured on lavapipe and an H200.
+#[test]
+fn default_core_follows_the_measurements() {
+    use atomgrad::device::AdapterClass::{Cpu, Gpu};
+    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1), Variant::Blocked);
+    assert_eq!(Variant::for_size(Gpu, 4096, 4096, 1), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Gpu, 1000, 1000, 1), Variant::Tiled128);
+    // thin products and small attention blocks keep the 64-tile core's parallelism
+    assert_eq!(Variant::for_size(Gpu, 4096, 128, 1), Variant::Tiled);
+    assert_eq!(Variant::for_size(Gpu, 64, 64, 256), Variant::Tiled);
+    assert_eq!(Variant::for_size(Gpu, 128, 128, 256), Variant::Tiled128);
+}

@@ -43,13 +43,17 @@ pub enum Variant {
 
 impl Variant {
     /// The kernel for a `batch x m x n` result on this adapter class. On GPUs the 128-tile core
-    /// once both result dims fill a tile (on an H200 it beat the 64-tile core at every square
-    /// size from 256 to 4096: 21.9 vs 11.5 TFLOP/s at 4096, docs/PERFORMANCE.md), else the
-    /// 64-tile core, whose 4x more workgroups suit thin products.
-    pub fn for_size(c: AdapterClass, m: usize, n: usize, _batch: usize) -> Variant {
+    /// once both result dims fill a tile and there are at least 64 such tiles (on an H200 it
+    /// beat the 64-tile core at every square size measured, 256 to 4096, already with 64 tiles
+    /// at 1024: 16.0 vs 10.8 TFLOP/s; 21.9 vs 11.5 at 4096, docs/PERFORMANCE.md); otherwise the
+    /// 64-tile core, whose 4x more workgroups keep a large GPU busy on thin products (the
+    /// training-step benchmarks were measured with it).
+    pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize) -> Variant {
         match c {
             AdapterClass::Cpu => Variant::Blocked,
-            AdapterClass::Gpu if m >= 128 && n >= 128 => Variant::Tiled128,
+            AdapterClass::Gpu if m >= 128 && n >= 128 && m.div_ceil(128) * n.div_ceil(128) * batch >= 64 => {
+                Variant::Tiled128
+            }
             AdapterClass::Gpu => Variant::Tiled,
         }
     }
