@@ -102,10 +102,10 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
         for (var kk = 0u; kk < TK; kk++) {
             let av = vec4<f32>(sa[kk * TM + lid.y * 4u], sa[kk * TM + lid.y * 4u + 1u], sa[kk * TM + lid.y * 4u + 2u], sa[kk * TM + lid.y * 4u + 3u]);
             let bv = vec4<f32>(sb[kk * TM + lid.x * 4u], sb[kk * TM + lid.x * 4u + 1u], sb[kk * TM + lid.x * 4u + 2u], sb[kk * TM + lid.x * 4u + 3u]);
-            acc[0] += av.x * bv;
-            acc[1] += av.y * bv;
-            acc[2] += av.z * bv;
-            acc[3] += av.w * bv;
+            acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(av.w), bv, acc[3]);
         }
         workgroupBarrier();
     }
@@ -135,15 +135,17 @@ struct Acc {
 
 // acc += the outer product of A rows (a0: 4ty.., a1: 64+4ty..) and B columns (b0: 4tx.., b1: 64+4tx..).
 fn outer8(acc: Acc, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) -> Acc {
+    // Explicit fma: drivers need not contract a * b + c written as two operations (llvmpipe
+    // does not: its FMA probe read 1.5x higher with fma()).
     var r = acc;
-    r.c0 += a0.x * b0; r.c1 += a0.x * b1;
-    r.c2 += a0.y * b0; r.c3 += a0.y * b1;
-    r.c4 += a0.z * b0; r.c5 += a0.z * b1;
-    r.c6 += a0.w * b0; r.c7 += a0.w * b1;
-    r.c8 += a1.x * b0; r.c9 += a1.x * b1;
-    r.c10 += a1.y * b0; r.c11 += a1.y * b1;
-    r.c12 += a1.z * b0; r.c13 += a1.z * b1;
-    r.c14 += a1.w * b0; r.c15 += a1.w * b1;
+    r.c0 = fma(vec4<f32>(a0.x), b0, r.c0); r.c1 = fma(vec4<f32>(a0.x), b1, r.c1);
+    r.c2 = fma(vec4<f32>(a0.y), b0, r.c2); r.c3 = fma(vec4<f32>(a0.y), b1, r.c3);
+    r.c4 = fma(vec4<f32>(a0.z), b0, r.c4); r.c5 = fma(vec4<f32>(a0.z), b1, r.c5);
+    r.c6 = fma(vec4<f32>(a0.w), b0, r.c6); r.c7 = fma(vec4<f32>(a0.w), b1, r.c7);
+    r.c8 = fma(vec4<f32>(a1.x), b0, r.c8); r.c9 = fma(vec4<f32>(a1.x), b1, r.c9);
+    r.c10 = fma(vec4<f32>(a1.y), b0, r.c10); r.c11 = fma(vec4<f32>(a1.y), b1, r.c11);
+    r.c12 = fma(vec4<f32>(a1.z), b0, r.c12); r.c13 = fma(vec4<f32>(a1.z), b1, r.c13);
+    r.c14 = fma(vec4<f32>(a1.w), b0, r.c14); r.c15 = fma(vec4<f32>(a1.w), b1, r.c15);
     return r;
 }
 

@@ -1,6 +1,7 @@
 // Device ceiling probe for the benchmarks: arithmetic throughput with no memory traffic.
-// Each invocation runs 8 independent multiply-add chains x <- x * a + b for `iters` rounds
-// (independent chains keep the pipelines full), then writes the sum of the chains once.
+// Each invocation runs 8 independent multiply-add chains x <- fma(x, a, b) for `iters` rounds
+// (independent chains keep the pipelines full; an explicit fma because drivers need not fuse
+// x * a + b: llvmpipe's probe read 1.5x lower without it), then writes the sum of the chains once.
 //   y[i] = sum_c chain_c(x0 = i * 1e-6 + c * 1e-3) after `iters` rounds
 //
 // Bindings (group 0): 0 = Params (uniform), 1 y (read_write).
@@ -23,9 +24,11 @@ fn fma_peak(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let x0 = f32(i) * 1e-6;
     var c0 = vec4<f32>(x0, x0 + 1e-3, x0 + 2e-3, x0 + 3e-3);
     var c1 = c0 + vec4<f32>(4e-3);
+    let a = vec4<f32>(p.a);
+    let b = vec4<f32>(p.b);
     for (var k = 0u; k < p.iters; k++) {
-        c0 = c0 * p.a + p.b;
-        c1 = c1 * p.a + p.b;
+        c0 = fma(c0, a, b);
+        c1 = fma(c1, a, b);
     }
     y[i] = dot(c0 + c1, vec4<f32>(1.0));
 }
