@@ -82,13 +82,14 @@ impl Bench {
     }
 
     /// A whole training step of `batch` samples: time per step, samples/s, and the dispatches and
-    /// submits one step records (counted on the second call, after pipelines and pool are warm).
-    /// `f` returns the seconds it spent recording (before its flush), or NaN if it cannot tell,
+    /// submits one step records (counted on the third call, after pipelines, pool and bind-group
+    /// cache are warm). `f` returns the seconds it spent recording (before its flush), or NaN if it cannot tell,
     /// so the line also shows the host's share: recording time per dispatch.
     fn step(&self, name: &str, batch: usize, mut f: impl FnMut() -> f64) {
         if !self.wants(name) {
             return;
         }
+        f();
         f();
         let s0 = self.dev.stats();
         f();
@@ -105,10 +106,11 @@ impl Bench {
             format!(", host records {:.1} us per dispatch", rec / calls as f64 * 1e6 / dispatches as f64)
         };
         println!(
-            "{name:<44} {:>10.3} ms {:>10.1} samples/s  {dispatches} dispatches, {} submits per step{host}",
+            "{name:<44} {:>10.3} ms {:>10.1} samples/s  {dispatches} dispatches, {} submits, {} new bind groups per step{host}",
             t * 1e3,
             batch as f64 / t,
-            s1.submits - s0.submits
+            s1.submits - s0.submits,
+            s1.bind_groups_created - s0.bind_groups_created
         );
     }
 }

@@ -45,6 +45,8 @@ pub struct Stats {
     pub buffers_created: u64,
     pub bytes_created: u64,
     pub readbacks: u64,
+    /// Bind groups created (a warm training step creates none: they are cached).
+    pub bind_groups_created: u64,
 }
 
 /// Which matmul/conv core suits this adapter: CPU rasterisers (lavapipe) hate barriers,
@@ -86,8 +88,22 @@ struct State {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     limbo: Vec<(u64, wgpu::Buffer)>,
     staging: HashMap<u64, Vec<wgpu::Buffer>>,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     stats: Stats,
 }
+
+/// What a dispatch binds: its pipeline, its parameter block and its storage buffers.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    chunk: usize,
+    offset: u64,
+    pbytes: u64,
+    bufs: Vec<(wgpu::Buffer, u64)>,
+}
+
+/// Bind groups kept before the cache starts over.
+const BIND_GROUP_CACHE: usize = 1 << 14;
 
 /// Rounds a byte count up to its pool size class: powers of two split into quarters,
 /// so no buffer wastes more than 25%.
@@ -366,7 +382,6 @@ impl Device {
             return;
         }
         let pipeline = self.pipeline(shader, entry, constants);
-        let layout = pipeline.get_bind_group_layout(0);
         let mut st = self.state();
         let at = st.params.len() as u64;
         let chunk = (at / PARAM_CHUNK) as usize;
@@ -382,32 +397,55 @@ impl Device {
         }
         st.params.extend_from_slice(params);
         st.params.resize((at + PARAM_BLOCK) as usize, 0);
-        let mut entries = Vec::with_capacity(bufs.len() + 1);
         let pbytes = (params.len() as u64).max(16).next_multiple_of(16);
-        entries.push(wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &st.param_chunks[chunk],
-                offset: at % PARAM_CHUNK,
-                size: wgpu::BufferSize::new(pbytes),
-            }),
-        });
-        for (i, (b, bytes)) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b,
-                    offset: 0,
-                    size: wgpu::BufferSize::new((*bytes).max(4)),
-                }),
-            });
-        }
-        // One bind group per dispatch: buffers change from step to step as the pool hands them out.
-        let bg = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &entries,
-        });
+        // Bind groups are cached: a training step records the same dispatches on the same pooled
+        // buffers at the same parameter offsets every time, so after the first step every lookup
+        // hits and the step creates no bind group (pool buffers and parameter chunks live as long
+        // as the device, so a cached group never keeps a freed buffer alive).
+        let key = BindKey {
+            pipeline: pipeline.clone(),
+            chunk,
+            offset: at % PARAM_CHUNK,
+            pbytes,
+            bufs: bufs.iter().map(|(b, n)| ((*b).clone(), *n)).collect(),
+        };
+        let bg = match st.bind_groups.get(&key) {
+            Some(bg) => bg.clone(),
+            None => {
+                let layout = pipeline.get_bind_group_layout(0);
+                let mut entries = Vec::with_capacity(bufs.len() + 1);
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &st.param_chunks[chunk],
+                        offset: at % PARAM_CHUNK,
+                        size: wgpu::BufferSize::new(pbytes),
+                    }),
+                });
+                for (i, (b, bytes)) in bufs.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: b,
+                            offset: 0,
+                            size: wgpu::BufferSize::new((*bytes).max(4)),
+                        }),
+                    });
+                }
+                let bg = self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &layout,
+                    entries: &entries,
+                });
+                if st.bind_groups.len() >= BIND_GROUP_CACHE {
+                    // Shapes changed a lot (e.g. evaluation after training): start over.
+                    st.bind_groups.clear();
+                }
+                st.bind_groups.insert(key, bg.clone());
+                st.stats.bind_groups_created += 1;
+                bg
+            }
+        };
         let pass = self.pass(&mut st);
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bg, &[]);
@@ -468,8 +506,19 @@ impl Device {
             st.stats.submits += 1;
         }
         let limbo = std::mem::take(&mut st.limbo);
+        let mut touched = Vec::new();
         for (class, b) in limbo {
             st.free.entry(class).or_default().push(b);
+            touched.push(class);
+        }
+        // Free lists in a fixed order, so a step that allocates what the last one did gets the
+        // same buffers in the same places, and its bind groups come from the cache.
+        touched.sort_unstable();
+        touched.dedup();
+        for class in touched {
+            if let Some(v) = st.free.get_mut(&class) {
+                v.sort_unstable_by(|a, b| b.cmp(a));
+            }
         }
         drop(st);
         self.check()

@@ -36,14 +36,14 @@ fn same_seed_gives_bit_identical_parameters() {
 }
 
 #[test]
-fn a_step_is_one_submit_and_the_pool_stops_growing() {
+fn a_step_is_one_submit_and_the_pool_and_bind_groups_stop_growing() {
     let dev = own_device();
     let data = moons(256, 0.1, 0);
     let model = Mlp::new(&dev, "mlp", &[2, 32, 32, 2], Activation::Relu, 0).unwrap();
     let mut opt = Adam::new(model.params(), AdamConfig::default()).unwrap();
     let idx: Vec<usize> = (0..64).collect();
     let mut after_first = None;
-    for step in 0..6 {
+    for step in 0..12 {
         let before = dev.stats();
         let (bx, by) = data.batch(&idx);
         let tape = Tape::new();
@@ -58,6 +58,11 @@ fn a_step_is_one_submit_and_the_pool_stops_growing() {
         let after = dev.stats();
         assert_eq!(after.submits - before.submits, 1, "step {step} was not exactly one submit");
         assert_eq!(after.readbacks, before.readbacks, "step {step} read data back");
+        if step >= 2 {
+            // From the third step on the pool hands out the same buffers in the same places, so
+            // every bind group comes from the cache.
+            assert_eq!(after.bind_groups_created, before.bind_groups_created, "step {step} created bind groups");
+        }
         if step == 0 {
             after_first = Some(after.buffers_created);
         } else {
