@@ -297,16 +297,23 @@ fn main() {
         let z = rand(&dev, &mut rng, &[nb, 16]);
         let mask = atomgrad::atom::TokenMask::new(&dev, &vec![n; nb], n).unwrap();
         let pairs = (nb * nb * n * n * m) as f64;
-        b.flops(&format!("atom/structure-forward N={nb} n={n} m={m}"), 2.0 * pairs, || {
-            drop(atomgrad::ops::atom::structure(&h, &w, &mask, 1e-3).unwrap())
-        });
         let cfg = atomgrad::atom::AtomConfig::default();
-        b.flops(&format!("atom/L_A-forward+backward N={nb} n={n} m={m}"), 6.0 * pairs, || {
-            let tape = Tape::new();
-            let (zv, hv, wv) = (tape.leaf(z.clone()), tape.leaf(h.clone()), tape.leaf(w.clone()));
-            let terms = atomgrad::atom::atom_terms(&zv, &hv, &wv, &mask, &cfg).unwrap();
-            drop(terms.l_a.backward().unwrap());
-        });
+        // Both forms of the structure kernels: register-blocked (the default) and, on GPUs,
+        // workgroup-tiled ("tiled", opt-in until measured faster).
+        for tiled in if gpu { &[false, true][..] } else { &[false][..] } {
+            dev.set_tiled_atom(*tiled);
+            let tag = if *tiled { " tiled" } else { "" };
+            b.flops(&format!("atom/structure-forward{tag} N={nb} n={n} m={m}"), 2.0 * pairs, || {
+                drop(atomgrad::ops::atom::structure(&h, &w, &mask, 1e-3).unwrap())
+            });
+            b.flops(&format!("atom/L_A-forward+backward{tag} N={nb} n={n} m={m}"), 6.0 * pairs, || {
+                let tape = Tape::new();
+                let (zv, hv, wv) = (tape.leaf(z.clone()), tape.leaf(h.clone()), tape.leaf(w.clone()));
+                let terms = atomgrad::atom::atom_terms(&zv, &hv, &wv, &mask, &cfg).unwrap();
+                drop(terms.l_a.backward().unwrap());
+            });
+        }
+        dev.set_tiled_atom(false);
     }
 
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.

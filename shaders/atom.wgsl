@@ -20,6 +20,8 @@
 //                       increasing order and writes split `split` of dh [splits, N, n, m] and
 //                       dw [splits, N, n]. splits = 1 (CPU adapters) writes the gradients directly;
 //                       more splits give a GPU enough invocations, and sum_splits adds them up.
+//   structure_tiled, structure_backward_tiled: the same two sums in workgroup-tiled form for GPU
+//                       adapters (opt-in, described at the end of this file).
 //   sum_splits:         out[e] = sum over s (increasing) of part[s * total + e]
 //   mask_tokens:        y[A, i, ...] = x[A, i, ...] where i < cnt[A], else exactly 0 (a select, so
 //                       NaN/Inf in padding never leaks); its own gradient.
@@ -41,6 +43,7 @@
 //   structure_partial:  1 h, 2 w, 3 cnt (u32) (read), 4 part (write)
 //   structure_reduce:   1 part (read), 2 s (write)
 //   structure_backward: 1 h, 2 w, 3 cnt (u32), 4 g (read), 5 dh, 6 dw (write)
+//   structure_tiled, structure_backward_tiled: as structure_partial, structure_backward
 //   sum_splits:         1 part (read), 2 out (write)
 //   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
 // Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
@@ -49,6 +52,8 @@
 // and B slowest, so the lanes of a SIMD group share B and run the same number of j-tiles;
 // structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest. The grid
 // folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * workgroup size).
+// structure_tiled, structure_backward_tiled: 64 invocations (8 x 8) per workgroup, one workgroup per
+// tile, flat workgroup index wid.x + wid.y * nwg.x; these two use workgroup memory and barriers.
 
 struct Params {
     ns: u32,     // N samples
@@ -322,4 +327,229 @@ fn mask_tokens(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let a = tok / p.nt;
     let i = tok % p.nt;
     mt_y[idx] = select(0.0, mt_x[idx], i < mt_cnt[a]);
+}
+
+// ---- Workgroup-tiled structure kernels for GPU adapters (opt-in: `ops::atom::StructureKernel`) ----
+// The same sums as structure_partial / structure_backward, laid out like a matrix product: a
+// workgroup of 64 invocations (8 x 8) covers 32 tokens i of A x 32 tokens j of B, each invocation a
+// 4 x 4 block of pairs; token dims are staged through workgroup memory 16 at a time as vec4s over
+// tokens. Differences stay direct (see Precision above).
+
+const TT: u32 = 32u; // tokens per tile side
+const DC: u32 = 16u; // dims per staged panel
+var<workgroup> tp_a: array<vec4<f32>, 128>; // [DC][TT / 4]: tokens of A, 4 per vec4
+var<workgroup> tp_b: array<vec4<f32>, 128>; // [DC][TT / 4]: tokens of B
+var<workgroup> t_red: array<f32, 64>; // structure_tiled: per-invocation partial sums
+var<workgroup> t_c: array<vec4<f32>, 256>; // structure_backward_tiled: c[i][j] as [TT][TT / 4]
+var<workgroup> t_hb: array<vec4<f32>, 256>; // structure_backward_tiled: h_B chunk [TT j][TT / 4 dims]
+var<workgroup> t_ha: array<vec4<f32>, 256>; // structure_backward_tiled: h_A chunk [TT i][TT / 4 dims]
+var<workgroup> t_dw: array<vec4<f32>, 64>; // structure_backward_tiled: dw partials per invocation
+
+// Offset of token `tok` (clamped to the last valid one) of sample s.
+fn tok_row(s: u32, tok: u32, cnt: u32) -> u32 {
+    return (s * p.nt + min(tok, cnt - 1u)) * p.m;
+}
+
+// Stages dims k0..k0+15 of tokens a0.. of sample a and b0.. of sample b into tp_a / tp_b (64
+// invocations, 8 values each; consecutive invocations walk the contiguous dims; dims past m are 0).
+fn stage_pair(t: u32, a: u32, a0: u32, ca: u32, b: u32, b0: u32, cb: u32, k0: u32) {
+    for (var e = 0u; e < 8u; e++) {
+        let q = t + 64u * e;
+        let tok = q / DC;
+        let kk = q % DC;
+        let k = k0 + kk;
+        var va = 0.0;
+        var vb = 0.0;
+        if (k < p.m) {
+            va = st_h[tok_row(a, a0 + tok, ca) + k];
+            vb = st_h[tok_row(b, b0 + tok, cb) + k];
+        }
+        tp_a[kk * 8u + tok / 4u][tok % 4u] = va;
+        tp_b[kk * 8u + tok / 4u][tok % 4u] = vb;
+    }
+}
+
+// Squared distances of invocation (ti, tj)'s 4 x 4 pairs over all dims: row r of the result is
+// token a0 + 4ti + r against tokens b0 + 4tj .. +3. Every invocation of the workgroup calls it.
+fn tile_d2(t: u32, a: u32, a0: u32, ca: u32, b: u32, b0: u32, cb: u32) -> mat4x4<f32> {
+    let ti = t / 8u;
+    let tj = t % 8u;
+    var d0 = vec4<f32>(0.0);
+    var d1 = vec4<f32>(0.0);
+    var d2 = vec4<f32>(0.0);
+    var d3 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < p.m; k0 += DC) {
+        stage_pair(t, a, a0, ca, b, b0, cb, k0);
+        workgroupBarrier();
+        for (var kk = 0u; kk < DC; kk++) {
+            let av = tp_a[kk * 8u + ti];
+            let bv = tp_b[kk * 8u + tj];
+            let e0 = av.x - bv;
+            let e1 = av.y - bv;
+            let e2 = av.z - bv;
+            let e3 = av.w - bv;
+            d0 = fma(e0, e0, d0);
+            d1 = fma(e1, e1, d1);
+            d2 = fma(e2, e2, d2);
+            d3 = fma(e3, e3, d3);
+        }
+        workgroupBarrier();
+    }
+    return mat4x4<f32>(d0, d1, d2, d3);
+}
+
+// Importances of tokens s0..s0+3 of sample s, exactly 0 past its count.
+fn quad_w(s: u32, s0: u32, cnt: u32) -> vec4<f32> {
+    return tile_weights(s, s0, cnt);
+}
+
+//   structure_tiled: part[((A * N + B) * tiles + it) * tiles + jt] = the terms of S[A, B] with i in
+//   token tile it and j in tile jt (tiles = ceil(n / 32)); only A <= B. One workgroup per
+//   (B, A, it, jt), flat workgroup index wid.x + wid.y * nwg.x.
+@compute @workgroup_size(64)
+fn structure_tiled(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.total) { return; }
+    let jt = idx % p.tiles;
+    let it = (idx / p.tiles) % p.tiles;
+    let pair = idx / (p.tiles * p.tiles);
+    let b = pair / p.ns;
+    let a = pair % p.ns;
+    if (a > b) { return; }
+    let ca = st_cnt[a];
+    let cb = st_cnt[b];
+    let i0 = it * TT;
+    let j0 = jt * TT;
+    let out = ((a * p.ns + b) * p.tiles + it) * p.tiles + jt;
+    if (i0 >= ca || j0 >= cb) {
+        if (t == 0u) { st_part[out] = 0.0; }
+        return;
+    }
+    let d2 = tile_d2(t, a, i0, ca, b, j0, cb);
+    let e = vec4<f32>(p.eps2);
+    let wa = quad_w(a, i0 + 4u * (t / 8u), ca);
+    let wb = quad_w(b, j0 + 4u * (t % 8u), cb);
+    t_red[t] = dot(wa, vec4<f32>(dot(sqrt(d2[0] + e), wb), dot(sqrt(d2[1] + e), wb),
+        dot(sqrt(d2[2] + e), wb), dot(sqrt(d2[3] + e), wb)));
+    workgroupBarrier();
+    // Tree sum in a fixed order: deterministic.
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (t < s) { t_red[t] += t_red[t + s]; }
+        workgroupBarrier();
+    }
+    if (t == 0u) { st_part[out] = t_red[0]; }
+}
+
+//   structure_backward_tiled: as structure_backward for split `split`, one workgroup per
+//   (split, A, token tile it of 32, chunk kc of 32 output dims); invocation (ti, tx) owns tokens
+//   i0 + 4ti .. +3 and dims 32 kc + 4tx .. +3 of dh. For each B of the split and tile of 32 tokens j:
+//   the 32 x 32 distances (tile_d2 over all dims), c[i][j] = Gs w_Bj / d_ij into workgroup
+//   memory, then acc[i][k] += sum_j c[i][j] (h_Ai[k] - h_Bj[k]) from the staged h chunks.
+@compute @workgroup_size(64)
+fn structure_backward_tiled(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.total) { return; }
+    let kc = idx % p.chunks;
+    let it = (idx / p.chunks) % p.tiles;
+    let rest = idx / (p.chunks * p.tiles);
+    let a = rest % p.ns;
+    let split = rest / p.ns;
+    let b_lo = split * p.bper;
+    let b_hi = min(p.ns, b_lo + p.bper);
+    let ca = st_cnt[a];
+    let i0 = it * TT;
+    let ti = t / 8u;
+    let tx = t % 8u;
+    let k0 = kc * TT;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    var dwp = vec4<f32>(0.0);
+    if (i0 < ca) {
+        // h_A chunk [32 i][32 dims], constant over the loop below.
+        for (var e = 0u; e < 16u; e++) {
+            let q = t + 64u * e;
+            let tok = q / TT;
+            let kk = q % TT;
+            var v = 0.0;
+            if (k0 + kk < p.m) { v = st_h[tok_row(a, i0 + tok, ca) + k0 + kk]; }
+            t_ha[tok * 8u + kk / 4u][kk % 4u] = v;
+        }
+        let wa = quad_w(a, i0 + 4u * ti, ca);
+        for (var b = b_lo; b < b_hi; b++) {
+            let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
+            let cb = st_cnt[b];
+            for (var j0 = 0u; j0 < cb; j0 += TT) {
+                let d2 = tile_d2(t, a, i0, ca, b, j0, cb);
+                let e4 = vec4<f32>(p.eps2);
+                let gw = g * quad_w(b, j0 + 4u * tx, cb);
+                let d0 = sqrt(d2[0] + e4);
+                let d1 = sqrt(d2[1] + e4);
+                let d2r = sqrt(d2[2] + e4);
+                let d3 = sqrt(d2[3] + e4);
+                dwp += vec4<f32>(dot(gw, d0), dot(gw, d1), dot(gw, d2r), dot(gw, d3));
+                t_c[(4u * ti) * 8u + tx] = gw / d0;
+                t_c[(4u * ti + 1u) * 8u + tx] = gw / d1;
+                t_c[(4u * ti + 2u) * 8u + tx] = gw / d2r;
+                t_c[(4u * ti + 3u) * 8u + tx] = gw / d3;
+                // h_B chunk [32 j][32 dims] (tokens clamped: padded ones have c = 0).
+                for (var e = 0u; e < 16u; e++) {
+                    let q = t + 64u * e;
+                    let tok = q / TT;
+                    let kk = q % TT;
+                    var v = 0.0;
+                    if (k0 + kk < p.m) { v = st_h[tok_row(b, j0 + tok, cb) + k0 + kk]; }
+                    t_hb[tok * 8u + kk / 4u][kk % 4u] = v;
+                }
+                workgroupBarrier();
+                let ha0 = t_ha[(4u * ti) * 8u + tx];
+                let ha1 = t_ha[(4u * ti + 1u) * 8u + tx];
+                let ha2 = t_ha[(4u * ti + 2u) * 8u + tx];
+                let ha3 = t_ha[(4u * ti + 3u) * 8u + tx];
+                for (var jj = 0u; jj < TT; jj++) {
+                    let hb = t_hb[jj * 8u + tx];
+                    let q = jj / 4u;
+                    let r = jj % 4u;
+                    acc0 = fma(vec4<f32>(t_c[(4u * ti) * 8u + q][r]), ha0 - hb, acc0);
+                    acc1 = fma(vec4<f32>(t_c[(4u * ti + 1u) * 8u + q][r]), ha1 - hb, acc1);
+                    acc2 = fma(vec4<f32>(t_c[(4u * ti + 2u) * 8u + q][r]), ha2 - hb, acc2);
+                    acc3 = fma(vec4<f32>(t_c[(4u * ti + 3u) * 8u + q][r]), ha3 - hb, acc3);
+                }
+                workgroupBarrier();
+            }
+        }
+        acc0 *= wa.x;
+        acc1 *= wa.y;
+        acc2 *= wa.z;
+        acc3 *= wa.w;
+    }
+    // dw: the 8 invocations of a row of tokens hold partial sums over their tokens j; summed in
+    // a fixed order (tx = 0..7).
+    t_dw[t] = dwp;
+    workgroupBarrier();
+    let row = ((split * p.ns + a) * p.nt) + i0 + 4u * ti;
+    let accs = mat4x4<f32>(acc0, acc1, acc2, acc3);
+    for (var r = 0u; r < 4u; r++) {
+        let i = i0 + 4u * ti + r;
+        if (i >= p.nt) { continue; }
+        let valid = i < ca;
+        for (var c = 0u; c < 4u; c++) {
+            let k = k0 + 4u * tx + c;
+            if (k < p.m) { sb_dh[(row + r) * p.m + k] = select(0.0, accs[r][c], valid); }
+        }
+        if (kc == 0u && tx == 0u) {
+            var s = 0.0;
+            for (var x = 0u; x < 8u; x++) { s += t_dw[ti * 8u + x][r]; }
+            sb_dw[row + r] = select(0.0, s, valid);
+        }
+    }
 }

@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     pub class: AdapterClass,
     /// Forward matmuls on f16 tensor cores (opt-in, see `set_mixed_precision`).
     mixed: std::sync::atomic::AtomicBool,
+    /// The atom-modeling structure kernels in their workgroup-tiled GPU form (opt-in).
+    tiled_atom: std::sync::atomic::AtomicBool,
     /// The adapter's cooperative-matrix configurations (printed by `atomgrad info`).
     coop_props: Vec<wgpu::CooperativeMatrixProperties>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -223,6 +225,7 @@ impl Device {
                 class,
                 mixed: std::sync::atomic::AtomicBool::new(false),
                 coop_props,
+                tiled_atom: std::sync::atomic::AtomicBool::new(false),
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
                 state: Mutex::default(),
@@ -262,6 +265,15 @@ impl Device {
     }
     pub fn coop_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
         &self.inner.coop_props
+    }
+    /// Opt-in: the atom-modeling structure kernels (S and its gradients) in their
+    /// workgroup-tiled form (`ops::atom::StructureKernel::Tiled`), meant for GPUs; off by default
+    /// until measured faster than the register-blocked ones.
+    pub fn set_tiled_atom(&self, on: bool) {
+        self.inner.tiled_atom.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn tiled_atom(&self) -> bool {
+        self.inner.tiled_atom.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn mixed_precision(&self) -> bool {
         self.inner.mixed.load(std::sync::atomic::Ordering::Relaxed)

@@ -4,7 +4,7 @@
 //! properties; the baselines (hinge L1/L2, NT-Xent); determinism; bad-input errors.
 mod common;
 use atomgrad::atom::{self, cpu as lref, AtomConfig, Norm, TokenMask};
-use atomgrad::ops::atom::{self as kern, cpu};
+use atomgrad::ops::atom::{self as kern, cpu, StructureKernel};
 use atomgrad::rng::Rng;
 use atomgrad::{Device, Error, Tape, Tensor, Var};
 use common::*;
@@ -118,31 +118,38 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
         }
     }
     cases.push((3, 9, 70)); // three chunks of output dims in the backward pass
+    cases.push((3, 40, 70)); // two token tiles of the tiled kernels, both partial dims
+    cases.push((2, 64, 17)); // exactly two token tiles
     for (ns, n, m) in cases {
         let b = batch(&mut rng, ns, n, m, 1, 1e3);
-        let what = format!("structure N {ns} n {n} m {m} counts {:?}", b.counts);
-        let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
-        let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        let s = kern::structure(&ht, &wt, &mask, eps as f32).unwrap().to_vec().unwrap();
-        assert_close(&what, &s, &cpu::structure(&b.h, &b.w, &b.counts, n, m, eps), 1e-5, 1e-5);
-        for a in 0..ns {
-            for c in 0..ns {
-                assert_eq!(s[a * ns + c].to_bits(), s[c * ns + a].to_bits(), "{what}: S not bit-symmetric");
-            }
-        }
         let g = rng.vec(ns * ns, -1.0, 1.0);
         let gt = upload(&dev, &g, &[ns, ns]);
         let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, eps);
-        // the default (one split on CPU adapters) and every forced split of the samples B
-        let (dh, dw) = kern::structure_backward(&ht, &wt, &mask, &gt, eps as f32).unwrap();
-        assert_close(&format!("{what} dh"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
-        assert_close(&format!("{what} dw"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
-        for splits in [2, 3, ns, ns + 4] {
-            let (dh, dw) = kern::structure_backward_with(splits, &ht, &wt, &mask, &gt, eps as f32).unwrap();
-            assert_eq!((dh.shape(), dw.shape()), (&[ns, n, m][..], &[ns, n][..]));
-            assert_close(&format!("{what} dh, {splits} splits"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
-            assert_close(&format!("{what} dw, {splits} splits"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
+        let rs = cpu::structure(&b.h, &b.w, &b.counts, n, m, eps);
+        let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
+        let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
+        for kernel in [StructureKernel::Registers, StructureKernel::Tiled] {
+            let what = format!("structure {kernel:?} N {ns} n {n} m {m} counts {:?}", b.counts);
+            let s = kern::structure_with(kernel, &ht, &wt, &mask, eps as f32).unwrap().to_vec().unwrap();
+            assert_close(&what, &s, &rs, 1e-5, 1e-5);
+            for a in 0..ns {
+                for c in 0..ns {
+                    assert_eq!(s[a * ns + c].to_bits(), s[c * ns + a].to_bits(), "{what}: S not bit-symmetric");
+                }
+            }
+            // one split and every forced split of the samples B
+            for splits in [1, 2, 3, ns, ns + 4] {
+                let (dh, dw) =
+                    kern::structure_backward_with(kernel, splits, &ht, &wt, &mask, &gt, eps as f32).unwrap();
+                assert_eq!((dh.shape(), dw.shape()), (&[ns, n, m][..], &[ns, n][..]));
+                assert_close(&format!("{what} dh, {splits} splits"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
+                assert_close(&format!("{what} dw, {splits} splits"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
+            }
         }
+        // the adapter's default kernels and splits
+        let (dh, dw) = kern::structure_backward(&ht, &wt, &mask, &gt, eps as f32).unwrap();
+        assert_close(&format!("N {ns} n {n} m {m} default dh"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
+        assert_close(&format!("N {ns} n {n} m {m} default dw"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
     }
 }
 
@@ -161,19 +168,24 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
     }
     let mask = TokenMask::new(&dev, &counts, n).unwrap();
     let (ht, wt) = (upload(&dev, &h, &[ns, n, m]), upload(&dev, &w, &[ns, n]));
-    let s = kern::structure(&ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
-    assert!(s.iter().all(|v| v.is_finite()), "NaN padding leaked into S: {s:?}");
-    assert_close("S with NaN padding", &s, &cpu::structure(&h, &w, &counts, n, m, 1e-3), 1e-5, 1e-5);
     let g = upload(&dev, &rng.vec(ns * ns, -1.0, 1.0), &[ns, ns]);
-    let (dh, dw) = kern::structure_backward(&ht, &wt, &mask, &g, 1e-3).unwrap();
-    let (dh, dw) = (dh.to_vec().unwrap(), dw.to_vec().unwrap());
-    for (a, &c) in counts.iter().enumerate() {
-        for i in 0..n {
-            let pad = i >= c;
-            let row = &dh[(a * n + i) * m..(a * n + i + 1) * m];
-            assert!(row.iter().all(|v| v.is_finite()) && dw[a * n + i].is_finite(), "NaN padding leaked");
-            if pad {
-                assert!(row.iter().all(|&v| v == 0.0) && dw[a * n + i] == 0.0, "padded token ({a}, {i}) has gradient");
+    for kernel in [StructureKernel::Registers, StructureKernel::Tiled] {
+        let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
+        assert!(s.iter().all(|v| v.is_finite()), "{kernel:?}: NaN padding leaked into S: {s:?}");
+        assert_close("S with NaN padding", &s, &cpu::structure(&h, &w, &counts, n, m, 1e-3), 1e-5, 1e-5);
+        let (dh, dw) = kern::structure_backward_with(kernel, 2, &ht, &wt, &mask, &g, 1e-3).unwrap();
+        let (dh, dw) = (dh.to_vec().unwrap(), dw.to_vec().unwrap());
+        for (a, &c) in counts.iter().enumerate() {
+            for i in 0..n {
+                let pad = i >= c;
+                let row = &dh[(a * n + i) * m..(a * n + i + 1) * m];
+                assert!(row.iter().all(|v| v.is_finite()) && dw[a * n + i].is_finite(), "{kernel:?}: NaN padding leaked");
+                if pad {
+                    assert!(
+                        row.iter().all(|&v| v == 0.0) && dw[a * n + i] == 0.0,
+                        "{kernel:?}: padded token ({a}, {i}) has gradient"
+                    );
+                }
             }
         }
     }
@@ -612,12 +624,14 @@ fn forward_and_backward_are_bit_identical_across_runs() {
     let (ht, wt) = (upload(&dev, &b.h, &[5, 7, 33]), upload(&dev, &b.w, &[5, 7]));
     let g = upload(&dev, &rng.vec(25, -1.0, 1.0), &[5, 5]);
     let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-    let once = || {
-        let (dh, dw) = kern::structure_backward_with(3, &ht, &wt, &mask, &g, 1e-3).unwrap();
-        (bits(&dh), bits(&dw), bits(&kern::structure(&ht, &wt, &mask, 1e-3).unwrap()))
-    };
-    let a = once();
-    assert!(once() == a && once() == a, "split backward changed between identical runs");
+    for kernel in [StructureKernel::Registers, StructureKernel::Tiled] {
+        let once = || {
+            let (dh, dw) = kern::structure_backward_with(kernel, 3, &ht, &wt, &mask, &g, 1e-3).unwrap();
+            (bits(&dh), bits(&dw), bits(&kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap()))
+        };
+        let a = once();
+        assert!(once() == a && once() == a, "{kernel:?}: split backward changed between identical runs");
+    }
 }
 
 // ---------------------------------------------------------------- bad input

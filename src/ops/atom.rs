@@ -242,30 +242,71 @@ fn check_structure(op: &'static str, h: &Tensor, w: &Tensor, mask: &TokenMask) -
 /// Two dispatches (register-blocked partials per 4-token tile, then a fixed-order sum); the
 /// benchmark can call this directly.
 pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
+    structure_with(StructureKernel::for_device(h.device()), h, w, mask, eps)
+}
+
+/// Which structure kernels compute S and its gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StructureKernel {
+    /// Barrier-free, register-blocked (4 x 4 tokens per invocation): CPU adapters, and the
+    /// default everywhere (measured on an H200 at 1.8 TFLOP/s effective, docs/PERFORMANCE.md).
+    Registers,
+    /// Workgroup-tiled for GPUs (32 x 32 tokens per workgroup, dims staged in workgroup
+    /// memory). Opt-in with `Device::set_tiled_atom` until a GPU measurement shows it faster.
+    Tiled,
+}
+
+impl StructureKernel {
+    pub fn for_device(dev: &Device) -> StructureKernel {
+        if dev.tiled_atom() {
+            StructureKernel::Tiled
+        } else {
+            StructureKernel::Registers
+        }
+    }
+}
+
+/// As [`structure`] on the given kernels.
+pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
     let (n, t, m) = check_structure("atom_structure", h, w, mask)?;
     check_eps("atom_structure", eps, true)?;
     let dev = h.device();
-    let tiles = t.div_ceil(4);
-    let part = Tensor::empty(dev, "atom_structure", &[n, n, tiles], DType::F32)?;
+    let (entry, tiles, parts, wg_size, workers) = match kernel {
+        StructureKernel::Registers => {
+            let tiles = t.div_ceil(4);
+            ("structure_partial", tiles, tiles, WG_STRUCT, n * n * tiles)
+        }
+        // One workgroup per (B, A, tile of 32 tokens i, tile j), written as "invocations" of a
+        // 1-wide grid so groups_1d folds it the same way.
+        StructureKernel::Tiled => {
+            let tiles = t.div_ceil(32);
+            ("structure_tiled", tiles, tiles * tiles, 1, n * n * tiles * tiles)
+        }
+    };
+    if workers > u32::MAX as usize {
+        return Err(Error::shape("atom_structure", format!("tokens {:?} are too many for one dispatch", h.shape())));
+    }
+    let part = Tensor::empty(dev, "atom_structure", &[n, n, parts], DType::F32)?;
     let mut p = Params {
         ns: n as u32,
         nt: t as u32,
         m: m as u32,
         tiles: tiles as u32,
         eps2: eps * eps,
-        total: (n * n * tiles) as u32,
+        total: workers as u32,
         ..Params::new()
     };
     dev.dispatch(
         &SHADER,
-        "structure_partial",
+        entry,
         &[],
         bytemuck::bytes_of(&p),
         &[h.bind(), w.bind(), mask.counts_gpu.bind(), part.bind()],
-        groups_1d(n * n * tiles, WG_STRUCT),
+        groups_1d(workers, wg_size),
     );
     let s = Tensor::empty(dev, "atom_structure", &[n, n], DType::F32)?;
     p.total = (n * n) as u32;
+    p.tiles = parts as u32;
     dev.dispatch(
         &SHADER,
         "structure_reduce",
@@ -297,13 +338,14 @@ pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, 
         &[n, t, m] => default_splits(h.device(), n, t, m),
         _ => 1,
     };
-    structure_backward_with(splits, h, w, mask, g, eps)
+    structure_backward_with(StructureKernel::for_device(h.device()), splits, h, w, mask, g, eps)
 }
 
 /// As [`structure_backward`] with the samples B split into `splits` parts (at most N) whose
 /// partial gradients are summed in a fixed order; every split count gives the same result up to
 /// rounding, and each one is deterministic.
 pub fn structure_backward_with(
+    kernel: StructureKernel,
     splits: usize,
     h: &Tensor,
     w: &Tensor,
@@ -323,7 +365,12 @@ pub fn structure_backward_with(
     let bper = n.div_ceil(splits.clamp(1, n));
     let splits = n.div_ceil(bper);
     let dev = h.device();
-    let tiles = t.div_ceil(4);
+    // Registers: one invocation per (split, A, 4 tokens, 32 dims); Tiled: one workgroup per
+    // (split, A, 32 tokens, 32 dims), folded as a 1-wide grid.
+    let (entry, tiles, wg_size) = match kernel {
+        StructureKernel::Registers => ("structure_backward", t.div_ceil(4), WG_STRUCT),
+        StructureKernel::Tiled => ("structure_backward_tiled", t.div_ceil(32), 1),
+    };
     let chunks = m.div_ceil(MC);
     let total = splits * n * tiles * chunks;
     if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
@@ -348,11 +395,11 @@ pub fn structure_backward_with(
     };
     dev.dispatch(
         &SHADER,
-        "structure_backward",
+        entry,
         &[],
         bytemuck::bytes_of(&p),
         &[h.bind(), w.bind(), mask.counts_gpu.bind(), g.bind(), dh.bind(), dw.bind()],
-        groups_1d(total, WG_STRUCT),
+        groups_1d(total, wg_size),
     );
     if splits == 1 {
         return Ok((dh.reshape(&[n, t, m])?, dw.reshape(&[n, t])?));
