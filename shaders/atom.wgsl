@@ -398,11 +398,6 @@ fn tile_d2(t: u32, a: u32, a0: u32, ca: u32, b: u32, b0: u32, cb: u32) -> mat4x4
     return mat4x4<f32>(d0, d1, d2, d3);
 }
 
-// Importances of tokens s0..s0+3 of sample s, exactly 0 past its count.
-fn quad_w(s: u32, s0: u32, cnt: u32) -> vec4<f32> {
-    return tile_weights(s, s0, cnt);
-}
-
 //   structure_tiled: part[((A * N + B) * tiles + it) * tiles + jt] = the terms of S[A, B] with i in
 //   token tile it and j in tile jt (tiles = ceil(n / 32)); only A <= B. One workgroup per
 //   (B, A, it, jt), flat workgroup index wid.x + wid.y * nwg.x.
@@ -431,8 +426,8 @@ fn structure_tiled(
     }
     let d2 = tile_d2(t, a, i0, ca, b, j0, cb);
     let e = vec4<f32>(p.eps2);
-    let wa = quad_w(a, i0 + 4u * (t / 8u), ca);
-    let wb = quad_w(b, j0 + 4u * (t % 8u), cb);
+    let wa = tile_weights(a, i0 + 4u * (t / 8u), ca);
+    let wb = tile_weights(b, j0 + 4u * (t % 8u), cb);
     t_red[t] = dot(wa, vec4<f32>(dot(sqrt(d2[0] + e), wb), dot(sqrt(d2[1] + e), wb),
         dot(sqrt(d2[2] + e), wb), dot(sqrt(d2[3] + e), wb)));
     workgroupBarrier();
@@ -484,14 +479,14 @@ fn structure_backward_tiled(
             if (k0 + kk < p.m) { v = st_h[tok_row(a, i0 + tok, ca) + k0 + kk]; }
             t_ha[tok * 8u + kk / 4u][kk % 4u] = v;
         }
-        let wa = quad_w(a, i0 + 4u * ti, ca);
+        let wa = tile_weights(a, i0 + 4u * ti, ca);
         for (var b = b_lo; b < b_hi; b++) {
             let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
             let cb = st_cnt[b];
             for (var j0 = 0u; j0 < cb; j0 += TT) {
                 let d2 = tile_d2(t, a, i0, ca, b, j0, cb);
                 let e4 = vec4<f32>(p.eps2);
-                let gw = g * quad_w(b, j0 + 4u * tx, cb);
+                let gw = g * tile_weights(b, j0 + 4u * tx, cb);
                 let d0 = sqrt(d2[0] + e4);
                 let d1 = sqrt(d2[1] + e4);
                 let d2r = sqrt(d2[2] + e4);
