@@ -439,6 +439,20 @@ fn structure_tiled(
     if (t == 0u) { st_part[out] = t_red[0]; }
 }
 
+// Dims k0..k0+31 of tokens s0..s0+31 of sample s (clamped to the last valid token; dims past m
+// are 0) into t_ha (to_a) or t_hb as [token][8 vec4 over dims]: 64 invocations, 16 values each.
+// (A flag, not a pointer: naga takes no workgroup pointers as arguments.)
+fn stage_chunk(to_a: bool, t: u32, s: u32, s0: u32, cnt: u32, k0: u32) {
+    for (var e = 0u; e < 16u; e++) {
+        let q = t + 64u * e;
+        let tok = q / TT;
+        let kk = q % TT;
+        var v = 0.0;
+        if (k0 + kk < p.m) { v = st_h[tok_row(s, s0 + tok, cnt) + k0 + kk]; }
+        if (to_a) { t_ha[tok * 8u + kk / 4u][kk % 4u] = v; } else { t_hb[tok * 8u + kk / 4u][kk % 4u] = v; }
+    }
+}
+
 //   structure_backward_tiled: as structure_backward for split `split`, one workgroup per
 //   (split, A, token tile it of 32, chunk kc of 32 output dims); invocation (ti, tx) owns tokens
 //   i0 + 4ti .. +3 and dims 32 kc + 4tx .. +3 of dh. For each B of the split and tile of 32 tokens j:
@@ -471,14 +485,7 @@ fn structure_backward_tiled(
     var dwp = vec4<f32>(0.0);
     if (i0 < ca) {
         // h_A chunk [32 i][32 dims], constant over the loop below.
-        for (var e = 0u; e < 16u; e++) {
-            let q = t + 64u * e;
-            let tok = q / TT;
-            let kk = q % TT;
-            var v = 0.0;
-            if (k0 + kk < p.m) { v = st_h[tok_row(a, i0 + tok, ca) + k0 + kk]; }
-            t_ha[tok * 8u + kk / 4u][kk % 4u] = v;
-        }
+        stage_chunk(true, t, a, i0, ca, k0);
         let wa = tile_weights(a, i0 + 4u * ti, ca);
         for (var b = b_lo; b < b_hi; b++) {
             let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
@@ -497,14 +504,7 @@ fn structure_backward_tiled(
                 t_c[(4u * ti + 2u) * 8u + tx] = gw / d2r;
                 t_c[(4u * ti + 3u) * 8u + tx] = gw / d3;
                 // h_B chunk [32 j][32 dims] (tokens clamped: padded ones have c = 0).
-                for (var e = 0u; e < 16u; e++) {
-                    let q = t + 64u * e;
-                    let tok = q / TT;
-                    let kk = q % TT;
-                    var v = 0.0;
-                    if (k0 + kk < p.m) { v = st_h[tok_row(b, j0 + tok, cb) + k0 + kk]; }
-                    t_hb[tok * 8u + kk / 4u][kk % 4u] = v;
-                }
+                stage_chunk(false, t, b, j0, cb, k0);
                 workgroupBarrier();
                 let ha0 = t_ha[(4u * ti) * 8u + tx];
                 let ha1 = t_ha[(4u * ti + 1u) * 8u + tx];
