@@ -1,4 +1,5 @@
-//! The arithmetic-ceiling probe (`shaders/peak.wgsl`) that benchmarks report next to each kernel.
+//! The ceiling probes (`shaders/peak.wgsl`) that benchmarks report next to each kernel: arithmetic
+//! (`fma_peak`) and memory bandwidth as a kernel sees it (`copy_vec4`).
 
 use crate::device::{groups_1d, Device, WG};
 use crate::error::Result;
@@ -26,6 +27,17 @@ pub fn fma_peak(dev: &Device, n: usize, iters: u32, a: f32, b: f32) -> Result<Te
     let p = Params { n: n as u32, iters, a, b };
     dev.dispatch(&SHADER, "fma_peak", &[], bytemuck::bytes_of(&p), &[y.bind()], groups_1d(n, WG));
     Ok(y)
+}
+
+/// `dst = src` by a compute kernel, 16 bytes per invocation; both hold a multiple of 4 elements.
+pub fn copy_vec4(src: &Tensor, dst: &Tensor) -> Result<()> {
+    if src.numel() != dst.numel() || !src.numel().is_multiple_of(4) || src.dtype() != dst.dtype() {
+        return Err(crate::error::Error::shape("copy_vec4", format!("{src:?} into {dst:?}: needs equal sizes, a multiple of 4")));
+    }
+    let n = src.numel() / 4;
+    let p = Params { n: n as u32, iters: 0, a: 0.0, b: 0.0 };
+    src.device().dispatch(&SHADER, "copy_vec4", &[], bytemuck::bytes_of(&p), &[src.bind(), dst.bind()], groups_1d(n, WG));
+    Ok(())
 }
 
 /// f64 reference.
