@@ -255,6 +255,18 @@ fn main() {
         b.flops(&format!("conv/backward-weight {tag}"), flops, || {
             drop(conv::conv2d_backward_weight(&dy, &x, (3, 3), (1, 1), (1, 1)).unwrap())
         });
+        if gpu {
+            // The opt-in GEMM path (im2col + matmul cores + col2im), same flops.
+            b.flops(&format!("conv/forward gemm {tag}"), flops, || {
+                drop(conv::conv2d_gemm(&x, &w, (1, 1), (1, 1)).unwrap())
+            });
+            b.flops(&format!("conv/backward-input gemm {tag}"), flops, || {
+                drop(conv::conv2d_backward_input_gemm(&dy, &w, (hw, hw), (1, 1), (1, 1)).unwrap())
+            });
+            b.flops(&format!("conv/backward-weight gemm {tag}"), flops, || {
+                drop(conv::conv2d_backward_weight_gemm(&dy, &x, (3, 3), (1, 1), (1, 1)).unwrap())
+            });
+        }
         b.bytes(&format!("pool/max 2x2 [{nb},{o},{hw},{hw}]"), 6.0 * (nb * o * hw * hw) as f64, || {
             drop(pool::max_pool2d(&dy, (2, 2), (2, 2), (0, 0)).unwrap())
         });
@@ -371,6 +383,22 @@ fn main() {
                 let mut l = FashionLearner::new(&dev, &data, &cfg, method, 0).unwrap();
                 let (mut step, mut r) = (0, Rng::new(1));
                 b.step(&name, batch, || learner_step(&dev, &mut l, batch, &mut step, &mut r));
+            }
+        }
+        // On GPUs also with the opt-in paths: convolutions through the matmul cores, and the
+        // workgroup-tiled atom kernels.
+        if gpu {
+            for (method, tag) in [(Method::Ce, "cross-entropy"), (Method::Atom, "atom")] {
+                let name = format!("train/fashion CNN {tag} batch {batch} gemm-conv tiled-atom");
+                if b.wants(&name) {
+                    dev.set_gemm_conv(true);
+                    dev.set_tiled_atom(true);
+                    let mut l = FashionLearner::new(&dev, &data, &cfg, method, 0).unwrap();
+                    let (mut step, mut r) = (0, Rng::new(1));
+                    b.step(&name, batch, || learner_step(&dev, &mut l, batch, &mut step, &mut r));
+                    dev.set_gemm_conv(false);
+                    dev.set_tiled_atom(false);
+                }
             }
         }
         // DCGAN (FashionGanConfig::default(): noise 64, channels 32): one D step and one G step in

@@ -19,6 +19,12 @@
 //       this is the weight gradient itself, otherwise the host sums the partials over s. One
 //       invocation: OB output x CB input channels of one tap (kh, kw): each step loads OB dy and
 //       CB x values for OB*CB multiply-adds.
+//   im2col:               1 x (read), 2 col (write)
+//       col[n, (c, kh, kw), (oh, ow)] = x[n, c, oh*sh - ph + kh, ow*sw - pw + kw] (0 outside x):
+//       conv2d as a batched matrix product on the matmul cores (GPU path, ops::conv::ConvKernel::Gemm).
+//   col2im:               1 dcol (read), 2 dx (write)
+//       dx[n, c, ih, iw] = sum over taps (kh, kw) that reach (ih, iw) from an in-range output of
+//       dcol[n, (c, kh, kw), (oh, ow)]: the adjoint of im2col, gathered (one invocation per dx).
 // Workgroup: 256 x 1 x 1, no barriers and no shared memory (lavapipe runs barrier-free
 // register-blocked kernels fastest); the grid folds into y past 65535 groups, so the flat index
 // is gid.x + gid.y * nwg.x * 256.
@@ -50,6 +56,11 @@ override PB: u32 = 4u; // pixels along W per invocation
 override CB: u32 = 4u; // input channels per invocation
 
 @group(0) @binding(0) var<uniform> p: Params;
+// im2col / col2im
+@group(0) @binding(1) var<storage, read> ic_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ic_col: array<f32>;
+@group(0) @binding(1) var<storage, read> ci_col: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ci_dx: array<f32>;
 // conv_forward
 @group(0) @binding(1) var<storage, read> f_x: array<f32>;
 @group(0) @binding(2) var<storage, read> f_w: array<f32>;
@@ -288,4 +299,52 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
             bw_dw[base + ((o0 + q) * p.c + c0 + t) * kk + tap] = acc[t][q];
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 256u;
+    if (idx >= p.total) { return; }
+    let hw = p.ho * p.wo;
+    let kk = p.kh * p.kw;
+    let pix = idx % hw;
+    let row = (idx / hw) % (p.c * kk);
+    let n = idx / (hw * p.c * kk);
+    let c = row / kk;
+    let kh = (row % kk) / p.kw;
+    let kw = row % p.kw;
+    let ih = i32((pix / p.wo) * p.sh + kh) - i32(p.ph);
+    let iw = i32((pix % p.wo) * p.sw + kw) - i32(p.pw);
+    var v = 0.0;
+    if (ih >= 0 && ih < i32(p.h) && iw >= 0 && iw < i32(p.w)) {
+        v = ic_x[((n * p.c + c) * p.h + u32(ih)) * p.w + u32(iw)];
+    }
+    ic_col[idx] = v;
+}
+
+@compute @workgroup_size(256)
+fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 256u;
+    if (idx >= p.total) { return; }
+    let iw = idx % p.w;
+    let ih = (idx / p.w) % p.h;
+    let c = (idx / (p.w * p.h)) % p.c;
+    let n = idx / (p.w * p.h * p.c);
+    let hw = p.ho * p.wo;
+    let kk = p.kh * p.kw;
+    var s = 0.0;
+    for (var kh = 0u; kh < p.kh; kh++) {
+        let t = ih + p.ph;
+        if (t < kh || (t - kh) % p.sh != 0u) { continue; }
+        let oh = (t - kh) / p.sh;
+        if (oh >= p.ho) { continue; }
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let u = iw + p.pw;
+            if (u < kw || (u - kw) % p.sw != 0u) { continue; }
+            let ow = (u - kw) / p.sw;
+            if (ow >= p.wo) { continue; }
+            s += ci_col[(n * p.c * kk + c * kk + kh * p.kw + kw) * hw + oh * p.wo + ow];
+        }
+    }
+    ci_dx[idx] = s;
 }

@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     mixed: std::sync::atomic::AtomicBool,
     /// The atom-modeling structure kernels in their workgroup-tiled GPU form (opt-in).
     tiled_atom: std::sync::atomic::AtomicBool,
+    /// conv2d through im2col and the matmul cores (opt-in, see `set_gemm_conv`).
+    gemm_conv: std::sync::atomic::AtomicBool,
     /// The adapter's cooperative-matrix configurations (printed by `atomgrad info`).
     coop_props: Vec<wgpu::CooperativeMatrixProperties>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -130,9 +132,10 @@ fn coop16_offered(adapter: &wgpu::Adapter, limits: &wgpu::Limits, features: wgpu
         && info.subgroup_max_size == 32
         && limits.max_compute_workgroup_storage_size >= 46080
         && limits.max_compute_invocations_per_workgroup >= 256
-        && adapter.cooperative_matrix_properties().iter().any(|p| {
-            (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32
-        })
+        && adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .any(|p| (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == T::F16 && p.cr_type == T::F32)
 }
 
 impl Device {
@@ -226,6 +229,7 @@ impl Device {
                 mixed: std::sync::atomic::AtomicBool::new(false),
                 coop_props,
                 tiled_atom: std::sync::atomic::AtomicBool::new(false),
+                gemm_conv: std::sync::atomic::AtomicBool::new(false),
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
                 state: Mutex::default(),
@@ -274,6 +278,14 @@ impl Device {
     }
     pub fn tiled_atom(&self) -> bool {
         self.inner.tiled_atom.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Opt-in: conv2d (`Var::conv2d`, forward and both gradients) through im2col and the matmul
+    /// cores, meant for GPUs; off by default until measured faster than the direct kernels.
+    pub fn set_gemm_conv(&self, on: bool) {
+        self.inner.gemm_conv.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn gemm_conv(&self) -> bool {
+        self.inner.gemm_conv.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn mixed_precision(&self) -> bool {
         self.inner.mixed.load(std::sync::atomic::Ordering::Relaxed)

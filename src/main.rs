@@ -242,7 +242,12 @@ fn info(dev: &Device) {
     println!("optional features:");
     println!("  timestamp queries  {}", has(wgpu::Features::TIMESTAMP_QUERY));
     println!("  shader-f16         {}", has(wgpu::Features::SHADER_F16));
-    println!("  subgroups          {} (size {}..{})", has(wgpu::Features::SUBGROUP), i.subgroup_min_size, i.subgroup_max_size);
+    println!(
+        "  subgroups          {} (size {}..{})",
+        has(wgpu::Features::SUBGROUP),
+        i.subgroup_min_size,
+        i.subgroup_max_size
+    );
     println!("  coop matrix f16    {} (opt-in mixed precision)", if dev.has_coop16() { "yes" } else { "no" });
     for p in dev.coop_matrix_properties() {
         println!("    {}x{}x{} {:?} x {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.ab_type, p.cr_type);

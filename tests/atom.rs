@@ -139,8 +139,7 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
             }
             // one split and every forced split of the samples B
             for splits in [1, 2, 3, ns, ns + 4] {
-                let (dh, dw) =
-                    kern::structure_backward_with(kernel, splits, &ht, &wt, &mask, &gt, eps as f32).unwrap();
+                let (dh, dw) = kern::structure_backward_with(kernel, splits, &ht, &wt, &mask, &gt, eps as f32).unwrap();
                 assert_eq!((dh.shape(), dw.shape()), (&[ns, n, m][..], &[ns, n][..]));
                 assert_close(&format!("{what} dh, {splits} splits"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
                 assert_close(&format!("{what} dw, {splits} splits"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
@@ -179,7 +178,10 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
             for i in 0..n {
                 let pad = i >= c;
                 let row = &dh[(a * n + i) * m..(a * n + i + 1) * m];
-                assert!(row.iter().all(|v| v.is_finite()) && dw[a * n + i].is_finite(), "{kernel:?}: NaN padding leaked");
+                assert!(
+                    row.iter().all(|v| v.is_finite()) && dw[a * n + i].is_finite(),
+                    "{kernel:?}: NaN padding leaked"
+                );
                 if pad {
                     assert!(
                         row.iter().all(|&v| v == 0.0) && dw[a * n + i] == 0.0,

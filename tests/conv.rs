@@ -87,6 +87,55 @@ fn conv2d_gradient_kernels_match_reference() {
     }
 }
 
+/// The GEMM path (im2col + the matmul cores + col2im) against the same references.
+#[test]
+fn conv2d_gemm_path_matches_reference() {
+    let dev = device();
+    for (i, &(xs, ws, s, p)) in CASES.iter().enumerate() {
+        let (x, w) = (data(i as u64, &xs), data(100 + i as u64, &ws));
+        let (r, ys) = cpu::conv2d(&x, xs, &w, ws, s, p);
+        let dy = data(200 + i as u64, &ys);
+        let (xt, wt, dyt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws), upload(&dev, &dy, &ys));
+        let what = format!("gemm case {i} {xs:?} {ws:?} s{s:?} p{p:?}");
+        let y = conv::conv2d_gemm(&xt, &wt, s, p).unwrap();
+        assert_eq!(y.shape(), ys.as_slice(), "{what}");
+        assert_close(&format!("{what} y"), &y.to_vec().unwrap(), &r, 1e-5, 1e-5);
+        let dx = conv::conv2d_backward_input_gemm(&dyt, &wt, (xs[2], xs[3]), s, p).unwrap();
+        assert_eq!(dx.shape(), xs.as_slice());
+        let rdx = cpu::conv2d_backward_input(&dy, xs, &w, ws, s, p);
+        assert_close(&format!("{what} dx"), &dx.to_vec().unwrap(), &rdx, 1e-5, 1e-5);
+        let dw = conv::conv2d_backward_weight_gemm(&dyt, &xt, (ws[2], ws[3]), s, p).unwrap();
+        assert_eq!(dw.shape(), ws.as_slice());
+        let rdw = cpu::conv2d_backward_weight(&dy, &x, xs, ws, s, p);
+        assert_close(&format!("{what} dw"), &dw.to_vec().unwrap(), &rdw, 1e-4, 1e-4);
+    }
+}
+
+/// `Var::conv2d` on a device that opted in to the GEMM path: the same values and gradients as the
+/// direct kernels (which the finite-difference checks below cover).
+#[test]
+fn conv2d_on_the_tape_gives_the_same_results_through_gemm() {
+    let dev = own_device(); // the switch is per device
+    let (xs, ws, s, p) = CASES[3];
+    let (x, w) = (data(7, &xs), data(8, &ws));
+    let run = |gemm: bool| {
+        dev.set_gemm_conv(gemm);
+        let tape = Tape::new();
+        let (xv, wv) = (tape.leaf(upload(&dev, &x, &xs)), tape.leaf(upload(&dev, &w, &ws)));
+        let y = xv.conv2d(&wv, s, p).unwrap();
+        let r = upload(&dev, &data(9, y.shape()), y.shape());
+        let g = y.backward_with(r).unwrap();
+        [y.value(), g.get(&xv).unwrap(), g.get(&wv).unwrap()].map(|t| t.to_vec().unwrap())
+    };
+    let direct = run(false);
+    let gemm = run(true);
+    dev.set_gemm_conv(false);
+    for (what, a, b) in [("y", &gemm[0], &direct[0]), ("dx", &gemm[1], &direct[1]), ("dw", &gemm[2], &direct[2])] {
+        let b: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+        assert_close(&format!("gemm {what}"), a, &b, 1e-4, 1e-4);
+    }
+}
+
 #[test]
 fn conv2d_weight_gradient_is_deterministic() {
     let dev = device();

@@ -29,13 +29,14 @@ fn every_shader_validates_with_naga() {
         // And translates to SPIR-V, what wgpu hands Vulkan drivers (catches backend-only gaps,
         // e.g. in the cooperative-matrix kernel that lavapipe cannot run).
         // Override constants keep their defaults here, as they do in pipelines that set none.
-        let (module, info) = match naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default()) {
-            Ok(r) => r,
-            Err(e) => {
-                failures.push(format!("{}: override constants: {e}", path.display()));
-                continue;
-            }
-        };
+        let (module, info) =
+            match naga::back::pipeline_constants::process_overrides(&module, &info, None, &Default::default()) {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{}: override constants: {e}", path.display()));
+                    continue;
+                }
+            };
         // With the index clamping wgpu's Vulkan backend asks for.
         let restrict = naga::proc::BoundsCheckPolicy::Restrict;
         let opts = naga::back::spv::Options {

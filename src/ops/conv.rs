@@ -444,12 +444,128 @@ pub fn conv_transpose2d(
     backward_input_raw("conv_transpose2d", x, w, &g, default_input_blocks(&g))
 }
 
+// ---- conv2d as a matrix product (GPU path, opt-in: Device::set_gemm_conv) ----
+//   y[n] = W [O, C*KH*KW] x col[n] [C*KH*KW, Ho*Wo] with col = im2col(x): the matmul cores do the
+//   arithmetic. dx = col2im(W^T x dy[n]); dW = sum over n of dy[n] x col[n]^T (fixed order).
+
+/// `col [N, C*KH*KW, Ho*Wo]` of x for this geometry (0 where the window leaves x).
+fn im2col(op: &'static str, x: &Tensor, g: &Geom) -> Result<Tensor> {
+    let col = Tensor::empty(x.device(), op, &[g.n, g.c * g.kh * g.kw, g.ho * g.wo], DType::F32)?;
+    let total = col.numel();
+    check_total(op, total)?;
+    x.device().dispatch(
+        &SHADER,
+        "im2col",
+        &[],
+        bytemuck::bytes_of(&g.params(total)),
+        &[x.bind(), col.bind()],
+        groups_1d(total, WG),
+    );
+    Ok(col)
+}
+
+/// The adjoint of [`im2col`]: `dx [N, C, H, W]` from `dcol [N, C*KH*KW, Ho*Wo]`, gathered.
+fn col2im(op: &'static str, dcol: &Tensor, g: &Geom) -> Result<Tensor> {
+    let dx = Tensor::empty(dcol.device(), op, &g.x_shape(), DType::F32)?;
+    let total = dx.numel();
+    check_total(op, total)?;
+    dcol.device().dispatch(
+        &SHADER,
+        "col2im",
+        &[],
+        bytemuck::bytes_of(&g.params(total)),
+        &[dcol.bind(), dx.bind()],
+        groups_1d(total, WG),
+    );
+    Ok(dx)
+}
+
+fn check_total(op: &'static str, total: usize) -> Result<()> {
+    if total > u32::MAX as usize {
+        return Err(Error::shape(op, format!("{total} elements are too many for one dispatch")));
+    }
+    Ok(())
+}
+
+/// The weight as the matrix `[O, C*KH*KW]`.
+fn w_matrix(w: &Tensor, g: &Geom) -> Result<Tensor> {
+    w.reshape(&[g.o, g.c * g.kh * g.kw])
+}
+
+/// y from col: `[N, O, Ho, Wo]`.
+fn gemm_forward(w: &Tensor, col: &Tensor, g: &Geom) -> Result<Tensor> {
+    crate::ops::matmul::matmul(&w_matrix(w, g)?, col, false, false)?.reshape(&g.y_shape())
+}
+
+/// dx from dy: col2im(W^T x dy[n]).
+fn gemm_backward_input(dy: &Tensor, w: &Tensor, g: &Geom) -> Result<Tensor> {
+    let dy3 = dy.reshape(&[g.n, g.o, g.ho * g.wo])?;
+    col2im("conv2d_backward_input", &crate::ops::matmul::matmul(&w_matrix(w, g)?, &dy3, true, false)?, g)
+}
+
+/// dW from dy and col: the sum over n of dy[n] x col[n]^T.
+fn gemm_backward_weight(dy: &Tensor, col: &Tensor, g: &Geom) -> Result<Tensor> {
+    let dy3 = dy.reshape(&[g.n, g.o, g.ho * g.wo])?;
+    let per = crate::ops::matmul::matmul(&dy3, col, false, true)?; // [N, O, C*KH*KW]
+    let dw = if g.n == 1 { per } else { reduce(&per, 0, Reduce::Sum, false)? };
+    dw.reshape(&g.w_shape())
+}
+
+/// conv2d through im2col and the matmul cores; equals [`conv2d`] up to rounding.
+pub fn conv2d_gemm(x: &Tensor, w: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
+    let g = conv2d_geom(x, w, stride, padding)?;
+    gemm_forward(w, &im2col("conv2d", x, &g)?, &g)
+}
+
+/// [`conv2d_backward_input`] through the matmul cores and col2im.
+pub fn conv2d_backward_input_gemm(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_input";
+    let [n, ..] = dims4(OP, "gradient", dy, w)?;
+    let [_, c, ..] = dims4(OP, "weight", w, dy)?;
+    let g = geom_from_shapes(OP, &[n, c, input_hw.0, input_hw.1], w.shape(), stride, padding)?;
+    check_dy(OP, dy, &g, w)?;
+    gemm_backward_input(dy, w, &g)
+}
+
+/// [`conv2d_backward_weight`] through im2col and the matmul cores.
+pub fn conv2d_backward_weight_gemm(
+    dy: &Tensor,
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Tensor> {
+    const OP: &str = "conv2d_backward_weight";
+    let [_, o, ..] = dims4(OP, "gradient", dy, x)?;
+    let [_, c, ..] = dims4(OP, "input", x, dy)?;
+    let g = geom_from_shapes(OP, x.shape(), &[o, c, kernel.0, kernel.1], stride, padding)?;
+    check_dy(OP, dy, &g, x)?;
+    gemm_backward_weight(dy, &im2col(OP, x, &g)?, &g)
+}
+
 impl Var {
     /// 2-D convolution, NCHW, zero padding, no bias: self [N, C, H, W], w [O, C, KH, KW].
-    /// Gradients: dx by the gather kernel, dw by the weight kernel.
+    /// Gradients: dx by the gather kernel, dw by the weight kernel; or, where the device opted in
+    /// to the GEMM path (`Device::set_gemm_conv`), all three through im2col and the matmul cores.
     pub fn conv2d(&self, w: &Var, stride: (usize, usize), padding: (usize, usize)) -> Result<Var> {
         let (xv, wv) = (self.value().clone(), w.value().clone());
         let g = conv2d_geom(&xv, &wv, stride, padding)?;
+        if xv.device().gemm_conv() {
+            let col = im2col("conv2d", &xv, &g)?;
+            let y = gemm_forward(&wv, &col, &g)?;
+            let need = (self.requires_grad(), w.requires_grad());
+            return Ok(self.tape().op(y, &[self, w], move |gy| {
+                let gx = if need.0 { Some(gemm_backward_input(gy, &wv, &g)?) } else { None };
+                let gw = if need.1 { Some(gemm_backward_weight(gy, &col, &g)?) } else { None };
+                Ok(vec![gx, gw])
+            }));
+        }
         let (ob, pb) = default_blocks(&g);
         let y = forward_raw("conv2d", &xv, &wv, &g, ob, pb)?;
         let need = (self.requires_grad(), w.requires_grad());

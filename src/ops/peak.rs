@@ -32,11 +32,21 @@ pub fn fma_peak(dev: &Device, n: usize, iters: u32, a: f32, b: f32) -> Result<Te
 /// `dst = src` by a compute kernel, 16 bytes per invocation; both hold a multiple of 4 elements.
 pub fn copy_vec4(src: &Tensor, dst: &Tensor) -> Result<()> {
     if src.numel() != dst.numel() || !src.numel().is_multiple_of(4) || src.dtype() != dst.dtype() {
-        return Err(crate::error::Error::shape("copy_vec4", format!("{src:?} into {dst:?}: needs equal sizes, a multiple of 4")));
+        return Err(crate::error::Error::shape(
+            "copy_vec4",
+            format!("{src:?} into {dst:?}: needs equal sizes, a multiple of 4"),
+        ));
     }
     let n = src.numel() / 4;
     let p = Params { n: n as u32, iters: 0, a: 0.0, b: 0.0 };
-    src.device().dispatch(&SHADER, "copy_vec4", &[], bytemuck::bytes_of(&p), &[src.bind(), dst.bind()], groups_1d(n, WG));
+    src.device().dispatch(
+        &SHADER,
+        "copy_vec4",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[src.bind(), dst.bind()],
+        groups_1d(n, WG),
+    );
     Ok(())
 }
 
