@@ -450,41 +450,24 @@ pub fn conv_transpose2d(
 
 /// `col [N, C*KH*KW, Ho*Wo]` of x for this geometry (0 where the window leaves x).
 fn im2col(op: &'static str, x: &Tensor, g: &Geom) -> Result<Tensor> {
-    let col = Tensor::empty(x.device(), op, &[g.n, g.c * g.kh * g.kw, g.ho * g.wo], DType::F32)?;
-    let total = col.numel();
-    check_total(op, total)?;
-    x.device().dispatch(
-        &SHADER,
-        "im2col",
-        &[],
-        bytemuck::bytes_of(&g.params(total)),
-        &[x.bind(), col.bind()],
-        groups_1d(total, WG),
-    );
-    Ok(col)
+    layout_pass(op, "im2col", x, &[g.n, g.c * g.kh * g.kw, g.ho * g.wo], g)
 }
 
 /// The adjoint of [`im2col`]: `dx [N, C, H, W]` from `dcol [N, C*KH*KW, Ho*Wo]`, gathered.
 fn col2im(op: &'static str, dcol: &Tensor, g: &Geom) -> Result<Tensor> {
-    let dx = Tensor::empty(dcol.device(), op, &g.x_shape(), DType::F32)?;
-    let total = dx.numel();
-    check_total(op, total)?;
-    dcol.device().dispatch(
-        &SHADER,
-        "col2im",
-        &[],
-        bytemuck::bytes_of(&g.params(total)),
-        &[dcol.bind(), dx.bind()],
-        groups_1d(total, WG),
-    );
-    Ok(dx)
+    layout_pass(op, "col2im", dcol, &g.x_shape(), g)
 }
 
-fn check_total(op: &'static str, total: usize) -> Result<()> {
+/// One invocation per element of a new `out_shape` tensor, computed by `entry` from `src`.
+fn layout_pass(op: &'static str, entry: &str, src: &Tensor, out_shape: &[usize], g: &Geom) -> Result<Tensor> {
+    let out = Tensor::empty(src.device(), op, out_shape, DType::F32)?;
+    let total = out.numel();
     if total > u32::MAX as usize {
         return Err(Error::shape(op, format!("{total} elements are too many for one dispatch")));
     }
-    Ok(())
+    let p = g.params(total);
+    src.device().dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &[src.bind(), out.bind()], groups_1d(total, WG));
+    Ok(out)
 }
 
 /// The weight as the matrix `[O, C*KH*KW]`.
