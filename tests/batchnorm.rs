@@ -35,9 +35,9 @@ const VARIANTS: [Variant; 2] = [Variant::Tree, Variant::Loop];
 
 #[test]
 fn chunked_shapes_really_span_several_chunks() {
-    assert!(m_of(SHAPES[5]) > CHUNK && m_of(SHAPES[5]) % CHUNK != 0);
+    assert!(m_of(SHAPES[5]) > CHUNK && !m_of(SHAPES[5]).is_multiple_of(CHUNK));
     assert!(m_of(SHAPES[6]) > 20 * CHUNK);
-    assert!(m_of(SHAPES[5]) % LOOP_CHUNK != 0 && m_of(SHAPES[10]) > 2 * LOOP_CHUNK);
+    assert!(!m_of(SHAPES[5]).is_multiple_of(LOOP_CHUNK) && m_of(SHAPES[10]) > 2 * LOOP_CHUNK);
 }
 
 #[test]
