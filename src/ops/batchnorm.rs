@@ -412,10 +412,10 @@ pub mod cpu {
         let xhat = |i: usize| (x[i] - mean[(i / s) % c]) * rstd[(i / s) % c];
         let mut dgamma = vec![0.0; c];
         let mut dbeta = vec![0.0; c];
-        for i in 0..x.len() {
+        for (i, g) in gy.iter().enumerate() {
             let ch = (i / s) % c;
-            dbeta[ch] += gy[i];
-            dgamma[ch] += gy[i] * xhat(i);
+            dbeta[ch] += g;
+            dgamma[ch] += g * xhat(i);
         }
         let dx = (0..x.len())
             .map(|i| {

@@ -38,6 +38,7 @@ fn params(op: &'static str, shape: &[usize], seed: u64, a: f32, b: f32, threshol
     Ok(Params { n: n as u32, seed_lo: seed as u32, seed_hi: (seed >> 32) as u32, threshold, a, b, _pad: [0; 2] })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn generate(
     dev: &Device,
     op: &'static str,
