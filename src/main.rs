@@ -254,7 +254,8 @@ fn info(dev: &Device) {
     }
 }
 
-/// The data a `train` task needs, loaded once.
+/// The data a `train` task needs, loaded once (one value per run: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum TaskData {
     None,
     Fashion(atomgrad::data::fashion::FashionData),

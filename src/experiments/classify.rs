@@ -89,7 +89,9 @@ impl ClassifyConfig {
                 self.batch
             )));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lambda >= 0.0) || self.epochs == 0 {
+        // Written so that NaN fails every comparison and is refused.
+        let valid = self.lr > 0.0 && self.lr.is_finite() && self.lambda >= 0.0 && self.epochs > 0;
+        if !valid {
             return Err(Error::Config(format!(
                 "need lr > 0, lambda >= 0 and epochs >= 1; got lr {} lambda {} epochs {}",
                 self.lr, self.lambda, self.epochs

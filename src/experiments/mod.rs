@@ -332,6 +332,7 @@ fn band_series(name: &str, runs: &[Vec<f64>], scale: f64) -> plot::Series {
 
 /// Trains every method for every seed on a real-data classifier task and writes the run folder:
 /// results.json / results.md, accuracy and loss curves, importance maps of the gated methods.
+#[allow(clippy::too_many_arguments)] // the task's data, model config, methods, seeds and outputs
 pub fn compare_classify(
     dev: &Device,
     task: ClassifyTask,

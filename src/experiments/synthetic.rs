@@ -80,7 +80,9 @@ impl SyntheticConfig {
         if let Some(&p) = self.informative.iter().find(|&&p| p >= self.tokens) {
             return bad(format!("informative position {p} is not below tokens = {}", self.tokens));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.lambda >= 0.0) {
+        // Written so that NaN fails every comparison and is refused.
+        let valid = self.lr > 0.0 && self.lr.is_finite() && self.lambda >= 0.0;
+        if !valid {
             return bad(format!("lr must be > 0 and lambda >= 0, got lr {} lambda {}", self.lr, self.lambda));
         }
         Ok(())
@@ -109,8 +111,8 @@ pub fn generate(cfg: &SyntheticConfig, count: usize, seed: u64) -> TokenData {
         y.push(c);
         for i in 0..cfg.tokens {
             let t = &mut x[(a * cfg.tokens + i) * d..(a * cfg.tokens + i + 1) * d];
-            for f in 0..cfg.token_dim {
-                t[f] = rng.normal() as f32;
+            for v in &mut t[..cfg.token_dim] {
+                *v = rng.normal() as f32;
             }
             if cfg.informative.contains(&i) {
                 t[0] += if c == 1 { cfg.signal } else { -cfg.signal };

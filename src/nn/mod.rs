@@ -148,6 +148,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    #[allow(clippy::too_many_arguments)] // the usual conv hyper-parameters, as in PyTorch
     pub fn new(
         dev: &Device,
         name: &str,

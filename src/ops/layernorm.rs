@@ -76,7 +76,7 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result
 
 fn check_saved(x: &Tensor, mean: &Tensor, rstd: &Tensor, gy: &Tensor) -> Result<(usize, usize)> {
     let d = x.shape().last().copied().unwrap_or(0);
-    let rows = if d == 0 { 0 } else { x.numel() / d };
+    let rows = x.numel().checked_div(d).unwrap_or(0);
     if d == 0 || gy.shape() != x.shape() || mean.shape() != [rows] || rstd.shape() != [rows] {
         return Err(Error::shape(
             "layer_norm_backward",

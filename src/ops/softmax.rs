@@ -41,7 +41,7 @@ fn rows_len(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     let Some(&len) = x.shape().last() else {
         return Err(Error::shape(op, format!("needs at least one axis, got shape {:?}", x.shape())));
     };
-    let rows = if len == 0 { x.shape()[..x.dims() - 1].iter().product() } else { x.numel() / len };
+    let rows = x.numel().checked_div(len).unwrap_or_else(|| x.shape()[..x.dims() - 1].iter().product());
     Ok((rows, len))
 }
 
