@@ -82,6 +82,9 @@ def main():
         a = ours.get(f"train/fashion CNN {tag} batch 128")
         r = ref("cnn", method=method)
         rows.append((f"Fashion CNN step {tag} b128 vs eager", a and a["rate"], r and r["samples_per_s"], "samples/s", True))
+        a2 = ours.get(f"train/fashion CNN {tag} batch 128 gemm-conv tiled-atom")
+        if a2:
+            rows.append((f"Fashion CNN step {tag} b128, opt-in paths, vs eager", a2["rate"], r and r["samples_per_s"], "samples/s", True))
         r = ref("cnn-compile", method=method)
         if r or method == "ce":
             rows.append((f"Fashion CNN step {tag} b128 vs compile", a and a["rate"], r and r["samples_per_s"], "samples/s", True))
