@@ -362,6 +362,39 @@ fn check_dy(op: &'static str, dy: &Tensor, g: &Geom, other: &Tensor) -> Result<(
     Ok(())
 }
 
+/// The geometry of conv2d's input gradient, validated through the forward's rules on a
+/// shape-only description of x.
+fn backward_input_geom(
+    dy: &Tensor,
+    w: &Tensor,
+    input_hw: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Geom> {
+    const OP: &str = "conv2d_backward_input";
+    let [n, ..] = dims4(OP, "gradient", dy, w)?;
+    let [_, c, ..] = dims4(OP, "weight", w, dy)?;
+    let g = geom_from_shapes(OP, &[n, c, input_hw.0, input_hw.1], w.shape(), stride, padding)?;
+    check_dy(OP, dy, &g, w)?;
+    Ok(g)
+}
+
+/// The geometry of conv2d's weight gradient, validated.
+fn backward_weight_geom(
+    dy: &Tensor,
+    x: &Tensor,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Result<Geom> {
+    const OP: &str = "conv2d_backward_weight";
+    let [_, o, ..] = dims4(OP, "gradient", dy, x)?;
+    let [_, c, ..] = dims4(OP, "input", x, dy)?;
+    let g = geom_from_shapes(OP, x.shape(), &[o, c, kernel.0, kernel.1], stride, padding)?;
+    check_dy(OP, dy, &g, x)?;
+    Ok(g)
+}
+
 /// The input gradient of conv2d: dy [N, O, Ho, Wo], w [O, C, KH, KW] -> dx [N, C, H, W] for an
 /// input of spatial size `input_hw`.
 pub fn conv2d_backward_input(
@@ -385,12 +418,7 @@ pub fn conv2d_backward_input_with(
     (cb, pb): (usize, usize),
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_input";
-    let [n, ..] = dims4(OP, "gradient", dy, w)?;
-    let [_, c, ..] = dims4(OP, "weight", w, dy)?;
-    // Validate through the forward's rules on a shape-only description of x.
-    let x_shape = [n, c, input_hw.0, input_hw.1];
-    let g = geom_from_shapes(OP, &x_shape, w.shape(), stride, padding)?;
-    check_dy(OP, dy, &g, w)?;
+    let g = backward_input_geom(dy, w, input_hw, stride, padding)?;
     let cb = if cb == 0 { g.c.min(4) } else { block(OP, "channel", cb)? };
     let pb = if pb == 0 { g.w.min(4) } else { block(OP, "pixel", pb)? };
     backward_input_raw(OP, dy, w, &g, (cb, pb))
@@ -420,10 +448,7 @@ pub fn conv2d_backward_weight_with(
     (ob, cb): (usize, usize),
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_weight";
-    let [_, o, ..] = dims4(OP, "gradient", dy, x)?;
-    let [_, c, ..] = dims4(OP, "input", x, dy)?;
-    let g = geom_from_shapes(OP, x.shape(), &[o, c, kernel.0, kernel.1], stride, padding)?;
-    check_dy(OP, dy, &g, x)?;
+    let g = backward_weight_geom(dy, x, kernel, stride, padding)?;
     let ob = if ob == 0 { g.o.min(4) } else { block(OP, "output channel", ob)? };
     let cb = if cb == 0 { g.c.min(4) } else { block(OP, "input channel", cb)? };
     let splits = if splits == 0 { auto_splits(&g, x.device().class(), (ob, cb)) } else { splits };
@@ -508,12 +533,7 @@ pub fn conv2d_backward_input_gemm(
     stride: (usize, usize),
     padding: (usize, usize),
 ) -> Result<Tensor> {
-    const OP: &str = "conv2d_backward_input";
-    let [n, ..] = dims4(OP, "gradient", dy, w)?;
-    let [_, c, ..] = dims4(OP, "weight", w, dy)?;
-    let g = geom_from_shapes(OP, &[n, c, input_hw.0, input_hw.1], w.shape(), stride, padding)?;
-    check_dy(OP, dy, &g, w)?;
-    gemm_backward_input(dy, w, &g)
+    gemm_backward_input(dy, w, &backward_input_geom(dy, w, input_hw, stride, padding)?)
 }
 
 /// [`conv2d_backward_weight`] through im2col and the matmul cores.
@@ -524,12 +544,8 @@ pub fn conv2d_backward_weight_gemm(
     stride: (usize, usize),
     padding: (usize, usize),
 ) -> Result<Tensor> {
-    const OP: &str = "conv2d_backward_weight";
-    let [_, o, ..] = dims4(OP, "gradient", dy, x)?;
-    let [_, c, ..] = dims4(OP, "input", x, dy)?;
-    let g = geom_from_shapes(OP, x.shape(), &[o, c, kernel.0, kernel.1], stride, padding)?;
-    check_dy(OP, dy, &g, x)?;
-    gemm_backward_weight(dy, &im2col(OP, x, &g)?, &g)
+    let g = backward_weight_geom(dy, x, kernel, stride, padding)?;
+    gemm_backward_weight(dy, &im2col("conv2d_backward_weight", x, &g)?, &g)
 }
 
 impl Var {
