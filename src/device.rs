@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Bytes reserved for one dispatch's uniform parameter block (and its alignment).
@@ -70,11 +71,11 @@ pub(crate) struct Inner {
     pub features: wgpu::Features,
     pub class: AdapterClass,
     /// Forward matmuls on f16 tensor cores (opt-in, see `set_mixed_precision`).
-    mixed: std::sync::atomic::AtomicBool,
+    mixed: AtomicBool,
     /// The atom-modeling structure kernels in their workgroup-tiled GPU form (opt-in).
-    tiled_atom: std::sync::atomic::AtomicBool,
+    tiled_atom: AtomicBool,
     /// conv2d through im2col and the matmul cores (opt-in, see `set_gemm_conv`).
-    gemm_conv: std::sync::atomic::AtomicBool,
+    gemm_conv: AtomicBool,
     /// The adapter's cooperative-matrix configurations (printed by `atomgrad info`).
     coop_props: Vec<wgpu::CooperativeMatrixProperties>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
@@ -226,10 +227,10 @@ impl Device {
                 limits,
                 features,
                 class,
-                mixed: std::sync::atomic::AtomicBool::new(false),
+                mixed: AtomicBool::new(false),
                 coop_props,
-                tiled_atom: std::sync::atomic::AtomicBool::new(false),
-                gemm_conv: std::sync::atomic::AtomicBool::new(false),
+                tiled_atom: AtomicBool::new(false),
+                gemm_conv: AtomicBool::new(false),
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
                 state: Mutex::default(),
@@ -264,7 +265,7 @@ impl Device {
                 self.inner.info.name
             )));
         }
-        self.inner.mixed.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.inner.mixed.store(on, Ordering::Relaxed);
         Ok(())
     }
     pub fn coop_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
@@ -274,21 +275,21 @@ impl Device {
     /// workgroup-tiled form (`ops::atom::StructureKernel::Tiled`), meant for GPUs; off by default
     /// until measured faster than the register-blocked ones.
     pub fn set_tiled_atom(&self, on: bool) {
-        self.inner.tiled_atom.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.inner.tiled_atom.store(on, Ordering::Relaxed);
     }
     pub fn tiled_atom(&self) -> bool {
-        self.inner.tiled_atom.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.tiled_atom.load(Ordering::Relaxed)
     }
     /// Opt-in: conv2d (`Var::conv2d`, forward and both gradients) through im2col and the matmul
     /// cores, meant for GPUs; off by default until measured faster than the direct kernels.
     pub fn set_gemm_conv(&self, on: bool) {
-        self.inner.gemm_conv.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.inner.gemm_conv.store(on, Ordering::Relaxed);
     }
     pub fn gemm_conv(&self) -> bool {
-        self.inner.gemm_conv.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.gemm_conv.load(Ordering::Relaxed)
     }
     pub fn mixed_precision(&self) -> bool {
-        self.inner.mixed.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.mixed.load(Ordering::Relaxed)
     }
     pub fn wgpu(&self) -> (&wgpu::Device, &wgpu::Queue) {
         (&self.inner.device, &self.inner.queue)
