@@ -230,6 +230,23 @@ fn main() {
             drop(matmul::matmul(&a, &c, true, false).unwrap())
         });
     }
+    // Matmul at the experiments' own shapes (batch, M, K, N): the Transformer's projections and
+    // attention blocks, the CNN's head, the synthetic task's token MLP; every core and the default.
+    for (bt, m, k, n) in
+        [(1, 4096, 64, 128), (1, 4096, 128, 64), (256, 64, 16, 64), (1, 128, 1568, 10), (1, 512, 12, 32)]
+    {
+        let a = rand(&dev, &mut rng, &[bt, m, k]);
+        let c = rand(&dev, &mut rng, &[bt, k, n]);
+        let flops = 2.0 * (bt * m * k * n) as f64;
+        for v in [matmul::Variant::Blocked, matmul::Variant::Tiled, matmul::Variant::Tiled128] {
+            b.flops(&format!("matmul/{v:?} [{bt}] {m}x{k}x{n}"), flops, || {
+                drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
+            });
+        }
+        b.flops(&format!("matmul/default [{bt}] {m}x{k}x{n}"), flops, || {
+            drop(matmul::matmul(&a, &c, false, false).unwrap())
+        });
+    }
     // Softmax and cross-entropy over rows: bandwidth-bound (read + write).
     let (r, l) = if gpu { (8192, 1024) } else { (2048, 512) };
     let x = rand(&dev, &mut rng, &[r, l]);

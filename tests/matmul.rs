@@ -140,7 +140,10 @@ fn mismatched_inner_dims_name_both_shapes() {
 #[test]
 fn default_core_follows_the_measurements() {
     use atomgrad::device::AdapterClass::{Cpu, Gpu};
-    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1), Variant::Blocked);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 64, 1), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 64, 64, 256), Variant::Blocked);
+    assert_eq!(Variant::for_size(Cpu, 128, 10, 1), Variant::Blocked);
     assert_eq!(Variant::for_size(Gpu, 4096, 4096, 1), Variant::Tiled128);
     assert_eq!(Variant::for_size(Gpu, 1000, 1000, 1), Variant::Tiled128);
     // thin products and small attention blocks keep the 64-tile core's parallelism
