@@ -335,7 +335,7 @@ fn main() {
         let pairs = (nb * nb * n * n * m) as f64;
         let cfg = atomgrad::atom::AtomConfig::default();
         // Both forms of the structure kernels: register-blocked (the default) and, on GPUs,
-        // workgroup-tiled ("tiled", opt-in until measured faster).
+        // workgroup-tiled ("tiled", opt-in until measured faster; on lavapipe 4-5x slower).
         for tiled in if gpu { &[false, true][..] } else { &[false][..] } {
             dev.set_tiled_atom(*tiled);
             let tag = if *tiled { " tiled" } else { "" };
