@@ -228,7 +228,7 @@ fn info(dev: &Device) {
     println!("backend:   {:?}", i.backend);
     println!("type:      {:?}", i.device_type);
     println!("driver:    {} {}", i.driver, i.driver_info);
-    println!("class:     {:?} (selects the matmul core)", dev.class());
+    println!("class:     {:?} (selects the kernels: barrier-free ones on CPU adapters)", dev.class());
     let l = dev.limits();
     println!("limits:");
     println!("  max_buffer_size                    {}", l.max_buffer_size);
