@@ -260,8 +260,9 @@ impl Device {
     /// optimizer state stay f32. Errors where the adapter has no 16x16 f16 cooperative matrices.
     pub fn set_mixed_precision(&self, on: bool) -> Result<()> {
         if on && !self.has_coop16() {
-            return Err(Error::Gpu(format!(
-                "mixed precision needs 16x16 f16 cooperative matrices with 32-wide subgroups, which {} does not offer",
+            return Err(Error::Config(format!(
+                "--mixed-precision needs 16x16 f16 cooperative matrices with 32-wide subgroups, which {} does not offer \
+                 (`atomgrad info` lists what it has)",
                 self.inner.info.name
             )));
         }

@@ -79,6 +79,15 @@ fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
     let (ok, text) = atomgrad(&["train", "--bogus-option"]);
     assert!(!ok && text.contains("--bogus-option"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
+    // Mixed precision where the adapter has no f16 cooperative matrices (lavapipe): refused, and
+    // no run folder is left behind.
+    let out = scratch("mixed");
+    let (ok, text) = atomgrad(&["train", "--mixed-precision", "--out", out.to_str().unwrap()]);
+    if !ok {
+        assert!(text.contains("--mixed-precision") && text.contains("cooperative matrices"), "{text}");
+        assert!(!out.exists(), "a refused run left {} behind", out.display());
+    }
+    std::fs::remove_dir_all(&out).ok();
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
