@@ -69,6 +69,16 @@ fn coop16_matches_reference_within_f16_rounding() {
             }
         }
     }
+    // A weight matrix broadcast over a batch (as the tape's linear layers use it), on both sides.
+    let (m, k, n, bt) = (130, 70, 150, 3);
+    for (ba, bb) in [(1, bt), (bt, 1)] {
+        let a = rng.vec(ba * m * k, -1.0, 1.0);
+        let b = rng.vec(bb * k * n, -1.0, 1.0);
+        let (at, btt) = (upload(&dev, &a, &[ba, m, k]), upload(&dev, &b, &[bb, k, n]));
+        let c = matmul::matmul_with(Variant::Coop16, &at, &btt, false, false).unwrap().to_vec().unwrap();
+        let r = cpu::matmul(&a, ba, m, k, false, &b, bb, k, n, false);
+        assert_close(&format!("coop16 broadcast {ba}/{bb}"), &c, &r, 2.5 * (2f64).powi(-11) * k as f64, 0.0);
+    }
 }
 
 #[test]
