@@ -303,7 +303,7 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 
 @compute @workgroup_size(256)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * 256u;
+    let idx = flat(gid, nwg);
     if (idx >= p.total) { return; }
     let hw = p.ho * p.wo;
     let kk = p.kh * p.kw;
@@ -324,7 +324,7 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(256)
 fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * 256u;
+    let idx = flat(gid, nwg);
     if (idx >= p.total) { return; }
     let iw = idx % p.w;
     let ih = (idx / p.w) % p.h;
