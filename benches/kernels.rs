@@ -334,11 +334,11 @@ fn main() {
         let mask = atomgrad::atom::TokenMask::new(&dev, &vec![n; nb], n).unwrap();
         let pairs = (nb * nb * n * n * m) as f64;
         let cfg = atomgrad::atom::AtomConfig::default();
-        // Both forms of the structure kernels: register-blocked (the default) and, on GPUs,
-        // workgroup-tiled ("tiled", opt-in until measured faster; on lavapipe 4-5x slower).
-        for tiled in if gpu { &[false, true][..] } else { &[false][..] } {
-            dev.set_tiled_atom(*tiled);
-            let tag = if *tiled { " tiled" } else { "" };
+        // Both forms of the structure kernels: register-blocked (the default) and, where the
+        // tokens fill its tiles (n > 32), the Gram form ("gram", opt-in until measured faster).
+        for gram in if n > 32 { &[false, true][..] } else { &[false][..] } {
+            dev.set_gram_atom(*gram);
+            let tag = if *gram { " gram" } else { "" };
             b.flops(&format!("atom/structure-forward{tag} N={nb} n={n} m={m}"), 2.0 * pairs, || {
                 drop(atomgrad::ops::atom::structure(&h, &w, &mask, 1e-3).unwrap())
             });
@@ -349,7 +349,7 @@ fn main() {
                 drop(terms.l_a.backward().unwrap());
             });
         }
-        dev.set_tiled_atom(false);
+        dev.set_gram_atom(false);
     }
 
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.
@@ -403,18 +403,18 @@ fn main() {
             }
         }
         // On GPUs also with the opt-in paths: convolutions through the matmul cores, and the
-        // workgroup-tiled atom kernels.
+        // Gram-form atom kernels.
         if gpu {
             for (method, tag) in [(Method::Ce, "cross-entropy"), (Method::Atom, "atom")] {
-                let name = format!("train/fashion CNN {tag} batch {batch} gemm-conv tiled-atom");
+                let name = format!("train/fashion CNN {tag} batch {batch} gemm-conv gram-atom");
                 if b.wants(&name) {
                     dev.set_gemm_conv(true);
-                    dev.set_tiled_atom(true);
+                    dev.set_gram_atom(true);
                     let mut l = FashionLearner::new(&dev, &data, &cfg, method, 0).unwrap();
                     let (mut step, mut r) = (0, Rng::new(1));
                     b.step(&name, batch, || learner_step(&dev, &mut l, batch, &mut step, &mut r));
                     dev.set_gemm_conv(false);
-                    dev.set_tiled_atom(false);
+                    dev.set_gram_atom(false);
                 }
             }
         }

@@ -20,17 +20,18 @@
 //                       increasing order and writes split `split` of dh [splits, N, n, m] and
 //                       dw [splits, N, n]. splits = 1 (CPU adapters) writes the gradients directly;
 //                       more splits give a GPU enough invocations, and sum_splits adds them up.
-//   structure_tiled, structure_backward_tiled: the same two sums in workgroup-tiled form for GPU
-//                       adapters (opt-in, described at the end of this file).
+//   token_norms, structure_gram, structure_backward_gram: the same two sums in Gram form, tiled like
+//                       a matrix product for GPU adapters (described at the end of this file).
 //   sum_splits:         out[e] = sum over s (increasing) of part[s * total + e]
 //   mask_tokens:        y[A, i, ...] = x[A, i, ...] where i < cnt[A], else exactly 0 (a select, so
 //                       NaN/Inf in padding never leaks); its own gradient.
 //
-// Precision: token distances use direct differences (h_Ai - h_Bj)^2, not |a|^2 + |b|^2 - 2 a.b. The
-// Gram form cancels catastrophically for near-identical tokens (relative error ~1e-7 |h|^2 / d^2), and
-// with eps = 1e-3 exactly those pairs (the A == B diagonal, near-duplicate samples of a collapsing
-// GAN) dominate the gradient (h_Ai - h_Bj) / d_ij, whose numerator needs the differences anyway. The
-// price is one subtraction per multiply-add (at most 2x the flops of the Gram form).
+// Precision: the register-blocked kernels use direct differences (h_Ai - h_Bj)^2. The Gram form
+// |a|^2 + |b|^2 - 2 a.b cancels for near-identical tokens (relative error ~1e-7 |h|^2 / d^2), and with
+// eps = 1e-3 exactly those pairs (the A == B diagonal, near-duplicate samples of a collapsing GAN)
+// carry the largest gradients (h_Ai - h_Bj) / d_ij; the Gram kernels therefore centre the tokens and
+// recompute such distances from differences (see there). Differences cost one subtraction per
+// multiply-add: 2x the instructions of the Gram form.
 //
 // Register blocking: every structure invocation holds a 4 (tokens i of A) x 4 (tokens j of B) tile
 // of squared distances as array<vec4<f32>, 4>, so each step over the m dims loads 8 values for 16
@@ -43,7 +44,6 @@
 //   structure_partial:  1 h, 2 w, 3 cnt (u32) (read), 4 part (write)
 //   structure_reduce:   1 part (read), 2 s (write)
 //   structure_backward: 1 h, 2 w, 3 cnt (u32), 4 g (read), 5 dh, 6 dw (write)
-//   structure_tiled, structure_backward_tiled: as structure_partial, structure_backward
 //   sum_splits:         1 part (read), 2 out (write)
 //   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
 // Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
@@ -52,8 +52,7 @@
 // and B slowest, so the lanes of a SIMD group share B and run the same number of j-tiles;
 // structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest. The grid
 // folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * workgroup size).
-// structure_tiled, structure_backward_tiled: 64 invocations (8 x 8) per workgroup, one workgroup per
-// tile, flat workgroup index wid.x + wid.y * nwg.x; these two use workgroup memory and barriers.
+// The Gram kernels (end of file) have their own bindings and layout and use workgroup memory.
 
 struct Params {
     ns: u32,     // N samples
@@ -329,80 +328,162 @@ fn mask_tokens(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     mt_y[idx] = select(0.0, mt_x[idx], i < mt_cnt[a]);
 }
 
-// ---- Workgroup-tiled structure kernels for GPU adapters (opt-in: `ops::atom::StructureKernel`) ----
-// The same sums as structure_partial / structure_backward, laid out like a matrix product: a
-// workgroup of 64 invocations (8 x 8) covers 32 tokens i of A x 32 tokens j of B, each invocation a
-// 4 x 4 block of pairs; token dims are staged through workgroup memory 16 at a time as vec4s over
-// tokens. Differences stay direct (see Precision above).
+// ---- Gram-form structure kernels for GPU adapters (`ops::atom::StructureKernel::Gram`) ----
+// The token pass as matrix products: |h_Ai - h_Bj|^2 = q_Ai + q_Bj - 2 (h_Ai . h_Bj) with the
+// squared norms q taken after centring every token on a reference (token 0 of sample 0: distances
+// do not change under a common translation, and the centring removes the features' shared offset
+// from the cancellation). One multiply-add per (i, j, dim) instead of a subtraction and a
+// multiply-add, and the products are tiled like a matmul. Where the Gram value loses too much to
+// cancellation (d^2 < (q_Ai + q_Bj) / 256: near-identical tokens, the i == j diagonal of A == B, a
+// collapsing GAN's near-duplicate samples) that one distance is recomputed from the differences,
+// so d keeps about 5 significant digits everywhere. The backward's second product,
+// sum_j c_ij (h_Ai - h_Bj), takes differences of the raw tokens: both the split form
+// h_Ai sum_j c_ij - sum_j c_ij h_Bj and differences of centred tokens lose digits exactly where
+// c_ij = Gs w_Bj / d_ij is large (d near eps): 1.5e-4 absolute error measured on a gradient of 0.2.
+//
+//   token_norms:              q[A, i] = |h_Ai - h_00|^2 for real tokens, 0 for padding (not read).
+//                             Bindings: 1 h, 2 cnt (u32) (read), 3 q (write); 256 invocations per
+//                             workgroup, one per token.
+//   structure_gram:           part[((A * N + B) * tiles + it) * tiles + jt] = the terms of S[A, B]
+//                             with i in token tile it and j in tile jt (tiles = ceil(n / 64)); only
+//                             A <= B. Bindings: 1 h, 2 w, 3 cnt, 4 q (read), 5 part (write).
+//   structure_backward_gram:  dh and dw of split `split` as structure_backward. One workgroup per
+//                             (split, A, token tile it, chunk of 64 output dims). Bindings: 1 h,
+//                             2 w, 3 cnt, 4 q, 5 g (read), 6 dh, 7 dw (write).
+// Workgroup: 256 invocations (16 x 16); invocation (ti, tj) owns tokens i0 + 4ti .. +3 of A against
+// tokens j0 + 4tj .. +3 of B (a 4 x 4 register block of the 64 x 64 Gram tile), flat workgroup index
+// wid.x + wid.y * nwg.x. Workgroup memory: 32 KiB (the tokens of B, one 64-dim chunk, and a scratch
+// tile for the A panel, then the c tile, then the final sums), which every Vulkan adapter offers.
 
-const TT: u32 = 32u; // tokens per tile side
-const DC: u32 = 16u; // dims per staged panel
-var<workgroup> tp_a: array<vec4<f32>, 128>; // [DC][TT / 4]: tokens of A, 4 per vec4
-var<workgroup> tp_b: array<vec4<f32>, 128>; // [DC][TT / 4]: tokens of B
-var<workgroup> t_red: array<f32, 64>; // structure_tiled: per-invocation partial sums
-var<workgroup> t_c: array<vec4<f32>, 256>; // structure_backward_tiled: c[i][j] as [TT][TT / 4]
-var<workgroup> t_hb: array<vec4<f32>, 256>; // structure_backward_tiled: h_B chunk [TT j][TT / 4 dims]
-var<workgroup> t_ha: array<vec4<f32>, 256>; // structure_backward_tiled: h_A chunk [TT i][TT / 4 dims]
-var<workgroup> t_dw: array<vec4<f32>, 64>; // structure_backward_tiled: dw partials per invocation
+const GT: u32 = 64u; // tokens per Gram tile side; dims per staged chunk of B
+const GK: u32 = 8u; // dims per staged panel of A
+const NEAR: f32 = 0.00390625; // 1 / 256: below this fraction of q_Ai + q_Bj, recompute d^2 directly
 
-// Offset of token `tok` (clamped to the last valid one) of sample s.
-fn tok_row(s: u32, tok: u32, cnt: u32) -> u32 {
-    return (s * p.nt + min(tok, cnt - 1u)) * p.m;
+@group(0) @binding(1) var<storage, read> tn_h: array<f32>;
+@group(0) @binding(2) var<storage, read> tn_cnt: array<u32>;
+@group(0) @binding(3) var<storage, read_write> tn_q: array<f32>;
+@group(0) @binding(4) var<storage, read> gm_q: array<f32>;
+@group(0) @binding(5) var<storage, read_write> gm_part: array<f32>;
+@group(0) @binding(5) var<storage, read> gm_g: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gm_dh: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gm_dw: array<f32>;
+
+// Tokens of B, centred: g_hb[k * 64 + (j ^ (k & 31))] = h_B,j0+j[q0 + k] - h_00[q0 + k] (0 for dims
+// past m and padded tokens). The XOR swizzle keeps both access patterns free of bank conflicts: the
+// Gram reads 4 tokens j at one dim k, the backward's product reads one token j at 16 dims.
+var<workgroup> g_hb: array<f32, 4096>;
+// Scratch: the A panel [GK][16] (vec4 over 4 tokens i) during the Gram; then the c tile [64 j][16]
+// (vec4 over tokens i); at the end the per-invocation partial sums.
+var<workgroup> g_sc: array<vec4<f32>, 1024>;
+
+@compute @workgroup_size(256)
+fn token_norms(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    if (idx >= p.total) { return; }
+    var acc = 0.0;
+    if (idx % p.nt < tn_cnt[idx / p.nt]) {
+        for (var k = 0u; k < p.m; k++) {
+            let v = tn_h[idx * p.m + k] - tn_h[k];
+            acc = fma(v, v, acc);
+        }
+    }
+    tn_q[idx] = acc;
 }
 
-// Stages dims k0..k0+15 of tokens a0.. of sample a and b0.. of sample b into tp_a / tp_b (64
-// invocations, 8 values each; consecutive invocations walk the contiguous dims; dims past m are 0).
-fn stage_pair(t: u32, a: u32, a0: u32, ca: u32, b: u32, b0: u32, cb: u32, k0: u32) {
-    for (var e = 0u; e < 8u; e++) {
-        let q = t + 64u * e;
-        let tok = q / DC;
-        let kk = q % DC;
-        let k = k0 + kk;
-        var va = 0.0;
-        var vb = 0.0;
-        if (k < p.m) {
-            va = st_h[tok_row(a, a0 + tok, ca) + k];
-            vb = st_h[tok_row(b, b0 + tok, cb) + k];
-        }
-        tp_a[kk * 8u + tok / 4u][tok % 4u] = va;
-        tp_b[kk * 8u + tok / 4u][tok % 4u] = vb;
+// Dim k of token tok of sample s, centred on token 0 of sample 0 or raw; 0 for padding and dims
+// past m.
+fn token_dim(s: u32, tok: u32, cnt: u32, k: u32, centre: bool) -> f32 {
+    if (tok >= cnt || k >= p.m) { return 0.0; }
+    let v = st_h[(s * p.nt + tok) * p.m + k];
+    if (centre) { return v - st_h[k]; }
+    return v;
+}
+
+// Stages dims q0 .. q0 + 63 of tokens j0 .. j0 + 63 of sample b into g_hb (16 values per invocation;
+// consecutive invocations read consecutive dims).
+fn stage_b(t: u32, b: u32, j0: u32, cb: u32, q0: u32, centre: bool) {
+    for (var e = 0u; e < 16u; e++) {
+        let q = t + 256u * e;
+        let j = q / GT;
+        let k = q % GT;
+        g_hb[k * GT + (j ^ (k & 31u))] = token_dim(b, j0 + j, cb, q0 + k, centre);
     }
 }
 
-// Squared distances of invocation (ti, tj)'s 4 x 4 pairs over all dims: row r of the result is
-// token a0 + 4ti + r against tokens b0 + 4tj .. +3. Every invocation of the workgroup calls it.
-fn tile_d2(t: u32, a: u32, a0: u32, ca: u32, b: u32, b0: u32, cb: u32) -> mat4x4<f32> {
-    let ti = t / 8u;
-    let tj = t % 8u;
-    var d0 = vec4<f32>(0.0);
-    var d1 = vec4<f32>(0.0);
-    var d2 = vec4<f32>(0.0);
-    var d3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.m; k0 += DC) {
-        stage_pair(t, a, a0, ca, b, b0, cb, k0);
-        workgroupBarrier();
-        for (var kk = 0u; kk < DC; kk++) {
-            let av = tp_a[kk * 8u + ti];
-            let bv = tp_b[kk * 8u + tj];
-            let e0 = av.x - bv;
-            let e1 = av.y - bv;
-            let e2 = av.z - bv;
-            let e3 = av.w - bv;
-            d0 = fma(e0, e0, d0);
-            d1 = fma(e1, e1, d1);
-            d2 = fma(e2, e2, d2);
-            d3 = fma(e3, e3, d3);
+// Squared distances of invocation (ti, tj)'s 4 x 4 tokens, from the Gram form (see above). Every
+// invocation of the workgroup calls it; on return g_hb and g_sc are free.
+fn gram_d2(t: u32, a: u32, i0: u32, ca: u32, b: u32, j0: u32, cb: u32) -> mat4x4<f32> {
+    let ti = t / 16u;
+    let tj = t % 16u;
+    var g0 = vec4<f32>(0.0);
+    var g1 = vec4<f32>(0.0);
+    var g2 = vec4<f32>(0.0);
+    var g3 = vec4<f32>(0.0);
+    for (var q0 = 0u; q0 < p.m; q0 += GT) {
+        workgroupBarrier(); // the previous readers of g_hb and g_sc are done
+        stage_b(t, b, j0, cb, q0, true);
+        for (var k0 = 0u; k0 < min(GT, p.m - q0); k0 += GK) {
+            // The A panel: 64 tokens x 8 dims, 2 values per invocation.
+            for (var e = 0u; e < 2u; e++) {
+                let q = t + 256u * e;
+                let i = q / GK;
+                let kk = q % GK;
+                g_sc[kk * 16u + i / 4u][i % 4u] = token_dim(a, i0 + i, ca, q0 + k0 + kk, true);
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < GK; kk++) {
+                let k = k0 + kk;
+                let av = g_sc[kk * 16u + ti];
+                let s = k & 31u;
+                let row = k * GT;
+                let bv = vec4<f32>(g_hb[row + ((4u * tj) ^ s)], g_hb[row + ((4u * tj + 1u) ^ s)],
+                    g_hb[row + ((4u * tj + 2u) ^ s)], g_hb[row + ((4u * tj + 3u) ^ s)]);
+                g0 = fma(vec4<f32>(av.x), bv, g0);
+                g1 = fma(vec4<f32>(av.y), bv, g1);
+                g2 = fma(vec4<f32>(av.z), bv, g2);
+                g3 = fma(vec4<f32>(av.w), bv, g3);
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
-    return mat4x4<f32>(d0, d1, d2, d3);
+    let ib = i0 + 4u * ti;
+    let jb = j0 + 4u * tj;
+    let qb = vec4<f32>(gram_q(b, jb, cb), gram_q(b, jb + 1u, cb), gram_q(b, jb + 2u, cb), gram_q(b, jb + 3u, cb));
+    let r0 = near_fix(a, ib, ca, b, jb, cb, gram_q(a, ib, ca) + qb - 2.0 * g0, gram_q(a, ib, ca) + qb);
+    let r1 = near_fix(a, ib + 1u, ca, b, jb, cb, gram_q(a, ib + 1u, ca) + qb - 2.0 * g1, gram_q(a, ib + 1u, ca) + qb);
+    let r2 = near_fix(a, ib + 2u, ca, b, jb, cb, gram_q(a, ib + 2u, ca) + qb - 2.0 * g2, gram_q(a, ib + 2u, ca) + qb);
+    let r3 = near_fix(a, ib + 3u, ca, b, jb, cb, gram_q(a, ib + 3u, ca) + qb - 2.0 * g3, gram_q(a, ib + 3u, ca) + qb);
+    return mat4x4<f32>(r0, r1, r2, r3);
 }
 
-//   structure_tiled: part[((A * N + B) * tiles + it) * tiles + jt] = the terms of S[A, B] with i in
-//   token tile it and j in tile jt (tiles = ceil(n / 32)); only A <= B. One workgroup per
-//   (B, A, it, jt), flat workgroup index wid.x + wid.y * nwg.x.
-@compute @workgroup_size(64)
-fn structure_tiled(
+// q of token tok of sample s (0 for padding, which is never used).
+fn gram_q(s: u32, tok: u32, cnt: u32) -> f32 {
+    if (tok >= cnt) { return 0.0; }
+    return gm_q[s * p.nt + tok];
+}
+
+// Row of 4 squared distances (token i of a against tokens j .. j + 3 of b) from the Gram form d2
+// with q sums qs: clamped at 0, and recomputed from differences where cancellation ate it.
+fn near_fix(a: u32, i: u32, ca: u32, b: u32, j: u32, cb: u32, d2: vec4<f32>, qs: vec4<f32>) -> vec4<f32> {
+    var r = max(d2, vec4<f32>(0.0));
+    if (i >= ca) { return r; }
+    for (var c = 0u; c < 4u; c++) {
+        if (j + c < cb && d2[c] < NEAR * qs[c]) {
+            let ra = (a * p.nt + i) * p.m;
+            let rb = (b * p.nt + j + c) * p.m;
+            var acc = 0.0;
+            for (var k = 0u; k < p.m; k++) {
+                let v = st_h[ra + k] - st_h[rb + k];
+                acc = fma(v, v, acc);
+            }
+            r[c] = acc;
+        }
+    }
+    return r;
+}
+
+@compute @workgroup_size(256)
+fn structure_gram(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
@@ -414,52 +495,50 @@ fn structure_tiled(
     let pair = idx / (p.tiles * p.tiles);
     let b = pair / p.ns;
     let a = pair % p.ns;
-    if (a > b) { return; }
+    if (a > b) { return; } // the lower triangle reuses the upper one's partials
     let ca = st_cnt[a];
     let cb = st_cnt[b];
-    let i0 = it * TT;
-    let j0 = jt * TT;
+    let i0 = it * GT;
+    let j0 = jt * GT;
     let out = ((a * p.ns + b) * p.tiles + it) * p.tiles + jt;
     if (i0 >= ca || j0 >= cb) {
-        if (t == 0u) { st_part[out] = 0.0; }
+        if (t == 0u) { gm_part[out] = 0.0; }
         return;
     }
-    let d2 = tile_d2(t, a, i0, ca, b, j0, cb);
+    let d2 = gram_d2(t, a, i0, ca, b, j0, cb);
     let e = vec4<f32>(p.eps2);
-    let wa = tile_weights(a, i0 + 4u * (t / 8u), ca);
-    let wb = tile_weights(b, j0 + 4u * (t % 8u), cb);
-    t_red[t] = dot(wa, vec4<f32>(dot(sqrt(d2[0] + e), wb), dot(sqrt(d2[1] + e), wb),
+    let wa = gram_w(a, i0 + 4u * (t / 16u), ca);
+    let wb = gram_w(b, j0 + 4u * (t % 16u), cb);
+    let part = dot(wa, vec4<f32>(dot(sqrt(d2[0] + e), wb), dot(sqrt(d2[1] + e), wb),
         dot(sqrt(d2[2] + e), wb), dot(sqrt(d2[3] + e), wb)));
+    // Tree sum in a fixed order (deterministic), in g_hb once every invocation is done reading it.
     workgroupBarrier();
-    // Tree sum in a fixed order: deterministic.
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (t < s) { t_red[t] += t_red[t + s]; }
+    g_hb[t] = part;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) { g_hb[t] += g_hb[t + s]; }
         workgroupBarrier();
     }
-    if (t == 0u) { st_part[out] = t_red[0]; }
+    if (t == 0u) { gm_part[out] = g_hb[0]; }
 }
 
-// Dims k0..k0+31 of tokens s0..s0+31 of sample s (clamped to the last valid token; dims past m
-// are 0) into t_ha (to_a) or t_hb as [token][8 vec4 over dims]: 64 invocations, 16 values each.
-// (A flag, not a pointer: naga takes no workgroup pointers as arguments.)
-fn stage_chunk(to_a: bool, t: u32, s: u32, s0: u32, cnt: u32, k0: u32) {
-    for (var e = 0u; e < 16u; e++) {
-        let q = t + 64u * e;
-        let tok = q / TT;
-        let kk = q % TT;
-        var v = 0.0;
-        if (k0 + kk < p.m) { v = st_h[tok_row(s, s0 + tok, cnt) + k0 + kk]; }
-        if (to_a) { t_ha[tok * 8u + kk / 4u][kk % 4u] = v; } else { t_hb[tok * 8u + kk / 4u][kk % 4u] = v; }
+// Importances of tokens t0 .. t0 + 3 of sample s, exactly 0 past the token count (not read).
+fn gram_w(s: u32, t0: u32, cnt: u32) -> vec4<f32> {
+    var w = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        if (t0 + c < cnt) { w[c] = st_w[s * p.nt + t0 + c]; }
     }
+    return w;
 }
 
-//   structure_backward_tiled: as structure_backward for split `split`, one workgroup per
-//   (split, A, token tile it of 32, chunk kc of 32 output dims); invocation (ti, tx) owns tokens
-//   i0 + 4ti .. +3 and dims 32 kc + 4tx .. +3 of dh. For each B of the split and tile of 32 tokens j:
-//   the 32 x 32 distances (tile_d2 over all dims), c[i][j] = Gs w_Bj / d_ij into workgroup
-//   memory, then acc[i][k] += sum_j c[i][j] (h_Ai[k] - h_Bj[k]) from the staged h chunks.
-@compute @workgroup_size(64)
-fn structure_backward_tiled(
+// Raw dims k, k + 16, k + 32, k + 48 of token tok of sample s (0 past m and for padding).
+fn own_dims(s: u32, tok: u32, cnt: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(token_dim(s, tok, cnt, k, false), token_dim(s, tok, cnt, k + 16u, false),
+        token_dim(s, tok, cnt, k + 32u, false), token_dim(s, tok, cnt, k + 48u, false));
+}
+
+@compute @workgroup_size(256)
+fn structure_backward_gram(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
@@ -474,77 +553,83 @@ fn structure_backward_tiled(
     let b_lo = split * p.bper;
     let b_hi = min(p.ns, b_lo + p.bper);
     let ca = st_cnt[a];
-    let i0 = it * TT;
-    let ti = t / 8u;
-    let tx = t % 8u;
-    let k0 = kc * TT;
+    let i0 = it * GT;
+    let ti = t / 16u;
+    let tj = t % 16u;
+    let k0 = kc * GT;
+    // acc[r][d]: sum_j c_ij (h_Ai - h_Bj)[k0 + tj + 16 d] for token i = i0 + 4ti + r
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    var dwp = vec4<f32>(0.0);
+    var dwp = vec4<f32>(0.0); // sum over this invocation's j of Gs w_Bj d_ij, per token i
+    // The invocation's 4 tokens i at its 4 output dims (raw, like g_hb in the second product).
+    let ib = i0 + 4u * ti;
+    let ha0 = own_dims(a, ib, ca, k0 + tj);
+    let ha1 = own_dims(a, ib + 1u, ca, k0 + tj);
+    let ha2 = own_dims(a, ib + 2u, ca, k0 + tj);
+    let ha3 = own_dims(a, ib + 3u, ca, k0 + tj);
     if (i0 < ca) {
-        // h_A chunk [32 i][32 dims], constant over the loop below.
-        stage_chunk(true, t, a, i0, ca, k0);
-        let wa = tile_weights(a, i0 + 4u * ti, ca);
         for (var b = b_lo; b < b_hi; b++) {
-            let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
+            let g = gm_g[a * p.ns + b] + gm_g[b * p.ns + a];
             let cb = st_cnt[b];
-            for (var j0 = 0u; j0 < cb; j0 += TT) {
-                let d2 = tile_d2(t, a, i0, ca, b, j0, cb);
-                let e4 = vec4<f32>(p.eps2);
-                let gw = g * tile_weights(b, j0 + 4u * tx, cb);
-                let d0 = sqrt(d2[0] + e4);
-                let d1 = sqrt(d2[1] + e4);
-                let d2r = sqrt(d2[2] + e4);
-                let d3 = sqrt(d2[3] + e4);
+            for (var j0 = 0u; j0 < cb; j0 += GT) {
+                let d2 = gram_d2(t, a, i0, ca, b, j0, cb);
+                // The raw tokens of B at this workgroup's 64 output dims.
+                stage_b(t, b, j0, cb, k0, false);
+                let e = vec4<f32>(p.eps2);
+                let gw = g * gram_w(b, j0 + 4u * tj, cb);
+                let d0 = sqrt(d2[0] + e);
+                let d1 = sqrt(d2[1] + e);
+                let d2r = sqrt(d2[2] + e);
+                let d3 = sqrt(d2[3] + e);
                 dwp += vec4<f32>(dot(gw, d0), dot(gw, d1), dot(gw, d2r), dot(gw, d3));
-                t_c[(4u * ti) * 8u + tx] = gw / d0;
-                t_c[(4u * ti + 1u) * 8u + tx] = gw / d1;
-                t_c[(4u * ti + 2u) * 8u + tx] = gw / d2r;
-                t_c[(4u * ti + 3u) * 8u + tx] = gw / d3;
-                // h_B chunk [32 j][32 dims] (tokens clamped: padded ones have c = 0).
-                stage_chunk(false, t, b, j0, cb, k0);
+                let c0 = gw / d0;
+                let c1 = gw / d1;
+                let c2 = gw / d2r;
+                let c3 = gw / d3;
+                // c tile as [j][i / 4]: column j of the invocation's block is a vec4 over its 4 tokens i.
+                g_sc[(4u * tj) * 16u + ti] = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+                g_sc[(4u * tj + 1u) * 16u + ti] = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+                g_sc[(4u * tj + 2u) * 16u + ti] = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+                g_sc[(4u * tj + 3u) * 16u + ti] = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
                 workgroupBarrier();
-                let ha0 = t_ha[(4u * ti) * 8u + tx];
-                let ha1 = t_ha[(4u * ti + 1u) * 8u + tx];
-                let ha2 = t_ha[(4u * ti + 2u) * 8u + tx];
-                let ha3 = t_ha[(4u * ti + 3u) * 8u + tx];
-                for (var jj = 0u; jj < TT; jj++) {
-                    let hb = t_hb[jj * 8u + tx];
-                    let q = jj / 4u;
-                    let r = jj % 4u;
-                    acc0 = fma(vec4<f32>(t_c[(4u * ti) * 8u + q][r]), ha0 - hb, acc0);
-                    acc1 = fma(vec4<f32>(t_c[(4u * ti + 1u) * 8u + q][r]), ha1 - hb, acc1);
-                    acc2 = fma(vec4<f32>(t_c[(4u * ti + 2u) * 8u + q][r]), ha2 - hb, acc2);
-                    acc3 = fma(vec4<f32>(t_c[(4u * ti + 3u) * 8u + q][r]), ha3 - hb, acc3);
+                for (var j = 0u; j < GT; j++) {
+                    let cv = g_sc[j * 16u + ti];
+                    let hv = vec4<f32>(g_hb[tj * GT + (j ^ tj)], g_hb[(tj + 16u) * GT + (j ^ (tj + 16u))],
+                        g_hb[(tj + 32u) * GT + (j ^ tj)], g_hb[(tj + 48u) * GT + (j ^ (tj + 16u))]);
+                    acc0 = fma(vec4<f32>(cv.x), ha0 - hv, acc0);
+                    acc1 = fma(vec4<f32>(cv.y), ha1 - hv, acc1);
+                    acc2 = fma(vec4<f32>(cv.z), ha2 - hv, acc2);
+                    acc3 = fma(vec4<f32>(cv.w), ha3 - hv, acc3);
                 }
-                workgroupBarrier();
             }
         }
-        acc0 *= wa.x;
-        acc1 *= wa.y;
-        acc2 *= wa.z;
-        acc3 *= wa.w;
     }
-    // dw: the 8 invocations of a row of tokens hold partial sums over their tokens j; summed in
-    // a fixed order (tx = 0..7).
-    t_dw[t] = dwp;
+    // Sum dwp over the 16 invocations of a row of tokens in a fixed order (tj = 0..15).
     workgroupBarrier();
-    let row = ((split * p.ns + a) * p.nt) + i0 + 4u * ti;
+    g_sc[t] = dwp;
+    workgroupBarrier();
+    var dw = vec4<f32>(0.0);
+    for (var x = 0u; x < 16u; x++) {
+        dw += g_sc[ti * 16u + x];
+    }
+    let wa = gram_w(a, i0 + 4u * ti, ca);
     let accs = mat4x4<f32>(acc0, acc1, acc2, acc3);
     for (var r = 0u; r < 4u; r++) {
         let i = i0 + 4u * ti + r;
         if (i >= p.nt) { continue; }
         let valid = i < ca;
-        for (var c = 0u; c < 4u; c++) {
-            let k = k0 + 4u * tx + c;
-            if (k < p.m) { sb_dh[(row + r) * p.m + k] = select(0.0, accs[r][c], valid); }
+        let row = (split * p.ns + a) * p.nt + i;
+        for (var d = 0u; d < 4u; d++) {
+            let k = k0 + tj + 16u * d;
+            if (k < p.m) {
+                let v = wa[r] * accs[r][d];
+                gm_dh[row * p.m + k] = select(0.0, v, valid);
+            }
         }
-        if (kc == 0u && tx == 0u) {
-            var s = 0.0;
-            for (var x = 0u; x < 8u; x++) { s += t_dw[ti * 8u + x][r]; }
-            sb_dw[row + r] = select(0.0, s, valid);
+        if (kc == 0u && tj == 0u) {
+            gm_dw[row] = select(0.0, dw[r], valid);
         }
     }
 }

@@ -72,8 +72,8 @@ pub(crate) struct Inner {
     pub class: AdapterClass,
     /// Forward matmuls on f16 tensor cores (opt-in, see `set_mixed_precision`).
     mixed: AtomicBool,
-    /// The atom-modeling structure kernels in their workgroup-tiled GPU form (opt-in).
-    tiled_atom: AtomicBool,
+    /// The atom-modeling structure kernels in Gram form where they apply (see `set_gram_atom`).
+    gram_atom: AtomicBool,
     /// conv2d through im2col and the matmul cores (opt-in, see `set_gemm_conv`).
     gemm_conv: AtomicBool,
     /// The adapter's cooperative-matrix configurations (printed by `atomgrad info`).
@@ -229,7 +229,7 @@ impl Device {
                 class,
                 mixed: AtomicBool::new(false),
                 coop_props,
-                tiled_atom: AtomicBool::new(false),
+                gram_atom: AtomicBool::new(false),
                 gemm_conv: AtomicBool::new(false),
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
@@ -272,14 +272,14 @@ impl Device {
     pub fn coop_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
         &self.inner.coop_props
     }
-    /// Opt-in: the atom-modeling structure kernels (S and its gradients) in their
-    /// workgroup-tiled form (`ops::atom::StructureKernel::Tiled`), meant for GPUs; off by default
+    /// Opt-in: the atom-modeling structure kernels (S and its gradients) in Gram form, tiled like
+    /// a matmul (`ops::atom::StructureKernel::Gram`), for token counts above 32; off by default
     /// until measured faster than the register-blocked ones.
-    pub fn set_tiled_atom(&self, on: bool) {
-        self.inner.tiled_atom.store(on, Ordering::Relaxed);
+    pub fn set_gram_atom(&self, on: bool) {
+        self.inner.gram_atom.store(on, Ordering::Relaxed);
     }
-    pub fn tiled_atom(&self) -> bool {
-        self.inner.tiled_atom.load(Ordering::Relaxed)
+    pub fn gram_atom(&self) -> bool {
+        self.inner.gram_atom.load(Ordering::Relaxed)
     }
     /// Opt-in: conv2d (`Var::conv2d`, forward and both gradients) through im2col and the matmul
     /// cores, meant for GPUs; off by default until measured faster than the direct kernels.

@@ -118,8 +118,9 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
         }
     }
     cases.push((3, 9, 70)); // three chunks of output dims in the backward pass
-    cases.push((3, 40, 70)); // two token tiles of the tiled kernels, both partial dims
-    cases.push((2, 64, 17)); // exactly two token tiles
+    cases.push((3, 40, 70)); // one partial Gram tile of tokens, two chunks of dims (one partial)
+    cases.push((2, 64, 17)); // exactly one Gram tile
+    cases.push((3, 130, 9)); // three Gram tiles, the last with 2 tokens
     for (ns, n, m) in cases {
         let b = batch(&mut rng, ns, n, m, 1, 1e3);
         let g = rng.vec(ns * ns, -1.0, 1.0);
@@ -128,7 +129,7 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
         let rs = cpu::structure(&b.h, &b.w, &b.counts, n, m, eps);
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        for kernel in [StructureKernel::Registers, StructureKernel::Tiled] {
+        for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
             let what = format!("structure {kernel:?} N {ns} n {n} m {m} counts {:?}", b.counts);
             let s = kern::structure_with(kernel, &ht, &wt, &mask, eps as f32).unwrap().to_vec().unwrap();
             assert_close(&what, &s, &rs, 1e-5, 1e-5);
@@ -152,6 +153,40 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
     }
 }
 
+/// The Gram kernels' precision where the Gram form cancels: a near-duplicate sample (tokens
+/// 1e-4 apart), exact duplicates, the A == B diagonal with a nonzero gradient weight, and features
+/// sharing a large offset. Both kernels against the f64 reference at the usual tolerances.
+#[test]
+fn gram_form_keeps_precision_for_near_duplicates_and_offsets() {
+    let dev = device();
+    let mut rng = Rng::new(33);
+    let (ns, n, m) = (4, 37, 24);
+    for offset in [0.0, 50.0] {
+        let mut b = batch(&mut rng, ns, n, m, 1, 0.0);
+        b.counts = vec![n, n, n, 30];
+        for i in 0..n * m {
+            b.h[n * m + i] = b.h[i] + 1e-4 * rng.vec(1, -1.0, 1.0)[0]; // sample 1 ~ sample 0
+            b.h[2 * n * m + i] = b.h[i]; // sample 2 = sample 0
+        }
+        // the reference sees the f32 values the GPU gets (at offset 50 the 1e-4 steps round)
+        b.h.iter_mut().for_each(|v| *v = (*v + offset) as f32 as f64);
+        let g = rng.vec(ns * ns, -1.0, 1.0);
+        let gt = upload(&dev, &g, &[ns, ns]);
+        let rs = cpu::structure(&b.h, &b.w, &b.counts, n, m, 1e-3);
+        let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, 1e-3);
+        let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
+        let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
+        for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
+            let what = format!("{kernel:?}, offset {offset}");
+            let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
+            assert_close(&format!("{what}: S"), &s, &rs, 1e-5, 1e-5);
+            let (dh, dw) = kern::structure_backward_with(kernel, 2, &ht, &wt, &mask, &gt, 1e-3).unwrap();
+            assert_close(&format!("{what}: dh"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
+            assert_close(&format!("{what}: dw"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
+        }
+    }
+}
+
 #[test]
 fn padding_is_never_read_and_gets_exactly_zero_gradient() {
     let dev = device();
@@ -168,7 +203,7 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
     let mask = TokenMask::new(&dev, &counts, n).unwrap();
     let (ht, wt) = (upload(&dev, &h, &[ns, n, m]), upload(&dev, &w, &[ns, n]));
     let g = upload(&dev, &rng.vec(ns * ns, -1.0, 1.0), &[ns, ns]);
-    for kernel in [StructureKernel::Registers, StructureKernel::Tiled] {
+    for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
         let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
         assert!(s.iter().all(|v| v.is_finite()), "{kernel:?}: NaN padding leaked into S: {s:?}");
         assert_close("S with NaN padding", &s, &cpu::structure(&h, &w, &counts, n, m, 1e-3), 1e-5, 1e-5);
@@ -626,7 +661,7 @@ fn forward_and_backward_are_bit_identical_across_runs() {
     let (ht, wt) = (upload(&dev, &b.h, &[5, 7, 33]), upload(&dev, &b.w, &[5, 7]));
     let g = upload(&dev, &rng.vec(25, -1.0, 1.0), &[5, 5]);
     let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-    for kernel in [StructureKernel::Registers, StructureKernel::Tiled] {
+    for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
         let once = || {
             let (dh, dw) = kern::structure_backward_with(kernel, 3, &ht, &wt, &mask, &g, 1e-3).unwrap();
             (bits(&dh), bits(&dw), bits(&kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap()))

@@ -82,7 +82,7 @@ def main():
         a = ours.get(f"train/fashion CNN {tag} batch 128")
         r = ref("cnn", method=method)
         rows.append((f"Fashion CNN step {tag} b128 vs eager", a and a["rate"], r and r["samples_per_s"], "samples/s", True))
-        a2 = ours.get(f"train/fashion CNN {tag} batch 128 gemm-conv tiled-atom")
+        a2 = ours.get(f"train/fashion CNN {tag} batch 128 gemm-conv gram-atom")
         if a2:
             rows.append((f"Fashion CNN step {tag} b128, opt-in paths, vs eager", a2["rate"], r and r["samples_per_s"], "samples/s", True))
         r = ref("cnn-compile", method=method)
@@ -98,7 +98,7 @@ def main():
     r = ref("transformer", batch=64)
     rows.append(("Transformer step b64", a and a["rate"], r and r["samples_per_s"], "samples/s", True))
     r = ref("atom", N=256, n=64, m=64)
-    for tag in ("", " tiled"):
+    for tag in ("", " gram"):
         a = ours.get(f"atom/L_A-forward+backward{tag} N=256 n=64 m=64")
         rows.append((f"atom L_A fwd+bwd{tag} N=256 n=64 m=64", a and a["ms"], r and r["ms"], "ms", False))
 

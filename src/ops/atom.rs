@@ -54,8 +54,12 @@ impl Params {
     }
 }
 
-/// Invocations the backward pass aims for on a GPU (it splits the samples B to get there).
+/// Invocations the register-blocked backward pass aims for on a GPU (it splits the samples B to
+/// get there).
 const GPU_BACKWARD_INVOCATIONS: usize = 1 << 15;
+/// Workgroups (of 256) the Gram backward pass aims for: several per multiprocessor of a large GPU,
+/// which holds about 7 of them at 32 KiB of workgroup memory each.
+const GPU_GRAM_WORKGROUPS: usize = 1 << 10;
 /// Most bytes the split partial gradients may take.
 const SPLIT_BYTES: usize = 256 << 20;
 
@@ -239,10 +243,10 @@ fn check_structure(op: &'static str, h: &Tensor, w: &Tensor, mask: &TokenMask) -
 /// The dominant term of the atom loss: `S [N, N]` with
 /// `S[A, B] = sum_{i < n_A} sum_{j < n_B} w_Ai w_Bj sqrt(|h_Ai - h_Bj|^2 + eps^2)` for tokens
 /// `h [N, n, m]` and importances `w [N, n]`, all pairs including A == B; S is bit-symmetric.
-/// Two dispatches (register-blocked partials per 4-token tile, then a fixed-order sum); the
-/// benchmark can call this directly.
+/// Two or three dispatches (partials per token tile, then a fixed-order sum); the benchmark can
+/// call this directly.
 pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
-    structure_with(StructureKernel::for_device(h.device()), h, w, mask, eps)
+    structure_with(StructureKernel::for_device(h.device(), mask.tokens()), h, w, mask, eps)
 }
 
 /// Which structure kernels compute S and its gradients.
@@ -251,19 +255,42 @@ pub enum StructureKernel {
     /// Barrier-free, register-blocked (4 x 4 tokens per invocation): CPU adapters, and the
     /// default everywhere (measured on an H200 at 1.8 TFLOP/s effective, docs/PERFORMANCE.md).
     Registers,
-    /// Workgroup-tiled for GPUs (32 x 32 tokens per workgroup, dims staged in workgroup
-    /// memory). Opt-in with `Device::set_tiled_atom` until a GPU measurement shows it faster.
-    Tiled,
+    /// Gram form for GPUs: `|a - b|^2 = |a|^2 + |b|^2 - 2 a.b` on centred tokens, 64 x 64 token
+    /// tiles through workgroup memory like a matmul, near pairs recomputed from differences
+    /// (`shaders/atom.wgsl`). Tiles hold one sample's tokens, so it pays off for n > 32. Opt-in
+    /// with `Device::set_gram_atom` until a GPU measurement shows it faster.
+    Gram,
 }
 
 impl StructureKernel {
-    pub fn for_device(dev: &Device) -> StructureKernel {
-        if dev.tiled_atom() {
-            StructureKernel::Tiled
+    /// The kernels for `n` padded tokens per sample on this device.
+    pub fn for_device(dev: &Device, n: usize) -> StructureKernel {
+        if dev.gram_atom() && n > 32 {
+            StructureKernel::Gram
         } else {
             StructureKernel::Registers
         }
     }
+}
+
+/// Tokens per side of a Gram tile (`GT` in the shader).
+const GRAM_TILE: usize = 64;
+
+/// `q [N, n]`: squared norms of the tokens centred on token 0 of sample 0 (0 for padding), for the
+/// Gram kernels.
+fn token_norms(h: &Tensor, mask: &TokenMask, n: usize, t: usize, m: usize) -> Result<Tensor> {
+    let dev = h.device();
+    let q = Tensor::empty(dev, "atom_token_norms", &[n, t], DType::F32)?;
+    let p = Params { nt: t as u32, m: m as u32, total: (n * t) as u32, ..Params::new() };
+    dev.dispatch(
+        &SHADER,
+        "token_norms",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[h.bind(), mask.counts_gpu.bind(), q.bind()],
+        groups_1d(n * t, WG),
+    );
+    Ok(q)
 }
 
 /// As [`structure`] on the given kernels.
@@ -276,11 +303,11 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
             let tiles = t.div_ceil(4);
             ("structure_partial", tiles, tiles, WG_STRUCT, n * n * tiles)
         }
-        // One workgroup per (B, A, tile of 32 tokens i, tile j), written as "invocations" of a
+        // One workgroup per (B, A, tile of 64 tokens i, tile j), written as "invocations" of a
         // 1-wide grid so groups_1d folds it the same way.
-        StructureKernel::Tiled => {
-            let tiles = t.div_ceil(32);
-            ("structure_tiled", tiles, tiles * tiles, 1, n * n * tiles * tiles)
+        StructureKernel::Gram => {
+            let tiles = t.div_ceil(GRAM_TILE);
+            ("structure_gram", tiles, tiles * tiles, 1, n * n * tiles * tiles)
         }
     };
     if workers > u32::MAX as usize {
@@ -296,14 +323,27 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
         total: workers as u32,
         ..Params::new()
     };
-    dev.dispatch(
-        &SHADER,
-        entry,
-        &[],
-        bytemuck::bytes_of(&p),
-        &[h.bind(), w.bind(), mask.counts_gpu.bind(), part.bind()],
-        groups_1d(workers, wg_size),
-    );
+    match kernel {
+        StructureKernel::Registers => dev.dispatch(
+            &SHADER,
+            entry,
+            &[],
+            bytemuck::bytes_of(&p),
+            &[h.bind(), w.bind(), mask.counts_gpu.bind(), part.bind()],
+            groups_1d(workers, wg_size),
+        ),
+        StructureKernel::Gram => {
+            let q = token_norms(h, mask, n, t, m)?;
+            dev.dispatch(
+                &SHADER,
+                entry,
+                &[],
+                bytemuck::bytes_of(&p),
+                &[h.bind(), w.bind(), mask.counts_gpu.bind(), q.bind(), part.bind()],
+                groups_1d(workers, wg_size),
+            )
+        }
+    }
     let s = Tensor::empty(dev, "atom_structure", &[n, n], DType::F32)?;
     p.total = (n * n) as u32;
     p.tiles = parts as u32;
@@ -320,25 +360,30 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
 
 /// How many parts [`structure_backward`] splits the samples B into on this adapter: 1 on CPU
 /// adapters (lavapipe has few cores and no use for more invocations), enough on a GPU for about
-/// 2^15 invocations, bounded by the memory of the partial gradients.
-pub fn default_splits(dev: &Device, samples: usize, tokens: usize, m: usize) -> usize {
+/// 2^15 invocations (2^10 workgroups of the Gram kernel), bounded by the memory of the partial
+/// gradients.
+pub fn default_splits(dev: &Device, kernel: StructureKernel, samples: usize, tokens: usize, m: usize) -> usize {
     if dev.class() == AdapterClass::Cpu {
         return 1;
     }
-    let base = samples * tokens.div_ceil(4) * m.div_ceil(MC);
+    let (base, aim) = match kernel {
+        StructureKernel::Registers => (samples * tokens.div_ceil(4) * m.div_ceil(MC), GPU_BACKWARD_INVOCATIONS),
+        StructureKernel::Gram => (samples * tokens.div_ceil(GRAM_TILE) * m.div_ceil(GRAM_TILE), GPU_GRAM_WORKGROUPS),
+    };
     let by_mem = SPLIT_BYTES / (4 * samples * tokens * m).max(1);
-    GPU_BACKWARD_INVOCATIONS.div_ceil(base.max(1)).min(by_mem).clamp(1, samples.max(1))
+    aim.div_ceil(base.max(1)).min(by_mem).clamp(1, samples.max(1))
 }
 
 /// Gradients `(dh [N, n, m], dw [N, n])` of `sum_AB G[A, B] S[A, B]` for `g = G [N, N]`
 /// (gathered per (sample, 4-token tile, chunk of 32 dims); padded tokens get exactly 0), with the
 /// adapter's [`default_splits`].
 pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+    let kernel = StructureKernel::for_device(h.device(), mask.tokens());
     let splits = match h.shape() {
-        &[n, t, m] => default_splits(h.device(), n, t, m),
+        &[n, t, m] => default_splits(h.device(), kernel, n, t, m),
         _ => 1,
     };
-    structure_backward_with(StructureKernel::for_device(h.device()), splits, h, w, mask, g, eps)
+    structure_backward_with(kernel, splits, h, w, mask, g, eps)
 }
 
 /// As [`structure_backward`] with the samples B split into `splits` parts (at most N) whose
@@ -365,13 +410,12 @@ pub fn structure_backward_with(
     let bper = n.div_ceil(splits.clamp(1, n));
     let splits = n.div_ceil(bper);
     let dev = h.device();
-    // Registers: one invocation per (split, A, 4 tokens, 32 dims); Tiled: one workgroup per
-    // (split, A, 32 tokens, 32 dims), folded as a 1-wide grid.
-    let (entry, tiles, wg_size) = match kernel {
-        StructureKernel::Registers => ("structure_backward", t.div_ceil(4), WG_STRUCT),
-        StructureKernel::Tiled => ("structure_backward_tiled", t.div_ceil(32), 1),
+    // Registers: one invocation per (split, A, 4 tokens, 32 dims); Gram: one workgroup per
+    // (split, A, 64 tokens, 64 dims), folded as a 1-wide grid.
+    let (entry, tiles, chunks, wg_size) = match kernel {
+        StructureKernel::Registers => ("structure_backward", t.div_ceil(4), m.div_ceil(MC), WG_STRUCT),
+        StructureKernel::Gram => ("structure_backward_gram", t.div_ceil(GRAM_TILE), m.div_ceil(GRAM_TILE), 1),
     };
-    let chunks = m.div_ceil(MC);
     let total = splits * n * tiles * chunks;
     if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
         return Err(Error::shape(
@@ -393,14 +437,27 @@ pub fn structure_backward_with(
         bper: bper as u32,
         ..Params::new()
     };
-    dev.dispatch(
-        &SHADER,
-        entry,
-        &[],
-        bytemuck::bytes_of(&p),
-        &[h.bind(), w.bind(), mask.counts_gpu.bind(), g.bind(), dh.bind(), dw.bind()],
-        groups_1d(total, wg_size),
-    );
+    match kernel {
+        StructureKernel::Registers => dev.dispatch(
+            &SHADER,
+            entry,
+            &[],
+            bytemuck::bytes_of(&p),
+            &[h.bind(), w.bind(), mask.counts_gpu.bind(), g.bind(), dh.bind(), dw.bind()],
+            groups_1d(total, wg_size),
+        ),
+        StructureKernel::Gram => {
+            let q = token_norms(h, mask, n, t, m)?;
+            dev.dispatch(
+                &SHADER,
+                entry,
+                &[],
+                bytemuck::bytes_of(&p),
+                &[h.bind(), w.bind(), mask.counts_gpu.bind(), q.bind(), g.bind(), dh.bind(), dw.bind()],
+                groups_1d(total, wg_size),
+            )
+        }
+    }
     if splits == 1 {
         return Ok((dh.reshape(&[n, t, m])?, dw.reshape(&[n, t])?));
     }
