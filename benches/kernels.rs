@@ -250,7 +250,12 @@ fn main() {
     // Softmax and cross-entropy over rows: bandwidth-bound (read + write).
     let (r, l) = if gpu { (8192, 1024) } else { (2048, 512) };
     let x = rand(&dev, &mut rng, &[r, l]);
-    b.bytes(&format!("softmax/rows [{r},{l}]"), 8.0 * (r * l) as f64, || drop(softmax::softmax(&x, None).unwrap()));
+    // Both row forms: one invocation per row, and 32-lane teams (the GPU default for L >= 64).
+    for k in [softmax::RowKernel::PerRow, softmax::RowKernel::Team] {
+        b.bytes(&format!("softmax/rows {k:?} [{r},{l}]"), 8.0 * (r * l) as f64, || {
+            drop(softmax::softmax_with(k, &x, None, false).unwrap())
+        });
+    }
     let labels = Tensor::from_u32(&dev, &(0..r as u32).map(|i| i % l as u32).collect::<Vec<_>>(), &[r]).unwrap();
     b.bytes(&format!("softmax/cross-entropy [{r},{l}]"), 4.0 * (r * l) as f64, || {
         drop(softmax::cross_entropy(&x, &labels).unwrap())

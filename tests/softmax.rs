@@ -1,7 +1,10 @@
 //! Softmax, log-softmax (masked and not), cross-entropy and BCE against the f64 reference,
 //! forward and backward, with odd sizes, extreme logits, fully masked rows and shape errors.
 mod common;
-use atomgrad::ops::softmax::{self, cpu, MASKED_LOG};
+use atomgrad::ops::softmax::{self, cpu, RowKernel, MASKED_LOG};
+
+/// Both forms of the row kernels: one invocation per row (CPU adapters) and 32-lane teams (GPUs).
+const KERNELS: [RowKernel; 2] = [RowKernel::PerRow, RowKernel::Team];
 use atomgrad::rng::Rng;
 use atomgrad::{Tape, Tensor};
 use common::*;
@@ -15,7 +18,7 @@ fn random_mask(rng: &mut Rng, m: usize, len: usize) -> Vec<f64> {
 fn forward_matches_reference_with_and_without_mask() {
     let dev = device();
     let mut rng = Rng::new(11);
-    for len in [1usize, 7, 257, 1000] {
+    for len in [1usize, 7, 33, 257, 1000] {
         for rows in [1usize, 3, 513] {
             let x = rng.vec(rows * len, -4.0, 4.0);
             let xt = upload(&dev, &x, &[rows, len]);
@@ -31,11 +34,14 @@ fn forward_matches_reference_with_and_without_mask() {
             for case in cases {
                 let mt = case.as_ref().map(|(m, mr)| upload(&dev, m, &[*mr, len]));
                 let mref = case.as_ref().map(|(m, _)| m.as_slice());
-                let what = format!("rows {rows} L {len} mask rows {:?}", case.as_ref().map(|c| c.1));
-                let y = softmax::softmax(&xt, mt.as_ref()).unwrap().to_vec().unwrap();
-                assert_close(&format!("softmax {what}"), &y, &cpu::softmax(&x, len, mref), 1e-6, 1e-5);
-                let y = softmax::log_softmax(&xt, mt.as_ref()).unwrap().to_vec().unwrap();
-                assert_close(&format!("log_softmax {what}"), &y, &cpu::log_softmax(&x, len, mref), 1e-5, 1e-5);
+                for k in KERNELS {
+                    let what = format!("{k:?} rows {rows} L {len} mask rows {:?}", case.as_ref().map(|c| c.1));
+                    let y = softmax::softmax_with(k, &xt, mt.as_ref(), false).unwrap().to_vec().unwrap();
+                    assert_close(&format!("softmax {what}"), &y, &cpu::softmax(&x, len, mref), 1e-6, 1e-5);
+                    let y = softmax::softmax_with(k, &xt, mt.as_ref(), true).unwrap().to_vec().unwrap();
+                    let r = cpu::log_softmax(&x, len, mref);
+                    assert_close(&format!("log_softmax {what}"), &y, &r, 1e-5, 1e-5);
+                }
             }
         }
     }
@@ -73,42 +79,45 @@ fn fully_masked_rows_are_zero_and_finite() {
     mask.extend(vec![0.0; len]);
     mask.extend(vec![1.0; len]);
     let (xt, mt) = (upload(&dev, &x, &[3, len]), upload(&dev, &mask, &[3, len]));
-    let y = softmax::softmax(&xt, Some(&mt)).unwrap().to_vec().unwrap();
-    assert!(y[len..2 * len].iter().all(|&v| v == 0.0), "fully masked softmax row: {y:?}");
-    assert_close("masked softmax", &y, &cpu::softmax(&x, len, Some(&mask)), 1e-6, 1e-5);
-    let ly = softmax::log_softmax(&xt, Some(&mt)).unwrap().to_vec().unwrap();
-    assert!(ly[len..2 * len].iter().all(|&v| v == MASKED_LOG), "fully masked log_softmax row: {ly:?}");
-    assert!(ly.iter().all(|v| v.is_finite()));
-    assert_eq!(ly[1], MASKED_LOG);
-    // gradients through a fully masked row are 0, never NaN
     let gy = Rng::new(14).vec(3 * len, -1.0, 1.0);
     let gyt = upload(&dev, &gy, &[3, len]);
-    let g = softmax::softmax_backward(&softmax::softmax(&xt, Some(&mt)).unwrap(), &gyt).unwrap().to_vec().unwrap();
-    assert!(g[len..2 * len].iter().all(|&v| v == 0.0) && g.iter().all(|v| v.is_finite()), "{g:?}");
-    let lyt = softmax::log_softmax(&xt, Some(&mt)).unwrap();
-    let g = softmax::log_softmax_backward(&lyt, &gyt, Some(&mt)).unwrap().to_vec().unwrap();
-    assert!(g[len..2 * len].iter().all(|&v| v == 0.0) && g.iter().all(|v| v.is_finite()), "{g:?}");
+    for k in KERNELS {
+        let yt = softmax::softmax_with(k, &xt, Some(&mt), false).unwrap();
+        let y = yt.to_vec().unwrap();
+        assert!(y[len..2 * len].iter().all(|&v| v == 0.0), "{k:?}: fully masked softmax row: {y:?}");
+        assert_close("masked softmax", &y, &cpu::softmax(&x, len, Some(&mask)), 1e-6, 1e-5);
+        let lyt = softmax::softmax_with(k, &xt, Some(&mt), true).unwrap();
+        let ly = lyt.to_vec().unwrap();
+        assert!(ly[len..2 * len].iter().all(|&v| v == MASKED_LOG), "{k:?}: fully masked log_softmax row: {ly:?}");
+        assert!(ly.iter().all(|v| v.is_finite()));
+        assert_eq!(ly[1], MASKED_LOG);
+        // gradients through a fully masked row are 0, never NaN
+        let g = softmax::softmax_backward_with(k, &yt, &gyt).unwrap().to_vec().unwrap();
+        assert!(g[len..2 * len].iter().all(|&v| v == 0.0) && g.iter().all(|v| v.is_finite()), "{k:?}: {g:?}");
+        let g = softmax::log_softmax_backward_with(k, &lyt, &gyt, Some(&mt)).unwrap().to_vec().unwrap();
+        assert!(g[len..2 * len].iter().all(|&v| v == 0.0) && g.iter().all(|v| v.is_finite()), "{k:?}: {g:?}");
+    }
 }
 
 #[test]
 fn backward_kernels_match_reference_and_ignore_masked_gradients() {
     let dev = device();
     let mut rng = Rng::new(15);
-    for (rows, len, m) in [(5usize, 7usize, 5usize), (6, 33, 2), (1, 1, 1), (4, 300, 1)] {
+    for (rows, len, m) in [(5usize, 7usize, 5usize), (6, 33, 2), (1, 1, 1), (4, 300, 1), (17, 100, 17)] {
         let x = rng.vec(rows * len, -3.0, 3.0);
         let mask = random_mask(&mut rng, m, len);
         let gy = rng.vec(rows * len, -1.0, 1.0); // nonzero at masked entries too
         let (xt, mt, gyt) =
             (upload(&dev, &x, &[rows, len]), upload(&dev, &mask, &[m, len]), upload(&dev, &gy, &[rows, len]));
-        let what = format!("rows {rows} L {len} M {m}");
-        for mk in [None, Some(&mt)] {
+        for (k, mk) in KERNELS.into_iter().flat_map(|k| [(k, None), (k, Some(&mt))]) {
+            let what = format!("{k:?} rows {rows} L {len} M {m} masked {}", mk.is_some());
             let mref = mk.map(|_| mask.as_slice());
-            let y = softmax::softmax(&xt, mk).unwrap();
-            let g = softmax::softmax_backward(&y, &gyt).unwrap().to_vec().unwrap();
+            let y = softmax::softmax_with(k, &xt, mk, false).unwrap();
+            let g = softmax::softmax_backward_with(k, &y, &gyt).unwrap().to_vec().unwrap();
             let yr = cpu::softmax(&x, len, mref);
             assert_close(&format!("softmax_backward {what}"), &g, &cpu::softmax_backward(&yr, &gy, len), 1e-5, 1e-4);
-            let y = softmax::log_softmax(&xt, mk).unwrap();
-            let g = softmax::log_softmax_backward(&y, &gyt, mk).unwrap().to_vec().unwrap();
+            let y = softmax::softmax_with(k, &xt, mk, true).unwrap();
+            let g = softmax::log_softmax_backward_with(k, &y, &gyt, mk).unwrap().to_vec().unwrap();
             let yr = cpu::log_softmax(&x, len, mref);
             let r = cpu::log_softmax_backward(&yr, &gy, len, mref);
             assert_close(&format!("log_softmax_backward {what}"), &g, &r, 1e-5, 1e-4);
@@ -121,11 +130,13 @@ fn large_logits_stay_finite() {
     let dev = device();
     let x = vec![1e4, -1e4, 0.0, 9999.0, -1e4, -1e4, -1e4, 1e4, 1e4, 1e4, 1e4, 1e4];
     let xt = upload(&dev, &x, &[3, 4]);
-    let y = softmax::softmax(&xt, None).unwrap().to_vec().unwrap();
-    assert_close("softmax of +-1e4", &y, &cpu::softmax(&x, 4, None), 1e-6, 1e-5);
-    let y = softmax::log_softmax(&xt, None).unwrap().to_vec().unwrap();
-    assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
-    assert_close("log_softmax of +-1e4", &y, &cpu::log_softmax(&x, 4, None), 1e-3, 1e-6);
+    for k in KERNELS {
+        let y = softmax::softmax_with(k, &xt, None, false).unwrap().to_vec().unwrap();
+        assert_close(&format!("{k:?} softmax of +-1e4"), &y, &cpu::softmax(&x, 4, None), 1e-6, 1e-5);
+        let y = softmax::softmax_with(k, &xt, None, true).unwrap().to_vec().unwrap();
+        assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
+        assert_close(&format!("{k:?} log_softmax of +-1e4"), &y, &cpu::log_softmax(&x, 4, None), 1e-3, 1e-6);
+    }
     let labels = [3u32, 0, 2];
     let l = softmax::cross_entropy(&xt, &Tensor::from_u32(&dev, &labels, &[3]).unwrap()).unwrap().item().unwrap();
     let r = cpu::cross_entropy(&x, 4, &labels);

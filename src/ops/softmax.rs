@@ -15,7 +15,7 @@
 //! `0 * y` stays 0 downstream. Masked entries take no gradient.
 
 use crate::autodiff::Var;
-use crate::device::{groups_1d, WG};
+use crate::device::{groups_1d, AdapterClass, Device, WG};
 use crate::error::{Error, Result};
 use crate::ops::elementwise::Binary;
 use crate::ops::reduce::{reduce, Reduce};
@@ -33,6 +33,34 @@ struct Params {
     len: u32,
     group: u32,
     inv_n: f32,
+}
+
+/// Which form of the row kernels (softmax, log-softmax and their gradients) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowKernel {
+    /// One invocation per row, no barriers: CPU adapters, short rows.
+    PerRow,
+    /// A team of 32 invocations per row with coalesced loads, combined through workgroup memory:
+    /// GPU adapters, rows of at least 64 entries.
+    Team,
+}
+
+impl RowKernel {
+    pub fn for_device(dev: &Device, len: usize) -> RowKernel {
+        if dev.class() == AdapterClass::Gpu && len >= 64 {
+            RowKernel::Team
+        } else {
+            RowKernel::PerRow
+        }
+    }
+    /// The entry point (`per_row` or `team`) and grid for `rows` rows in this form.
+    fn launch(self, per_row: &'static str, team: &'static str, rows: usize) -> (&'static str, [u32; 3]) {
+        match self {
+            RowKernel::PerRow => (per_row, groups_1d(rows, WG)),
+            // 8 rows per workgroup, counted as 1-wide "invocations" so groups_1d folds the grid.
+            RowKernel::Team => (team, groups_1d(rows.div_ceil(8), 1)),
+        }
+    }
 }
 
 /// `(rows, L)` of a tensor viewed as `[rows, L]` over its last axis.
@@ -68,7 +96,9 @@ fn mask_group(op: &'static str, x: &Tensor, rows: usize, len: usize, mask: &Tens
     Ok(rows / m)
 }
 
-fn softmax_launch(op: &'static str, x: &Tensor, mask: Option<&Tensor>, log: bool) -> Result<Tensor> {
+/// Softmax (`log` false) or log-softmax over the last axis in the given form.
+pub fn softmax_with(kernel: RowKernel, x: &Tensor, mask: Option<&Tensor>, log: bool) -> Result<Tensor> {
+    let op = if log { "log_softmax" } else { "softmax" };
     let (rows, len) = rows_len(op, x)?;
     let dev = x.device();
     let y = Tensor::empty(dev, op, x.shape(), DType::F32)?;
@@ -82,25 +112,26 @@ fn softmax_launch(op: &'static str, x: &Tensor, mask: Option<&Tensor>, log: bool
     let p = Params { rows: rows as u32, len: len as u32, group: group as u32, inv_n: 0.0 };
     // Unmasked: x stands in for the mask binding (never read with MASKED = 0).
     let m = mask.unwrap_or(x);
+    let (entry, groups) = kernel.launch("softmax_rows", "softmax_rows_team", rows);
     dev.dispatch(
         &SHADER,
-        "softmax_rows",
+        entry,
         &[("LOG", log as u32 as f64), ("MASKED", mask.is_some() as u32 as f64)],
         bytemuck::bytes_of(&p),
         &[x.bind(), m.bind(), y.bind()],
-        groups_1d(rows, WG),
+        groups,
     );
     Ok(y)
 }
 
 /// Softmax over the last axis; masked entries (mask 0) get probability 0.
 pub fn softmax(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    softmax_launch("softmax", x, mask, false)
+    softmax_with(RowKernel::for_device(x.device(), x.shape().last().copied().unwrap_or(0)), x, mask, false)
 }
 
 /// Log-softmax over the last axis; masked entries get [`MASKED_LOG`].
 pub fn log_softmax(x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    softmax_launch("log_softmax", x, mask, true)
+    softmax_with(RowKernel::for_device(x.device(), x.shape().last().copied().unwrap_or(0)), x, mask, true)
 }
 
 fn check_same(op: &'static str, y: &Tensor, gy: &Tensor) -> Result<()> {
@@ -113,20 +144,19 @@ fn check_same(op: &'static str, y: &Tensor, gy: &Tensor) -> Result<()> {
 
 /// gx = y * (gy - sum(gy * y)) per row, from the softmax output `y`.
 pub fn softmax_backward(y: &Tensor, gy: &Tensor) -> Result<Tensor> {
+    softmax_backward_with(RowKernel::for_device(y.device(), y.shape().last().copied().unwrap_or(0)), y, gy)
+}
+
+/// As [`softmax_backward`] in the given form.
+pub fn softmax_backward_with(kernel: RowKernel, y: &Tensor, gy: &Tensor) -> Result<Tensor> {
     let (rows, len) = rows_len("softmax_backward", y)?;
     check_same("softmax_backward", y, gy)?;
     let dev = y.device();
     let gx = Tensor::empty(dev, "softmax_backward", y.shape(), DType::F32)?;
     let p = Params { rows: rows as u32, len: len as u32, group: 1, inv_n: 0.0 };
     if y.numel() > 0 {
-        dev.dispatch(
-            &SHADER,
-            "softmax_backward",
-            &[],
-            bytemuck::bytes_of(&p),
-            &[y.bind(), gy.bind(), gx.bind()],
-            groups_1d(rows, WG),
-        );
+        let (entry, groups) = kernel.launch("softmax_backward", "softmax_backward_team", rows);
+        dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &[y.bind(), gy.bind(), gx.bind()], groups);
     }
     Ok(gx)
 }
@@ -134,6 +164,12 @@ pub fn softmax_backward(y: &Tensor, gy: &Tensor) -> Result<Tensor> {
 /// gx = gy - exp(y) * sum(gy) per row over kept entries (0 at masked ones), from the
 /// log-softmax output `y`.
 pub fn log_softmax_backward(y: &Tensor, gy: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let kernel = RowKernel::for_device(y.device(), y.shape().last().copied().unwrap_or(0));
+    log_softmax_backward_with(kernel, y, gy, mask)
+}
+
+/// As [`log_softmax_backward`] in the given form.
+pub fn log_softmax_backward_with(kernel: RowKernel, y: &Tensor, gy: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let (rows, len) = rows_len("log_softmax_backward", y)?;
     check_same("log_softmax_backward", y, gy)?;
     let dev = y.device();
@@ -147,13 +183,14 @@ pub fn log_softmax_backward(y: &Tensor, gy: &Tensor, mask: Option<&Tensor>) -> R
     };
     let p = Params { rows: rows as u32, len: len as u32, group: group as u32, inv_n: 0.0 };
     let m = mask.unwrap_or(y);
+    let (entry, groups) = kernel.launch("log_softmax_backward", "log_softmax_backward_team", rows);
     dev.dispatch(
         &SHADER,
-        "log_softmax_backward",
+        entry,
         &[("MASKED", mask.is_some() as u32 as f64)],
         bytemuck::bytes_of(&p),
         &[y.bind(), gy.bind(), m.bind(), gx.bind()],
-        groups_1d(rows, WG),
+        groups,
     );
     Ok(gx)
 }
