@@ -276,9 +276,12 @@ impl StructureKernel {
 /// Tokens per side of a Gram tile (`GT` in the shader).
 const GRAM_TILE: usize = 64;
 
-/// `q [N, n]`: squared norms of the tokens centred on token 0 of sample 0 (0 for padding), for the
-/// Gram kernels.
-fn token_norms(h: &Tensor, mask: &TokenMask, n: usize, t: usize, m: usize) -> Result<Tensor> {
+/// The Gram kernels' extra input `q [N, n]`: squared norms of the tokens centred on token 0 of
+/// sample 0 (0 for padding); `None` for the register-blocked kernels.
+fn gram_norms(kernel: StructureKernel, h: &Tensor, mask: &TokenMask, n: usize, t: usize, m: usize) -> Result<Option<Tensor>> {
+    if kernel != StructureKernel::Gram {
+        return Ok(None);
+    }
     let dev = h.device();
     let q = Tensor::empty(dev, "atom_token_norms", &[n, t], DType::F32)?;
     let p = Params { nt: t as u32, m: m as u32, total: (n * t) as u32, ..Params::new() };
@@ -290,7 +293,7 @@ fn token_norms(h: &Tensor, mask: &TokenMask, n: usize, t: usize, m: usize) -> Re
         &[h.bind(), mask.counts_gpu.bind(), q.bind()],
         groups_1d(n * t, WG),
     );
-    Ok(q)
+    Ok(Some(q))
 }
 
 /// As [`structure`] on the given kernels.
@@ -323,27 +326,11 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
         total: workers as u32,
         ..Params::new()
     };
-    match kernel {
-        StructureKernel::Registers => dev.dispatch(
-            &SHADER,
-            entry,
-            &[],
-            bytemuck::bytes_of(&p),
-            &[h.bind(), w.bind(), mask.counts_gpu.bind(), part.bind()],
-            groups_1d(workers, wg_size),
-        ),
-        StructureKernel::Gram => {
-            let q = token_norms(h, mask, n, t, m)?;
-            dev.dispatch(
-                &SHADER,
-                entry,
-                &[],
-                bytemuck::bytes_of(&p),
-                &[h.bind(), w.bind(), mask.counts_gpu.bind(), q.bind(), part.bind()],
-                groups_1d(workers, wg_size),
-            )
-        }
-    }
+    let q = gram_norms(kernel, h, mask, n, t, m)?;
+    let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
+    binds.extend(q.as_ref().map(Tensor::bind));
+    binds.push(part.bind());
+    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(workers, wg_size));
     let s = Tensor::empty(dev, "atom_structure", &[n, n], DType::F32)?;
     p.total = (n * n) as u32;
     p.tiles = parts as u32;
@@ -437,27 +424,11 @@ pub fn structure_backward_with(
         bper: bper as u32,
         ..Params::new()
     };
-    match kernel {
-        StructureKernel::Registers => dev.dispatch(
-            &SHADER,
-            entry,
-            &[],
-            bytemuck::bytes_of(&p),
-            &[h.bind(), w.bind(), mask.counts_gpu.bind(), g.bind(), dh.bind(), dw.bind()],
-            groups_1d(total, wg_size),
-        ),
-        StructureKernel::Gram => {
-            let q = token_norms(h, mask, n, t, m)?;
-            dev.dispatch(
-                &SHADER,
-                entry,
-                &[],
-                bytemuck::bytes_of(&p),
-                &[h.bind(), w.bind(), mask.counts_gpu.bind(), q.bind(), g.bind(), dh.bind(), dw.bind()],
-                groups_1d(total, wg_size),
-            )
-        }
-    }
+    let q = gram_norms(kernel, h, mask, n, t, m)?;
+    let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
+    binds.extend(q.as_ref().map(Tensor::bind));
+    binds.extend([g.bind(), dh.bind(), dw.bind()]);
+    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(total, wg_size));
     if splits == 1 {
         return Ok((dh.reshape(&[n, t, m])?, dw.reshape(&[n, t])?));
     }
