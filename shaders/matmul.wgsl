@@ -8,12 +8,13 @@
 //     in registers, no shared memory and no barriers (barriers are very slow there); a workgroup
 //     covers a 32 x 32 tile; grid = (ceil(N/32), ceil(M/32), batch).
 //   mm_tiled (small GPU products): 16 x 16 invocations, 64 x 64 tile of C per workgroup, each
-//     invocation a 4 x 4 register block; A and B tiles of depth 16 are staged in workgroup memory;
+//     invocation a 4 x 4 register block; A and B tiles of depth 16 are staged in workgroup memory
+//     (read along the operand's contiguous dimension, rows padded against bank conflicts);
 //     grid = (ceil(N/64), ceil(M/64), batch).
 //   mm_tiled128 (large GPU products): 16 x 16 invocations, 128 x 128 tile of C per workgroup, each
 //     invocation an 8 x 8 register block (rows 4ty..4ty+3 and 64+4ty..64+4ty+3, columns likewise,
 //     so its shared-memory reads are four vec4 loads per k); A and B tiles of depth 8 are staged
-//     in workgroup memory as vec4s (8 KiB); grid = (ceil(N/128), ceil(M/128), batch).
+//     in workgroup memory as vec4s (8.25 KiB with the row padding); grid = (ceil(N/128), ceil(M/128), batch).
 // Out-of-range rows/columns are clamped on load and skipped on store, so any M, N, K works.
 
 struct Params {
@@ -72,8 +73,18 @@ fn mm_blocked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 
 const TM: u32 = 64u;
 const TK: u32 = 16u;
-var<workgroup> sa: array<f32, 1024>; // [TK][TM]: A tile, k-major so a row of 4 m's is contiguous
-var<workgroup> sb: array<f32, 1024>; // [TK][TM]: B tile
+// [TK][TM + 1]: A tile, k-major so a row of 4 m's is contiguous; the row padding keeps the
+// transposing stores of a k-contiguous operand (16 invocations writing one column) on 16 banks.
+const LDS: u32 = 65u;
+var<workgroup> sa: array<f32, 1040>;
+var<workgroup> sb: array<f32, 1040>; // [TK][TM + 1]: B tile
+
+// Position (k, m or n) of element idx of a TK x 64 tile: consecutive invocations walk the
+// operand's contiguous dimension, so global reads coalesce in both layouts.
+fn tile_pos(idx: u32, k_contiguous: bool) -> vec2<u32> {
+    if (k_contiguous) { return vec2<u32>(idx % TK, idx / TK); }
+    return vec2<u32>(idx / TM, idx % TM);
+}
 
 @compute @workgroup_size(16, 16)
 fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -86,22 +97,21 @@ fn mm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id)
         // 256 invocations load 1024 elements of each tile: 4 each; out-of-range reads give 0.
         for (var e = 0u; e < 4u; e++) {
             let idx = t + e * 256u;
-            let kk = idx / TM;
-            let mm = idx % TM;
-            let gk = k0 + kk;
+            let qa = tile_pos(idx, p.sa_k == 1u);
+            let qb = tile_pos(idx, p.sb_k == 1u);
             var va = 0.0;
             var vb = 0.0;
-            if (gk < p.k) {
-                if (row0 + mm < p.m) { va = a[bi * p.sa_b + (row0 + mm) * p.sa_m + gk * p.sa_k]; }
-                if (col0 + mm < p.n) { vb = b[bi * p.sb_b + gk * p.sb_k + (col0 + mm) * p.sb_n]; }
-            }
-            sa[kk * TM + mm] = va;
-            sb[kk * TM + mm] = vb;
+            if (k0 + qa.x < p.k && row0 + qa.y < p.m) { va = a[bi * p.sa_b + (row0 + qa.y) * p.sa_m + (k0 + qa.x) * p.sa_k]; }
+            if (k0 + qb.x < p.k && col0 + qb.y < p.n) { vb = b[bi * p.sb_b + (k0 + qb.x) * p.sb_k + (col0 + qb.y) * p.sb_n]; }
+            sa[qa.x * LDS + qa.y] = va;
+            sb[qb.x * LDS + qb.y] = vb;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let av = vec4<f32>(sa[kk * TM + lid.y * 4u], sa[kk * TM + lid.y * 4u + 1u], sa[kk * TM + lid.y * 4u + 2u], sa[kk * TM + lid.y * 4u + 3u]);
-            let bv = vec4<f32>(sb[kk * TM + lid.x * 4u], sb[kk * TM + lid.x * 4u + 1u], sb[kk * TM + lid.x * 4u + 2u], sb[kk * TM + lid.x * 4u + 3u]);
+            let ra = kk * LDS + lid.y * 4u;
+            let rb = kk * LDS + lid.x * 4u;
+            let av = vec4<f32>(sa[ra], sa[ra + 1u], sa[ra + 2u], sa[ra + 3u]);
+            let bv = vec4<f32>(sb[rb], sb[rb + 1u], sb[rb + 2u], sb[rb + 3u]);
             acc[0] = fma(vec4<f32>(av.x), bv, acc[0]);
             acc[1] = fma(vec4<f32>(av.y), bv, acc[1]);
             acc[2] = fma(vec4<f32>(av.z), bv, acc[2]);
@@ -197,14 +207,17 @@ fn load_b(bi: u32, col0: u32, q: vec2<u32>, k0: u32) -> f32 {
     return 0.0;
 }
 
-var<workgroup> ta4: array<vec4<f32>, 256>; // [BK][BT/4]: A tile, k-major, 4 rows per vec4
-var<workgroup> tb4: array<vec4<f32>, 256>; // [BK][BT/4]: B tile, k-major, 4 columns per vec4
+// [BK][BT/4 + 1]: A tile, k-major, 4 rows per vec4. The padding vec4 per k row puts the 8 k's of
+// one row of a k-contiguous operand, stored together while staging, on 8 different banks.
+const LD4: u32 = 33u;
+var<workgroup> ta4: array<vec4<f32>, 264>;
+var<workgroup> tb4: array<vec4<f32>, 264>; // [BK][BT/4 + 1]: B tile, k-major, 4 columns per vec4
 
 fn stage128(t: u32, e: u32, bi: u32, row0: u32, col0: u32, k0: u32) {
     let qa = panel_pos(t, e, p.sa_k == 1u);
-    ta4[qa.x * 32u + qa.y / 4u][qa.y % 4u] = load_a(bi, row0, qa, k0);
+    ta4[qa.x * LD4 + qa.y / 4u][qa.y % 4u] = load_a(bi, row0, qa, k0);
     let qb = panel_pos(t, e, p.sb_k == 1u);
-    tb4[qb.x * 32u + qb.y / 4u][qb.y % 4u] = load_b(bi, col0, qb, k0);
+    tb4[qb.x * LD4 + qb.y / 4u][qb.y % 4u] = load_b(bi, col0, qb, k0);
 }
 
 @compute @workgroup_size(16, 16)
@@ -222,8 +235,8 @@ fn mm_tiled128(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
         stage128(t, 3u, bi, row0, col0, k0);
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            acc = outer8(acc, ta4[kk * 32u + lid.y], ta4[kk * 32u + lid.y + 16u], tb4[kk * 32u + lid.x],
-                tb4[kk * 32u + lid.x + 16u]);
+            acc = outer8(acc, ta4[kk * LD4 + lid.y], ta4[kk * LD4 + lid.y + 16u], tb4[kk * LD4 + lid.x],
+                tb4[kk * LD4 + lid.x + 16u]);
         }
         workgroupBarrier();
     }
