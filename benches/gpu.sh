@@ -16,6 +16,9 @@
 #   ATOMGRAD_ALLOW_CPU=1 ...            # run the atomgrad stages even on a CPU adapter (lavapipe)
 #   GPU_SH_TESTS="matmul conv" ...      # which fast kernel tests (default: all packed but models, training)
 #   GPU_SH_BENCH_FLAGS=--quick ...      # extra flags for the bench (--quick: 0.1 s per case, not 0.5 s)
+#   GPU_SH_SKIP="py- mixed" ...         # skip the stages whose names start with these words (here:
+#                                       # the PyTorch references and the mixed-precision accuracy runs,
+#                                       # when an earlier run on the same kind of GPU recorded them)
 #
 # Vulkan: atomgrad needs a Vulkan loader and the NVIDIA ICD (where there is no system loader,
 # the caller unpacks one first, e.g. `for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig`).
@@ -45,8 +48,17 @@ left() { echo $((BUDGET - RESERVE - (SECONDS - T0))); }
 # stage NAME LIMIT CMD...: runs CMD under `timeout` (capped by the time left), its output to the
 # log and to $OUT/NAME.out, and records "NAME status exit seconds" in $OUT/stages.tsv.
 stage() {
-  local name=$1 limit=$2 avail rc status t
+  local name=$1 limit=$2 avail rc status t skip
   shift 2
+  for skip in ${GPU_SH_SKIP:-}; do
+    case $name in
+      "$skip"*)
+        echo "== [$name] skipped (GPU_SH_SKIP)"
+        printf '%s\tskipped\t-1\t0\n' "$name" >>"$OUT/stages.tsv"
+        return 0
+        ;;
+    esac
+  done
   avail=$(left)
   if [ "$avail" -lt 10 ]; then
     echo "== [$name] skipped: out of time (budget ${BUDGET}s)"

@@ -263,9 +263,10 @@ pub enum StructureKernel {
 }
 
 impl StructureKernel {
-    /// The kernels for `n` padded tokens per sample on this device.
+    /// The kernels for `n` padded tokens per sample on this device (Gram only where asked for, where
+    /// its tiles fill and where the adapter offers its 32 KiB of workgroup memory).
     pub fn for_device(dev: &Device, n: usize) -> StructureKernel {
-        if dev.gram_atom() && n > 32 {
+        if dev.gram_atom() && n > 32 && dev.limits().max_compute_workgroup_storage_size >= GRAM_WORKGROUP_BYTES {
             StructureKernel::Gram
         } else {
             StructureKernel::Registers
@@ -275,6 +276,8 @@ impl StructureKernel {
 
 /// Tokens per side of a Gram tile (`GT` in the shader).
 const GRAM_TILE: usize = 64;
+/// Workgroup memory of the Gram kernels (`g_hb` and `g_sc` in the shader).
+const GRAM_WORKGROUP_BYTES: u32 = 32 << 10;
 
 /// The Gram kernels' extra input `q [N, n]`: squared norms of the tokens centred on token 0 of
 /// sample 0 (0 for padding); `None` for the register-blocked kernels.
