@@ -250,12 +250,17 @@ fn main() {
     // Softmax and cross-entropy over rows: bandwidth-bound (read + write).
     let (r, l) = if gpu { (8192, 1024) } else { (2048, 512) };
     let x = rand(&dev, &mut rng, &[r, l]);
-    // Both row forms: one invocation per row, and 32-lane teams (the GPU default for L >= 64).
-    for k in [softmax::RowKernel::PerRow, softmax::RowKernel::Team] {
-        b.bytes(&format!("softmax/rows {k:?} [{r},{l}]"), 8.0 * (r * l) as f64, || {
-            drop(softmax::softmax_with(k, &x, None, false).unwrap())
-        });
+    // Both row forms: one invocation per row, and 32-lane teams (the GPU default for L >= 256),
+    // on long rows and on the Transformer's attention rows (64 keys).
+    let att = rand(&dev, &mut rng, &[r * l / 64, 64]);
+    for (t, rows, len) in [(&x, r, l), (&att, r * l / 64, 64)] {
+        for k in [softmax::RowKernel::PerRow, softmax::RowKernel::Team] {
+            b.bytes(&format!("softmax/rows {k:?} [{rows},{len}]"), 8.0 * (rows * len) as f64, || {
+                drop(softmax::softmax_with(k, t, None, false).unwrap())
+            });
+        }
     }
+    drop(att);
     let labels = Tensor::from_u32(&dev, &(0..r as u32).map(|i| i % l as u32).collect::<Vec<_>>(), &[r]).unwrap();
     b.bytes(&format!("softmax/cross-entropy [{r},{l}]"), 4.0 * (r * l) as f64, || {
         drop(softmax::cross_entropy(&x, &labels).unwrap())
