@@ -323,6 +323,43 @@ fn grad_check_whole_loss_z_h_u_c() {
     grad_check_loss(9, 3, 7, 1, 9, AtomConfig { r_max: Some(2.0), tau_lo: 0.6, tau_hi: 0.9, ..AtomConfig::default() });
 }
 
+/// The Gram kernels through the whole loss (`Device::set_gram_atom`, n > 32): L_A matches the
+/// reference and every gradient (z, h, u, c) the register-blocked kernels'.
+#[test]
+fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
+    let dev = own_device(); // the flag must not reach the tests sharing `device()`
+    let mut rng = Rng::new(40);
+    let (ns, n, m, d) = (6, 40, 12, 5);
+    let b = batch(&mut rng, ns, n, m, d, 0.0);
+    let u = rng.vec(m, -1.0, 1.0);
+    let cfg = AtomConfig::default();
+    let run = |gram: bool| -> Vec<Vec<f32>> {
+        dev.set_gram_atom(gram);
+        let tape = Tape::new();
+        let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
+        assert_eq!(StructureKernel::for_device(&dev, n) == StructureKernel::Gram, gram);
+        let z = tape.leaf(upload(&dev, &b.z, &[ns, d]));
+        let h = tape.leaf(upload(&dev, &b.h, &[ns, n, m]));
+        let uv = tape.leaf(upload(&dev, &u, &[m]));
+        let c = tape.leaf(upload(&dev, &[0.1], &[1]));
+        let w = atom::importance(&h, &uv, &c, &mask).unwrap();
+        let t = atom::atom_terms(&z, &h, &w, &mask, &cfg).unwrap();
+        let g = t.l_a.backward().unwrap();
+        let mut out = vec![t.l_a.value().to_vec().unwrap()];
+        out.extend([&z, &h, &uv, &c].map(|v| g.get(v).unwrap().to_vec().unwrap()));
+        out
+    };
+    let (reg, gram) = (run(false), run(true));
+    dev.set_gram_atom(false);
+    let r = lref::atom_terms(&b.z, d, &b.h, &cpu::importance(&b.h, &u, 0.1f32 as f64, &b.counts, n), &b.counts, &cfg);
+    assert_close("L_A, Gram kernels", &gram[0], &[r.l_a], 1e-5, 1e-4);
+    assert_close("L_A, register kernels", &reg[0], &[r.l_a], 1e-5, 1e-4);
+    for (what, i) in [("dz", 1), ("dh", 2), ("du", 3), ("dc", 4)] {
+        let want: Vec<f64> = reg[i].iter().map(|&v| v as f64).collect();
+        assert_close(&format!("{what}: Gram vs register kernels"), &gram[i], &want, 1e-5, 1e-3);
+    }
+}
+
 #[test]
 fn grad_check_baselines() {
     let mut rng = Rng::new(10);
