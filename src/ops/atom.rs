@@ -281,7 +281,14 @@ const GRAM_WORKGROUP_BYTES: u32 = 32 << 10;
 
 /// The Gram kernels' extra input `q [N, n]`: squared norms of the tokens centred on token 0 of
 /// sample 0 (0 for padding); `None` for the register-blocked kernels.
-fn gram_norms(kernel: StructureKernel, h: &Tensor, mask: &TokenMask, n: usize, t: usize, m: usize) -> Result<Option<Tensor>> {
+fn gram_norms(
+    kernel: StructureKernel,
+    h: &Tensor,
+    mask: &TokenMask,
+    n: usize,
+    t: usize,
+    m: usize,
+) -> Result<Option<Tensor>> {
     if kernel != StructureKernel::Gram {
         return Ok(None);
     }
