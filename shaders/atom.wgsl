@@ -353,7 +353,8 @@ fn mask_tokens(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 // Workgroup: 256 invocations (16 x 16); invocation (ti, tj) owns tokens i0 + 4ti .. +3 of A against
 // tokens j0 + 4tj .. +3 of B (a 4 x 4 register block of the 64 x 64 Gram tile), flat workgroup index
 // wid.x + wid.y * nwg.x. Workgroup memory: 32 KiB (the tokens of B, one 64-dim chunk, and a scratch
-// tile for the A panel, then the c tile, then the final sums), which every Vulkan adapter offers.
+// tile for the A panel, then the c tile, then the final sums); the host picks these kernels only
+// where the adapter offers that much.
 
 const GT: u32 = 64u; // tokens per Gram tile side; dims per staged chunk of B
 const GK: u32 = 8u; // dims per staged panel of A
@@ -368,8 +369,8 @@ const NEAR: f32 = 0.00390625; // 1 / 256: below this fraction of q_Ai + q_Bj, re
 @group(0) @binding(6) var<storage, read_write> gm_dh: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gm_dw: array<f32>;
 
-// Tokens of B, centred: g_hb[k * 64 + (j ^ (k & 31))] = h_B,j0+j[q0 + k] - h_00[q0 + k] (0 for dims
-// past m and padded tokens). The XOR swizzle keeps both access patterns free of bank conflicts: the
+// Tokens of B: g_hb[k * 64 + (j ^ (k & 31))] = h_B,j0+j[q0 + k], centred (- h_00[q0 + k]) for the
+// Gram, raw for the backward's product (0 for dims past m and padded tokens). The XOR swizzle keeps both access patterns free of bank conflicts: the
 // Gram reads 4 tokens j at one dim k, the backward's product reads one token j at 16 dims.
 var<workgroup> g_hb: array<f32, 4096>;
 // Scratch: the A panel [GK][16] (vec4 over 4 tokens i) during the Gram; then the c tile [64 j][16]
@@ -449,11 +450,8 @@ fn gram_d2(t: u32, a: u32, i0: u32, ca: u32, b: u32, j0: u32, cb: u32) -> mat4x4
     let ib = i0 + 4u * ti;
     let jb = j0 + 4u * tj;
     let qb = vec4<f32>(gram_q(b, jb, cb), gram_q(b, jb + 1u, cb), gram_q(b, jb + 2u, cb), gram_q(b, jb + 3u, cb));
-    let r0 = near_fix(a, ib, ca, b, jb, cb, gram_q(a, ib, ca) + qb - 2.0 * g0, gram_q(a, ib, ca) + qb);
-    let r1 = near_fix(a, ib + 1u, ca, b, jb, cb, gram_q(a, ib + 1u, ca) + qb - 2.0 * g1, gram_q(a, ib + 1u, ca) + qb);
-    let r2 = near_fix(a, ib + 2u, ca, b, jb, cb, gram_q(a, ib + 2u, ca) + qb - 2.0 * g2, gram_q(a, ib + 2u, ca) + qb);
-    let r3 = near_fix(a, ib + 3u, ca, b, jb, cb, gram_q(a, ib + 3u, ca) + qb - 2.0 * g3, gram_q(a, ib + 3u, ca) + qb);
-    return mat4x4<f32>(r0, r1, r2, r3);
+    return mat4x4<f32>(row_d2(a, ib, ca, b, jb, cb, g0, qb), row_d2(a, ib + 1u, ca, b, jb, cb, g1, qb),
+        row_d2(a, ib + 2u, ca, b, jb, cb, g2, qb), row_d2(a, ib + 3u, ca, b, jb, cb, g3, qb));
 }
 
 // q of token tok of sample s (0 for padding, which is never used).
@@ -462,9 +460,12 @@ fn gram_q(s: u32, tok: u32, cnt: u32) -> f32 {
     return gm_q[s * p.nt + tok];
 }
 
-// Row of 4 squared distances (token i of a against tokens j .. j + 3 of b) from the Gram form d2
-// with q sums qs: clamped at 0, and recomputed from differences where cancellation ate it.
-fn near_fix(a: u32, i: u32, ca: u32, b: u32, j: u32, cb: u32, d2: vec4<f32>, qs: vec4<f32>) -> vec4<f32> {
+// Squared distances of token i of a to tokens j .. j + 3 of b from their Gram products g and the
+// norms qb of the latter: q_i + qb - 2 g, clamped at 0, and recomputed from differences where
+// cancellation ate it.
+fn row_d2(a: u32, i: u32, ca: u32, b: u32, j: u32, cb: u32, g: vec4<f32>, qb: vec4<f32>) -> vec4<f32> {
+    let qs = gram_q(a, i, ca) + qb;
+    let d2 = qs - 2.0 * g;
     var r = max(d2, vec4<f32>(0.0));
     if (i >= ca) { return r; }
     for (var c = 0u; c < 4u; c++) {
