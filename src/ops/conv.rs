@@ -606,6 +606,47 @@ pub mod cpu {
         (len + 2 * p - k) / s + 1
     }
 
+    /// Output size `[N, O, Ho, Wo]` of conv2d, and every (output, input, weight) index triple
+    /// the convolution multiplies: y[n, o, oh, ow] takes x[n, c, oh*sh - ph + kh, ow*sw - pw + kw]
+    /// * w[o, c, kh, kw] for every tap inside the input. The three references below are this
+    /// one loop with a different accumulation.
+    fn taps(
+        xs: [usize; 4],
+        ws: [usize; 4],
+        stride: (usize, usize),
+        padding: (usize, usize),
+        mut f: impl FnMut(usize, usize, usize),
+    ) -> [usize; 4] {
+        let [n, c, h, wd] = xs;
+        let [o, _, kh, kw] = ws;
+        let (ho, wo) = (out_len(h, kh, stride.0, padding.0), out_len(wd, kw, stride.1, padding.1));
+        for b in 0..n {
+            for oc in 0..o {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        for ic in 0..c {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * stride.0 + ky) as isize - padding.0 as isize;
+                                    let ix = (ox * stride.1 + kx) as isize - padding.1 as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    f(
+                                        ((b * o + oc) * ho + oy) * wo + ox,
+                                        ((b * c + ic) * h + iy as usize) * wd + ix as usize,
+                                        ((oc * c + ic) * kh + ky) * kw + kx,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [n, o, ho, wo]
+    }
+
     /// y[n, o, oh, ow] = sum x[n, c, oh*sh - ph + kh, ow*sw - pw + kw] * w[o, c, kh, kw].
     pub fn conv2d(
         x: &[f64],
@@ -615,34 +656,11 @@ pub mod cpu {
         stride: (usize, usize),
         padding: (usize, usize),
     ) -> (Vec<f64>, [usize; 4]) {
-        let [n, c, h, wd] = xs;
+        let [n, _, h, wd] = xs;
         let [o, _, kh, kw] = ws;
-        let (ho, wo) = (out_len(h, kh, stride.0, padding.0), out_len(wd, kw, stride.1, padding.1));
-        let mut y = vec![0.0; n * o * ho * wo];
-        for b in 0..n {
-            for oc in 0..o {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let mut acc = 0.0;
-                        for ic in 0..c {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let iy = (oy * stride.0 + ky) as isize - padding.0 as isize;
-                                    let ix = (ox * stride.1 + kx) as isize - padding.1 as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                        continue;
-                                    }
-                                    acc += x[((b * c + ic) * h + iy as usize) * wd + ix as usize]
-                                        * w[((oc * c + ic) * kh + ky) * kw + kx];
-                                }
-                            }
-                        }
-                        y[((b * o + oc) * ho + oy) * wo + ox] = acc;
-                    }
-                }
-            }
-        }
-        (y, [n, o, ho, wo])
+        let mut y = vec![0.0; n * o * out_len(h, kh, stride.0, padding.0) * out_len(wd, kw, stride.1, padding.1)];
+        let ys = taps(xs, ws, stride, padding, |yi, xi, wi| y[yi] += x[xi] * w[wi]);
+        (y, ys)
     }
 
     /// dx of conv2d, scattered: every (output, tap) pair adds dy * w to the input it read.
@@ -654,32 +672,8 @@ pub mod cpu {
         stride: (usize, usize),
         padding: (usize, usize),
     ) -> Vec<f64> {
-        let [n, c, h, wd] = xs;
-        let [o, _, kh, kw] = ws;
-        let (ho, wo) = (out_len(h, kh, stride.0, padding.0), out_len(wd, kw, stride.1, padding.1));
-        let mut dx = vec![0.0; n * c * h * wd];
-        for b in 0..n {
-            for oc in 0..o {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let g = dy[((b * o + oc) * ho + oy) * wo + ox];
-                        for ic in 0..c {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let iy = (oy * stride.0 + ky) as isize - padding.0 as isize;
-                                    let ix = (ox * stride.1 + kx) as isize - padding.1 as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                        continue;
-                                    }
-                                    dx[((b * c + ic) * h + iy as usize) * wd + ix as usize] +=
-                                        g * w[((oc * c + ic) * kh + ky) * kw + kx];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let mut dx = vec![0.0; xs.iter().product()];
+        taps(xs, ws, stride, padding, |yi, xi, wi| dx[xi] += dy[yi] * w[wi]);
         dx
     }
 
@@ -692,32 +686,8 @@ pub mod cpu {
         stride: (usize, usize),
         padding: (usize, usize),
     ) -> Vec<f64> {
-        let [n, c, h, wd] = xs;
-        let [o, _, kh, kw] = ws;
-        let (ho, wo) = (out_len(h, kh, stride.0, padding.0), out_len(wd, kw, stride.1, padding.1));
-        let mut dw = vec![0.0; o * c * kh * kw];
-        for b in 0..n {
-            for oc in 0..o {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let g = dy[((b * o + oc) * ho + oy) * wo + ox];
-                        for ic in 0..c {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let iy = (oy * stride.0 + ky) as isize - padding.0 as isize;
-                                    let ix = (ox * stride.1 + kx) as isize - padding.1 as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                        continue;
-                                    }
-                                    dw[((oc * c + ic) * kh + ky) * kw + kx] +=
-                                        g * x[((b * c + ic) * h + iy as usize) * wd + ix as usize];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let mut dw = vec![0.0; ws.iter().product()];
+        taps(xs, ws, stride, padding, |yi, xi, wi| dw[wi] += dy[yi] * x[xi]);
         dw
     }
 
