@@ -606,9 +606,9 @@ pub mod cpu {
         (len + 2 * p - k) / s + 1
     }
 
-    /// Output size `[N, O, Ho, Wo]` of conv2d, and every (output, input, weight) index triple
-    /// the convolution multiplies: y[n, o, oh, ow] takes x[n, c, oh*sh - ph + kh, ow*sw - pw + kw]
-    /// * w[o, c, kh, kw] for every tap inside the input. The three references below are this
+    /// Calls `f(y index, x index, w index)` for every product conv2d sums: output y[n, o, oh, ow]
+    /// times x[n, c, oh*sh - ph + kh, ow*sw - pw + kw] and w[o, c, kh, kw], for every tap inside
+    /// the input; returns the output shape `[N, O, Ho, Wo]`. The three references below are this
     /// one loop with a different accumulation.
     fn taps(
         xs: [usize; 4],
