@@ -322,8 +322,9 @@ fn main() {
 
     // Atom modeling: L_A forward + backward and the dominant pairwise token pass S alone.
     // Effective flops count the token pass like a matmul of its dot products: 2 N^2 n^2 m forward,
-    // 4 N^2 n^2 m backward (the register kernels do ~1.5x that, differences instead of dot
-    // products; the Gram kernels ~1.3x, differences only in the backward's second product).
+    // 4 N^2 n^2 m backward. Both kernel forms compute only half of S (it is symmetric); with
+    // that, the register kernels do about 1.25x these flops (a subtraction per multiply-add),
+    // the Gram kernels about 1.0x (differences only in the backward's second product).
     let grid: &[(usize, usize, usize)] = if gpu {
         &[
             (64, 16, 32),
