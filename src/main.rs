@@ -129,6 +129,10 @@ struct CompareArgs {
     /// Training iterations per run (gan2d; default: the task's own).
     #[arg(long)]
     iters: Option<usize>,
+    /// DCGAN width (gan): channels of the generator's 7x7 map (half at 14x14) and of the
+    /// discriminator's last map (default 32, sized for lavapipe; e.g. 128 on a GPU).
+    #[arg(long)]
+    channels: Option<usize>,
     /// Print only the final table.
     #[arg(long)]
     #[serde(skip)]
@@ -173,6 +177,11 @@ struct TrainArgs {
     /// Hidden width of the moons MLP [default: 64].
     #[arg(long, conflicts_with = "resume")]
     hidden: Option<usize>,
+    /// DCGAN width (gan): channels of the generator's 7x7 map (half at 14x14) and of the
+    /// discriminator's last map [default: 32, sized for lavapipe; e.g. 128 on a GPU].
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(default)]
+    channels: Option<usize>,
     /// Seed for initialisation, shuffling and augmentation.
     #[arg(long, default_value_t = 0, conflicts_with = "resume")]
     seed: u64,
@@ -321,6 +330,11 @@ fn resolve(a: &mut TrainArgs) -> Result<()> {
         a.hidden.get_or_insert(MoonsConfig::default().hidden);
     } else if a.hidden.is_some() {
         return Err(Error::Config("--hidden applies to the moons task only".into()));
+    }
+    if a.task == "gan" {
+        a.channels.get_or_insert(FashionGanConfig::default().channels);
+    } else if a.channels.is_some() {
+        return Err(Error::Config("--channels applies to the gan task (DCGAN) only".into()));
     }
     Ok(())
 }
@@ -500,13 +514,15 @@ fn train_gan(
     } else {
         use atomgrad::data::fashion::{load_fashion, FashionSource};
         let data = load_fashion(a.data.clone().map_or(FashionSource::Bundled, FashionSource::Dir))?;
+        let d = FashionGanConfig::default();
         let cfg = FashionGanConfig {
             epochs: a.epochs.unwrap_or(1),
             batch,
             lr,
             lambda,
             train_limit: a.train_limit,
-            ..FashionGanConfig::default()
+            channels: a.channels.unwrap_or(d.channels),
+            ..d
         };
         cfg.validate(data.train.len())?;
         let mut run = create(run)?;
@@ -571,6 +587,9 @@ fn compare(dev: &Device, a: &CompareArgs) -> Result<()> {
     use atomgrad::experiments::{compare_classify, compare_synthetic, ClassifyTask};
     if a.seeds == 0 {
         return Err(Error::Config("--seeds must be at least 1".into()));
+    }
+    if a.channels.is_some() && a.task != "gan" {
+        return Err(Error::Config("--channels applies to the gan task (DCGAN) only".into()));
     }
     if a.task == "gan2d" || a.task == "gan" {
         return compare_gans(dev, a);
@@ -653,6 +672,7 @@ fn compare_gans(dev: &Device, a: &CompareArgs) -> Result<()> {
             lr: a.lr.unwrap_or(d.lr),
             lambda: a.lambda,
             train_limit: a.train_limit,
+            channels: a.channels.unwrap_or(d.channels),
             ..d
         };
         let out = compare_folder(a)?;

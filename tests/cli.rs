@@ -78,6 +78,13 @@ fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
     assert!(!ok && text.contains("lr"), "{text}");
     let (ok, text) = atomgrad(&["train", "--bogus-option"]);
     assert!(!ok && text.contains("--bogus-option"), "{text}");
+    // --channels sizes the DCGAN only, and must be even
+    let (ok, text) = atomgrad(&["train", "--task", "fashion", "--channels", "64"]);
+    assert!(!ok && text.contains("--channels"), "{text}");
+    let (ok, text) = atomgrad(&["compare", "--task", "gan2d", "--channels", "64"]);
+    assert!(!ok && text.contains("--channels"), "{text}");
+    let (ok, text) = atomgrad(&["train", "--task", "gan", "--channels", "3"]);
+    assert!(!ok && text.contains("channels must be even"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
     // Mixed precision where the adapter has no f16 cooperative matrices (lavapipe): refused, and
     // no run folder is left behind.
