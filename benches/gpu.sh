@@ -8,7 +8,7 @@
 #   3. the atomgrad benches for issue 7's targets (train/ steps, then matmul and atom L_A);
 #   4. the PyTorch references (benches/reference/*.py), same models, shapes and optimizers;
 #   5. f32 vs mixed-precision training (accuracy), the other benches, the model/training tests,
-#      torch.compile (if time is left);
+#      a wider DCGAN (--channels 128), torch.compile (if time is left);
 #   6. the table (name | atomgrad | PyTorch | ratio), with results.json beside the full log.
 #
 #   bash benches/gpu.sh                 # results in ${OUT:-./gpu-results}
@@ -198,6 +198,10 @@ fi
 if [ "$GPU" = 1 ]; then
   stage bench-other 120 "$BIN/kernels" $BENCH_FLAGS elementwise/ reduce/ softmax/ conv/ pool/ batchnorm/ layernorm/ optim/ step/
   run_tests "${GPU_SH_SLOW_TEST_BUDGET:-120}" $SLOW_TESTS
+  # A DCGAN 4x wider than the lavapipe-sized default, as long as the RESULTS.md comparison (20
+  # epochs): samples and Fréchet distance in gan-wide/.
+  stage gan-wide 200 "$BIN/atomgrad" compare --task gan --channels 128 --epochs 20 --seeds 1 --methods ce,atom --quiet \
+    --force --out "$OUT/gan-wide"
 fi
 [ "$HAVE_TORCH" = 1 ] && stage py-cnn-compile 150 $PY benches/reference/cnn.py --compile --method ce
 
