@@ -231,6 +231,15 @@ struct TrainArgs {
     config: Option<PathBuf>,
 }
 
+/// "1 epoch", "3 epochs".
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn info(dev: &Device) {
     let i = dev.info();
     println!("adapter:   {}", i.name);
@@ -425,9 +434,10 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
     run.add_meta(meta);
     run.say(&format!("adapter: {}", dev.describe()));
     run.say(&format!(
-        "train: {} ({what}), {} with lambda {lambda}, {epochs} epochs of batch {batch}, Adam lr {lr}, seed {} -> {}",
+        "train: {} ({what}), {} with lambda {lambda}, {} of batch {batch}, Adam lr {lr}, seed {} -> {}",
         a.task,
         method.name(),
+        count(epochs, "epoch"),
         a.seed,
         run.dir().display()
     ));
@@ -460,10 +470,10 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
     let last = fitted.history.last().expect("at least one epoch");
     let best = fitted.history.iter().map(|r| r.test_accuracy).fold(f64::NAN, f64::max);
     println!(
-        "{}: test accuracy {:.2}% after {} epochs ({} steps; best {:.2}%) in {:.1} s, {:.0} samples/s; {}",
+        "{}: test accuracy {:.2}% after {} ({} steps; best {:.2}%) in {:.1} s, {:.0} samples/s; {}",
         a.task,
         100.0 * last.test_accuracy,
-        fitted.history.len(),
+        count(fitted.history.len(), "epoch"),
         last.steps,
         100.0 * best,
         t0.elapsed().as_secs_f64(),
@@ -528,10 +538,10 @@ fn train_gan(
         let mut run = create(run)?;
         run.say(&format!("adapter: {}", dev.describe()));
         run.say(&format!(
-            "train: DCGAN on {}, {}, {} epochs of batch {batch}, lr {lr} -> {}",
+            "train: DCGAN on {}, {}, {} of batch {batch}, lr {lr} -> {}",
             data.description(),
             method.name(),
-            cfg.epochs,
+            count(cfg.epochs, "epoch"),
             run.dir().display()
         ));
         run.set_max_steps(a.max_steps);
