@@ -20,15 +20,15 @@
 //   log_softmax_backward:  1 y (read), 2 gy (read), 3 mask (read; y again when unmasked), 4 gx (write)
 //   ce_forward:            1 x (read), 2 labels (u32 read), 3 loss (write), 4 lse (write)
 //   ce_backward:           1 x, 2 labels (u32), 3 lse, 4 gy (1 element) (read), 5 gx (write)
-// Workgroup: 256 x 1 x 1. Row kernels: one invocation per row looping over L (no barriers, which
-// suits CPU rasterisers); ce_backward: one invocation per element. The grid folds into y past
-// 65535 groups (flat index gid.x + gid.y * nwg.x * 256).
-// Team forms for GPUs (softmax_rows_team, softmax_backward_team, log_softmax_backward_team, same
-// bindings): a workgroup of 256 serves 8 rows with a team of 32 invocations each; lane l reads
-// entries l, l + 32, .. so a team's loads coalesce (the per-row kernels read 4 L bytes apart), and
-// the team's partial statistics are combined through workgroup memory in a fixed tree order
-// (deterministic). Row index: flat workgroup index (wid.x + wid.y * nwg.x) * 8 + team.
-// Override constants: LOG (softmax_rows) 0 = softmax, 1 = log-softmax; MASKED 0/1.
+// Workgroup: 256 x 1 x 1; the grid folds into y past 65535 groups. Row kernels (softmax_rows,
+// softmax_backward, log_softmax_backward): LANES invocations per row, 256 / LANES rows per
+// workgroup, row (wid.x + wid.y * nwg.x) * (256 / LANES) + t / LANES. LANES = 1 (CPU rasterisers):
+// one invocation loops over its row, no barriers. LANES = 32 (GPUs): lane l reads entries l,
+// l + 32, .. so a team's loads coalesce (one invocation per row reads 4 L bytes apart from its
+// neighbours), and the lanes' partial statistics merge through workgroup memory in a fixed tree
+// order (deterministic). ce_forward: one invocation per row; ce_backward: one per element (flat
+// index gid.x + gid.y * nwg.x * 256).
+// Override constants: LOG (softmax_rows) 0 = softmax, 1 = log-softmax; MASKED 0/1; LANES 1/32.
 
 struct Params {
     rows: u32,   // rows (row kernels) or elements (ce_backward) to produce
@@ -39,6 +39,8 @@ struct Params {
 
 override LOG: u32 = 0u;
 override MASKED: u32 = 0u;
+// Invocations per row of the row kernels: 1 (CPU adapters, no barriers) or 32 (GPU teams).
+override LANES: u32 = 1u;
 
 const MASKED_LOG: f32 = -1e30;
 const LOWEST: f32 = -3.4028235e38;
@@ -75,29 +77,85 @@ fn online(st: vec2<f32>, v: f32) -> vec2<f32> {
     return vec2<f32>(st.x, st.y + exp(v - st.x));
 }
 
+// Row r and lane of invocation t: LANES invocations per row, 256 / LANES rows per workgroup.
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>, t: u32) -> vec2<u32> {
+    return vec2<u32>((wid.x + wid.y * nwg.x) * (256u / LANES) + t / LANES, t % LANES);
+}
+
+// Online statistics (max, sum of exp, kept entries) of a row, merged.
+fn merge_stats(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let m = max(a.x, b.x);
+    return vec4<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m), a.z + b.z, 0.0);
+}
+
+var<workgroup> team_st: array<vec4<f32>, 256>;
+
+// The row's statistics merged over its lanes (tree over lanes: 16, 8, 4, 2, 1), read back by every
+// lane; with one lane per row, st itself and no barrier.
+fn team_stats(t: u32, st: vec4<f32>) -> vec4<f32> {
+    if (LANES == 1u) { return st; }
+    team_st[t] = st;
+    workgroupBarrier();
+    let lane = t % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) { team_st[t] = merge_stats(team_st[t], team_st[t + s]); }
+        workgroupBarrier();
+    }
+    let r = team_st[t - lane];
+    workgroupBarrier(); // team_st is free for the next reduction
+    return r;
+}
+
+// The row's sum of v over its lanes, read back by every lane.
+fn team_sum(t: u32, v: f32) -> f32 {
+    if (LANES == 1u) { return v; }
+    team_st[t] = vec4<f32>(v, 0.0, 0.0, 0.0);
+    workgroupBarrier();
+    let lane = t % LANES;
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) { team_st[t].x += team_st[t + s].x; }
+        workgroupBarrier();
+    }
+    let r = team_st[t - lane].x;
+    workgroupBarrier();
+    return r;
+}
+
 @compute @workgroup_size(256)
-fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = flat(gid, nwg);
-    if (r >= p.rows) { return; }
+fn softmax_rows(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    // Rows past the end still join the barriers; they read and write nothing.
+    let rl = row_of(wid, nwg, t);
+    let r = rl.x;
+    let lane = rl.y;
+    let live = r < p.rows;
     let base = r * p.len;
     var mbase = 0u;
     if (MASKED == 1u) { mbase = (r / p.group) * p.len; }
     var st = vec2<f32>(LOWEST, 0.0);
-    var kept = 0u;
-    for (var l = 0u; l < p.len; l++) {
-        if (MASKED == 1u) {
-            if (s_mask[mbase + l] == 0.0) { continue; }
+    var kept = 0.0;
+    if (live) {
+        for (var l = lane; l < p.len; l += LANES) {
+            if (MASKED == 1u) {
+                if (s_mask[mbase + l] == 0.0) { continue; }
+            }
+            st = online(st, s_x[base + l]);
+            kept += 1.0;
         }
-        st = online(st, s_x[base + l]);
-        kept++;
     }
+    let all = team_stats(t, vec4<f32>(st, kept, 0.0));
+    if (!live) { return; }
     // log(sum) and 1/sum are only used when some entry is kept (sum >= 1 then).
-    let log_sum = log(max(st.y, 1.0));
-    let inv_sum = 1.0 / max(st.y, 1.0);
-    for (var l = 0u; l < p.len; l++) {
-        var keep = kept > 0u;
+    let any = all.z > 0.0;
+    let log_sum = log(max(all.y, 1.0));
+    let inv_sum = 1.0 / max(all.y, 1.0);
+    for (var l = lane; l < p.len; l += LANES) {
+        var keep = any;
         if (MASKED == 1u) { keep = keep && s_mask[mbase + l] != 0.0; }
-        let d = s_x[base + l] - st.x;
+        let d = s_x[base + l] - all.x;
         if (LOG == 1u) {
             s_y[base + l] = select(MASKED_LOG, d - log_sum, keep);
         } else {
@@ -107,36 +165,52 @@ fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 }
 
 @compute @workgroup_size(256)
-fn softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = flat(gid, nwg);
-    if (r >= p.rows) { return; }
-    let base = r * p.len;
+fn softmax_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let rl = row_of(wid, nwg, t);
+    let live = rl.x < p.rows;
+    let base = rl.x * p.len;
     // Masked entries have y = 0, so they neither add to the dot product nor get a gradient.
     var dot = 0.0;
-    for (var l = 0u; l < p.len; l++) {
-        dot += b_gy[base + l] * b_y[base + l];
+    if (live) {
+        for (var l = rl.y; l < p.len; l += LANES) {
+            dot += b_gy[base + l] * b_y[base + l];
+        }
     }
-    for (var l = 0u; l < p.len; l++) {
+    dot = team_sum(t, dot);
+    if (!live) { return; }
+    for (var l = rl.y; l < p.len; l += LANES) {
         b_gx[base + l] = b_y[base + l] * (b_gy[base + l] - dot);
     }
 }
 
 @compute @workgroup_size(256)
-fn log_softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = flat(gid, nwg);
-    if (r >= p.rows) { return; }
-    let base = r * p.len;
+fn log_softmax_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let rl = row_of(wid, nwg, t);
+    let live = rl.x < p.rows;
+    let base = rl.x * p.len;
     var mbase = 0u;
-    if (MASKED == 1u) { mbase = (r / p.group) * p.len; }
+    if (MASKED == 1u) { mbase = (rl.x / p.group) * p.len; }
     // Masked entries are constants of the input: they take no gradient and add nothing to the sum.
     var total = 0.0;
-    for (var l = 0u; l < p.len; l++) {
-        if (MASKED == 1u) {
-            if (lb_mask[mbase + l] == 0.0) { continue; }
+    if (live) {
+        for (var l = rl.y; l < p.len; l += LANES) {
+            if (MASKED == 1u) {
+                if (lb_mask[mbase + l] == 0.0) { continue; }
+            }
+            total += b_gy[base + l];
         }
-        total += b_gy[base + l];
     }
-    for (var l = 0u; l < p.len; l++) {
+    total = team_sum(t, total);
+    if (!live) { return; }
+    for (var l = rl.y; l < p.len; l += LANES) {
         var keep = true;
         if (MASKED == 1u) { keep = lb_mask[mbase + l] != 0.0; }
         lb_gx[base + l] = select(0.0, b_gy[base + l] - exp(b_y[base + l]) * total, keep);
@@ -174,138 +248,4 @@ fn ce_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let g = (prob - select(0.0, 1.0, c == label)) * scale;
     // A bad label poisons its row's gradient as it poisons its loss.
     ce_gx[i] = select(g, bitcast<f32>(0x7fc00000u), label >= p.len);
-}
-
-// ---- Team forms (GPU adapters) ----
-
-const TEAM: u32 = 32u;
-var<workgroup> team_st: array<vec4<f32>, 256>;
-
-// Online statistics (max, sum of exp, kept entries) of a row, merged.
-fn merge_stats(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    let m = max(a.x, b.x);
-    return vec4<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m), a.z + b.z, 0.0);
-}
-
-// The team's merged statistics, read back by every lane (tree over lanes: 16, 8, 4, 2, 1).
-fn team_stats(t: u32, st: vec4<f32>) -> vec4<f32> {
-    team_st[t] = st;
-    workgroupBarrier();
-    let lane = t % TEAM;
-    for (var s = TEAM / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) { team_st[t] = merge_stats(team_st[t], team_st[t + s]); }
-        workgroupBarrier();
-    }
-    let r = team_st[t - lane];
-    workgroupBarrier(); // team_st is free for the next reduction
-    return r;
-}
-
-// The team's sum of v, read back by every lane.
-fn team_sum(t: u32, v: f32) -> f32 {
-    team_st[t] = vec4<f32>(v, 0.0, 0.0, 0.0);
-    workgroupBarrier();
-    let lane = t % TEAM;
-    for (var s = TEAM / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) { team_st[t].x += team_st[t + s].x; }
-        workgroupBarrier();
-    }
-    let r = team_st[t - lane].x;
-    workgroupBarrier();
-    return r;
-}
-
-@compute @workgroup_size(256)
-fn softmax_rows_team(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
-    // Rows past the end still join the barriers; they read and write nothing.
-    let r = (wid.x + wid.y * nwg.x) * 8u + t / TEAM;
-    let live = r < p.rows;
-    let lane = t % TEAM;
-    let base = r * p.len;
-    var mbase = 0u;
-    if (MASKED == 1u) { mbase = (r / p.group) * p.len; }
-    var st = vec2<f32>(LOWEST, 0.0);
-    var kept = 0.0;
-    if (live) {
-        for (var l = lane; l < p.len; l += TEAM) {
-            if (MASKED == 1u) {
-                if (s_mask[mbase + l] == 0.0) { continue; }
-            }
-            st = online(st, s_x[base + l]);
-            kept += 1.0;
-        }
-    }
-    let all = team_stats(t, vec4<f32>(st, kept, 0.0));
-    st = all.xy;
-    if (!live) { return; }
-    let any = all.z > 0.0;
-    let log_sum = log(max(st.y, 1.0));
-    let inv_sum = 1.0 / max(st.y, 1.0);
-    for (var l = lane; l < p.len; l += TEAM) {
-        var keep = any;
-        if (MASKED == 1u) { keep = keep && s_mask[mbase + l] != 0.0; }
-        let d = s_x[base + l] - st.x;
-        if (LOG == 1u) {
-            s_y[base + l] = select(MASKED_LOG, d - log_sum, keep);
-        } else {
-            s_y[base + l] = select(0.0, exp(d) * inv_sum, keep);
-        }
-    }
-}
-
-@compute @workgroup_size(256)
-fn softmax_backward_team(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
-    let r = (wid.x + wid.y * nwg.x) * 8u + t / TEAM;
-    let live = r < p.rows;
-    let lane = t % TEAM;
-    let base = r * p.len;
-    var dot = 0.0;
-    if (live) {
-        for (var l = lane; l < p.len; l += TEAM) {
-            dot += b_gy[base + l] * b_y[base + l];
-        }
-    }
-    dot = team_sum(t, dot);
-    if (!live) { return; }
-    for (var l = lane; l < p.len; l += TEAM) {
-        b_gx[base + l] = b_y[base + l] * (b_gy[base + l] - dot);
-    }
-}
-
-@compute @workgroup_size(256)
-fn log_softmax_backward_team(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
-    let r = (wid.x + wid.y * nwg.x) * 8u + t / TEAM;
-    let live = r < p.rows;
-    let lane = t % TEAM;
-    let base = r * p.len;
-    var mbase = 0u;
-    if (MASKED == 1u) { mbase = (r / p.group) * p.len; }
-    var total = 0.0;
-    if (live) {
-        for (var l = lane; l < p.len; l += TEAM) {
-            if (MASKED == 1u) {
-                if (lb_mask[mbase + l] == 0.0) { continue; }
-            }
-            total += b_gy[base + l];
-        }
-    }
-    total = team_sum(t, total);
-    if (!live) { return; }
-    for (var l = lane; l < p.len; l += TEAM) {
-        var keep = true;
-        if (MASKED == 1u) { keep = lb_mask[mbase + l] != 0.0; }
-        lb_gx[base + l] = select(0.0, b_gy[base + l] - exp(b_y[base + l]) * total, keep);
-    }
 }

@@ -54,13 +54,16 @@ impl RowKernel {
             RowKernel::PerRow
         }
     }
-    /// The entry point (`per_row` or `team`) and grid for `rows` rows in this form.
-    fn launch(self, per_row: &'static str, team: &'static str, rows: usize) -> (&'static str, [u32; 3]) {
+    /// Invocations per row (the shader's `LANES`).
+    fn lanes(self) -> usize {
         match self {
-            RowKernel::PerRow => (per_row, groups_1d(rows, WG)),
-            // 8 rows per workgroup, counted as 1-wide "invocations" so groups_1d folds the grid.
-            RowKernel::Team => (team, groups_1d(rows.div_ceil(8), 1)),
+            RowKernel::PerRow => 1,
+            RowKernel::Team => 32,
         }
+    }
+    /// The grid for `rows` rows: 256 / lanes rows per workgroup.
+    fn groups(self, rows: usize) -> [u32; 3] {
+        groups_1d(rows, (WG as usize / self.lanes()) as u32)
     }
 }
 
@@ -113,14 +116,14 @@ pub fn softmax_with(kernel: RowKernel, x: &Tensor, mask: Option<&Tensor>, log: b
     let p = Params { rows: rows as u32, len: len as u32, group: group as u32, inv_n: 0.0 };
     // Unmasked: x stands in for the mask binding (never read with MASKED = 0).
     let m = mask.unwrap_or(x);
-    let (entry, groups) = kernel.launch("softmax_rows", "softmax_rows_team", rows);
+    let lanes = ("LANES", kernel.lanes() as f64);
     dev.dispatch(
         &SHADER,
-        entry,
-        &[("LOG", log as u32 as f64), ("MASKED", mask.is_some() as u32 as f64)],
+        "softmax_rows",
+        &[("LOG", log as u32 as f64), ("MASKED", mask.is_some() as u32 as f64), lanes],
         bytemuck::bytes_of(&p),
         &[x.bind(), m.bind(), y.bind()],
-        groups,
+        kernel.groups(rows),
     );
     Ok(y)
 }
@@ -156,8 +159,14 @@ pub fn softmax_backward_with(kernel: RowKernel, y: &Tensor, gy: &Tensor) -> Resu
     let gx = Tensor::empty(dev, "softmax_backward", y.shape(), DType::F32)?;
     let p = Params { rows: rows as u32, len: len as u32, group: 1, inv_n: 0.0 };
     if y.numel() > 0 {
-        let (entry, groups) = kernel.launch("softmax_backward", "softmax_backward_team", rows);
-        dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &[y.bind(), gy.bind(), gx.bind()], groups);
+        dev.dispatch(
+            &SHADER,
+            "softmax_backward",
+            &[("LANES", kernel.lanes() as f64)],
+            bytemuck::bytes_of(&p),
+            &[y.bind(), gy.bind(), gx.bind()],
+            kernel.groups(rows),
+        );
     }
     Ok(gx)
 }
@@ -184,14 +193,13 @@ pub fn log_softmax_backward_with(kernel: RowKernel, y: &Tensor, gy: &Tensor, mas
     };
     let p = Params { rows: rows as u32, len: len as u32, group: group as u32, inv_n: 0.0 };
     let m = mask.unwrap_or(y);
-    let (entry, groups) = kernel.launch("log_softmax_backward", "log_softmax_backward_team", rows);
     dev.dispatch(
         &SHADER,
-        entry,
-        &[("MASKED", mask.is_some() as u32 as f64)],
+        "log_softmax_backward",
+        &[("MASKED", mask.is_some() as u32 as f64), ("LANES", kernel.lanes() as f64)],
         bytemuck::bytes_of(&p),
         &[y.bind(), gy.bind(), m.bind(), gx.bind()],
-        groups,
+        kernel.groups(rows),
     );
     Ok(gx)
 }
