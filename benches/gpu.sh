@@ -5,7 +5,8 @@
 # stopping the next:
 #   1. `atomgrad info` (and nvidia-smi): which adapter atomgrad got;
 #   2. the kernel tests: every fast kernel against its f64 CPU reference on random data;
-#   3. the atomgrad benches for issue 7's targets (train/ steps, then matmul and atom L_A);
+#   3. the atomgrad benches for issue 7's targets (train/ steps, each with its per-kernel GPU time
+#      profile, then matmul and atom L_A);
 #   4. the PyTorch references (benches/reference/*.py), same models, shapes and optimizers;
 #   5. f32 vs mixed-precision training (accuracy), the other benches, the model/training tests,
 #      a wider DCGAN (--channels 128), torch.compile (if time is left);
@@ -159,7 +160,7 @@ run_tests() { # $1 = phase budget in seconds, then test names
 # 2-3. Kernel tests, then the benches of issue 7's targets.
 if [ "$GPU" = 1 ]; then
   run_tests "${GPU_SH_TEST_BUDGET:-100}" $FAST_TESTS
-  stage bench-train 150 "$BIN/kernels" $BENCH_FLAGS train/
+  stage bench-train 150 "$BIN/kernels" $BENCH_FLAGS --profile train/
   stage bench-matmul-atom 120 "$BIN/kernels" $BENCH_FLAGS matmul/ atom/
   stage bench-mixed 60 "$BIN/kernels" $BENCH_FLAGS mixed/
 fi

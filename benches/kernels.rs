@@ -7,7 +7,9 @@
 //! `train/` cases time whole training steps of the experiments' models (forward, backward, Adam,
 //! one submit) on random data of the experiments' shapes, as `benches/reference/*.py` does in
 //! PyTorch: the batch is gathered on the host and uploaded inside the step (as `train::fit` does),
-//! but no file is read or decoded.
+//! but no file is read or decoded. `cargo bench -- --profile train/` adds, under each training
+//! step, where its GPU time goes: kernels by their summed GPU time over 3 profiled steps
+//! (`Device::set_profiling`: timestamps around every dispatch).
 
 use atomgrad::data::fashion::{FashionData, FashionOrigin, ImageSet, PIXELS};
 use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
@@ -27,11 +29,18 @@ struct Bench {
     budget: f64,
     peak_gflops: f64,
     peak_gbs: f64,
+    /// `--profile`: print the per-kernel GPU time of each training step.
+    profile: bool,
 }
 
 impl Bench {
     fn wants(&self, name: &str) -> bool {
         self.filter.is_empty() || self.filter.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    /// Whether any case named `prefix...` can be wanted (to skip a group's setup).
+    fn wants_group(&self, prefix: &str) -> bool {
+        self.wants(prefix) || self.filter.iter().any(|f| f.starts_with(prefix))
     }
 
     /// Seconds per call of `f`: one warm-up, then batches until the time budget is spent.
@@ -112,6 +121,43 @@ impl Bench {
             s1.submits - s0.submits,
             s1.bind_groups_created - s0.bind_groups_created
         );
+        if self.profile {
+            self.print_profile(3, f);
+        }
+    }
+
+    /// Runs `f` (one step) `steps` times with every dispatch timed and prints the kernels that
+    /// take 95% of the GPU time, with their share.
+    fn print_profile(&self, steps: usize, mut f: impl FnMut() -> f64) {
+        if let Err(e) = self.dev.set_profiling(true) {
+            println!("  profile: {e}");
+            return;
+        }
+        for _ in 0..steps {
+            f();
+        }
+        self.dev.set_profiling(false).unwrap();
+        let (kernels, untimed) = self.dev.profile();
+        self.dev.reset_profile();
+        let total: f64 = kernels.iter().map(|k| k.ms).sum();
+        println!(
+            "  profile ({steps} steps, {:.3} ms of kernel time per step, {untimed} dispatches untimed):",
+            total / steps as f64
+        );
+        let mut shown = 0.0;
+        for k in &kernels {
+            if shown >= 0.95 * total {
+                break;
+            }
+            shown += k.ms;
+            println!(
+                "    {:<40} {:>9.3} ms/step {:>5.1}%  {} dispatches/step",
+                k.name,
+                k.ms / steps as f64,
+                100.0 * k.ms / total,
+                k.dispatches as usize / steps
+            );
+        }
     }
 }
 
@@ -150,6 +196,7 @@ fn rand(dev: &Device, rng: &mut Rng, shape: &[usize]) -> Tensor {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let profile = args.iter().any(|a| a == "--profile");
     let filter = args.into_iter().filter(|a| !a.starts_with("--")).collect();
     let dev = Device::new().unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -157,8 +204,14 @@ fn main() {
     });
     let gpu = dev.class() == atomgrad::device::AdapterClass::Gpu;
     println!("adapter: {}", dev.describe());
-    let mut b =
-        Bench { dev: dev.clone(), filter, budget: if quick { 0.1 } else { 0.5 }, peak_gflops: 0.0, peak_gbs: 0.0 };
+    let mut b = Bench {
+        dev: dev.clone(),
+        filter,
+        budget: if quick { 0.1 } else { 0.5 },
+        peak_gflops: 0.0,
+        peak_gbs: 0.0,
+        profile,
+    };
     let mut rng = Rng::new(0);
 
     // Ceilings, measured first so every later line can be read against them.
@@ -365,7 +418,7 @@ fn main() {
     }
 
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.
-    if b.wants("step/") {
+    if b.wants_group("step/") {
         let model = atomgrad::nn::Mlp::new(&dev, "mlp", &[2, 64, 64, 2], atomgrad::nn::Activation::Relu, 0).unwrap();
         let mut opt = Adam::new(model.params(), AdamConfig::default()).unwrap();
         let xb = rand(&dev, &mut rng, &[64, 2]);
@@ -397,7 +450,7 @@ fn main() {
 
     // Whole training steps of the experiments' models (issue 7's PyTorch comparisons):
     // ms per step and samples/s, `benches/reference/*.py` measure the same in PyTorch.
-    if b.wants("train/") {
+    if b.wants_group("train/") {
         // Fashion-MNIST CNN (ClassifyConfig::fashion(): channels 16, 32; Adam lr 2e-3) at batch 128.
         let batch = 128;
         let data = FashionData {

@@ -88,6 +88,11 @@ pub(crate) struct Inner {
 struct State {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
+    /// Per-kernel GPU timing, when on (`Device::set_profiling`).
+    prof: Option<Profiler>,
+    /// Kernel name -> (dispatches, ms) profiled so far, and the dispatches that went untimed.
+    prof_totals: HashMap<String, (u64, f64)>,
+    prof_untimed: u64,
     params: Vec<u8>,
     param_chunks: Vec<wgpu::Buffer>,
     free: HashMap<u64, Vec<wgpu::Buffer>>,
@@ -95,6 +100,28 @@ struct State {
     staging: HashMap<u64, Vec<wgpu::Buffer>>,
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     stats: Stats,
+}
+
+/// Dispatches timed per submit in profiling mode (two timestamps each; wgpu's query-set limit is
+/// 4096); later ones in the same submit run untimed and are counted.
+const PROFILE_DISPATCHES: usize = 2048;
+
+/// GPU time of one kernel over the dispatches profiled (`Device::profile`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// `shader::entry`, e.g. `matmul::mm_tiled128`.
+    pub name: String,
+    pub dispatches: u64,
+    /// Sum of the dispatches' GPU times (end minus start timestamp of each one's pass).
+    pub ms: f64,
+}
+
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Kernel names of the timed dispatches recorded since the last submit, in order.
+    pending: Vec<String>,
 }
 
 /// What a dispatch binds: its pipeline, its parameter block and its storage buffers.
@@ -472,11 +499,40 @@ impl Device {
                 bg
             }
         };
-        let pass = self.pass(&mut st);
+        st.stats.dispatches += 1;
+        if st.prof.is_none() {
+            let pass = self.pass(&mut st);
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            return;
+        }
+        // Profiling: a pass of its own, with timestamps at its start and end.
+        st.pass = None;
+        let st = &mut *st;
+        let enc = st.encoder.get_or_insert_with(|| {
+            self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") })
+        });
+        let prof = st.prof.as_mut().expect("profiling is on");
+        let slot = prof.pending.len() as u32;
+        let timed = prof.pending.len() < PROFILE_DISPATCHES;
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: timed.then_some(wgpu::ComputePassTimestampWrites {
+                query_set: &prof.queries,
+                beginning_of_pass_write_index: Some(2 * slot),
+                end_of_pass_write_index: Some(2 * slot + 1),
+            }),
+        });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        st.stats.dispatches += 1;
+        drop(pass);
+        if timed {
+            prof.pending.push(format!("{}::{entry}", shader.name));
+        } else {
+            st.prof_untimed += 1;
+        }
     }
 
     fn pass<'a>(&self, st: &'a mut State) -> &'a mut wgpu::ComputePass<'static> {
@@ -516,11 +572,18 @@ impl Device {
         self.encoder(&mut st).copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes);
     }
 
-    /// Submits everything recorded so far as one command buffer.
+    /// Submits everything recorded so far as one command buffer (in profiling mode, also waits
+    /// for it and adds up its dispatches' GPU times).
     pub fn flush(&self) -> Result<()> {
         let mut st = self.state();
         st.pass = None;
-        if let Some(enc) = st.encoder.take() {
+        if let Some(mut enc) = st.encoder.take() {
+            let timed = st.prof.as_ref().map_or(0, |p| p.pending.len() as u64);
+            if let Some(prof) = st.prof.as_ref().filter(|_| timed > 0) {
+                // The timestamps into a mappable buffer, behind the step's commands.
+                enc.resolve_query_set(&prof.queries, 0..2 * timed as u32, &prof.resolve, 0);
+                enc.copy_buffer_to_buffer(&prof.resolve, 0, &prof.readback, 0, 16 * timed);
+            }
             // The parameter arena goes up in one write per chunk, ahead of the commands that read it.
             let params = std::mem::take(&mut st.params);
             for (i, c) in params.chunks(PARAM_CHUNK as usize).enumerate() {
@@ -530,6 +593,9 @@ impl Device {
             st.params = params;
             st.params.clear();
             st.stats.submits += 1;
+            if timed > 0 {
+                self.collect_profile(&mut st, timed)?;
+            }
         }
         let limbo = std::mem::take(&mut st.limbo);
         let mut touched = Vec::new();
@@ -548,6 +614,100 @@ impl Device {
         }
         drop(st);
         self.check()
+    }
+
+    /// Waits for the submit that resolved `timed` dispatches' timestamps and adds each one's
+    /// time to its kernel.
+    fn collect_profile(&self, st: &mut State, timed: u64) -> Result<()> {
+        let prof = st.prof.as_mut().expect("profiling is on");
+        let totals = &mut st.prof_totals;
+        let slice = prof.readback.slice(0..16 * timed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("profile readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping the profile buffer failed: {e}")))?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(
+            &slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading the profile buffer failed: {e:?}")))?,
+        );
+        prof.readback.unmap();
+        let ns_per_tick = self.inner.queue.get_timestamp_period() as f64;
+        for (name, t) in prof.pending.drain(..).zip(ticks.chunks_exact(2)) {
+            let e = totals.entry(name).or_default();
+            e.0 += 1;
+            e.1 += t[1].saturating_sub(t[0]) as f64 * ns_per_tick * 1e-6;
+        }
+        Ok(())
+    }
+
+    /// Profiling mode: each dispatch runs in a compute pass of its own with GPU timestamps at
+    /// its start and end, and every flush waits for the GPU and adds the times up per kernel
+    /// (`profile`). Far slower than normal recording (a pass per dispatch, a wait per submit): it
+    /// shows where a step's time goes, it does not time the step. Needs timestamp queries
+    /// (`atomgrad info`); switching it off keeps the totals until `reset_profile`.
+    pub fn set_profiling(&self, on: bool) -> Result<()> {
+        if on == self.state().prof.is_some() {
+            return Ok(());
+        }
+        // What is recorded so far is timed (or not) as it was recorded.
+        self.flush()?;
+        if !on {
+            self.state().prof = None;
+            return Ok(());
+        }
+        if !self.inner.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Config(format!(
+                "profiling needs timestamp queries, which {} does not offer",
+                self.inner.info.name
+            )));
+        }
+        let d = &self.inner.device;
+        let bytes = 16 * PROFILE_DISPATCHES as u64;
+        let prof = Profiler {
+            queries: d.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * PROFILE_DISPATCHES as u32,
+            }),
+            resolve: d.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: d.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            pending: Vec::new(),
+        };
+        self.state().prof = Some(prof);
+        Ok(())
+    }
+
+    /// GPU time per kernel profiled so far, most first, and the dispatches that went untimed
+    /// (more than 2048 in one submit).
+    pub fn profile(&self) -> (Vec<KernelTime>, u64) {
+        let st = self.state();
+        let mut v: Vec<KernelTime> =
+            st.prof_totals.iter().map(|(k, &(n, ms))| KernelTime { name: k.clone(), dispatches: n, ms }).collect();
+        v.sort_by(|a, b| b.ms.total_cmp(&a.ms).then_with(|| a.name.cmp(&b.name)));
+        (v, st.prof_untimed)
+    }
+
+    /// Forgets the profiled times.
+    pub fn reset_profile(&self) {
+        let mut st = self.state();
+        st.prof_totals.clear();
+        st.prof_untimed = 0;
     }
 
     /// Reports a GPU validation error or device loss seen since the last check.

@@ -61,3 +61,45 @@ fn pooled_buffers_are_reused_after_a_submit() {
     assert_eq!(dev.stats().buffers_created, created);
     drop(b);
 }
+
+#[test]
+fn profiling_times_every_dispatch_per_kernel_and_changes_no_result() {
+    let dev = own_device(); // the mode is per device: keep it away from the shared one
+    if !dev.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+        let e = dev.set_profiling(true).unwrap_err();
+        assert!(e.to_string().contains("timestamp"), "{e}");
+        return;
+    }
+    let a =
+        Tensor::from_slice(&dev, &(0..96 * 80).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(), &[96, 80]).unwrap();
+    let b =
+        Tensor::from_slice(&dev, &(0..80 * 72).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>(), &[80, 72]).unwrap();
+    let run = || {
+        let c = atomgrad::ops::matmul::matmul(&a, &b, false, false).unwrap();
+        let d = atomgrad::ops::matmul::matmul(&a, &b, false, false).unwrap();
+        let s = atomgrad::ops::softmax::softmax(&c, None).unwrap();
+        (c.to_vec().unwrap(), d.to_vec().unwrap(), s.to_vec().unwrap())
+    };
+    let plain = run();
+    assert_eq!(dev.profile(), (Vec::new(), 0), "nothing profiled yet");
+    dev.set_profiling(true).unwrap();
+    let before = dev.stats().dispatches;
+    let profiled = run();
+    let dispatches = dev.stats().dispatches - before;
+    dev.set_profiling(false).unwrap();
+    assert!(plain == profiled, "profiling changed a result");
+    let (kernels, untimed) = dev.profile();
+    assert_eq!(untimed, 0);
+    assert_eq!(kernels.iter().map(|k| k.dispatches).sum::<u64>(), dispatches, "{kernels:?}");
+    let mm: Vec<_> = kernels.iter().filter(|k| k.name.starts_with("matmul::mm_")).collect();
+    assert_eq!(mm.len(), 1, "{kernels:?}");
+    assert_eq!(mm[0].dispatches, 2, "{kernels:?}");
+    assert!(kernels.iter().any(|k| k.name == "softmax::softmax_rows"), "{kernels:?}");
+    assert!(kernels.iter().all(|k| k.ms.is_finite() && k.ms >= 0.0), "{kernels:?}");
+    assert!(kernels.windows(2).all(|w| w[0].ms >= w[1].ms), "not sorted by time: {kernels:?}");
+    // off: dispatches go back to the one long pass and the totals stay until reset
+    run();
+    assert_eq!(dev.profile().0, kernels);
+    dev.reset_profile();
+    assert_eq!(dev.profile(), (Vec::new(), 0));
+}

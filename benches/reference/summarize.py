@@ -15,6 +15,8 @@ import sys
 
 # "name   12.345 ms   67.89 GFLOP/s ..." or "... samples/s ..." (benches/kernels.rs)
 LINE = re.compile(r"^(?P<name>\S.*?)\s+(?P<ms>\d+\.\d+) ms\s+(?P<rate>\d+\.\d+) (?P<unit>GFLOP/s|GB/s|samples/s)?")
+# "    atom::structure_backward   1.234 ms/step  44.7%  1 dispatches/step" (--profile, under a step)
+PROFILE = re.compile(r"^\s+(?P<kernel>\w+::\w+)\s+(?P<ms>\d+\.\d+) ms/step\s+(?P<pct>\d+\.\d+)%")
 
 
 def read(path):
@@ -33,14 +35,20 @@ def main():
         if len(f) == 4:
             stages.append({"stage": f[0], "status": f[1], "exit": int(f[2]), "seconds": int(f[3])})
     names = sorted(n for n in os.listdir(out) if n.endswith(".out")) if os.path.isdir(out) else []
-    ours, refs, vocab = {}, [], None
+    ours, refs, vocab, profiles = {}, [], None, {}
     for n in names:
         text = read(os.path.join(out, n))
         if n.startswith("bench"):
+            case = None
             for line in text.splitlines():
                 m = LINE.match(line)
                 if m and m["unit"]:
-                    ours[m["name"].strip()] = {"ms": float(m["ms"]), "rate": float(m["rate"]), "unit": m["unit"]}
+                    case = m["name"].strip()
+                    ours[case] = {"ms": float(m["ms"]), "rate": float(m["rate"]), "unit": m["unit"]}
+                k = PROFILE.match(line)
+                if k and case:
+                    profiles.setdefault(case, []).append(
+                        {"kernel": k["kernel"], "ms_per_step": float(k["ms"]), "percent": float(k["pct"])})
                 v = re.match(r"# sentiment data: vocab (\d+)", line)
                 if v:
                     vocab = int(v[1])
@@ -132,6 +140,7 @@ def main():
         "pytorch_refs": refs,
         "table": table,
         "alternatives": alternatives,
+        "step_profiles": profiles,
         "ratio": "atomgrad throughput / PyTorch throughput (time ratio for ms rows); > 1 = atomgrad faster",
     }
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -157,6 +166,11 @@ def main():
         r = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
         print(f"{t['name']:<{w}} | {fmt(t['atomgrad']):>12} | {fmt(t['pytorch']):>12} | {t['unit']:<9} | {r}")
     print("\nratio = atomgrad / PyTorch throughput (PyTorch ms / atomgrad ms for the atom row); > 1: atomgrad faster")
+    if profiles:
+        print("\nwhere the training steps' GPU time goes (top kernels, share of kernel time):")
+        for case, ks in profiles.items():
+            top = ", ".join(f"{k['kernel']} {k['percent']:.0f}%" for k in ks[:3])
+            print(f"  {case}: {top}")
     if alternatives:
         print("\nalternatives beside the default (speedup > 1: the alternative is faster):")
         for x in alternatives:
