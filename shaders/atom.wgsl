@@ -1,9 +1,12 @@
 // Atom-modeling kernels (docs/spec: shared/spec/atom-modeling.md):
 //   pdist:              dbar[A, B] = |z_A - z_B| for latents z [N, D]; NORM (override) picks the distance:
-//                       0 = sqrt(|.|_2^2 + eps^2) (the loss's floored distance), 1 = |.|_1, 2 = |.|_2
-//   pdist_backward:     dz[A, d] = sum_B (G[A, B] + G[B, A]) * dd(A, B)/dz_A[d], gathered per (A, d):
-//                       NORM 0: (z_A - z_B)[d] / dbar; 1: sign((z_A - z_B)[d]) (0 at 0);
-//                       2: (z_A - z_B)[d] / dbar, 0 where dbar = 0
+//                       0 = sqrt(|.|_2^2 + eps^2) (the loss's floored distance), 1 = |.|_1, 2 = |.|_2.
+//                       One invocation per 4 x 4 block of pairs (A, B), 8 loads per 16 differences.
+//   pdist_coef:         coef[B, A] = (G[A, B] + G[B, A]) / dbar[A, B] (NORM 0, 2; 0 where dbar = 0) or
+//                       G[A, B] + G[B, A] (NORM 1): the pair's weight in the gradient, once per pair.
+//   pdist_backward:     dz[A, d] = sum_B coef[B, A] * (z_A - z_B)[d] (NORM 0, 2) or
+//                       sum_B coef[B, A] * sign((z_A - z_B)[d]) (NORM 1; 0 at 0), gathered: one
+//                       invocation per 4 samples A x 4 dims d, looping B in order.
 //   structure_partial:  for tokens h [N, n, m], importances w [N, n] and per-sample token counts
 //                       cnt [N] (tokens i >= cnt[A] are padding and never read), the weighted
 //                       all-pairs token distance S[A, B] = sum_i sum_j w_Ai w_Bj d_ij(A, B),
@@ -40,15 +43,16 @@
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
 //   pdist:              1 z (read), 2 dbar (write)
-//   pdist_backward:     1 z, 2 dbar, 3 g (read), 4 dz (write)
+//   pdist_coef:         1 dbar, 2 g (read), 3 coef (write)
+//   pdist_backward:     1 z, 2 coef (read), 3 dz (write)
 //   structure_partial:  1 h, 2 w, 3 cnt (u32) (read), 4 part (write)
 //   structure_reduce:   1 part (read), 2 s (write)
 //   structure_backward: 1 h, 2 w, 3 cnt (u32), 4 g (read), 5 dh, 6 dw (write)
 //   sum_splits:         1 part (read), 2 out (write)
 //   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
 // Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
-// barriers). pdist, pdist_backward, structure_reduce, sum_splits, mask_tokens: 256 invocations, one
-// per output element. structure_partial: 64 invocations, one per (B, A, i-tile), the i-tile fastest
+// barriers). pdist, pdist_backward: 64 invocations, one per 4 x 4 output block (block row fastest);
+// pdist_coef, structure_reduce, sum_splits, mask_tokens: 256 invocations, one per output element. structure_partial: 64 invocations, one per (B, A, i-tile), the i-tile fastest
 // and B slowest, so the lanes of a SIMD group share B and run the same number of j-tiles;
 // structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest. The grid
 // folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * workgroup size).
@@ -79,9 +83,11 @@ const MC: u32 = 32u;
 // pdist / pdist_backward
 @group(0) @binding(1) var<storage, read> pd_z: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pd_out: array<f32>;
-@group(0) @binding(2) var<storage, read> pb_dbar: array<f32>;
-@group(0) @binding(3) var<storage, read> pb_g: array<f32>;
-@group(0) @binding(4) var<storage, read_write> pb_dz: array<f32>;
+@group(0) @binding(1) var<storage, read> pc_dbar: array<f32>;
+@group(0) @binding(2) var<storage, read> pc_g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> pc_coef: array<f32>;
+@group(0) @binding(2) var<storage, read> pb_coef: array<f32>;
+@group(0) @binding(3) var<storage, read_write> pb_dz: array<f32>;
 // structure_*
 @group(0) @binding(1) var<storage, read> st_h: array<f32>;
 @group(0) @binding(2) var<storage, read> st_w: array<f32>;
@@ -104,53 +110,125 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
     return gid.x + gid.y * nwg.x * wg;
 }
 
-@compute @workgroup_size(256)
+// Column d of rows r0 .. r0 + 3 of z [rows, D = p.m], rows past the end clamped to the last one.
+fn z4(r0: u32, d: u32) -> vec4<f32> {
+    let last = p.ns - 1u;
+    return vec4<f32>(pd_z[min(r0, last) * p.m + d], pd_z[min(r0 + 1u, last) * p.m + d],
+        pd_z[min(r0 + 2u, last) * p.m + d], pd_z[min(r0 + 3u, last) * p.m + d]);
+}
+
+// The distance from its accumulated sum (squares, or absolute values for NORM 1).
+fn finish_dist(acc: vec4<f32>) -> vec4<f32> {
+    if (NORM == 0u) { return sqrt(acc + vec4<f32>(p.eps2)); }
+    if (NORM == 2u) { return sqrt(acc); }
+    return acc;
+}
+
+@compute @workgroup_size(64)
 fn pdist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 64u);
+    let blocks = (p.ns + 3u) / 4u;
+    if (idx >= blocks * blocks) { return; }
+    let a0 = (idx % blocks) * 4u;
+    let b0 = (idx / blocks) * 4u;
+    // acc[i][j] for the pair (a0 + i, b0 + j). (z_A - z_B) is the exact negation of (z_B - z_A)
+    // and every element takes the same operations in the same order, so dbar is bit-symmetric.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var d = 0u; d < p.m; d++) {
+        let za = z4(a0, d);
+        let zb = z4(b0, d);
+        let e0 = za.x - zb;
+        let e1 = za.y - zb;
+        let e2 = za.z - zb;
+        let e3 = za.w - zb;
+        if (NORM == 1u) {
+            acc0 += abs(e0);
+            acc1 += abs(e1);
+            acc2 += abs(e2);
+            acc3 += abs(e3);
+        } else {
+            acc0 = fma(e0, e0, acc0);
+            acc1 = fma(e1, e1, acc1);
+            acc2 = fma(e2, e2, acc2);
+            acc3 = fma(e3, e3, acc3);
+        }
+    }
+    let rows = mat4x4<f32>(finish_dist(acc0), finish_dist(acc1), finish_dist(acc2), finish_dist(acc3));
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (a0 + i < p.ns && b0 + j < p.ns) { pd_out[(a0 + i) * p.ns + b0 + j] = rows[i][j]; }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn pdist_coef(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 256u);
     if (idx >= p.total) { return; }
     let a = idx / p.ns;
     let b = idx % p.ns;
-    // (z_A - z_B) is the exact negation of (z_B - z_A), so dbar comes out bit-symmetric.
-    var acc = 0.0;
-    for (var d = 0u; d < p.m; d++) {
-        let diff = pd_z[a * p.m + d] - pd_z[b * p.m + d];
-        if (NORM == 1u) {
-            acc += abs(diff);
-        } else {
-            acc += diff * diff;
-        }
+    let g = pc_g[a * p.ns + b] + pc_g[b * p.ns + a];
+    var c = g;
+    if (NORM != 1u) {
+        // NORM 2 at distance 0 (and A == B): gradient defined as 0.
+        let dist = pc_dbar[a * p.ns + b];
+        c = select(0.0, g / dist, dist > 0.0);
     }
-    var out = acc;
-    if (NORM == 0u) {
-        out = sqrt(acc + p.eps2);
-    } else if (NORM == 2u) {
-        out = sqrt(acc);
-    }
-    pd_out[idx] = out;
+    pc_coef[b * p.ns + a] = c;
 }
 
-@compute @workgroup_size(256)
+// Dims d0 .. d0 + 3 of row r of z (dims past D clamped to the last one).
+fn z_dims4(r: u32, d0: u32) -> vec4<f32> {
+    let row = r * p.m;
+    let last = p.m - 1u;
+    return vec4<f32>(pd_z[row + d0], pd_z[row + min(d0 + 1u, last)], pd_z[row + min(d0 + 2u, last)],
+        pd_z[row + min(d0 + 3u, last)]);
+}
+
+@compute @workgroup_size(64)
 fn pdist_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat(gid, nwg, 256u);
-    if (idx >= p.total) { return; }
-    let a = idx / p.m;
-    let d = idx % p.m;
-    let za = pd_z[idx];
-    var acc = 0.0;
+    let idx = flat(gid, nwg, 64u);
+    let ablocks = (p.ns + 3u) / 4u;
+    let dblocks = (p.m + 3u) / 4u;
+    if (idx >= ablocks * dblocks) { return; }
+    let a0 = (idx % ablocks) * 4u;
+    let d0 = (idx / ablocks) * 4u;
+    let lasta = p.ns - 1u;
+    // z_A at the block's dims, rows a0 .. a0 + 3 (clamped past the ends; those sums are not stored).
+    let za0 = z_dims4(a0, d0);
+    let za1 = z_dims4(min(a0 + 1u, lasta), d0);
+    let za2 = z_dims4(min(a0 + 2u, lasta), d0);
+    let za3 = z_dims4(min(a0 + 3u, lasta), d0);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var b = 0u; b < p.ns; b++) {
-        let g = pb_g[a * p.ns + b] + pb_g[b * p.ns + a];
-        let diff = za - pd_z[b * p.m + d];
-        var coef: f32;
+        let cb = b * p.ns;
+        let c = vec4<f32>(pb_coef[cb + min(a0, lasta)], pb_coef[cb + min(a0 + 1u, lasta)],
+            pb_coef[cb + min(a0 + 2u, lasta)], pb_coef[cb + min(a0 + 3u, lasta)]);
+        let zb = z_dims4(b, d0);
         if (NORM == 1u) {
-            coef = sign(diff);
+            acc0 = fma(vec4<f32>(c.x), sign(za0 - zb), acc0);
+            acc1 = fma(vec4<f32>(c.y), sign(za1 - zb), acc1);
+            acc2 = fma(vec4<f32>(c.z), sign(za2 - zb), acc2);
+            acc3 = fma(vec4<f32>(c.w), sign(za3 - zb), acc3);
         } else {
-            let dist = pb_dbar[a * p.ns + b];
-            // NORM 2 at distance 0 (and A == B): gradient defined as 0.
-            coef = select(0.0, diff / dist, dist > 0.0);
+            acc0 = fma(vec4<f32>(c.x), za0 - zb, acc0);
+            acc1 = fma(vec4<f32>(c.y), za1 - zb, acc1);
+            acc2 = fma(vec4<f32>(c.z), za2 - zb, acc2);
+            acc3 = fma(vec4<f32>(c.w), za3 - zb, acc3);
         }
-        acc += g * coef;
     }
-    pb_dz[idx] = acc;
+    let rows = mat4x4<f32>(acc0, acc1, acc2, acc3);
+    for (var r = 0u; r < 4u; r++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (a0 + r < p.ns && d0 + j < p.m) { pb_dz[(a0 + r) * p.m + d0 + j] = rows[r][j]; }
+        }
+    }
 }
 
 // Flat offsets of the 4 token rows of tile (sample s, tokens t0..t0+3), clamped to valid tokens.

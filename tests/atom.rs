@@ -65,8 +65,9 @@ fn rel(a: f64, b: f64) -> f64 {
 fn pdist_forward_and_backward_match_reference() {
     let dev = device();
     let mut rng = Rng::new(1);
-    for ns in [2usize, 3, 5] {
-        for d in [1usize, 2, 9] {
+    // sizes around the kernels' 4 x 4 blocks: one partial block, several with a partial last
+    for ns in [2usize, 3, 5, 9] {
+        for d in [1usize, 2, 9, 17] {
             let z = rng.vec(ns * d, -1.0, 1.0);
             let g = rng.vec(ns * ns, -1.0, 1.0);
             let zt = upload(&dev, &z, &[ns, d]);

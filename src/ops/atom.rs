@@ -190,14 +190,15 @@ pub fn pdist(z: &Tensor, norm: Norm, eps: f32) -> Result<Tensor> {
     check_eps("atom_pdist", eps, false)?;
     let dev = z.device();
     let out = Tensor::empty(dev, "atom_pdist", &[n, n], DType::F32)?;
-    let p = Params { ns: n as u32, m: d as u32, eps2: eps * eps, total: (n * n) as u32, ..Params::new() };
+    let p = Params { ns: n as u32, m: d as u32, eps2: eps * eps, ..Params::new() };
+    // One invocation per 4 x 4 block of pairs.
     dev.dispatch(
         &SHADER,
         "pdist",
         &[("NORM", norm.code())],
         bytemuck::bytes_of(&p),
         &[z.bind(), out.bind()],
-        groups_1d(n * n, WG),
+        groups_1d(n.div_ceil(4) * n.div_ceil(4), WG_STRUCT),
     );
     Ok(out)
 }
@@ -212,15 +213,27 @@ pub fn pdist_backward(z: &Tensor, dbar: &Tensor, g: &Tensor, norm: Norm) -> Resu
         ));
     }
     let dev = z.device();
+    // The pairs' weights once (coef [N, N], transposed), then the register-blocked gather.
+    let coef = Tensor::empty(dev, "atom_pdist_backward", &[n, n], DType::F32)?;
+    let p = Params { ns: n as u32, m: d as u32, total: (n * n) as u32, ..Params::new() };
+    let norm_code = [("NORM", norm.code())];
+    dev.dispatch(
+        &SHADER,
+        "pdist_coef",
+        &norm_code,
+        bytemuck::bytes_of(&p),
+        &[dbar.bind(), g.bind(), coef.bind()],
+        groups_1d(n * n, WG),
+    );
     let dz = Tensor::empty(dev, "atom_pdist_backward", &[n, d], DType::F32)?;
-    let p = Params { ns: n as u32, m: d as u32, total: (n * d) as u32, ..Params::new() };
+    let blocks = n.div_ceil(4) * d.div_ceil(4);
     dev.dispatch(
         &SHADER,
         "pdist_backward",
-        &[("NORM", norm.code())],
+        &norm_code,
         bytemuck::bytes_of(&p),
-        &[z.bind(), dbar.bind(), g.bind(), dz.bind()],
-        groups_1d(n * d, WG),
+        &[z.bind(), coef.bind(), dz.bind()],
+        groups_1d(blocks, WG_STRUCT),
     );
     Ok(dz)
 }
