@@ -285,9 +285,18 @@ fn main() {
     }
     // Matmul at the experiments' own shapes (batch, M, K, N): the Transformer's projections and
     // attention blocks, the CNN's head, the synthetic task's token MLP; every core and the default.
-    for (bt, m, k, n) in
-        [(1, 4096, 64, 128), (1, 4096, 128, 64), (256, 64, 16, 64), (1, 128, 1568, 10), (1, 512, 12, 32)]
-    {
+    for (bt, m, k, n) in [
+        (1, 4096, 64, 64),
+        (1, 4096, 64, 128),
+        (1, 4096, 64, 192),
+        (1, 4096, 128, 64),
+        (1, 64, 4096, 64),
+        (1, 64, 4096, 192),
+        (64, 64, 64, 64),
+        (256, 64, 16, 64),
+        (1, 128, 1568, 10),
+        (1, 512, 12, 32),
+    ] {
         let a = rand(&dev, &mut rng, &[bt, m, k]);
         let c = rand(&dev, &mut rng, &[bt, k, n]);
         let flops = 2.0 * (bt * m * k * n) as f64;

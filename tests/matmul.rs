@@ -124,15 +124,22 @@ fn matmul_gradients_match_finite_differences() {
             1e-3,
         );
     }
-    // A broadcast weight over a batch: its gradient sums over the batch.
-    grad_check(
-        "batched x shared weight",
-        &[(rng.vec(2 * 3 * 4, -1.0, 1.0), vec![2, 3, 4]), (rng.vec(4 * 5, -1.0, 1.0), vec![4, 5])],
-        &[true, true],
-        |v| v[0].matmul(&v[1]),
-        |i| cpu::matmul(&i[0], 2, 3, 4, false, &i[1], 1, 4, 5, false),
-        1e-3,
-    );
+    // A broadcast weight over a batch: its gradient sums over the batch (on CPU adapters as one
+    // product over the folded batch), stored as is, transposed (a linear layer's x Wᵀ), or
+    // multiplied by transposed A's (which do not fold).
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let sa = if ta { vec![2, 4, 3] } else { vec![2, 3, 4] };
+        let sb = if tb { vec![5, 4] } else { vec![4, 5] };
+        let (sa2, sb2) = (sa.clone(), sb.clone());
+        grad_check(
+            &format!("batched x shared weight ta={ta} tb={tb}"),
+            &[(rng.vec(2 * 3 * 4, -1.0, 1.0), sa), (rng.vec(4 * 5, -1.0, 1.0), sb)],
+            &[true, true],
+            move |v| v[0].matmul_t(&v[1], ta, tb),
+            move |i| cpu::matmul(&i[0], 2, sa2[1], sa2[2], ta, &i[1], 1, sb2[0], sb2[1], tb),
+            1e-3,
+        );
+    }
 }
 
 #[test]

@@ -106,12 +106,16 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
             ),
         ));
     }
+    let mut shape = lead.to_vec();
+    shape.extend([m, n]);
+    // A batch of row-major A's times one shared B is one product with the batch folded into M
+    // (the same memory on both sides): one tall matrix fills the large cores' tiles where a
+    // batch of short ones does not (a linear layer on [batch, tokens, features]).
+    let (ba, ra, m) = if bb == 1 && ba > 1 && !trans_a { (1, ba * ra, ba * m) } else { (ba, ra, m) };
     let batch = ba.max(bb);
     if batch > 65535 {
         return Err(Error::shape("matmul", format!("batch of {batch} exceeds 65535")));
     }
-    let mut shape = lead.to_vec();
-    shape.extend([m, n]);
     let dev = a.device();
     let c = Tensor::empty(dev, "matmul", &shape, DType::F32)?;
     // Strides of op(A)[b, m, k] and op(B)[b, k, n] into the stored row-major matrices.
