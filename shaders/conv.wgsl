@@ -12,8 +12,9 @@
 //   conv_backward_input:  1 dy (read), 2 w (read), 3 dx (write)
 //       dx[n, c, ih, iw] = sum over o, kh, kw with (ih + ph - kh) % sh == 0 (same for w) and the
 //       output position in range of dy[n, o, oh, ow] * w[o, c, kh, kw]; one invocation: CB input
-//       channels x PB neighbouring pixels of one row (gather form; PB > 1 needs sw == 1, where
-//       every pixel of the block reaches its outputs through the same taps).
+//       channels x PB pixels of one row, sw apart (gather form): pixels of one residue class
+//       modulo sw reach their outputs through the same taps, at neighbouring ow, so each tap loads
+//       PB neighbouring dy values and CB weights for PB * CB multiply-adds.
 //   conv_backward_weight: 1 dy (read), 2 x (read), 3 dw (write)
 //       dw[s, o, c, kh, kw] = sum over rows (n, oh) of split s, then ow, of dy * x; with splits = 1
 //       this is the weight gradient itself, otherwise the host sums the partials over s. One
@@ -154,12 +155,14 @@ fn dy_at(row: u32, ow: i32) -> f32 {
     return select(0.0, bi_dy[row + u32(clamp(ow, 0, i32(p.wo) - 1))], ok);
 }
 
+// The PB pixels iw0, iw0 + sw, .. of row (n, c, ih) that lie inside dx.
 fn dx_store(n: u32, c: u32, ih: u32, iw0: u32, a: vec4<f32>) {
     let base = ((n * p.c + c) * p.h + ih) * p.w + iw0;
-    bi_dx[base] = a.x;
-    if (PB > 1u && iw0 + 1u < p.w) { bi_dx[base + 1u] = a.y; }
-    if (PB > 2u && iw0 + 2u < p.w) { bi_dx[base + 2u] = a.z; }
-    if (PB > 3u && iw0 + 3u < p.w) { bi_dx[base + 3u] = a.w; }
+    let s = p.sw;
+    if (iw0 < p.w) { bi_dx[base] = a.x; }
+    if (PB > 1u && iw0 + s < p.w) { bi_dx[base + s] = a.y; }
+    if (PB > 2u && iw0 + 2u * s < p.w) { bi_dx[base + 2u * s] = a.z; }
+    if (PB > 3u && iw0 + 3u * s < p.w) { bi_dx[base + 3u * s] = a.w; }
 }
 
 @compute @workgroup_size(256)
@@ -167,10 +170,13 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
     // Pixel blocks vary fastest, so neighbouring lanes share (n, c block, ih): uniform weight
-    // loads, contiguous dy loads (as in conv_forward).
-    let wblocks = (p.w + PB - 1u) / PB;
+    // loads, contiguous dy loads (as in conv_forward). Block b holds pixels of residue b % sw
+    // modulo sw: iw0 + j sw for j < PB, iw0 = b % sw + sw PB (b / sw).
+    let per_class = (p.w + p.sw - 1u) / p.sw; // pixels of residue 0, the most of any class
+    let wblocks = p.sw * ((per_class + PB - 1u) / PB);
     let cblocks = (p.c + CB - 1u) / CB;
-    let iw0 = (i % wblocks) * PB;
+    let wb = i % wblocks;
+    let iw0 = wb % p.sw + p.sw * PB * (wb / p.sw);
     var r = i / wblocks;
     let ih = r % p.h;
     r = r / p.h;
@@ -184,8 +190,8 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let k2 = min(c0 + 2u, p.c - 1u) * kk;
     let k3 = min(c0 + 3u, p.c - 1u) * kk;
     // Position in the padded input; tap kh reaches it from output row oh = (hp - kh) / sh when
-    // the division is exact, so kh walks the residue class of hp modulo sh (the same for kw
-    // when PB == 1; with PB > 1, sw == 1 and every tap is in the class).
+    // the division is exact, so kh walks the residue class of hp modulo sh; the same for kw, and
+    // every pixel of the block is in the same class along W.
     let hp = ih + p.ph;
     let wp = iw0 + p.pw;
     let kh0 = hp % p.sh;
@@ -210,7 +216,8 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
                     if (ow >= p.wo) { continue; }
                     g.x = bi_dy[row + ow];
                 } else {
-                    let ow = i32(wp) - i32(kw);
+                    // Exact: wp - kw is a multiple of sw (negative for taps past the left edge).
+                    let ow = (i32(wp) - i32(kw)) / i32(p.sw);
                     g = vec4<f32>(dy_at(row, ow), dy_at(row, ow + 1), 0.0, 0.0);
                     if (PB > 2u) { g.z = dy_at(row, ow + 2); }
                     if (PB > 3u) { g.w = dy_at(row, ow + 3); }

@@ -236,13 +236,14 @@ fn forward_raw(op: &'static str, x: &Tensor, w: &Tensor, g: &Geom, ob: usize, pb
     Ok(y)
 }
 
-/// dx = the input gradient of conv `g` from dy, `cb` input channels x `pb` pixels per
-/// invocation (`pb` > 1 needs a horizontal stride of 1).
+/// dx = the input gradient of conv `g` from dy, `cb` input channels x `pb` pixels (`sw` apart)
+/// per invocation.
 fn backward_input_raw(op: &'static str, dy: &Tensor, w: &Tensor, g: &Geom, (cb, pb): (usize, usize)) -> Result<Tensor> {
     let dev = dy.device();
     let dx = Tensor::empty(dev, op, &g.x_shape(), DType::F32)?;
-    let pb = if g.sw == 1 { pb } else { 1 };
-    let total = g.n * g.c.div_ceil(cb) * g.h * g.w.div_ceil(pb);
+    // Pixel blocks per row: each residue class modulo sw in blocks of pb (shader: wblocks).
+    let wblocks = g.sw * g.w.div_ceil(g.sw).div_ceil(pb);
+    let total = g.n * g.c.div_ceil(cb) * g.h * wblocks;
     dev.dispatch(
         &SHADER,
         "conv_backward_input",
@@ -316,7 +317,7 @@ fn default_blocks(g: &Geom) -> (usize, usize) {
     (g.o.min(4), g.wo.min(4))
 }
 fn default_input_blocks(g: &Geom) -> (usize, usize) {
-    (g.c.min(4), g.w.min(4))
+    (g.c.min(4), g.w.div_ceil(g.sw).min(4))
 }
 
 /// The weight gradient with the default blocks and splits.
@@ -407,8 +408,8 @@ pub fn conv2d_backward_input(
     conv2d_backward_input_with(dy, w, input_hw, stride, padding, (0, 0))
 }
 
-/// [`conv2d_backward_input`] with `cb` input channels x `pb` pixels per invocation (each 1..=4;
-/// 0 picks; `pb` applies only with a horizontal stride of 1). Results equal the default's.
+/// [`conv2d_backward_input`] with `cb` input channels x `pb` pixels (`sw` apart) per invocation
+/// (each 1..=4; 0 picks). Results equal the default's.
 pub fn conv2d_backward_input_with(
     dy: &Tensor,
     w: &Tensor,
@@ -419,8 +420,9 @@ pub fn conv2d_backward_input_with(
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_input";
     let g = backward_input_geom(dy, w, input_hw, stride, padding)?;
-    let cb = if cb == 0 { g.c.min(4) } else { block(OP, "channel", cb)? };
-    let pb = if pb == 0 { g.w.min(4) } else { block(OP, "pixel", pb)? };
+    let (dcb, dpb) = default_input_blocks(&g);
+    let cb = if cb == 0 { dcb } else { block(OP, "channel", cb)? };
+    let pb = if pb == 0 { dpb } else { block(OP, "pixel", pb)? };
     backward_input_raw(OP, dy, w, &g, (cb, pb))
 }
 
