@@ -73,13 +73,18 @@ fn unary_gradients_match_finite_differences() {
 fn binary_broadcast_forward_matches_reference() {
     let dev = device();
     let mut rng = Rng::new(3);
-    let cases: [(&[usize], &[usize]); 6] = [
+    // including shapes whose dims the launcher merges (same-shape runs, broadcast runs, size-1 dims)
+    let cases: [(&[usize], &[usize]); 10] = [
         (&[5, 3], &[5, 3]),
         (&[5, 3], &[3]),
         (&[4, 1, 3], &[1, 5, 1]),
         (&[1], &[7]),
         (&[2, 3, 4], &[3, 1]),
         (&[300, 7], &[300, 1]),
+        (&[2, 3, 4, 5], &[2, 3, 4, 5]),
+        (&[3, 4, 5, 2], &[1, 4, 1, 1]),
+        (&[2, 1, 3, 4], &[2, 5, 1, 1]),
+        (&[1, 1, 6], &[2, 3, 1, 1]),
     ];
     for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow, Binary::BceLogits] {
         for (sa, sb) in cases {
