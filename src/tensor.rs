@@ -226,3 +226,25 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let off = out.len() - shape.len();
     (0..out.len()).map(|i| if i < off || shape[i - off] == 1 { 0 } else { st[i - off] }).collect()
 }
+
+/// Merges neighbouring dims of `shape` that both stride lists `sa`, `sb` step through as one
+/// (size-1 dims dropped), so a kernel's per-element index arithmetic runs over fewer dims: a
+/// same-shape elementwise op or a contiguous copy becomes one flat dim, a bias over
+/// [N, C, H, W] three. Every element keeps its offsets.
+pub(crate) fn collapse_dims(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let mut dims: Vec<(usize, usize, usize)> = Vec::with_capacity(shape.len());
+    for ((&n, &a), &b) in shape.iter().zip(sa).zip(sb) {
+        if n == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            // the outer dim steps n times this one in both operands: one dim of size outer * n
+            Some(last) if last.1 == a * n && last.2 == b * n => *last = (last.0 * n, a, b),
+            _ => dims.push((n, a, b)),
+        }
+    }
+    if dims.is_empty() {
+        dims.push((1, 0, 0));
+    }
+    (dims.iter().map(|d| d.0).collect(), dims.iter().map(|d| d.1).collect(), dims.iter().map(|d| d.2).collect())
+}

@@ -5,7 +5,7 @@ use crate::autodiff::Var;
 use crate::device::{groups_1d, WG};
 use crate::error::{Error, Result};
 use crate::ops::reduce::sum_to;
-use crate::tensor::{broadcast_shape, broadcast_strides, DType, Tensor};
+use crate::tensor::{broadcast_shape, broadcast_strides, collapse_dims, DType, Tensor};
 
 crate::shader!(SHADER = "elementwise");
 
@@ -152,7 +152,7 @@ fn binary_params(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Vec<usize>
     if out.len() > MAX_DIMS {
         return Err(Error::shape(op, format!("at most {MAX_DIMS} dimensions, got {out:?}")));
     }
-    let (shape, sa, sb) = collapse(&out, &broadcast_strides(a.shape(), &out), &broadcast_strides(b.shape(), &out));
+    let (shape, sa, sb) = collapse_dims(&out, &broadcast_strides(a.shape(), &out), &broadcast_strides(b.shape(), &out));
     let mut p = Params {
         n: out.iter().product::<usize>() as u32,
         ndim: shape.len() as u32,
@@ -166,27 +166,6 @@ fn binary_params(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Vec<usize>
     fill(&mut p.sa, &sa);
     fill(&mut p.sb, &sb);
     Ok((out, p))
-}
-
-/// Merges neighbouring dims that both operands step through as one (size-1 dims dropped), so
-/// the kernel's per-element index arithmetic runs over fewer dims: a same-shape op becomes one
-/// flat dim, a bias over [N, C, H, W] three. Every element keeps its offsets.
-fn collapse(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
-    let mut dims: Vec<(usize, usize, usize)> = Vec::with_capacity(shape.len());
-    for ((&n, &a), &b) in shape.iter().zip(sa).zip(sb) {
-        if n == 1 {
-            continue;
-        }
-        match dims.last_mut() {
-            // the outer dim steps n times this one in both operands: one dim of size outer * n
-            Some(last) if last.1 == a * n && last.2 == b * n => *last = (last.0 * n, a, b),
-            _ => dims.push((n, a, b)),
-        }
-    }
-    if dims.is_empty() {
-        dims.push((1, 0, 0));
-    }
-    (dims.iter().map(|d| d.0).collect(), dims.iter().map(|d| d.1).collect(), dims.iter().map(|d| d.2).collect())
 }
 
 /// y = a (op) b with numpy broadcasting.

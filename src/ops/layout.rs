@@ -6,7 +6,7 @@ use crate::device::{groups_1d, WG};
 use crate::error::{Error, Result};
 use crate::ops::elementwise::MAX_DIMS;
 use crate::ops::reduce::sum_to;
-use crate::tensor::{broadcast_strides, numel, strides, Tensor};
+use crate::tensor::{broadcast_strides, collapse_dims, numel, strides, Tensor};
 
 crate::shader!(SHADER = "layout");
 
@@ -37,17 +37,19 @@ fn copy_strided(
     if shape.len() > MAX_DIMS {
         return Err(Error::shape(op, format!("at most {MAX_DIMS} dimensions, got {shape:?}")));
     }
+    // Dims both sides walk as one are merged: fewer divisions per element in the kernel.
+    let (dims, ss, ds) = collapse_dims(shape, ss, ds);
     let mut p = Params {
         n: numel(shape) as u32,
-        ndim: shape.len() as u32,
+        ndim: dims.len() as u32,
         src_off: src_off as u32,
         dst_off: dst_off as u32,
         shape: [0; 8],
         ss: [0; 8],
         ds: [0; 8],
     };
-    for d in 0..shape.len() {
-        p.shape[d] = shape[d] as u32;
+    for d in 0..dims.len() {
+        p.shape[d] = dims[d] as u32;
         p.ss[d] = ss[d] as u32;
         p.ds[d] = ds[d] as u32;
     }
