@@ -91,13 +91,16 @@ impl Bench {
     }
 
     /// A whole training step of `batch` samples: time per step, samples/s, and the dispatches and
-    /// submits one step records (counted on the third call, after pipelines, pool and bind-group
+    /// submits one step records (counted on the fourth call, after pipelines, pool and bind-group
     /// cache are warm). `f` returns the seconds it spent recording (before its flush), or NaN if it cannot tell,
     /// so the line also shows the host's share: recording time per dispatch.
     fn step(&self, name: &str, batch: usize, mut f: impl FnMut() -> f64) {
         if !self.wants(name) {
             return;
         }
+        // A GAN step settles one call later than a classifier step (its two players' buffers
+        // trade places once in the pool), so count on the fourth call.
+        f();
         f();
         f();
         let s0 = self.dev.stats();
