@@ -621,22 +621,7 @@ impl Device {
     fn collect_profile(&self, st: &mut State, timed: u64) -> Result<()> {
         let prof = st.prof.as_mut().expect("profiling is on");
         let totals = &mut st.prof_totals;
-        let slice = prof.readback.slice(0..16 * timed);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.inner
-            .device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("profile readback callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping the profile buffer failed: {e}")))?;
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(
-            &slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading the profile buffer failed: {e:?}")))?,
-        );
-        prof.readback.unmap();
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&prof.readback, 16 * timed)?);
         let ns_per_tick = self.inner.queue.get_timestamp_period() as f64;
         for (name, t) in prof.pending.drain(..).zip(ticks.chunks_exact(2)) {
             let e = totals.entry(name).or_default();
@@ -736,12 +721,20 @@ impl Device {
         self.copy(src, 0, &staging, 0, bytes);
         self.flush()?;
         self.state().stats.readbacks += 1;
-        let slice = staging.slice(0..bytes);
+        let out = self.map_read(&staging, bytes)?;
+        self.state().staging.entry(class).or_default().push(staging);
+        self.check()?;
+        Ok(out)
+    }
+
+    /// The first `bytes` of a MAP_READ buffer whose copy is submitted: maps it, blocks until the
+    /// GPU has finished and the map callback has run, copies, unmaps.
+    fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buf.slice(0..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        // Block until the submit above has finished and the map callback has run.
         self.inner
             .device
             .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
@@ -753,9 +746,7 @@ impl Device {
             .get_mapped_range()
             .map_err(|e| Error::Gpu(format!("reading a mapped buffer failed: {e:?}")))?
             .to_vec();
-        staging.unmap();
-        self.state().staging.entry(class).or_default().push(staging);
-        self.check()?;
+        buf.unmap();
         Ok(out)
     }
 
