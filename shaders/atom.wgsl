@@ -52,8 +52,9 @@
 //   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
 // Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
 // barriers). pdist, pdist_backward: 64 invocations, one per 4 x 4 output block (block row fastest);
-// pdist_coef, structure_reduce, sum_splits, mask_tokens: 256 invocations, one per output element. structure_partial: 64 invocations, one per (B, A, i-tile), the i-tile fastest
-// and B slowest, so the lanes of a SIMD group share B and run the same number of j-tiles;
+// pdist_coef, structure_reduce, sum_splits, mask_tokens: 256 invocations, one per output element.
+// structure_partial: 64 invocations, one per (upper-triangle pair A <= B, i-tile), the i-tile
+// fastest, so the lanes of a SIMD group share the pair and run the same number of j-tiles;
 // structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest. The grid
 // folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * workgroup size).
 // The Gram kernels (end of file) have their own bindings and layout and use workgroup memory.
@@ -273,15 +274,24 @@ fn tile_dist(ra: vec4<u32>, rb: vec4<u32>) -> array<vec4<f32>, 4> {
     return array<vec4<f32>, 4>(sqrt(acc[0] + e), sqrt(acc[1] + e), sqrt(acc[2] + e), sqrt(acc[3] + e));
 }
 
+// (a, b) with a <= b of upper-triangle pair q = b (b + 1) / 2 + a.
+fn upper_pair(q: u32) -> vec2<u32> {
+    var b = u32((sqrt(8.0 * f32(q) + 1.0) - 1.0) * 0.5);
+    // f32 rounding can land one off either way: correct it exactly.
+    if (b * (b + 1u) / 2u > q) { b -= 1u; }
+    if ((b + 1u) * (b + 2u) / 2u <= q) { b += 1u; }
+    return vec2<u32>(q - b * (b + 1u) / 2u, b);
+}
+
 @compute @workgroup_size(64)
 fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 64u);
     if (idx >= p.total) { return; }
     let it = idx % p.tiles;
-    let pair = idx / p.tiles;
-    let b = pair / p.ns;
-    let a = pair % p.ns;
-    if (a > b) { return; } // the lower triangle reuses the upper one's partials
+    // Only the upper triangle a <= b (S is symmetric): pair q = b (b + 1) / 2 + a.
+    let ab = upper_pair(idx / p.tiles);
+    let a = ab.x;
+    let b = ab.y;
     let ca = st_cnt[a];
     let cb = st_cnt[b];
     let i0 = it * 4u;

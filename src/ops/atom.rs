@@ -327,7 +327,8 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
     let (entry, tiles, parts, wg_size, workers) = match kernel {
         StructureKernel::Registers => {
             let tiles = t.div_ceil(4);
-            ("structure_partial", tiles, tiles, WG_STRUCT, n * n * tiles)
+            // One invocation per (upper-triangle pair, 4-token tile of A).
+            ("structure_partial", tiles, tiles, WG_STRUCT, n * (n + 1) / 2 * tiles)
         }
         // One workgroup per (B, A, tile of 64 tokens i, tile j), written as "invocations" of a
         // 1-wide grid so groups_1d folds it the same way.
