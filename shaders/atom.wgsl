@@ -433,8 +433,8 @@ fn mask_tokens(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 //                             Bindings: 1 h, 2 cnt (u32) (read), 3 q (write); 256 invocations per
 //                             workgroup, one per token.
 //   structure_gram:           part[((A * N + B) * tiles + it) * tiles + jt] = the terms of S[A, B]
-//                             with i in token tile it and j in tile jt (tiles = ceil(n / 64)); only
-//                             A <= B. Bindings: 1 h, 2 w, 3 cnt, 4 q (read), 5 part (write).
+//                             with i in token tile it and j in tile jt (tiles = ceil(n / 64)); one
+//                             workgroup per (upper-triangle pair A <= B, it, jt). Bindings: 1 h, 2 w, 3 cnt, 4 q (read), 5 part (write).
 //   structure_backward_gram:  dh and dw of split `split` as structure_backward. One workgroup per
 //                             (split, A, token tile it, chunk of 64 output dims). Bindings: 1 h,
 //                             2 w, 3 cnt, 4 q, 5 g (read), 6 dh, 7 dw (write).
@@ -581,10 +581,10 @@ fn structure_gram(
     if (idx >= p.total) { return; }
     let jt = idx % p.tiles;
     let it = (idx / p.tiles) % p.tiles;
-    let pair = idx / (p.tiles * p.tiles);
-    let b = pair / p.ns;
-    let a = pair % p.ns;
-    if (a > b) { return; } // the lower triangle reuses the upper one's partials
+    // Only the upper triangle A <= B: the lower one reuses its partials.
+    let ab = upper_pair(idx / (p.tiles * p.tiles));
+    let a = ab.x;
+    let b = ab.y;
     let ca = st_cnt[a];
     let cb = st_cnt[b];
     let i0 = it * GT;

@@ -330,11 +330,11 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
             // One invocation per (upper-triangle pair, 4-token tile of A).
             ("structure_partial", tiles, tiles, WG_STRUCT, n * (n + 1) / 2 * tiles)
         }
-        // One workgroup per (B, A, tile of 64 tokens i, tile j), written as "invocations" of a
-        // 1-wide grid so groups_1d folds it the same way.
+        // One workgroup per (upper-triangle pair, tile of 64 tokens i, tile j), written as
+        // "invocations" of a 1-wide grid so groups_1d folds it the same way.
         StructureKernel::Gram => {
             let tiles = t.div_ceil(GRAM_TILE);
-            ("structure_gram", tiles, tiles * tiles, 1, n * n * tiles * tiles)
+            ("structure_gram", tiles, tiles * tiles, 1, n * (n + 1) / 2 * tiles * tiles)
         }
     };
     if workers > u32::MAX as usize {
