@@ -102,4 +102,15 @@ fn profiling_times_every_dispatch_per_kernel_and_changes_no_result() {
     assert_eq!(dev.profile().0, kernels);
     dev.reset_profile();
     assert_eq!(dev.profile(), (Vec::new(), 0));
+    // more dispatches in one submit than the query set holds: the rest run untimed, counted
+    dev.set_profiling(true).unwrap();
+    let x = Tensor::from_slice(&dev, &[1.0, -2.0, 3.0], &[3]).unwrap();
+    let ys: Vec<Tensor> = (0..2100)
+        .map(|_| atomgrad::ops::elementwise::unary(&x, atomgrad::ops::elementwise::Unary::Relu).unwrap())
+        .collect();
+    dev.flush().unwrap();
+    dev.set_profiling(false).unwrap();
+    let (kernels, untimed) = dev.profile();
+    assert_eq!((kernels.iter().map(|k| k.dispatches).sum::<u64>(), untimed), (2048, 52), "{kernels:?}");
+    assert_eq!(ys[2099].to_vec().unwrap(), vec![1.0, 0.0, 3.0]);
 }
