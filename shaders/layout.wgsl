@@ -5,8 +5,10 @@
 //     dst[dst_off + sum_d i_d * dst_stride_d] = src[src_off + sum_d i_d * src_stride_d]
 //
 // Bindings (group 0): 0 = Params (uniform), 1 src (read), 2 dst (read_write).
-// Workgroup: 256 x 1 x 1, one invocation per copied element; the grid folds into y past 65535
-// groups (flat index gid.x + gid.y * nwg.x * 256).
+// Workgroup: 256 x 1 x 1, one invocation per RUN copied elements (override RUN: 1, or 4 where the
+// innermost dim is contiguous on both sides and a multiple of 4, so the index arithmetic is paid
+// once per 4 elements); the grid folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x
+// * 256). p.n counts elements.
 
 struct Params {
     n: u32,
@@ -22,9 +24,11 @@ struct Params {
 @group(0) @binding(1) var<storage, read> src: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
+override RUN: u32 = 1u;
+
 @compute @workgroup_size(256)
 fn copy_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = (gid.x + gid.y * nwg.x * 256u) * RUN;
     if (i >= p.n) { return; }
     var rem = i;
     var s = p.src_off;
@@ -37,5 +41,7 @@ fn copy_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         s += idx * p.ss[ku / 4u][ku % 4u];
         d += idx * p.ds[ku / 4u][ku % 4u];
     }
-    dst[d] = src[s];
+    for (var e = 0u; e < RUN; e++) {
+        dst[d + e] = src[s + e];
+    }
 }

@@ -8,15 +8,19 @@ use common::*;
 #[test]
 fn permute_and_transpose_match_reference() {
     let dev = device();
-    let x = Rng::new(9).vec(2 * 3 * 5 * 7, -1.0, 1.0);
-    let t = upload(&dev, &x, &[2, 3, 5, 7]);
-    for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [1, 3, 0, 2]] {
-        let y = layout::permute(&t, &perm).unwrap();
-        let (r, shape) = cpu::permute(&x, &[2, 3, 5, 7], &perm);
-        assert_eq!(y.shape(), shape.as_slice());
-        assert_close(&format!("permute {perm:?}"), &y.to_vec().unwrap(), &r, 0.0, 0.0);
+    // odd dims (one element per invocation) and an innermost dim of 8 (runs of 4 per invocation,
+    // as the attention heads' permutes get)
+    for dims in [[2, 3, 5, 7], [2, 3, 5, 8]] {
+        let x = Rng::new(9).vec(dims.iter().product(), -1.0, 1.0);
+        let t = upload(&dev, &x, &dims);
+        for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [1, 3, 0, 2]] {
+            let y = layout::permute(&t, &perm).unwrap();
+            let (r, shape) = cpu::permute(&x, &dims, &perm);
+            assert_eq!(y.shape(), shape.as_slice());
+            assert_close(&format!("permute {dims:?} {perm:?}"), &y.to_vec().unwrap(), &r, 0.0, 0.0);
+        }
+        assert!(layout::permute(&t, &[0, 0, 1, 2]).is_err());
     }
-    assert!(layout::permute(&t, &[0, 0, 1, 2]).is_err());
 }
 
 #[test]
@@ -36,6 +40,15 @@ fn slice_concat_broadcast_match_reference() {
     assert_eq!(br, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
     assert!(layout::slice(&t, 1, 5, 7).is_err());
     assert!(layout::concat(&[&a, &row], 1).is_err());
+    // an innermost dim of 4: runs of 4 per invocation, sliced and concatenated along dim 1 and 2
+    let x = Rng::new(12).vec(3 * 5 * 8, -1.0, 1.0);
+    let t = upload(&dev, &x, &[3, 5, 8]);
+    let s = layout::slice(&t, 2, 4, 8).unwrap();
+    assert_close("slice of 4", &s.to_vec().unwrap(), &cpu::slice(&x, &[3, 5, 8], 2, 4, 8), 0.0, 0.0);
+    let (a, b) = (layout::slice(&t, 1, 0, 3).unwrap(), layout::slice(&t, 1, 3, 5).unwrap());
+    assert_close("concat of runs", &layout::concat(&[&a, &b], 1).unwrap().to_vec().unwrap(), &x, 0.0, 0.0);
+    let (a, b) = (layout::slice(&t, 2, 0, 4).unwrap(), layout::slice(&t, 2, 4, 8).unwrap());
+    assert_close("concat along runs", &layout::concat(&[&a, &b], 2).unwrap().to_vec().unwrap(), &x, 0.0, 0.0);
 }
 
 #[test]

@@ -53,13 +53,16 @@ fn copy_strided(
         p.ss[d] = ss[d] as u32;
         p.ds[d] = ds[d] as u32;
     }
+    // Runs of 4 along an innermost dim that both sides store contiguously.
+    let last = dims.len() - 1;
+    let run = if ss[last] == 1 && ds[last] == 1 && dims[last].is_multiple_of(4) { 4 } else { 1 };
     src.device().dispatch(
         &SHADER,
         "copy_strided",
-        &[],
+        &[("RUN", run as f64)],
         bytemuck::bytes_of(&p),
         &[src.bind(), dst.bind()],
-        groups_1d(numel(shape), WG),
+        groups_1d(numel(shape) / run, WG),
     );
     Ok(())
 }
