@@ -596,8 +596,8 @@ fn structure_gram(
     }
     let d2 = gram_d2(t, a, i0, ca, b, j0, cb);
     let e = vec4<f32>(p.eps2);
-    let wa = gram_w(a, i0 + 4u * (t / 16u), ca);
-    let wb = gram_w(b, j0 + 4u * (t % 16u), cb);
+    let wa = tile_weights(a, i0 + 4u * (t / 16u), ca);
+    let wb = tile_weights(b, j0 + 4u * (t % 16u), cb);
     let part = dot(wa, vec4<f32>(dot(sqrt(d2[0] + e), wb), dot(sqrt(d2[1] + e), wb),
         dot(sqrt(d2[2] + e), wb), dot(sqrt(d2[3] + e), wb)));
     // Tree sum in a fixed order (deterministic), in g_hb once every invocation is done reading it.
@@ -609,15 +609,6 @@ fn structure_gram(
         workgroupBarrier();
     }
     if (t == 0u) { gm_part[out] = g_hb[0]; }
-}
-
-// Importances of tokens t0 .. t0 + 3 of sample s, exactly 0 past the token count (not read).
-fn gram_w(s: u32, t0: u32, cnt: u32) -> vec4<f32> {
-    var w = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (t0 + c < cnt) { w[c] = st_w[s * p.nt + t0 + c]; }
-    }
-    return w;
 }
 
 // Raw dims k, k + 16, k + 32, k + 48 of token tok of sample s (0 past m and for padding).
@@ -667,7 +658,7 @@ fn structure_backward_gram(
                 // The raw tokens of B at this workgroup's 64 output dims.
                 stage_b(t, b, j0, cb, k0, false);
                 let e = vec4<f32>(p.eps2);
-                let gw = g * gram_w(b, j0 + 4u * tj, cb);
+                let gw = g * tile_weights(b, j0 + 4u * tj, cb);
                 let d0 = sqrt(d2[0] + e);
                 let d1 = sqrt(d2[1] + e);
                 let d2r = sqrt(d2[2] + e);
@@ -703,7 +694,7 @@ fn structure_backward_gram(
     for (var x = 0u; x < 16u; x++) {
         dw += g_sc[ti * 16u + x];
     }
-    let wa = gram_w(a, i0 + 4u * ti, ca);
+    let wa = tile_weights(a, i0 + 4u * ti, ca);
     let accs = mat4x4<f32>(acc0, acc1, acc2, acc3);
     for (var r = 0u; r < 4u; r++) {
         let i = i0 + 4u * ti + r;

@@ -90,15 +90,21 @@ fn merge_stats(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 
 var<workgroup> team_st: array<vec4<f32>, 256>;
 
-// The row's statistics merged over its lanes (tree over lanes: 16, 8, 4, 2, 1), read back by every
-// lane; with one lane per row, st itself and no barrier.
-fn team_stats(t: u32, st: vec4<f32>) -> vec4<f32> {
-    if (LANES == 1u) { return st; }
-    team_st[t] = st;
+// v merged over the row's lanes in a fixed tree (16, 8, 4, 2, 1), read back by every lane: as
+// online statistics (merge_stats) or summed; with one lane per row, v itself and no barrier.
+fn team_reduce(t: u32, v: vec4<f32>, stats: bool) -> vec4<f32> {
+    if (LANES == 1u) { return v; }
+    team_st[t] = v;
     workgroupBarrier();
     let lane = t % LANES;
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) { team_st[t] = merge_stats(team_st[t], team_st[t + s]); }
+        if (lane < s) {
+            if (stats) {
+                team_st[t] = merge_stats(team_st[t], team_st[t + s]);
+            } else {
+                team_st[t] += team_st[t + s];
+            }
+        }
         workgroupBarrier();
     }
     let r = team_st[t - lane];
@@ -106,19 +112,9 @@ fn team_stats(t: u32, st: vec4<f32>) -> vec4<f32> {
     return r;
 }
 
-// The row's sum of v over its lanes, read back by every lane.
+// The row's sum of v over its lanes.
 fn team_sum(t: u32, v: f32) -> f32 {
-    if (LANES == 1u) { return v; }
-    team_st[t] = vec4<f32>(v, 0.0, 0.0, 0.0);
-    workgroupBarrier();
-    let lane = t % LANES;
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) { team_st[t].x += team_st[t + s].x; }
-        workgroupBarrier();
-    }
-    let r = team_st[t - lane].x;
-    workgroupBarrier();
-    return r;
+    return team_reduce(t, vec4<f32>(v, 0.0, 0.0, 0.0), false).x;
 }
 
 @compute @workgroup_size(256)
@@ -146,7 +142,7 @@ fn softmax_rows(
             kept += 1.0;
         }
     }
-    let all = team_stats(t, vec4<f32>(st, kept, 0.0));
+    let all = team_reduce(t, vec4<f32>(st, kept, 0.0), true);
     if (!live) { return; }
     // log(sum) and 1/sum are only used when some entry is kept (sum >= 1 then).
     let any = all.z > 0.0;
