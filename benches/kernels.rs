@@ -9,7 +9,8 @@
 //! PyTorch: the batch is gathered on the host and uploaded inside the step (as `train::fit` does),
 //! but no file is read or decoded. `cargo bench -- --profile train/` adds, under each training
 //! step, where its GPU time goes: kernels by their summed GPU time over 3 profiled steps
-//! (`Device::set_profiling`: timestamps around every dispatch).
+//! (`Device::set_profiling`: timestamps around every dispatch). `--unchecked` compiles every
+//! kernel without wgpu's runtime checks (`Device::set_shader_checks(false)`), to time both forms.
 
 use atomgrad::data::fashion::{FashionData, FashionOrigin, ImageSet, PIXELS};
 use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
@@ -200,6 +201,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let quick = args.iter().any(|a| a == "--quick");
     let profile = args.iter().any(|a| a == "--profile");
+    let unchecked = args.iter().any(|a| a == "--unchecked");
     let filter = args.into_iter().filter(|a| !a.starts_with("--")).collect();
     let dev = Device::new().unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -207,6 +209,11 @@ fn main() {
     });
     let gpu = dev.class() == atomgrad::device::AdapterClass::Gpu;
     println!("adapter: {}", dev.describe());
+    if unchecked {
+        // Every kernel, the ceiling probes included, compiled without wgpu's runtime checks.
+        dev.set_shader_checks(false);
+        println!("shader checks: off (--unchecked)");
+    }
     let mut b = Bench {
         dev: dev.clone(),
         filter,

@@ -76,9 +76,12 @@ pub(crate) struct Inner {
     gram_atom: AtomicBool,
     /// conv2d through im2col and the matmul cores (opt-in, see `set_gemm_conv`).
     gemm_conv: AtomicBool,
+    /// Kernels compiled without wgpu's runtime checks (opt-in, see `set_shader_checks`).
+    unchecked: AtomicBool,
     /// The adapter's cooperative-matrix configurations (printed by `atomgrad info`).
     coop_props: Vec<wgpu::CooperativeMatrixProperties>,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    /// Compiled modules by (file, with wgpu's runtime checks).
+    modules: Mutex<HashMap<(&'static str, bool), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
     state: Mutex<State>,
     gpu_error: Arc<Mutex<Option<String>>>,
@@ -258,6 +261,7 @@ impl Device {
                 coop_props,
                 gram_atom: AtomicBool::new(false),
                 gemm_conv: AtomicBool::new(false),
+                unchecked: AtomicBool::new(false),
                 modules: Mutex::default(),
                 pipelines: Mutex::default(),
                 state: Mutex::default(),
@@ -315,6 +319,18 @@ impl Device {
     }
     pub fn gemm_conv(&self) -> bool {
         self.inner.gemm_conv.load(Ordering::Relaxed)
+    }
+    /// wgpu's runtime checks in the kernels, on by default: every index into a workgroup or
+    /// private array clamped, a counter in every loop, and buffer indices clamped where the driver
+    /// lacks robust buffer access. Off compiles the kernels as written; they guard their own
+    /// accesses (`tests/device.rs` compares both forms bit for bit), and on a GPU the clamps sit
+    /// in the matmul and atom cores' inner loops. Off by default until measured faster; applies to
+    /// kernels compiled from then on (each form is cached apart).
+    pub fn set_shader_checks(&self, on: bool) {
+        self.inner.unchecked.store(!on, Ordering::Relaxed);
+    }
+    pub fn shader_checks(&self) -> bool {
+        !self.inner.unchecked.load(Ordering::Relaxed)
     }
     pub fn mixed_precision(&self) -> bool {
         self.inner.mixed.load(Ordering::Relaxed)
@@ -376,15 +392,24 @@ impl Device {
         }
     }
 
-    fn module(&self, shader: &'static Shader) -> wgpu::ShaderModule {
+    fn module(&self, shader: &'static Shader, checked: bool) -> wgpu::ShaderModule {
         let mut m = self.inner.modules.lock().unwrap();
-        m.entry(shader.name)
+        m.entry((shader.name, checked))
             .or_insert_with(|| {
-                // Compiled once per device; naga validates it (tests validate every file too).
-                self.inner.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                // Compiled once per device and form; naga validates it (tests validate every file too).
+                let desc = wgpu::ShaderModuleDescriptor {
                     label: Some(shader.name),
                     source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                })
+                };
+                if checked {
+                    self.inner.device.create_shader_module(desc)
+                } else {
+                    // SAFETY: only on request (`set_shader_checks(false)`); every kernel bounds its
+                    // own indices and loops, which the tests check against the checked form.
+                    unsafe {
+                        self.inner.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                    }
+                }
             })
             .clone()
     }
@@ -396,14 +421,18 @@ impl Device {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> wgpu::ComputePipeline {
+        let checked = self.shader_checks();
         let mut key = format!("{}::{entry}", shader.name);
         for (k, v) in constants {
             key.push_str(&format!(";{k}={v}"));
         }
+        if !checked {
+            key.push_str(";unchecked");
+        }
         if let Some(p) = self.inner.pipelines.lock().unwrap().get(&key) {
             return p.clone();
         }
-        let module = self.module(shader);
+        let module = self.module(shader, checked);
         let p = self.inner.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&key),
             layout: None, // derived from the shader: binding 0 = params, 1.. = storage

@@ -1,7 +1,7 @@
 //! The classifier models run forward and backward at their real shapes, gated and not, and learn
 //! a small task (so every layer's gradient reaches its parameters).
 mod common;
-use atomgrad::atom::TokenMask;
+use atomgrad::atom::{atom_loss, AtomConfig, TokenMask};
 use atomgrad::nn::cnn::Cnn;
 use atomgrad::nn::transformer::{Transformer, TransformerConfig};
 use atomgrad::ops::embedding::Indices;
@@ -98,4 +98,73 @@ fn transformer_learns_whether_a_marker_token_occurs_with_padding() {
             }
         }
     }
+}
+
+/// With wgpu's runtime checks off (`Device::set_shader_checks(false)`: no index clamps, no loop
+/// counters) every kernel the CNN + atom modeling (register and Gram structure kernels, direct
+/// and GEMM convolutions) and the Transformer run computes bit for bit what the checked form
+/// computes: a kernel that read past a workgroup or private array would differ (clamped there,
+/// undefined here).
+#[test]
+fn kernels_without_wgpu_shader_checks_train_bit_identically() {
+    let dev = common::own_device(); // the modes are per device: keep them away from the shared one
+    let n = 12;
+    let mut rng = Rng::new(3);
+    let x: Vec<f32> = (0..n * 784).map(|_| rng.normal() as f32).collect();
+    let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    let ids: Vec<u32> = (0..n * 9).map(|_| 1 + rng.below(15) as u32).collect();
+    let counts: Vec<usize> = (0..n).map(|a| 3 + a % 7).collect();
+    let run = |checks: bool| -> Vec<u32> {
+        dev.set_shader_checks(checks);
+        let mut bits = Vec::new();
+        for (gram, gemm) in [(false, false), (true, true)] {
+            dev.set_gram_atom(gram);
+            dev.set_gemm_conv(gemm);
+            let model = Cnn::new(&dev, 4, 40, 3, 0).unwrap(); // 40 channels: odd for every tile
+            let mut opt = Adam::new(model.params(true), AdamConfig::default()).unwrap();
+            let mask = TokenMask::new(&dev, &vec![49; n], 49).unwrap();
+            let xt = Tensor::from_slice(&dev, &x, &[n, 1, 28, 28]).unwrap();
+            let yt = Tensor::from_u32(&dev, &y, &[n]).unwrap();
+            for _ in 0..2 {
+                let tape = Tape::new();
+                let out = model.forward(&tape, &tape.constant(xt.clone()), true, true, &mask).unwrap();
+                let la = atom_loss(&out.z, &out.h, out.w.as_ref().unwrap(), &mask, &AtomConfig::default()).unwrap();
+                let loss = out.logits.cross_entropy(&yt).unwrap().add(&la.scale(0.1).unwrap()).unwrap();
+                loss.backward().unwrap();
+                opt.step().unwrap();
+                opt.zero_grad();
+                bits.push(loss.value().item().unwrap().to_bits());
+            }
+            for (_, t) in model.tensors() {
+                bits.extend(t.to_vec().unwrap().iter().map(|v| v.to_bits()));
+            }
+        }
+        dev.set_gram_atom(false);
+        dev.set_gemm_conv(false);
+        let cfg =
+            TransformerConfig { vocab: 16, max_len: 9, d: 24, heads: 3, layers: 1, ff: 40, dropout: 0.1, classes: 3 };
+        let model = Transformer::new(&dev, cfg, 0).unwrap();
+        let mut opt = Adam::new(model.params(true), AdamConfig::default()).unwrap();
+        let idx = Indices::new(&dev, &ids, &[n, 9], 16).unwrap();
+        let mask = TokenMask::new(&dev, &counts, 9).unwrap();
+        let yt = Tensor::from_u32(&dev, &y, &[n]).unwrap();
+        for step in 0..2 {
+            let tape = Tape::new();
+            let out = model.forward(&tape, &idx, &mask, true, true, step).unwrap();
+            let loss = out.logits.cross_entropy(&yt).unwrap();
+            loss.backward().unwrap();
+            opt.step().unwrap();
+            opt.zero_grad();
+            bits.push(loss.value().item().unwrap().to_bits());
+        }
+        for (_, t) in model.tensors() {
+            bits.extend(t.to_vec().unwrap().iter().map(|v| v.to_bits()));
+        }
+        bits
+    };
+    let checked = run(true);
+    let unchecked = run(false);
+    assert!(!dev.shader_checks());
+    let first = checked.iter().zip(&unchecked).position(|(a, b)| a != b);
+    assert!(checked.len() == unchecked.len() && first.is_none(), "first difference at value {first:?}");
 }

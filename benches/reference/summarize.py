@@ -35,15 +35,21 @@ def main():
         if len(f) == 4:
             stages.append({"stage": f[0], "status": f[1], "exit": int(f[2]), "seconds": int(f[3])})
     names = sorted(n for n in os.listdir(out) if n.endswith(".out")) if os.path.isdir(out) else []
-    ours, refs, vocab, profiles = {}, [], None, {}
+    ours, refs, vocab, profiles, ceilings = {}, [], None, {}, {}
     for n in names:
         text = read(os.path.join(out, n))
         if n.startswith("bench"):
             case = None
+            # The bench-unchecked stage times cases of the other stages with wgpu's shader checks
+            # off: its names get " unchecked" so both forms stand side by side.
+            suffix = " unchecked" if n.startswith("bench-unchecked") else ""
             for line in text.splitlines():
+                c = re.match(r"ceiling: FMA (\d+\.\d+) GFLOP/s, copy (\d+\.\d+) GB/s", line)
+                if c:
+                    ceilings[n[:-4]] = {"fma_gflops": float(c[1]), "copy_gbs": float(c[2])}
                 m = LINE.match(line)
                 if m and m["unit"]:
-                    case = m["name"].strip()
+                    case = m["name"].strip() + suffix
                     ours[case] = {"ms": float(m["ms"]), "rate": float(m["rate"]), "unit": m["unit"]}
                 k = PROFILE.match(line)
                 if k and case:
@@ -113,7 +119,8 @@ def main():
     # Opt-in or newer kernels timed beside the current default (decide which to adopt from these).
     alternatives = []
     for name, v in sorted(ours.items()):
-        for tag, base_tag in ((" gram", ""), (" gemm", ""), (" Team", " PerRow"), (" gemm-conv gram-atom", "")):
+        for tag, base_tag in ((" unchecked", ""), (" gram", ""), (" gemm", ""), (" Team", " PerRow"),
+                              (" gemm-conv gram-atom", "")):
             if tag in name and (name.replace(tag, base_tag, 1)) in ours:
                 d = ours[name.replace(tag, base_tag, 1)]
                 alternatives.append({"name": name, "ms": v["ms"], "default": name.replace(tag, base_tag, 1),
@@ -141,6 +148,7 @@ def main():
         "table": table,
         "alternatives": alternatives,
         "step_profiles": profiles,
+        "ceilings": ceilings,
         "ratio": "atomgrad throughput / PyTorch throughput (time ratio for ms rows); > 1 = atomgrad faster",
     }
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -171,6 +179,8 @@ def main():
         for case, ks in profiles.items():
             top = ", ".join(f"{k['kernel']} {k['percent']:.0f}%" for k in ks[:3])
             print(f"  {case}: {top}")
+    for stage, c in ceilings.items():
+        print(f"ceiling probes in {stage}: FMA {c['fma_gflops'] / 1e3:.2f} TFLOP/s, copy {c['copy_gbs']:.0f} GB/s")
     if alternatives:
         print("\nalternatives beside the default (speedup > 1: the alternative is faster):")
         for x in alternatives:
