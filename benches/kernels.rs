@@ -284,10 +284,13 @@ fn main() {
             });
         }
         // The opt-in f16 tensor-core kernel, under its own prefix so it can run (and fail) apart.
+        // Coop16Packed's time includes packing both operands to f16 (two more dispatches).
         if dev.has_coop16() {
-            b.flops(&format!("mixed/Coop16 {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
-                drop(matmul::matmul_with(Coop16, &a, &c, false, false).unwrap())
-            });
+            for v in [Coop16, Coop16Packed] {
+                b.flops(&format!("mixed/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
+                    drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
+                });
+            }
         }
         b.flops(&format!("matmul/default A^T B {s}"), 2.0 * (s * s * s) as f64, || {
             drop(matmul::matmul(&a, &c, true, false).unwrap())

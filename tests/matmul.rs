@@ -36,21 +36,23 @@ fn coop16_matches_reference_within_f16_rounding() {
     let mut rng = Rng::new(14);
     let x = upload(&dev, &[1.0; 6], &[2, 3]);
     if !dev.has_coop16() {
-        let e = matmul::matmul_with(Variant::Coop16, &x, &x, false, true).unwrap_err().to_string();
-        assert!(e.contains("cooperative matrices"), "{e}");
+        for v in [Variant::Coop16, Variant::Coop16Packed] {
+            let e = matmul::matmul_with(v, &x, &x, false, true).unwrap_err().to_string();
+            assert!(e.contains("cooperative matrices"), "{e}");
+        }
         assert!(dev.set_mixed_precision(true).is_err());
         eprintln!("no 16x16 f16 cooperative matrices on {}: only the error path is checked", dev.info().name);
         return;
     }
     let sizes = [(1, 1, 1), (33, 17, 65), (128, 128, 128), (130, 70, 259), (256, 512, 128), (300, 1000, 200)];
-    for (m, k, n) in sizes {
+    for (v, (m, k, n)) in [Variant::Coop16, Variant::Coop16Packed].into_iter().flat_map(|v| sizes.map(|s| (v, s))) {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for batch in [1, 3] {
                 let a = rng.vec(batch * m * k, -1.0, 1.0);
                 let b = rng.vec(batch * k * n, -1.0, 1.0);
                 let sa = if ta { [batch, k, m] } else { [batch, m, k] };
                 let sb = if tb { [batch, n, k] } else { [batch, k, n] };
-                let c = matmul::matmul_with(Variant::Coop16, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb)
+                let c = matmul::matmul_with(v, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb)
                     .unwrap()
                     .to_vec()
                     .unwrap();
@@ -61,7 +63,7 @@ fn coop16_matches_reference_within_f16_rounding() {
                     let tol = 2.5 * (2f64).powi(-11) * bound[i] + 1e-6 * (k as f64).sqrt() * 4.0;
                     assert!(
                         (c[i] as f64 - r[i]).abs() <= tol,
-                        "coop16 {batch}x{m}x{k}x{n} ta={ta} tb={tb}: element {i} is {} but the reference is {} (tolerance {tol})",
+                        "{v:?} {batch}x{m}x{k}x{n} ta={ta} tb={tb}: element {i} is {} but the reference is {} (tolerance {tol})",
                         c[i],
                         r[i]
                     );
@@ -71,14 +73,74 @@ fn coop16_matches_reference_within_f16_rounding() {
     }
     // A weight matrix broadcast over a batch (as the tape's linear layers use it), on both sides.
     let (m, k, n, bt) = (130, 70, 150, 3);
-    for (ba, bb) in [(1, bt), (bt, 1)] {
-        let a = rng.vec(ba * m * k, -1.0, 1.0);
-        let b = rng.vec(bb * k * n, -1.0, 1.0);
-        let (at, btt) = (upload(&dev, &a, &[ba, m, k]), upload(&dev, &b, &[bb, k, n]));
-        let c = matmul::matmul_with(Variant::Coop16, &at, &btt, false, false).unwrap().to_vec().unwrap();
-        let r = cpu::matmul(&a, ba, m, k, false, &b, bb, k, n, false);
-        assert_close(&format!("coop16 broadcast {ba}/{bb}"), &c, &r, 2.5 * (2f64).powi(-11) * k as f64, 0.0);
+    for v in [Variant::Coop16, Variant::Coop16Packed] {
+        for (ba, bb) in [(1, bt), (bt, 1)] {
+            let a = rng.vec(ba * m * k, -1.0, 1.0);
+            let b = rng.vec(bb * k * n, -1.0, 1.0);
+            let (at, btt) = (upload(&dev, &a, &[ba, m, k]), upload(&dev, &b, &[bb, k, n]));
+            let c = matmul::matmul_with(v, &at, &btt, false, false).unwrap().to_vec().unwrap();
+            let r = cpu::matmul(&a, ba, m, k, false, &b, bb, k, n, false);
+            assert_close(&format!("{v:?} broadcast {ba}/{bb}"), &c, &r, 2.5 * (2f64).powi(-11) * k as f64, 0.0);
+        }
     }
+}
+
+/// The value of an IEEE binary16 bit pattern.
+fn f16_value(h: u32) -> f64 {
+    let (sign, exp, frac) = (if h & 0x8000 != 0 { -1.0 } else { 1.0 }, (h >> 10) & 0x1f, (h & 0x3ff) as f64);
+    sign * match exp {
+        0 => frac * (2f64).powi(-24),
+        31 => f64::NAN,
+        e => (1.0 + frac / 1024.0) * (2f64).powi(e as i32 - 15),
+    }
+}
+
+/// The operand packing of `Variant::Coop16Packed` (runs on every adapter): each value is its
+/// f16 rounding (the reference rounds ties to even; a GPU may round the other way, so either
+/// neighbour of the input passes), the padding is exactly 0, the layout row-major.
+#[test]
+fn pack_f16_rounds_pads_and_transposes_like_the_reference() {
+    let dev = device();
+    let mut rng = Rng::new(15);
+    for (batch, r, c, trans, pad) in [
+        (1, 1, 1, false, (128, 32)),
+        (3, 33, 17, false, (128, 32)),
+        (2, 70, 130, true, (32, 128)),
+        (1, 129, 40, true, (128, 8)),
+    ] {
+        // Values over f16's whole range: normal, subnormal (below 2^-14), exact zeros.
+        let mut x = rng.vec(batch * r * c, -1.0, 1.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v *= [1.0, 3e4, 1e-5, 0.0, 1e-3][i % 5];
+        }
+        let t = upload(&dev, &x, &[batch, r, c]);
+        let got = matmul::pack_f16(&t, trans, pad).unwrap();
+        let (rows, cols) = if trans { (c, r) } else { (r, c) };
+        let (rp, cp) = (rows.next_multiple_of(pad.0), cols.next_multiple_of(pad.1));
+        assert_eq!(got.shape(), &[batch, rp, cp / 2]);
+        let words = got.to_vec_u32().unwrap();
+        let halves: Vec<f64> = words.iter().flat_map(|&w| [f16_value(w & 0xffff), f16_value(w >> 16)]).collect();
+        let want = cpu::pack_f16(&x, batch, r, c, trans, rp, cp);
+        for i in 0..want.len() {
+            let (b, rr, cc) = (i / (rp * cp), i / cp % rp, i % cp);
+            if rr >= rows || cc >= cols {
+                assert!(words[i / 2] >> (16 * (i % 2)) & 0xffff == 0, "padding element {i} is not +0");
+                continue;
+            }
+            let input = if trans { x[(b * r + cc) * c + rr] } else { x[(b * r + rr) * c + cc] } as f32 as f64;
+            // Either f16 neighbour of the input: less than one f16 spacing away.
+            let spacing = (input.abs().log2().floor().max(-14.0) - 10.0).exp2();
+            assert!(
+                halves[i] == want[i] || (halves[i] - input).abs() < spacing,
+                "pack {batch}x{r}x{c} trans={trans} pad={pad:?}: element {i} (b {b}, row {rr}, col {cc}) is {} for input {input}, the reference {}",
+                halves[i],
+                want[i]
+            );
+        }
+    }
+    let t = upload(&dev, &[1.0; 6], &[2, 3]);
+    let e = matmul::pack_f16(&t, false, (128, 12)).unwrap_err().to_string();
+    assert!(e.contains("pack_f16") && e.contains("multiple of 8"), "{e}");
 }
 
 #[test]

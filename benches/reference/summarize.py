@@ -91,7 +91,7 @@ def main():
             rows.append((label, atomgrad_matmul(n), r and r["tflops"], "TFLOP/s", True))
         r = ref("matmul", n=n, f16=True)
         label = f"matmul f16 tensor cores {n} vs cuBLAS f16"
-        rows.append((label, atomgrad_matmul(n, "mixed/Coop16"), r and r["tflops"], "TFLOP/s", True))
+        rows.append((label, atomgrad_matmul(n, "mixed/Coop16(Packed)?"), r and r["tflops"], "TFLOP/s", True))
     for method, tag in (("ce", "cross-entropy"), ("atom", "atom")):
         a = ours.get(f"train/fashion CNN {tag} batch 128")
         r = ref("cnn", method=method)
@@ -119,7 +119,7 @@ def main():
     # Opt-in or newer kernels timed beside the current default (decide which to adopt from these).
     alternatives = []
     for name, v in sorted(ours.items()):
-        for tag, base_tag in ((" unchecked", ""), (" gram", ""), (" gemm", ""), (" Team", " PerRow"),
+        for tag, base_tag in ((" unchecked", ""), ("Coop16Packed ", "Coop16 "), (" gram", ""), (" gemm", ""), (" Team", " PerRow"),
                               (" gemm-conv gram-atom", "")):
             if tag in name and (name.replace(tag, base_tag, 1)) in ours:
                 d = ours[name.replace(tag, base_tag, 1)]

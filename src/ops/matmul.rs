@@ -3,13 +3,14 @@
 //! register-blocked one for CPU adapters and a shared-memory tiled one for GPUs.
 
 use crate::autodiff::Var;
-use crate::device::AdapterClass;
+use crate::device::{groups_1d, AdapterClass, WG};
 use crate::error::{Error, Result};
 use crate::ops::reduce::sum_to;
 use crate::tensor::{DType, Tensor};
 
 crate::shader!(SHADER = "matmul");
 crate::shader!(COOP = "matmul_coop");
+crate::shader!(PACK = "pack_f16");
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -39,6 +40,10 @@ pub enum Variant {
     /// Mixed precision on tensor cores: operands rounded to f16, f32 accumulation, 128 x 128
     /// tiles (shaders/matmul_coop.wgsl). Opt-in only, where `Device::has_coop16`.
     Coop16,
+    /// As `Coop16`, on operands first packed to zero-padded f16 (shaders/pack_f16.wgsl, two
+    /// extra dispatches): the product's inner loop then loads aligned halves without bounds
+    /// checks or conversions. Opt-in, beside `Coop16` until a GPU run shows which is faster.
+    Coop16Packed,
 }
 
 impl Variant {
@@ -142,12 +147,15 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         return Ok(c);
     }
     let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch));
+    if v == Variant::Coop16Packed && dev.has_coop16() {
+        return coop16_packed(a, b, &p, ba, bb, c);
+    }
     let (shader, entry, tile) = match v {
         Variant::Blocked => (&SHADER, "mm_blocked", 32),
         Variant::Tiled => (&SHADER, "mm_tiled", 64),
         Variant::Tiled128 => (&SHADER, "mm_tiled128", 128),
         Variant::Coop16 if dev.has_coop16() => (&COOP, "mm_coop16", 128),
-        Variant::Coop16 => {
+        Variant::Coop16 | Variant::Coop16Packed => {
             return Err(Error::Gpu(format!(
                 "matmul: {} has no 16x16 f16 cooperative matrices with 32-wide subgroups",
                 dev.info().name
@@ -160,6 +168,83 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
     }
     dev.dispatch(shader, entry, &[], bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], groups);
     Ok(c)
+}
+
+/// `mm_coop16p` for the product `p` describes (A's batch `ba`, B's `bb`) into `c`: both
+/// operands packed to zero-padded f16 (M and N to 128, K to 32), then the tensor-core kernel.
+fn coop16_packed(a: &Tensor, b: &Tensor, p: &Params, ba: usize, bb: usize, c: Tensor) -> Result<Tensor> {
+    let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
+    let (mp, np, kp) = (m.next_multiple_of(128), n.next_multiple_of(128), k.next_multiple_of(32));
+    let ap = pack_strided(a, [ba, m, k], [p.sa_b, p.sa_m, p.sa_k], [mp, kp])?;
+    let bp = pack_strided(b, [bb, k, n], [p.sb_b, p.sb_k, p.sb_n], [kp, np])?;
+    // Strides in vec4<f16> units (4 halves) of the packed, row-major operands.
+    let q = Params {
+        k: kp as u32,
+        sa_b: if ba == 1 { 0 } else { (mp * kp / 4) as u32 },
+        sa_m: (kp / 4) as u32,
+        sa_k: 0,
+        sb_b: if bb == 1 { 0 } else { (kp * np / 4) as u32 },
+        sb_k: (np / 4) as u32,
+        sb_n: 0,
+        ..*p
+    };
+    let groups = [(np / 128) as u32, (mp / 128) as u32, p.batch];
+    if groups[0] > 65535 || groups[1] > 65535 {
+        return Err(Error::shape("matmul", format!("result {m} x {n} exceeds the dispatch grid")));
+    }
+    let dev = a.device();
+    dev.dispatch(&COOP, "mm_coop16p", &[], bytemuck::bytes_of(&q), &[ap.bind(), bp.bind(), c.bind()], groups);
+    Ok(c)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PackParams {
+    rows: u32,
+    cols: u32,
+    rows_pad: u32,
+    cols_pad: u32,
+    batch: u32,
+    s_b: u32,
+    s_r: u32,
+    s_c: u32,
+}
+
+/// Packs `op(x)` — the last two dims of `x: [.., R, C]`, transposed when `trans` — to f16 pairs
+/// (shaders/pack_f16.wgsl) as a u32 tensor `[batch, rows_pad, cols_pad / 2]` with rows and
+/// columns zero-padded to multiples of `pad = (row multiple, column multiple)` (the column
+/// multiple a multiple of 8): the operand format of `Variant::Coop16Packed`.
+pub fn pack_f16(x: &Tensor, trans: bool, pad: (usize, usize)) -> Result<Tensor> {
+    x.expect("pack_f16", DType::F32)?;
+    let (batch, r, c) = as_batched("pack_f16", x.shape())?;
+    if pad.0 == 0 || pad.1 == 0 || !pad.1.is_multiple_of(8) {
+        return Err(Error::shape(
+            "pack_f16",
+            format!("padding {pad:?}: the column multiple must be a positive multiple of 8"),
+        ));
+    }
+    let (rows, cols, s_r, s_c) = if trans { (c, r, 1, c) } else { (r, c, c, 1) };
+    let strides = [if batch == 1 { 0 } else { (r * c) as u32 }, s_r as u32, s_c as u32];
+    pack_strided(x, [batch, rows, cols], strides, [rows.next_multiple_of(pad.0), cols.next_multiple_of(pad.1)])
+}
+
+/// The pack of `x[b * s_b + r * s_r + c * s_c]` for `[batch, rows, cols]` into `[batch, pad]`.
+fn pack_strided(x: &Tensor, dims: [usize; 3], strides: [u32; 3], pad: [usize; 2]) -> Result<Tensor> {
+    let [batch, rows, cols] = dims;
+    let out = Tensor::empty(x.device(), "pack_f16", &[batch, pad[0], pad[1] / 2], DType::U32)?;
+    let p = PackParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        rows_pad: pad[0] as u32,
+        cols_pad: pad[1] as u32,
+        batch: batch as u32,
+        s_b: strides[0],
+        s_r: strides[1],
+        s_c: strides[2],
+    };
+    let groups = groups_1d(batch * pad[0] * pad[1] / 8, WG);
+    x.device().dispatch(&PACK, "pack_f16", &[], bytemuck::bytes_of(&p), &[x.bind(), out.bind()], groups);
+    Ok(out)
 }
 
 impl Var {
@@ -200,8 +285,43 @@ fn reduce_batch(g: Tensor, shape: &[usize]) -> Result<Tensor> {
     s.reshape(shape)
 }
 
-/// f64 reference.
+/// f64 references.
 pub mod cpu {
+    /// `x` rounded to the nearest f16 (ties to even; subnormals kept), as f64.
+    pub fn round_f16(x: f64) -> f64 {
+        if x == 0.0 || !x.is_finite() {
+            return x;
+        }
+        // Spacing of f16 values around |x|: 2^(e - 10) for normal numbers, 2^-24 below 2^-14.
+        let e = x.abs().log2().floor().max(-14.0);
+        let q = (e - 10.0).exp2();
+        (x / q).round_ties_even() * q
+    }
+
+    /// `op(x)` of a `[batch, r, c]` matrix batch, transposed when `trans`, rounded to f16 and
+    /// zero-padded to `[batch, rows_pad, cols_pad]` (what `pack_f16` stores, as values).
+    pub fn pack_f16(
+        x: &[f64],
+        batch: usize,
+        r: usize,
+        c: usize,
+        trans: bool,
+        rows_pad: usize,
+        cols_pad: usize,
+    ) -> Vec<f64> {
+        let (rows, cols) = if trans { (c, r) } else { (r, c) };
+        let mut out = vec![0.0; batch * rows_pad * cols_pad];
+        for b in 0..batch {
+            for i in 0..rows {
+                for j in 0..cols {
+                    let v = if trans { x[(b * r + j) * c + i] } else { x[(b * r + i) * c + j] };
+                    out[(b * rows_pad + i) * cols_pad + j] = round_f16(v);
+                }
+            }
+        }
+        out
+    }
+
     /// `op(A) x op(B)` for `a: [batch_a, ra, ca]`, `b: [batch_b, rb, cb]` (batch 1 broadcasts).
     #[allow(clippy::too_many_arguments)]
     pub fn matmul(
