@@ -52,20 +52,21 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 fn dim(d: u32) -> u32 { return p.shape[d / 4u][d % 4u]; }
 
-// Offsets of output element i into a and b (strided, broadcast).
+// Offsets of output element i into a and b (strided, broadcast). The outermost index is what
+// remains after the inner dims (no division: integer division is the slow part on CPU
+// rasterisers, and a same-shape op, collapsed to one dim by the host, needs none).
 fn offsets(i: u32) -> vec2<u32> {
     var rem = i;
     var oa = 0u;
     var ob = 0u;
-    for (var d = i32(p.ndim) - 1; d >= 0; d--) {
-        let du = u32(d);
-        let n = dim(du);
+    for (var d = p.ndim - 1u; d > 0u; d--) {
+        let n = dim(d);
         let idx = rem % n;
         rem = rem / n;
-        oa += idx * p.sa[du / 4u][du % 4u];
-        ob += idx * p.sb[du / 4u][du % 4u];
+        oa += idx * p.sa[d / 4u][d % 4u];
+        ob += idx * p.sb[d / 4u][d % 4u];
     }
-    return vec2<u32>(oa, ob);
+    return vec2<u32>(oa + rem * p.sa[0].x, ob + rem * p.sb[0].x);
 }
 
 // tanh that stays finite for large |x| on every driver.
