@@ -53,8 +53,8 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn dim(d: u32) -> u32 { return p.shape[d / 4u][d % 4u]; }
 
 // Offsets of output element i into a and b (strided, broadcast). The outermost index is what
-// remains after the inner dims (no division: integer division is the slow part on CPU
-// rasterisers, and a same-shape op, collapsed to one dim by the host, needs none).
+// remains after the inner dims, so a same-shape op (one dim after the host collapses them)
+// divides nothing.
 fn offsets(i: u32) -> vec2<u32> {
     var rem = i;
     var oa = 0u;
