@@ -29,9 +29,10 @@
 // Workgroup: 256 x 1 x 1, no barriers and no shared memory (lavapipe runs barrier-free
 // register-blocked kernels fastest); the grid folds into y past 65535 groups, so the flat index
 // is gid.x + gid.y * nwg.x * 256.
-// Override constants, each 1..4: OB output channels (conv_forward, conv_backward_weight), PB
+// Override constants, each 1..8: OB output channels (conv_forward, conv_backward_weight), PB
 // pixels along W (conv_forward, conv_backward_input), CB input channels (conv_backward_input,
-// conv_backward_weight) per invocation.
+// conv_backward_weight) per invocation. Each kernel keeps up to 8 x 8 sums in 16 named vec4s
+// (blocks of 4 and under leave half of them unused; the compiler drops them).
 
 struct Params {
     n: u32,
@@ -86,12 +87,20 @@ fn x_at(row: u32, iw: i32) -> f32 {
     return select(0.0, f_x[row + u32(clamp(iw, 0, i32(p.w) - 1))], ok);
 }
 
-fn y_store(n: u32, o: u32, oh: u32, ow0: u32, a: vec4<f32>) {
+// The first `cnt` of the 4 pixels ow0 .. ow0 + 3 of output row (n, o, oh) that lie inside y.
+fn y_store(n: u32, o: u32, oh: u32, ow0: u32, a: vec4<f32>, cnt: u32) {
     let base = ((n * p.o + o) * p.ho + oh) * p.wo + ow0;
-    f_y[base] = a.x;
-    if (PB > 1u && ow0 + 1u < p.wo) { f_y[base + 1u] = a.y; }
-    if (PB > 2u && ow0 + 2u < p.wo) { f_y[base + 2u] = a.z; }
-    if (PB > 3u && ow0 + 3u < p.wo) { f_y[base + 3u] = a.w; }
+    if (cnt > 0u && ow0 < p.wo) { f_y[base] = a.x; }
+    if (cnt > 1u && ow0 + 1u < p.wo) { f_y[base + 1u] = a.y; }
+    if (cnt > 2u && ow0 + 2u < p.wo) { f_y[base + 2u] = a.z; }
+    if (cnt > 3u && ow0 + 3u < p.wo) { f_y[base + 3u] = a.w; }
+}
+
+// Channel t's two pixel groups (a: pixels 0..3 of the block, b: 4..7) of a forward block.
+fn y_store8(n: u32, o: u32, oh: u32, ow0: u32, a: vec4<f32>, b: vec4<f32>) {
+    if (o >= p.o) { return; }
+    y_store(n, o, oh, ow0, a, min(PB, 4u));
+    if (PB > 4u) { y_store(n, o, oh, ow0 + 4u, b, PB - 4u); }
 }
 
 @compute @workgroup_size(256)
@@ -112,17 +121,35 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let kk = p.kh * p.kw;
     let ck = p.c * kk;
     // Weight rows of a partial channel block are clamped into range (their sums are not stored).
+    let last = p.o - 1u;
     let w0 = o0 * ck;
-    let w1 = min(o0 + 1u, p.o - 1u) * ck;
-    let w2 = min(o0 + 2u, p.o - 1u) * ck;
-    let w3 = min(o0 + 3u, p.o - 1u) * ck;
+    let w1 = min(o0 + 1u, last) * ck;
+    let w2 = min(o0 + 2u, last) * ck;
+    let w3 = min(o0 + 3u, last) * ck;
+    let w4 = min(o0 + 4u, last) * ck;
+    let w5 = min(o0 + 5u, last) * ck;
+    let w6 = min(o0 + 6u, last) * ck;
+    let w7 = min(o0 + 7u, last) * ck;
     let sw = i32(p.sw);
     let iw0 = i32(ow0 * p.sw) - i32(p.pw);
     let ih0 = i32(oh * p.sh) - i32(p.ph);
+    // a_t: output channel o0 + t at pixels 0..3 of the block, b_t at pixels 4..7 (PB > 4).
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
     for (var c = 0u; c < p.c; c++) {
         for (var kh = 0u; kh < p.kh; kh++) {
             let ih = ih0 + i32(kh);
@@ -135,18 +162,33 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
                 if (PB > 1u) { xv.y = x_at(row, iw + sw); }
                 if (PB > 2u) { xv.z = x_at(row, iw + 2 * sw); }
                 if (PB > 3u) { xv.w = x_at(row, iw + 3 * sw); }
+                var xu = vec4<f32>(0.0);
+                if (PB > 4u) {
+                    xu = vec4<f32>(x_at(row, iw + 4 * sw), x_at(row, iw + 5 * sw), x_at(row, iw + 6 * sw),
+                        x_at(row, iw + 7 * sw));
+                }
                 let k = wk + kw;
-                a0 += xv * f_w[w0 + k];
-                if (OB > 1u) { a1 += xv * f_w[w1 + k]; }
-                if (OB > 2u) { a2 += xv * f_w[w2 + k]; }
-                if (OB > 3u) { a3 += xv * f_w[w3 + k]; }
+                let q0 = f_w[w0 + k];
+                a0 += xv * q0;
+                if (PB > 4u) { b0 += xu * q0; }
+                if (OB > 1u) { let q = f_w[w1 + k]; a1 += xv * q; if (PB > 4u) { b1 += xu * q; } }
+                if (OB > 2u) { let q = f_w[w2 + k]; a2 += xv * q; if (PB > 4u) { b2 += xu * q; } }
+                if (OB > 3u) { let q = f_w[w3 + k]; a3 += xv * q; if (PB > 4u) { b3 += xu * q; } }
+                if (OB > 4u) { let q = f_w[w4 + k]; a4 += xv * q; if (PB > 4u) { b4 += xu * q; } }
+                if (OB > 5u) { let q = f_w[w5 + k]; a5 += xv * q; if (PB > 4u) { b5 += xu * q; } }
+                if (OB > 6u) { let q = f_w[w6 + k]; a6 += xv * q; if (PB > 4u) { b6 += xu * q; } }
+                if (OB > 7u) { let q = f_w[w7 + k]; a7 += xv * q; if (PB > 4u) { b7 += xu * q; } }
             }
         }
     }
-    y_store(n, o0, oh, ow0, a0);
-    if (OB > 1u && o0 + 1u < p.o) { y_store(n, o0 + 1u, oh, ow0, a1); }
-    if (OB > 2u && o0 + 2u < p.o) { y_store(n, o0 + 2u, oh, ow0, a2); }
-    if (OB > 3u && o0 + 3u < p.o) { y_store(n, o0 + 3u, oh, ow0, a3); }
+    y_store8(n, o0, oh, ow0, a0, b0);
+    if (OB > 1u) { y_store8(n, o0 + 1u, oh, ow0, a1, b1); }
+    if (OB > 2u) { y_store8(n, o0 + 2u, oh, ow0, a2, b2); }
+    if (OB > 3u) { y_store8(n, o0 + 3u, oh, ow0, a3, b3); }
+    if (OB > 4u) { y_store8(n, o0 + 4u, oh, ow0, a4, b4); }
+    if (OB > 5u) { y_store8(n, o0 + 5u, oh, ow0, a5, b5); }
+    if (OB > 6u) { y_store8(n, o0 + 6u, oh, ow0, a6, b6); }
+    if (OB > 7u) { y_store8(n, o0 + 7u, oh, ow0, a7, b7); }
 }
 
 // dy[row + ow], or 0 outside [0, Wo) (clamped load, branch-free select).
@@ -155,14 +197,21 @@ fn dy_at(row: u32, ow: i32) -> f32 {
     return select(0.0, bi_dy[row + u32(clamp(ow, 0, i32(p.wo) - 1))], ok);
 }
 
-// The PB pixels iw0, iw0 + sw, .. of row (n, c, ih) that lie inside dx.
-fn dx_store(n: u32, c: u32, ih: u32, iw0: u32, a: vec4<f32>) {
+// The first `cnt` of the 4 pixels iw0, iw0 + sw, .. of row (n, c, ih) that lie inside dx.
+fn dx_store(n: u32, c: u32, ih: u32, iw0: u32, a: vec4<f32>, cnt: u32) {
     let base = ((n * p.c + c) * p.h + ih) * p.w + iw0;
     let s = p.sw;
-    if (iw0 < p.w) { bi_dx[base] = a.x; }
-    if (PB > 1u && iw0 + s < p.w) { bi_dx[base + s] = a.y; }
-    if (PB > 2u && iw0 + 2u * s < p.w) { bi_dx[base + 2u * s] = a.z; }
-    if (PB > 3u && iw0 + 3u * s < p.w) { bi_dx[base + 3u * s] = a.w; }
+    if (cnt > 0u && iw0 < p.w) { bi_dx[base] = a.x; }
+    if (cnt > 1u && iw0 + s < p.w) { bi_dx[base + s] = a.y; }
+    if (cnt > 2u && iw0 + 2u * s < p.w) { bi_dx[base + 2u * s] = a.z; }
+    if (cnt > 3u && iw0 + 3u * s < p.w) { bi_dx[base + 3u * s] = a.w; }
+}
+
+// Input channel c's two pixel groups (a: pixels 0..3 of the block, b: 4..7) of an input-gradient block.
+fn dx_store8(n: u32, c: u32, ih: u32, iw0: u32, a: vec4<f32>, b: vec4<f32>) {
+    if (c >= p.c) { return; }
+    dx_store(n, c, ih, iw0, a, min(PB, 4u));
+    if (PB > 4u) { dx_store(n, c, ih, iw0 + 4u * p.sw, b, PB - 4u); }
 }
 
 @compute @workgroup_size(256)
@@ -185,10 +234,15 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let kk = p.kh * p.kw;
     let ck = p.c * kk;
     // Offsets of the CB input channels inside one output channel's weights (clamped, see forward).
+    let last = p.c - 1u;
     let k0 = c0 * kk;
-    let k1 = min(c0 + 1u, p.c - 1u) * kk;
-    let k2 = min(c0 + 2u, p.c - 1u) * kk;
-    let k3 = min(c0 + 3u, p.c - 1u) * kk;
+    let k1 = min(c0 + 1u, last) * kk;
+    let k2 = min(c0 + 2u, last) * kk;
+    let k3 = min(c0 + 3u, last) * kk;
+    let k4 = min(c0 + 4u, last) * kk;
+    let k5 = min(c0 + 5u, last) * kk;
+    let k6 = min(c0 + 6u, last) * kk;
+    let k7 = min(c0 + 7u, last) * kk;
     // Position in the padded input; tap kh reaches it from output row oh = (hp - kh) / sh when
     // the division is exact, so kh walks the residue class of hp modulo sh; the same for kw, and
     // every pixel of the block is in the same class along W.
@@ -196,10 +250,23 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let wp = iw0 + p.pw;
     let kh0 = hp % p.sh;
     let kw0 = wp % p.sw;
+    // a_t: input channel c0 + t at pixels 0..3 of the block, b_t at pixels 4..7 (PB > 4).
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
     for (var o = 0u; o < p.o; o++) {
         let plane = (n * p.o + o) * p.ho;
         let wo_base = o * ck;
@@ -210,6 +277,7 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
             let wrow = wo_base + kh * p.kw;
             for (var kw = kw0; kw < p.kw; kw += p.sw) {
                 var g = vec4<f32>(0.0);
+                var gu = vec4<f32>(0.0);
                 if (PB == 1u) {
                     if (kw > wp) { break; }
                     let ow = (wp - kw) / p.sw;
@@ -221,19 +289,43 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
                     g = vec4<f32>(dy_at(row, ow), dy_at(row, ow + 1), 0.0, 0.0);
                     if (PB > 2u) { g.z = dy_at(row, ow + 2); }
                     if (PB > 3u) { g.w = dy_at(row, ow + 3); }
+                    if (PB > 4u) {
+                        gu = vec4<f32>(dy_at(row, ow + 4), dy_at(row, ow + 5), dy_at(row, ow + 6), dy_at(row, ow + 7));
+                    }
                 }
                 let k = wrow + kw;
-                a0 += g * bi_w[k + k0];
-                if (CB > 1u) { a1 += g * bi_w[k + k1]; }
-                if (CB > 2u) { a2 += g * bi_w[k + k2]; }
-                if (CB > 3u) { a3 += g * bi_w[k + k3]; }
+                let q0 = bi_w[k + k0];
+                a0 += g * q0;
+                if (PB > 4u) { b0 += gu * q0; }
+                if (CB > 1u) { let q = bi_w[k + k1]; a1 += g * q; if (PB > 4u) { b1 += gu * q; } }
+                if (CB > 2u) { let q = bi_w[k + k2]; a2 += g * q; if (PB > 4u) { b2 += gu * q; } }
+                if (CB > 3u) { let q = bi_w[k + k3]; a3 += g * q; if (PB > 4u) { b3 += gu * q; } }
+                if (CB > 4u) { let q = bi_w[k + k4]; a4 += g * q; if (PB > 4u) { b4 += gu * q; } }
+                if (CB > 5u) { let q = bi_w[k + k5]; a5 += g * q; if (PB > 4u) { b5 += gu * q; } }
+                if (CB > 6u) { let q = bi_w[k + k6]; a6 += g * q; if (PB > 4u) { b6 += gu * q; } }
+                if (CB > 7u) { let q = bi_w[k + k7]; a7 += g * q; if (PB > 4u) { b7 += gu * q; } }
             }
         }
     }
-    dx_store(n, c0, ih, iw0, a0);
-    if (CB > 1u && c0 + 1u < p.c) { dx_store(n, c0 + 1u, ih, iw0, a1); }
-    if (CB > 2u && c0 + 2u < p.c) { dx_store(n, c0 + 2u, ih, iw0, a2); }
-    if (CB > 3u && c0 + 3u < p.c) { dx_store(n, c0 + 3u, ih, iw0, a3); }
+    dx_store8(n, c0, ih, iw0, a0, b0);
+    if (CB > 1u) { dx_store8(n, c0 + 1u, ih, iw0, a1, b1); }
+    if (CB > 2u) { dx_store8(n, c0 + 2u, ih, iw0, a2, b2); }
+    if (CB > 3u) { dx_store8(n, c0 + 3u, ih, iw0, a3, b3); }
+    if (CB > 4u) { dx_store8(n, c0 + 4u, ih, iw0, a4, b4); }
+    if (CB > 5u) { dx_store8(n, c0 + 5u, ih, iw0, a5, b5); }
+    if (CB > 6u) { dx_store8(n, c0 + 6u, ih, iw0, a6, b6); }
+    if (CB > 7u) { dx_store8(n, c0 + 7u, ih, iw0, a7, b7); }
+}
+
+// The OB partial sums of one input channel c (a: output channels o0 .. o0 + 3, b: o0 + 4 ..),
+// for tap `tap` of split `base`; channels past the tensor are not stored.
+fn dw_store(base: u32, o0: u32, c: u32, tap: u32, a: vec4<f32>, b: vec4<f32>) {
+    if (c >= p.c) { return; }
+    let kk = p.kh * p.kw;
+    for (var q = 0u; q < OB; q++) {
+        if (o0 + q >= p.o) { break; }
+        bw_dw[base + ((o0 + q) * p.c + c) * kk + tap] = select(b[q % 4u], a[q % 4u], q < 4u);
+    }
 }
 
 @compute @workgroup_size(256)
@@ -253,8 +345,12 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let o0 = (r % oblocks) * OB;
     let s = r / oblocks;
     // Channels of a partial block are clamped into range (their sums are not stored).
-    let oc = vec4<u32>(o0, min(o0 + 1u, p.o - 1u), min(o0 + 2u, p.o - 1u), min(o0 + 3u, p.o - 1u));
-    let cc = vec4<u32>(c0, min(c0 + 1u, p.c - 1u), min(c0 + 2u, p.c - 1u), min(c0 + 3u, p.c - 1u));
+    let ol = p.o - 1u;
+    let cl = p.c - 1u;
+    let oc = vec4<u32>(o0, min(o0 + 1u, ol), min(o0 + 2u, ol), min(o0 + 3u, ol));
+    let od = vec4<u32>(min(o0 + 4u, ol), min(o0 + 5u, ol), min(o0 + 6u, ol), min(o0 + 7u, ol));
+    let cc = vec4<u32>(c0, min(c0 + 1u, cl), min(c0 + 2u, cl), min(c0 + 3u, cl));
+    let cd = vec4<u32>(min(c0 + 4u, cl), min(c0 + 5u, cl), min(c0 + 6u, cl), min(c0 + 7u, cl));
     // Output columns whose tap kw lands inside x: ow*sw + kw - pw in [0, W). Computed once so the
     // inner loop needs no bounds checks.
     let lo_num = i32(p.pw) - i32(kw);
@@ -267,45 +363,68 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let r1 = min(r0 + p.chunk, rows);
     let plane_y = p.ho * p.wo;
     let plane_x = p.h * p.w;
-    // acc[t] holds the sums of input channel c0 + t for the OB output channels.
+    // a_t: input channel c0 + t for output channels o0 .. o0 + 3, b_t for o0 + 4 .. o0 + 7.
     var a0 = vec4<f32>(0.0);
     var a1 = vec4<f32>(0.0);
     var a2 = vec4<f32>(0.0);
     var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    var b2 = vec4<f32>(0.0);
+    var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0);
+    var b5 = vec4<f32>(0.0);
+    var b6 = vec4<f32>(0.0);
+    var b7 = vec4<f32>(0.0);
     for (var row = r0; row < r1; row++) {
         let n = row / p.ho;
         let oh = row % p.ho;
         let ih = i32(oh * p.sh + kh) - i32(p.ph);
         if (ih < 0 || ih >= i32(p.h)) { continue; }
         let dyrow = (n * p.o * p.ho + oh) * p.wo;
-        let dy_off = (dyrow + oc * plane_y);
+        let dy_off = dyrow + oc * plane_y;
+        let dy_off2 = dyrow + od * plane_y;
         // x index of column ow is x_off + ow * sw (the tap offset kw - pw is folded in).
         let xrow = i32((n * p.c * p.h + u32(ih)) * p.w) + i32(kw) - i32(p.pw);
         let x_off = vec4<i32>(xrow) + vec4<i32>(cc * plane_x);
+        let x_off2 = vec4<i32>(xrow) + vec4<i32>(cd * plane_x);
         for (var ow = ow_lo; ow < ow_hi; ow++) {
             var d = vec4<f32>(bw_dy[dy_off.x + ow], 0.0, 0.0, 0.0);
             if (OB > 1u) { d.y = bw_dy[dy_off.y + ow]; }
             if (OB > 2u) { d.z = bw_dy[dy_off.z + ow]; }
             if (OB > 3u) { d.w = bw_dy[dy_off.w + ow]; }
+            var e = vec4<f32>(0.0);
+            if (OB > 4u) {
+                e = vec4<f32>(bw_dy[dy_off2.x + ow], bw_dy[dy_off2.y + ow], bw_dy[dy_off2.z + ow], bw_dy[dy_off2.w + ow]);
+            }
             let xo = i32(ow * p.sw);
-            a0 += d * bw_x[u32(x_off.x + xo)];
-            if (CB > 1u) { a1 += d * bw_x[u32(x_off.y + xo)]; }
-            if (CB > 2u) { a2 += d * bw_x[u32(x_off.z + xo)]; }
-            if (CB > 3u) { a3 += d * bw_x[u32(x_off.w + xo)]; }
+            let x0 = bw_x[u32(x_off.x + xo)];
+            a0 += d * x0;
+            if (OB > 4u) { b0 += e * x0; }
+            if (CB > 1u) { let x = bw_x[u32(x_off.y + xo)]; a1 += d * x; if (OB > 4u) { b1 += e * x; } }
+            if (CB > 2u) { let x = bw_x[u32(x_off.z + xo)]; a2 += d * x; if (OB > 4u) { b2 += e * x; } }
+            if (CB > 3u) { let x = bw_x[u32(x_off.w + xo)]; a3 += d * x; if (OB > 4u) { b3 += e * x; } }
+            if (CB > 4u) { let x = bw_x[u32(x_off2.x + xo)]; a4 += d * x; if (OB > 4u) { b4 += e * x; } }
+            if (CB > 5u) { let x = bw_x[u32(x_off2.y + xo)]; a5 += d * x; if (OB > 4u) { b5 += e * x; } }
+            if (CB > 6u) { let x = bw_x[u32(x_off2.z + xo)]; a6 += d * x; if (OB > 4u) { b6 += e * x; } }
+            if (CB > 7u) { let x = bw_x[u32(x_off2.w + xo)]; a7 += d * x; if (OB > 4u) { b7 += e * x; } }
         }
     }
     // Partial sums of split s, laid out [s, O, C, KH, KW].
-    let kk = p.kh * p.kw;
     let tap = kh * p.kw + kw;
-    let base = s * p.o * p.c * kk;
-    var acc = array<vec4<f32>, 4>(a0, a1, a2, a3);
-    for (var t = 0u; t < CB; t++) {
-        if (c0 + t >= p.c) { break; }
-        for (var q = 0u; q < OB; q++) {
-            if (o0 + q >= p.o) { break; }
-            bw_dw[base + ((o0 + q) * p.c + c0 + t) * kk + tap] = acc[t][q];
-        }
-    }
+    let base = s * p.o * p.c * p.kh * p.kw;
+    dw_store(base, o0, c0, tap, a0, b0);
+    if (CB > 1u) { dw_store(base, o0, c0 + 1u, tap, a1, b1); }
+    if (CB > 2u) { dw_store(base, o0, c0 + 2u, tap, a2, b2); }
+    if (CB > 3u) { dw_store(base, o0, c0 + 3u, tap, a3, b3); }
+    if (CB > 4u) { dw_store(base, o0, c0 + 4u, tap, a4, b4); }
+    if (CB > 5u) { dw_store(base, o0, c0 + 5u, tap, a5, b5); }
+    if (CB > 6u) { dw_store(base, o0, c0 + 6u, tap, a6, b6); }
+    if (CB > 7u) { dw_store(base, o0, c0 + 7u, tap, a7, b7); }
 }
 
 @compute @workgroup_size(256)

@@ -21,7 +21,13 @@ const CASES: &[Case] = &[
     ([1, 1, 5, 7], [5, 1, 5, 3], (2, 1), (0, 2)),
     ([2, 1, 4, 4], [5, 1, 3, 3], (3, 3), (1, 1)),
     ([1, 3, 9, 11], [5, 3, 1, 1], (2, 2), (0, 0)),
+    // More than 8 channels each way and rows past 8 pixels: partial 8-blocks.
+    ([2, 10, 6, 13], [11, 10, 3, 3], (1, 1), (1, 1)),
+    ([1, 9, 9, 19], [9, 9, 4, 4], (2, 2), (1, 1)),
 ];
+
+/// Register block sides the tests try: every one up to 5, then 7 and 8.
+const BLOCKS: [usize; 7] = [1, 2, 3, 4, 5, 7, 8];
 
 fn data(seed: u64, shape: &[usize]) -> Vec<f64> {
     Rng::new(seed).vec(shape.iter().product(), -1.0, 1.0)
@@ -43,20 +49,20 @@ fn conv2d_forward_matches_reference_on_odd_sizes() {
 #[test]
 fn conv2d_every_register_block_matches_reference() {
     let dev = device();
-    for &ci in &[2usize, 3, 4, 7] {
+    for &ci in &[2usize, 3, 4, 7, 11, 12] {
         let (xs, ws, s, p) = CASES[ci];
         let (x, w) = (data(ci as u64, &xs), data(100 + ci as u64, &ws));
         let (xt, wt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws));
         let (r, _) = cpu::conv2d(&x, xs, &w, ws, s, p);
-        for ob in 1..=4 {
-            for pb in 1..=4 {
+        for ob in BLOCKS {
+            for pb in BLOCKS {
                 let y = conv::conv2d_with(&xt, &wt, s, p, ob, pb).unwrap();
                 assert_close(&format!("conv2d case {ci} block {ob}x{pb}"), &y.to_vec().unwrap(), &r, 1e-5, 1e-5);
             }
         }
     }
     let (xt, wt) = (upload(&dev, &[0.0; 9], &[1, 1, 3, 3]), upload(&dev, &[0.0; 4], &[1, 1, 2, 2]));
-    assert!(conv::conv2d_with(&xt, &wt, (1, 1), (0, 0), 5, 1).is_err());
+    assert!(conv::conv2d_with(&xt, &wt, (1, 1), (0, 0), 9, 1).is_err());
 }
 
 #[test]
@@ -68,8 +74,8 @@ fn conv2d_gradient_kernels_match_reference() {
         let dy = data(200 + i as u64, &ys);
         let (xt, wt, dyt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws), upload(&dev, &dy, &ys));
         let rdx = cpu::conv2d_backward_input(&dy, xs, &w, ws, s, p);
-        for cb in 0..=4 {
-            for pb in [0, 1, 2, 3, 4] {
+        for cb in [0, 1, 2, 3, 4, 5, 8] {
+            for pb in [0, 1, 2, 3, 4, 5, 8] {
                 let dx = conv::conv2d_backward_input_with(&dyt, &wt, (xs[2], xs[3]), s, p, (cb, pb)).unwrap();
                 assert_eq!(dx.shape(), xs.as_slice());
                 assert_close(&format!("dx case {i} block {cb}x{pb}"), &dx.to_vec().unwrap(), &rdx, 1e-5, 1e-5);
@@ -77,7 +83,7 @@ fn conv2d_gradient_kernels_match_reference() {
         }
         let rdw = cpu::conv2d_backward_weight(&dy, &x, xs, ws, s, p);
         for splits in [0, 1, 2, 3, 1000] {
-            for blocks in [(0, 0), (1, 1), (4, 4), (3, 2), (2, 3)] {
+            for blocks in [(0, 0), (1, 1), (4, 4), (3, 2), (2, 3), (8, 8), (5, 7), (8, 3)] {
                 let dw = conv::conv2d_backward_weight_with(&dyt, &xt, (ws[2], ws[3]), s, p, splits, blocks).unwrap();
                 assert_eq!(dw.shape(), ws.as_slice());
                 let what = format!("dw case {i} splits {splits} blocks {blocks:?}");

@@ -213,10 +213,10 @@ fn conv_transpose2d_geom(
 }
 
 fn block(op: &'static str, what: &str, b: usize) -> Result<usize> {
-    if (1..=4).contains(&b) {
+    if (1..=8).contains(&b) {
         Ok(b)
     } else {
-        Err(Error::Config(format!("{op}: {what} block must be 1..=4, got {b}")))
+        Err(Error::Config(format!("{op}: {what} block must be 1..=8, got {b}")))
     }
 }
 
@@ -313,28 +313,39 @@ fn backward_weight_raw(
 
 /// Default register blocks: conv_forward's (output channels, output pixels) and
 /// conv_backward_input's (input channels, input pixels).
-fn default_blocks(g: &Geom) -> (usize, usize) {
-    (g.o.min(4), g.wo.min(4))
+fn default_blocks(g: &Geom, c: AdapterClass) -> (usize, usize) {
+    (g.o.min(block_cap(c)), g.wo.min(block_cap(c)))
 }
-fn default_input_blocks(g: &Geom) -> (usize, usize) {
-    (g.c.min(4), g.w.div_ceil(g.sw).min(4))
+fn default_input_blocks(g: &Geom, c: AdapterClass) -> (usize, usize) {
+    (g.c.min(block_cap(c)), g.w.div_ceil(g.sw).min(block_cap(c)))
+}
+
+/// The largest default register block side. On lavapipe 8 x 8 blocks (64 sums, 16 loads per
+/// 64 multiply-adds) ran the CNN's convolutions about 2x faster than 4 x 4 (docs/PERFORMANCE.md);
+/// GPUs keep the 4 x 4 blocks they were measured with until 8 x 8 is measured there.
+fn block_cap(c: AdapterClass) -> usize {
+    match c {
+        AdapterClass::Cpu => 8,
+        AdapterClass::Gpu => 4,
+    }
 }
 
 /// The weight gradient with the default blocks and splits.
 fn weight_grad(op: &'static str, dy: &Tensor, x: &Tensor, g: &Geom) -> Result<Tensor> {
-    let blocks = (g.o.min(4), g.c.min(4));
+    let cap = block_cap(x.device().class());
+    let blocks = (g.o.min(cap), g.c.min(cap));
     backward_weight_raw(op, dy, x, g, auto_splits(g, x.device().class(), blocks), blocks)
 }
 
 /// conv2d: x [N, C, H, W], w [O, C, KH, KW] -> y [N, O, Ho, Wo], Ho = (H + 2ph - KH) / sh + 1.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
     let g = conv2d_geom(x, w, stride, padding)?;
-    let (ob, pb) = default_blocks(&g);
+    let (ob, pb) = default_blocks(&g, x.device().class());
     forward_raw("conv2d", x, w, &g, ob, pb)
 }
 
 /// conv2d with an explicit register block: `ob` output channels x `pb` output pixels per
-/// invocation (each 1..=4). Results equal [`conv2d`]'s; exposed so tests cover every block.
+/// invocation (each 1..=8). Results equal [`conv2d`]'s; exposed so tests cover every block.
 pub fn conv2d_with(
     x: &Tensor,
     w: &Tensor,
@@ -409,7 +420,7 @@ pub fn conv2d_backward_input(
 }
 
 /// [`conv2d_backward_input`] with `cb` input channels x `pb` pixels (`sw` apart) per invocation
-/// (each 1..=4; 0 picks). Results equal the default's.
+/// (each 1..=8; 0 picks). Results equal the default's.
 pub fn conv2d_backward_input_with(
     dy: &Tensor,
     w: &Tensor,
@@ -420,7 +431,7 @@ pub fn conv2d_backward_input_with(
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_input";
     let g = backward_input_geom(dy, w, input_hw, stride, padding)?;
-    let (dcb, dpb) = default_input_blocks(&g);
+    let (dcb, dpb) = default_input_blocks(&g, dy.device().class());
     let cb = if cb == 0 { dcb } else { block(OP, "channel", cb)? };
     let pb = if pb == 0 { dpb } else { block(OP, "pixel", pb)? };
     backward_input_raw(OP, dy, w, &g, (cb, pb))
@@ -438,7 +449,7 @@ pub fn conv2d_backward_weight(
 }
 
 /// [`conv2d_backward_weight`] with the N*Ho rows cut into `splits` partial sums (0 picks by
-/// the adapter class) and `ob` output x `cb` input channels per invocation (each 1..=4; 0
+/// the adapter class) and `ob` output x `cb` input channels per invocation (each 1..=8; 0
 /// picks); every choice gives the same result up to rounding and is deterministic.
 pub fn conv2d_backward_weight_with(
     dy: &Tensor,
@@ -451,8 +462,9 @@ pub fn conv2d_backward_weight_with(
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_weight";
     let g = backward_weight_geom(dy, x, kernel, stride, padding)?;
-    let ob = if ob == 0 { g.o.min(4) } else { block(OP, "output channel", ob)? };
-    let cb = if cb == 0 { g.c.min(4) } else { block(OP, "input channel", cb)? };
+    let cap = block_cap(x.device().class());
+    let ob = if ob == 0 { g.o.min(cap) } else { block(OP, "output channel", ob)? };
+    let cb = if cb == 0 { g.c.min(cap) } else { block(OP, "input channel", cb)? };
     let splits = if splits == 0 { auto_splits(&g, x.device().class(), (ob, cb)) } else { splits };
     backward_weight_raw(OP, dy, x, &g, splits, (ob, cb))
 }
@@ -468,7 +480,7 @@ pub fn conv_transpose2d(
 ) -> Result<Tensor> {
     let g = conv_transpose2d_geom(x, w, stride, padding, output_padding)?;
     // x plays conv2d's dy, y is conv2d's dx.
-    backward_input_raw("conv_transpose2d", x, w, &g, default_input_blocks(&g))
+    backward_input_raw("conv_transpose2d", x, w, &g, default_input_blocks(&g, x.device().class()))
 }
 
 // ---- conv2d as a matrix product (GPU path, opt-in: Device::set_gemm_conv) ----
@@ -567,12 +579,13 @@ impl Var {
                 Ok(vec![gx, gw])
             }));
         }
-        let (ob, pb) = default_blocks(&g);
+        let class = xv.device().class();
+        let (ob, pb) = default_blocks(&g, class);
         let y = forward_raw("conv2d", &xv, &wv, &g, ob, pb)?;
         let need = (self.requires_grad(), w.requires_grad());
         Ok(self.tape().op(y, &[self, w], move |gy| {
-            let gx =
-                if need.0 { Some(backward_input_raw("conv2d", gy, &wv, &g, default_input_blocks(&g))?) } else { None };
+            let blocks = default_input_blocks(&g, class);
+            let gx = if need.0 { Some(backward_input_raw("conv2d", gy, &wv, &g, blocks)?) } else { None };
             let gw = if need.1 { Some(weight_grad("conv2d", gy, &xv, &g)?) } else { None };
             Ok(vec![gx, gw])
         }))
@@ -590,10 +603,11 @@ impl Var {
     ) -> Result<Var> {
         let (xv, wv) = (self.value().clone(), w.value().clone());
         let g = conv_transpose2d_geom(&xv, &wv, stride, padding, output_padding)?;
-        let y = backward_input_raw("conv_transpose2d", &xv, &wv, &g, default_input_blocks(&g))?;
+        let class = xv.device().class();
+        let y = backward_input_raw("conv_transpose2d", &xv, &wv, &g, default_input_blocks(&g, class))?;
         let need = (self.requires_grad(), w.requires_grad());
         Ok(self.tape().op(y, &[self, w], move |gy| {
-            let (ob, pb) = default_blocks(&g);
+            let (ob, pb) = default_blocks(&g, class);
             let gx = if need.0 { Some(forward_raw("conv_transpose2d", gy, &wv, &g, ob, pb)?) } else { None };
             let gw = if need.1 { Some(weight_grad("conv_transpose2d", &xv, gy, &g)?) } else { None };
             Ok(vec![gx, gw])
