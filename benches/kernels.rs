@@ -358,6 +358,16 @@ fn main() {
             drop(conv::conv2d_backward_weight(&dy, &x, (3, 3), (1, 1), (1, 1)).unwrap())
         });
         if gpu {
+            // 8 x 8 register blocks (the CPU default; GPUs use 4 x 4 until these are measured).
+            b.flops(&format!("conv/forward b8 {tag}"), flops, || {
+                drop(conv::conv2d_with(&x, &w, (1, 1), (1, 1), 8, 8).unwrap())
+            });
+            b.flops(&format!("conv/backward-input b8 {tag}"), flops, || {
+                drop(conv::conv2d_backward_input_with(&dy, &w, (hw, hw), (1, 1), (1, 1), (8, 8)).unwrap())
+            });
+            b.flops(&format!("conv/backward-weight b8 {tag}"), flops, || {
+                drop(conv::conv2d_backward_weight_with(&dy, &x, (3, 3), (1, 1), (1, 1), 0, (8, 8)).unwrap())
+            });
             // The opt-in GEMM path (im2col + matmul cores + col2im), same flops.
             b.flops(&format!("conv/forward gemm {tag}"), flops, || {
                 drop(conv::conv2d_gemm(&x, &w, (1, 1), (1, 1)).unwrap())

@@ -119,7 +119,8 @@ def main():
     # Opt-in or newer kernels timed beside the current default (decide which to adopt from these).
     alternatives = []
     for name, v in sorted(ours.items()):
-        for tag, base_tag in ((" unchecked", ""), ("Coop16Packed ", "Coop16 "), (" gram", ""), (" gemm", ""), (" Team", " PerRow"),
+        for tag, base_tag in ((" unchecked", ""), ("Coop16Packed ", "Coop16 "), (" gram", ""), (" gemm", ""), (" b8", ""),
+                              (" Team", " PerRow"),
                               (" gemm-conv gram-atom", "")):
             if tag in name and (name.replace(tag, base_tag, 1)) in ours:
                 d = ours[name.replace(tag, base_tag, 1)]
