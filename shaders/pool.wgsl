@@ -14,8 +14,10 @@
 //   avg_pool_forward:  1 x (read), 2 y (write)
 //   avg_pool_backward: 1 gy (read), 2 gx (write)
 //       gx[i] = scale * sum of gy over the windows containing i
-// Workgroup: 256 x 1 x 1, one invocation per output (forward) or input (backward) element, no
-// barriers; the grid folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * 256).
+// Workgroup: 256 x 1 x 1, one invocation per run of RB neighbouring output (forward) or input
+// (backward) elements along W (override RB: 1 on GPUs, 8 on CPU rasterisers, where the index
+// divisions, done once per run, cost more than the loads), no barriers; the grid folds into y
+// past 65535 groups (flat index gid.x + gid.y * nwg.x * 256).
 
 struct Params {
     planes: u32, // N * C
@@ -35,6 +37,8 @@ struct Params {
     _pad1: u32,
     _pad2: u32,
 }
+
+override RB: u32 = 1u; // elements per invocation, along W
 
 @group(0) @binding(0) var<uniform> p: Params;
 // forward (max and avg)
@@ -61,99 +65,158 @@ fn window_range(hp: u32, k: u32, s: u32, len: u32) -> vec2<u32> {
     return vec2<u32>(lo, max(lo, hi));
 }
 
+// The run of up to RB neighbouring elements along W that invocation i covers in a tensor of
+// `rows` rows of `len` elements: (row, first element, count). Divisions happen once per run.
+fn run_of(i: u32, len: u32) -> vec3<u32> {
+    let runs = (len + RB - 1u) / RB;
+    let row = i / runs;
+    let e0 = (i % runs) * RB;
+    return vec3<u32>(row, e0, min(RB, len - e0));
+}
+
 @compute @workgroup_size(256)
 fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
-    let ow = i % p.wo;
-    let r = i / p.wo;
-    let oh = r % p.ho;
-    let plane = (r / p.ho) * p.h * p.w;
+    let run = run_of(i, p.wo);
+    let oh = run.x % p.ho;
+    let plane = (run.x / p.ho) * p.h * p.w;
     let ih0 = i32(oh * p.sh) - i32(p.ph);
-    let iw0 = i32(ow * p.sw) - i32(p.pw);
-    // Only real positions compete (padding <= kernel / 2 guarantees every window has one).
-    var best = 0.0;
-    var arg = 0u;
-    var found = false;
-    for (var kh = 0u; kh < p.kh; kh++) {
-        let ih = ih0 + i32(kh);
-        if (ih < 0 || ih >= i32(p.h)) { continue; }
-        for (var kw = 0u; kw < p.kw; kw++) {
-            let iw = iw0 + i32(kw);
-            if (iw < 0 || iw >= i32(p.w)) { continue; }
-            let at = u32(ih) * p.w + u32(iw);
-            let v = x[plane + at];
-            if (!found || v > best) {
-                best = v;
-                arg = at;
-                found = true;
+    for (var e = 0u; e < run.z; e++) {
+        let ow = run.y + e;
+        let iw0 = i32(ow * p.sw) - i32(p.pw);
+        // Only real positions compete (padding <= kernel / 2 guarantees every window has one).
+        var best = 0.0;
+        var arg = 0u;
+        var found = false;
+        for (var kh = 0u; kh < p.kh; kh++) {
+            let ih = ih0 + i32(kh);
+            if (ih < 0 || ih >= i32(p.h)) { continue; }
+            for (var kw = 0u; kw < p.kw; kw++) {
+                let iw = iw0 + i32(kw);
+                if (iw < 0 || iw >= i32(p.w)) { continue; }
+                let at = u32(ih) * p.w + u32(iw);
+                let v = x[plane + at];
+                if (!found || v > best) {
+                    best = v;
+                    arg = at;
+                    found = true;
+                }
             }
         }
+        let o = run.x * p.wo + ow;
+        y[o] = best;
+        idx_out[o] = arg;
     }
-    y[i] = best;
-    idx_out[i] = arg;
+}
+
+// The windows along W that contain padded column t = iw + pw, [lo, hi), kept for a run of
+// columns without dividing per column: q, r = t / sw, t % sw and qu, ru = floor((t - kw) / sw),
+// its remainder (t - kw may be negative: no window starts that far left).
+struct Cols {
+    q: u32,
+    r: u32,
+    qu: i32,
+    ru: u32,
+}
+
+fn cols_at(t: u32) -> Cols {
+    let u = i32(t) - i32(p.kw);
+    let s = i32(p.sw);
+    let qu = select(-((-u + s - 1) / s), u / s, u >= 0);
+    return Cols(t / p.sw, t % p.sw, qu, u32(u - qu * s));
+}
+
+fn cols_next(c: Cols) -> Cols {
+    var n = c;
+    n.r += 1u;
+    if (n.r == p.sw) {
+        n.r = 0u;
+        n.q += 1u;
+    }
+    n.ru += 1u;
+    if (n.ru == p.sw) {
+        n.ru = 0u;
+        n.qu += 1;
+    }
+    return n;
+}
+
+fn cols_range(c: Cols) -> vec2<u32> {
+    let lo = u32(max(c.qu + 1, 0));
+    let hi = min(c.q + 1u, p.wo);
+    return vec2<u32>(lo, max(lo, hi));
 }
 
 @compute @workgroup_size(256)
 fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
-    let iw = i % p.w;
-    let r = i / p.w;
-    let ih = r % p.h;
-    let pl = r / p.h;
-    let me = ih * p.w + iw;
+    let run = run_of(i, p.w);
+    let ih = run.x % p.h;
+    let pl = run.x / p.h;
     let rh = window_range(ih + p.ph, p.kh, p.sh, p.ho);
-    let rw = window_range(iw + p.pw, p.kw, p.sw, p.wo);
-    var acc = 0.0;
-    for (var oh = rh.x; oh < rh.y; oh++) {
-        let row = (pl * p.ho + oh) * p.wo;
-        for (var ow = rw.x; ow < rw.y; ow++) {
-            if (mb_idx[row + ow] == me) { acc += mb_gy[row + ow]; }
+    var cols = cols_at(run.y + p.pw);
+    for (var e = 0u; e < run.z; e++) {
+        let iw = run.y + e;
+        let me = ih * p.w + iw;
+        let rw = cols_range(cols);
+        var acc = 0.0;
+        for (var oh = rh.x; oh < rh.y; oh++) {
+            let row = (pl * p.ho + oh) * p.wo;
+            for (var ow = rw.x; ow < rw.y; ow++) {
+                if (mb_idx[row + ow] == me) { acc += mb_gy[row + ow]; }
+            }
         }
+        mb_gx[run.x * p.w + iw] = acc;
+        cols = cols_next(cols);
     }
-    mb_gx[i] = acc;
 }
 
 @compute @workgroup_size(256)
 fn avg_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
-    let ow = i % p.wo;
-    let r = i / p.wo;
-    let oh = r % p.ho;
-    let plane = (r / p.ho) * p.h * p.w;
+    let run = run_of(i, p.wo);
+    let oh = run.x % p.ho;
+    let plane = (run.x / p.ho) * p.h * p.w;
     let ih0 = i32(oh * p.sh) - i32(p.ph);
-    let iw0 = i32(ow * p.sw) - i32(p.pw);
-    var acc = 0.0;
-    for (var kh = 0u; kh < p.kh; kh++) {
-        let ih = ih0 + i32(kh);
-        if (ih < 0 || ih >= i32(p.h)) { continue; }
-        for (var kw = 0u; kw < p.kw; kw++) {
-            let iw = iw0 + i32(kw);
-            if (iw < 0 || iw >= i32(p.w)) { continue; }
-            acc += x[plane + u32(ih) * p.w + u32(iw)];
+    for (var e = 0u; e < run.z; e++) {
+        let ow = run.y + e;
+        let iw0 = i32(ow * p.sw) - i32(p.pw);
+        var acc = 0.0;
+        for (var kh = 0u; kh < p.kh; kh++) {
+            let ih = ih0 + i32(kh);
+            if (ih < 0 || ih >= i32(p.h)) { continue; }
+            for (var kw = 0u; kw < p.kw; kw++) {
+                let iw = iw0 + i32(kw);
+                if (iw < 0 || iw >= i32(p.w)) { continue; }
+                acc += x[plane + u32(ih) * p.w + u32(iw)];
+            }
         }
+        y[run.x * p.wo + ow] = acc * p.scale;
     }
-    y[i] = acc * p.scale;
 }
 
 @compute @workgroup_size(256)
 fn avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
-    let iw = i % p.w;
-    let r = i / p.w;
-    let ih = r % p.h;
-    let pl = r / p.h;
+    let run = run_of(i, p.w);
+    let ih = run.x % p.h;
+    let pl = run.x / p.h;
     let rh = window_range(ih + p.ph, p.kh, p.sh, p.ho);
-    let rw = window_range(iw + p.pw, p.kw, p.sw, p.wo);
-    var acc = 0.0;
-    for (var oh = rh.x; oh < rh.y; oh++) {
-        let row = (pl * p.ho + oh) * p.wo;
-        for (var ow = rw.x; ow < rw.y; ow++) {
-            acc += ab_gy[row + ow];
+    var cols = cols_at(run.y + p.pw);
+    for (var e = 0u; e < run.z; e++) {
+        let rw = cols_range(cols);
+        var acc = 0.0;
+        for (var oh = rh.x; oh < rh.y; oh++) {
+            let row = (pl * p.ho + oh) * p.wo;
+            for (var ow = rw.x; ow < rw.y; ow++) {
+                acc += ab_gy[row + ow];
+            }
         }
+        ab_gx[run.x * p.w + run.y + e] = acc * p.scale;
+        cols = cols_next(cols);
     }
-    ab_gx[i] = acc * p.scale;
 }

@@ -18,6 +18,9 @@ const CASES: &[Case] = &[
     ([1, 1, 5, 4], (5, 4), (1, 1), (0, 0)),
     ([2, 2, 1, 7], (1, 3), (1, 2), (0, 1)),
     ([1, 3, 8, 8], (2, 2), (2, 2), (0, 0)),
+    // Rows longer than one run of 8 elements, a partial last run, overlapping and strided windows.
+    ([2, 2, 5, 21], (3, 2), (2, 3), (1, 1)),
+    ([1, 2, 4, 19], (2, 5), (1, 1), (1, 2)),
 ];
 
 /// Distinct values (no ties, gaps far above the finite-difference step), shuffled.

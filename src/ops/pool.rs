@@ -4,7 +4,7 @@
 //! in [`cpu`].
 
 use crate::autodiff::Var;
-use crate::device::{groups_1d, WG};
+use crate::device::{groups_1d, AdapterClass, Device, WG};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
@@ -125,6 +125,15 @@ fn check_gy(op: &'static str, gy: &Tensor, g: &Geom) -> Result<()> {
     Ok(())
 }
 
+/// Elements along W per invocation (the shader's RB): on CPU rasterisers a run of 8 divides
+/// its indices once instead of once per element (integer division is scalar there).
+fn run_len(dev: &Device) -> usize {
+    match dev.class() {
+        AdapterClass::Cpu => 8,
+        AdapterClass::Gpu => 1,
+    }
+}
+
 /// Max pooling: returns the output [N, C, Ho, Wo] and the argmax of every window (U32, flat
 /// index ih * W + iw into the input plane). Padding must be at most half the kernel.
 pub fn max_pool2d(
@@ -139,11 +148,12 @@ pub fn max_pool2d(
     let dev = x.device();
     let y = Tensor::empty(dev, OP, &g.out_shape(), DType::F32)?;
     let idx = Tensor::empty(dev, OP, &g.out_shape(), DType::U32)?;
-    let total = y.numel();
+    let rb = run_len(dev);
+    let total = g.n * g.c * g.ho * g.wo.div_ceil(rb);
     dev.dispatch(
         &SHADER,
         "max_pool_forward",
-        &[],
+        &[("RB", rb as f64)],
         bytemuck::bytes_of(&g.params(total)),
         &[x.bind(), y.bind(), idx.bind()],
         groups_1d(total, WG),
@@ -170,11 +180,12 @@ pub fn max_pool2d_backward(
     }
     let dev = gy.device();
     let gx = Tensor::empty(dev, OP, x_shape, DType::F32)?;
-    let total = gx.numel();
+    let rb = run_len(dev);
+    let total = g.n * g.c * g.h * g.w.div_ceil(rb);
     dev.dispatch(
         &SHADER,
         "max_pool_backward",
-        &[],
+        &[("RB", rb as f64)],
         bytemuck::bytes_of(&g.params(total)),
         &[gy.bind(), idx.bind(), gx.bind()],
         groups_1d(total, WG),
@@ -189,11 +200,12 @@ pub fn avg_pool2d(x: &Tensor, k: (usize, usize), stride: (usize, usize), padding
     let g = geom(OP, x.shape(), k, stride, padding)?;
     let dev = x.device();
     let y = Tensor::empty(dev, OP, &g.out_shape(), DType::F32)?;
-    let total = y.numel();
+    let rb = run_len(dev);
+    let total = g.n * g.c * g.ho * g.wo.div_ceil(rb);
     dev.dispatch(
         &SHADER,
         "avg_pool_forward",
-        &[],
+        &[("RB", rb as f64)],
         bytemuck::bytes_of(&g.params(total)),
         &[x.bind(), y.bind()],
         groups_1d(total, WG),
@@ -214,11 +226,12 @@ pub fn avg_pool2d_backward(
     check_gy(OP, gy, &g)?;
     let dev = gy.device();
     let gx = Tensor::empty(dev, OP, x_shape, DType::F32)?;
-    let total = gx.numel();
+    let rb = run_len(dev);
+    let total = g.n * g.c * g.h * g.w.div_ceil(rb);
     dev.dispatch(
         &SHADER,
         "avg_pool_backward",
-        &[],
+        &[("RB", rb as f64)],
         bytemuck::bytes_of(&g.params(total)),
         &[gy.bind(), gx.bind()],
         groups_1d(total, WG),
