@@ -278,7 +278,7 @@ fn main() {
         let a = rand(&dev, &mut rng, &[s, s]);
         let c = rand(&dev, &mut rng, &[s, s]);
         use matmul::Variant::*;
-        for v in [Blocked, Tiled, Tiled128] {
+        for v in [Blocked, Blocked8, Tiled, Tiled128] {
             b.flops(&format!("matmul/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
                 drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
             });
@@ -313,7 +313,9 @@ fn main() {
         let a = rand(&dev, &mut rng, &[bt, m, k]);
         let c = rand(&dev, &mut rng, &[bt, k, n]);
         let flops = 2.0 * (bt * m * k * n) as f64;
-        for v in [matmul::Variant::Blocked, matmul::Variant::Tiled, matmul::Variant::Tiled128] {
+        for v in
+            [matmul::Variant::Blocked, matmul::Variant::Blocked8, matmul::Variant::Tiled, matmul::Variant::Tiled128]
+        {
             b.flops(&format!("matmul/{v:?} [{bt}] {m}x{k}x{n}"), flops, || {
                 drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
             });

@@ -4,9 +4,10 @@
 //
 // Bindings (group 0): 0 = Params (uniform), 1 a (read), 2 b (read), 3 c (read_write).
 // Workgroup layouts, one entry point per adapter class:
-//   mm_blocked (CPU rasterisers such as lavapipe): 8 x 8 invocations, each computes a 4 x 4 block of C
-//     in registers, no shared memory and no barriers (barriers are very slow there); a workgroup
-//     covers a 32 x 32 tile; grid = (ceil(N/32), ceil(M/32), batch).
+//   mm_blocked, mm_blocked8 (CPU rasterisers such as lavapipe): 8 x 8 invocations, each computes a
+//     4 x 4 (mm_blocked) or 8 x 8 (mm_blocked8) block of C in registers, no shared memory and no
+//     barriers (barriers are very slow there); a workgroup covers a 32 x 32 or 64 x 64 tile;
+//     grid = (ceil(N/32), ceil(M/32), batch) or (ceil(N/64), ceil(M/64), batch).
 //   mm_tiled (small GPU products): 16 x 16 invocations, 64 x 64 tile of C per workgroup, each
 //     invocation a 4 x 4 register block; A and B tiles of depth 16 are staged in workgroup memory
 //     (read along the operand's contiguous dimension, rows padded against bank conflicts);
@@ -183,6 +184,44 @@ fn store8(acc: Acc, base: u32, row0: u32, col0: u32, ty: u32, tx: u32) {
     put4(base, r1 + 1u, q0, acc.c10); put4(base, r1 + 1u, q1, acc.c11);
     put4(base, r1 + 2u, q0, acc.c12); put4(base, r1 + 2u, q1, acc.c13);
     put4(base, r1 + 3u, q0, acc.c14); put4(base, r1 + 3u, q1, acc.c15);
+}
+
+// mm_blocked8: the barrier-free core with 8 x 8 blocks (rows row0 .. row0 + 7, columns col0 ..
+// col0 + 7, clamped into the matrix on load like mm_blocked's): 16 loads per 64 multiply-adds.
+@compute @workgroup_size(8, 8)
+fn mm_blocked8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * 64u + lid.y * 8u;
+    let col0 = wid.x * 64u + lid.x * 8u;
+    if (row0 >= p.m || col0 >= p.n) { return; }
+    let bi = wid.z;
+    let ab = bi * p.sa_b;
+    let bb = bi * p.sb_b;
+    let ml = p.m - 1u;
+    let nl = p.n - 1u;
+    let ra0 = ab + vec4<u32>(row0, min(row0 + 1u, ml), min(row0 + 2u, ml), min(row0 + 3u, ml)) * p.sa_m;
+    let ra1 = ab + vec4<u32>(min(row0 + 4u, ml), min(row0 + 5u, ml), min(row0 + 6u, ml), min(row0 + 7u, ml)) * p.sa_m;
+    let cb0 = bb + vec4<u32>(col0, min(col0 + 1u, nl), min(col0 + 2u, nl), min(col0 + 3u, nl)) * p.sb_n;
+    let cb1 = bb + vec4<u32>(min(col0 + 4u, nl), min(col0 + 5u, nl), min(col0 + 6u, nl), min(col0 + 7u, nl)) * p.sb_n;
+    var acc: Acc;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let ka = kk * p.sa_k;
+        let kb = kk * p.sb_k;
+        let a0 = vec4<f32>(a[ra0.x + ka], a[ra0.y + ka], a[ra0.z + ka], a[ra0.w + ka]);
+        let a1 = vec4<f32>(a[ra1.x + ka], a[ra1.y + ka], a[ra1.z + ka], a[ra1.w + ka]);
+        let b0 = vec4<f32>(b[cb0.x + kb], b[cb0.y + kb], b[cb0.z + kb], b[cb0.w + kb]);
+        let b1 = vec4<f32>(b[cb1.x + kb], b[cb1.y + kb], b[cb1.z + kb], b[cb1.w + kb]);
+        acc = outer8(acc, a0, a1, b0, b1);
+    }
+    // outer8's rows a1 are rows 4..7 here (64.. in mm_tiled128): store8 with a row gap of 4.
+    let base = bi * p.m * p.n;
+    put4(base, row0, col0, acc.c0); put4(base, row0, col0 + 4u, acc.c1);
+    put4(base, row0 + 1u, col0, acc.c2); put4(base, row0 + 1u, col0 + 4u, acc.c3);
+    put4(base, row0 + 2u, col0, acc.c4); put4(base, row0 + 2u, col0 + 4u, acc.c5);
+    put4(base, row0 + 3u, col0, acc.c6); put4(base, row0 + 3u, col0 + 4u, acc.c7);
+    put4(base, row0 + 4u, col0, acc.c8); put4(base, row0 + 4u, col0 + 4u, acc.c9);
+    put4(base, row0 + 5u, col0, acc.c10); put4(base, row0 + 5u, col0 + 4u, acc.c11);
+    put4(base, row0 + 6u, col0, acc.c12); put4(base, row0 + 6u, col0 + 4u, acc.c13);
+    put4(base, row0 + 7u, col0, acc.c14); put4(base, row0 + 7u, col0 + 4u, acc.c15);
 }
 
 const BK: u32 = 8u; // mm_tiled128: depth of the staged A and B tiles

@@ -10,7 +10,7 @@ fn both_kernels_match_reference_on_odd_sizes_and_transposes() {
     let mut rng = Rng::new(12);
     let sizes =
         [(1, 1, 1), (1, 7, 3), (5, 1, 9), (33, 17, 65), (64, 64, 64), (70, 129, 31), (3, 100, 2), (130, 9, 259)];
-    for v in [Variant::Blocked, Variant::Tiled, Variant::Tiled128] {
+    for v in [Variant::Blocked, Variant::Blocked8, Variant::Tiled, Variant::Tiled128] {
         for (m, k, n) in sizes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a = rng.vec(m * k, -1.0, 1.0);
@@ -147,7 +147,7 @@ fn pack_f16_rounds_pads_and_transposes_like_the_reference() {
 fn batched_and_broadcast_batches_match_reference() {
     let dev = device();
     let mut rng = Rng::new(13);
-    for v in [Variant::Blocked, Variant::Tiled, Variant::Tiled128] {
+    for v in [Variant::Blocked, Variant::Blocked8, Variant::Tiled, Variant::Tiled128] {
         for (ba, bb) in [(3, 3), (1, 4), (5, 1)] {
             let (m, k, n) = (9, 13, 6);
             let a = rng.vec(ba * m * k, -1.0, 1.0);
@@ -220,9 +220,11 @@ fn mismatched_inner_dims_name_both_shapes() {
 fn default_core_follows_the_measurements() {
     use atomgrad::device::AdapterClass::{Cpu, Gpu};
     assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Cpu, 4096, 64, 1), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Cpu, 64, 64, 256), Variant::Blocked);
-    assert_eq!(Variant::for_size(Cpu, 128, 10, 1), Variant::Blocked);
+    assert_eq!(Variant::for_size(Cpu, 4096, 128, 1), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 64, 1), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 64, 64, 256), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 128, 10, 1), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4, 1), Variant::Blocked);
     assert_eq!(Variant::for_size(Gpu, 4096, 4096, 1), Variant::Tiled128);
     assert_eq!(Variant::for_size(Gpu, 1000, 1000, 1), Variant::Tiled128);
     // thin products and small attention blocks keep the 64-tile core's parallelism

@@ -33,6 +33,8 @@ struct Params {
 pub enum Variant {
     /// Register-blocked, no shared memory, no barriers (CPU rasterisers).
     Blocked,
+    /// The same with 8 x 8 blocks per invocation, 64 x 64 per workgroup.
+    Blocked8,
     /// Shared-memory tiles of 64 x 64, 4 x 4 per invocation (GPUs, small products).
     Tiled,
     /// Shared-memory tiles of 128 x 128, 8 x 8 per invocation (GPUs, large products).
@@ -55,10 +57,12 @@ impl Variant {
     /// training-step benchmarks were measured with it).
     pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize) -> Variant {
         match c {
-            // On lavapipe the 128-tile core's 8 x 8 blocks with vec4 reads outweigh its barriers
-            // once the product fills its rows: 2.4x the barrier-free core at 4096x64x128 and
-            // 2.8x at 512 cubed, but 0.55x on batches of 64x64 blocks and slower on thin products.
-            AdapterClass::Cpu if m >= 128 && n >= 64 => Variant::Tiled128,
+            // On lavapipe the 128-tile core wins once both result dims fill its tiles (512 cubed:
+            // 5.0 vs 3.6 GFLOP/s, 4096x64x128: 4.3-4.8 vs 3.5-3.7); below that the barrier-free
+            // 8 x 8 core (4096x64x64: 3.7-3.8 vs 2.3-2.6, 256 blocks of 64x16x64: 2.5 vs 1.0), and
+            // the 4 x 4 one where a dim is under 8.
+            AdapterClass::Cpu if m >= 128 && n >= 128 => Variant::Tiled128,
+            AdapterClass::Cpu if m >= 8 && n >= 8 => Variant::Blocked8,
             AdapterClass::Cpu => Variant::Blocked,
             AdapterClass::Gpu if m >= 128 && n >= 128 && m.div_ceil(128) * n.div_ceil(128) * batch >= 64 => {
                 Variant::Tiled128
@@ -152,6 +156,7 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
     }
     let (shader, entry, tile) = match v {
         Variant::Blocked => (&SHADER, "mm_blocked", 32),
+        Variant::Blocked8 => (&SHADER, "mm_blocked8", 64),
         Variant::Tiled => (&SHADER, "mm_tiled", 64),
         Variant::Tiled128 => (&SHADER, "mm_tiled128", 128),
         Variant::Coop16 if dev.has_coop16() => (&COOP, "mm_coop16", 128),
