@@ -16,6 +16,7 @@ use atomgrad::data::fashion::{FashionData, FashionOrigin, ImageSet, PIXELS};
 use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
 use atomgrad::experiments::gan::{FashionGan, FashionGanConfig};
 use atomgrad::experiments::Method;
+use atomgrad::ops::atom::StructureKernel;
 use atomgrad::ops::{batchnorm, conv, elementwise, layernorm, matmul, peak, pool, reduce, softmax};
 use atomgrad::optim::{Adam, AdamConfig, Optimizer};
 use atomgrad::rng::Rng;
@@ -433,11 +434,18 @@ fn main() {
         let mask = atomgrad::atom::TokenMask::new(&dev, &vec![n; nb], n).unwrap();
         let pairs = (nb * nb * n * n * m) as f64;
         let cfg = atomgrad::atom::AtomConfig::default();
-        // Both forms of the structure kernels: register-blocked (the default) and, where the
-        // tokens fill its tiles (n > 32), the Gram form ("gram", opt-in until measured faster).
-        for gram in if n > 32 { &[false, true][..] } else { &[false][..] } {
-            dev.set_gram_atom(*gram);
-            let tag = if *gram { " gram" } else { "" };
+        // The adapter's default structure kernels and the alternatives to it: on GPUs the 8 x 8
+        // register blocks ("r8", the CPU default) and, where the tokens fill its tiles (n > 32),
+        // the Gram form ("gram"), each opt-in until measured faster.
+        let mut kernels = vec![(None, "")];
+        if gpu {
+            kernels.push((Some(StructureKernel::Registers8), " r8"));
+            if n > 32 {
+                kernels.push((Some(StructureKernel::Gram), " gram"));
+            }
+        }
+        for (kernel, tag) in kernels {
+            dev.set_structure_kernel(kernel);
             b.flops(&format!("atom/structure-forward{tag} N={nb} n={n} m={m}"), 2.0 * pairs, || {
                 drop(atomgrad::ops::atom::structure(&h, &w, &mask, 1e-3).unwrap())
             });
@@ -448,7 +456,7 @@ fn main() {
                 drop(terms.l_a.backward().unwrap());
             });
         }
-        dev.set_gram_atom(false);
+        dev.set_structure_kernel(None);
     }
 
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.
@@ -508,12 +516,12 @@ fn main() {
                 let name = format!("train/fashion CNN {tag} batch {batch} gemm-conv gram-atom");
                 if b.wants(&name) {
                     dev.set_gemm_conv(true);
-                    dev.set_gram_atom(true);
+                    dev.set_structure_kernel(Some(StructureKernel::Gram));
                     let mut l = FashionLearner::new(&dev, &data, &cfg, method, 0).unwrap();
                     let (mut step, mut r) = (0, Rng::new(1));
                     b.step(&name, batch, || learner_step(&dev, &mut l, batch, &mut step, &mut r));
                     dev.set_gemm_conv(false);
-                    dev.set_gram_atom(false);
+                    dev.set_structure_kernel(None);
                 }
             }
         }

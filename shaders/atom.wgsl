@@ -310,6 +310,194 @@ fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     st_part[(a * p.ns + b) * p.tiles + it] = total;
 }
 
+// ---- 8 x 8 token tiles (CPU adapters: 16 loads per 64 token pairs and dim) ----
+
+// Token rows t0 .. t0 + 7 of sample s (flat offsets, clamped to valid tokens) as two vec4s.
+struct Rows8 {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+}
+struct W8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+fn tile_rows8(s: u32, t0: u32, cnt: u32) -> Rows8 {
+    return Rows8(tile_rows(s, t0, cnt), tile_rows(s, t0 + 4u, cnt));
+}
+fn tile_weights8(s: u32, t0: u32, cnt: u32) -> W8 {
+    return W8(tile_weights(s, t0, cnt), tile_weights(s, t0 + 4u, cnt));
+}
+
+// Squared distances (then distances) of an 8 x 8 tile: row t of A's tokens against B's tokens
+// 0..3 (dt.lo) and 4..7 (dt.hi).
+struct D8 {
+    d0: W8, d1: W8, d2: W8, d3: W8, d4: W8, d5: W8, d6: W8, d7: W8,
+}
+
+fn acc_row(acc: W8, ha: f32, hb: W8) -> W8 {
+    let lo = ha - hb.lo;
+    let hi = ha - hb.hi;
+    return W8(fma(lo, lo, acc.lo), fma(hi, hi, acc.hi));
+}
+
+fn dist_row(acc: W8) -> W8 {
+    let e = vec4<f32>(p.eps2);
+    return W8(sqrt(acc.lo + e), sqrt(acc.hi + e));
+}
+
+fn tile_dist8(ra: Rows8, rb: Rows8) -> D8 {
+    var d: D8;
+    for (var k = 0u; k < p.m; k++) {
+        let hb = W8(
+            vec4<f32>(st_h[rb.lo.x + k], st_h[rb.lo.y + k], st_h[rb.lo.z + k], st_h[rb.lo.w + k]),
+            vec4<f32>(st_h[rb.hi.x + k], st_h[rb.hi.y + k], st_h[rb.hi.z + k], st_h[rb.hi.w + k]),
+        );
+        d.d0 = acc_row(d.d0, st_h[ra.lo.x + k], hb);
+        d.d1 = acc_row(d.d1, st_h[ra.lo.y + k], hb);
+        d.d2 = acc_row(d.d2, st_h[ra.lo.z + k], hb);
+        d.d3 = acc_row(d.d3, st_h[ra.lo.w + k], hb);
+        d.d4 = acc_row(d.d4, st_h[ra.hi.x + k], hb);
+        d.d5 = acc_row(d.d5, st_h[ra.hi.y + k], hb);
+        d.d6 = acc_row(d.d6, st_h[ra.hi.z + k], hb);
+        d.d7 = acc_row(d.d7, st_h[ra.hi.w + k], hb);
+    }
+    return D8(dist_row(d.d0), dist_row(d.d1), dist_row(d.d2), dist_row(d.d3), dist_row(d.d4),
+        dist_row(d.d5), dist_row(d.d6), dist_row(d.d7));
+}
+
+fn wdot(d: W8, w: W8) -> f32 {
+    return dot(d.lo, w.lo) + dot(d.hi, w.hi);
+}
+
+// structure_partial on 8-token tiles (p.tiles = ceil(n / 8)).
+@compute @workgroup_size(64)
+fn structure_partial8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 64u);
+    if (idx >= p.total) { return; }
+    let it = idx % p.tiles;
+    let ab = upper_pair(idx / p.tiles);
+    let a = ab.x;
+    let b = ab.y;
+    let ca = st_cnt[a];
+    let cb = st_cnt[b];
+    let i0 = it * 8u;
+    if (i0 >= ca) {
+        st_part[(a * p.ns + b) * p.tiles + it] = 0.0;
+        return;
+    }
+    let ra = tile_rows8(a, i0, ca);
+    let wa = tile_weights8(a, i0, ca);
+    var total = 0.0;
+    for (var j0 = 0u; j0 < cb; j0 += 8u) {
+        let d = tile_dist8(ra, tile_rows8(b, j0, cb));
+        let wb = tile_weights8(b, j0, cb);
+        let lo = vec4<f32>(wdot(d.d0, wb), wdot(d.d1, wb), wdot(d.d2, wb), wdot(d.d3, wb));
+        let hi = vec4<f32>(wdot(d.d4, wb), wdot(d.d5, wb), wdot(d.d6, wb), wdot(d.d7, wb));
+        total += dot(wa.lo, lo) + dot(wa.hi, hi);
+    }
+    st_part[(a * p.ns + b) * p.tiles + it] = total;
+}
+
+// Column u of a distance tile: B token u against A tokens 0..3 (lo) and 4..7 (hi).
+fn col8(d: D8, u: u32) -> W8 {
+    if (u < 4u) {
+        return W8(vec4<f32>(d.d0.lo[u], d.d1.lo[u], d.d2.lo[u], d.d3.lo[u]),
+            vec4<f32>(d.d4.lo[u], d.d5.lo[u], d.d6.lo[u], d.d7.lo[u]));
+    }
+    let v = u - 4u;
+    return W8(vec4<f32>(d.d0.hi[v], d.d1.hi[v], d.d2.hi[v], d.d3.hi[v]),
+        vec4<f32>(d.d4.hi[v], d.d5.hi[v], d.d6.hi[v], d.d7.hi[v]));
+}
+
+// c_u = g w_Bu / d[., u] over the 8 A tokens (0 where w_Bu is 0: padding).
+fn coef8(d: D8, u: u32, gw: f32) -> W8 {
+    let c = col8(d, u);
+    return W8(gw / c.lo, gw / c.hi);
+}
+
+// v += c_u (h_A - h_Bu) for one dim.
+fn prod8(v: W8, ha: W8, hb: f32, c: W8) -> W8 {
+    return W8(fma(c.lo, ha.lo - hb, v.lo), fma(c.hi, ha.hi - hb, v.hi));
+}
+
+// structure_backward on 8-token tiles of A and B (p.tiles = ceil(n / 8)).
+@compute @workgroup_size(64)
+fn structure_backward8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 64u);
+    if (idx >= p.total) { return; }
+    let chunk = idx % p.chunks;
+    let rest = idx / p.chunks;
+    let it = rest % p.tiles;
+    let rest2 = rest / p.tiles;
+    let a = rest2 % p.ns;
+    let split = rest2 / p.ns;
+    let b0 = split * p.bper;
+    let b1 = min(p.ns, b0 + p.bper);
+    let ca = st_cnt[a];
+    let i0 = it * 8u;
+    let k0 = chunk * MC;
+    let kc = min(MC, p.m - k0);
+    // acc[kk]: output dim k0 + kk of the 8 tokens, before the factor w_Ai
+    var acc: array<W8, MC>;
+    var accw = W8(vec4<f32>(0.0), vec4<f32>(0.0));
+    var wa = W8(vec4<f32>(0.0), vec4<f32>(0.0));
+    if (i0 < ca) {
+        let ra = tile_rows8(a, i0, ca);
+        wa = tile_weights8(a, i0, ca);
+        for (var b = b0; b < b1; b++) {
+            let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
+            let cb = st_cnt[b];
+            for (var j0 = 0u; j0 < cb; j0 += 8u) {
+                let rb = tile_rows8(b, j0, cb);
+                let wb = tile_weights8(b, j0, cb);
+                let d = tile_dist8(ra, rb);
+                accw = W8(fma(vec4<f32>(g), vec4<f32>(wdot(d.d0, wb), wdot(d.d1, wb), wdot(d.d2, wb), wdot(d.d3, wb)), accw.lo),
+                    fma(vec4<f32>(g), vec4<f32>(wdot(d.d4, wb), wdot(d.d5, wb), wdot(d.d6, wb), wdot(d.d7, wb)), accw.hi));
+                let c0 = coef8(d, 0u, g * wb.lo.x);
+                let c1 = coef8(d, 1u, g * wb.lo.y);
+                let c2 = coef8(d, 2u, g * wb.lo.z);
+                let c3 = coef8(d, 3u, g * wb.lo.w);
+                let c4 = coef8(d, 4u, g * wb.hi.x);
+                let c5 = coef8(d, 5u, g * wb.hi.y);
+                let c6 = coef8(d, 6u, g * wb.hi.z);
+                let c7 = coef8(d, 7u, g * wb.hi.w);
+                for (var kk = 0u; kk < kc; kk++) {
+                    let k = k0 + kk;
+                    let ha = W8(vec4<f32>(st_h[ra.lo.x + k], st_h[ra.lo.y + k], st_h[ra.lo.z + k], st_h[ra.lo.w + k]),
+                        vec4<f32>(st_h[ra.hi.x + k], st_h[ra.hi.y + k], st_h[ra.hi.z + k], st_h[ra.hi.w + k]));
+                    var v = acc[kk];
+                    v = prod8(v, ha, st_h[rb.lo.x + k], c0);
+                    v = prod8(v, ha, st_h[rb.lo.y + k], c1);
+                    v = prod8(v, ha, st_h[rb.lo.z + k], c2);
+                    v = prod8(v, ha, st_h[rb.lo.w + k], c3);
+                    v = prod8(v, ha, st_h[rb.hi.x + k], c4);
+                    v = prod8(v, ha, st_h[rb.hi.y + k], c5);
+                    v = prod8(v, ha, st_h[rb.hi.z + k], c6);
+                    v = prod8(v, ha, st_h[rb.hi.w + k], c7);
+                    acc[kk] = v;
+                }
+            }
+        }
+    }
+    // Padded tokens (weight 0 by select) get exactly 0; tile rows past n are not ours to write.
+    for (var t = 0u; t < 8u; t++) {
+        let i = i0 + t;
+        if (i < p.nt) {
+            let valid = i < ca;
+            let row = ((split * p.ns + a) * p.nt + i) * p.m + k0;
+            let q = t % 4u;
+            let w_t = select(wa.hi[q], wa.lo[q], t < 4u);
+            for (var kk = 0u; kk < kc; kk++) {
+                let v = select(acc[kk].hi[q], acc[kk].lo[q], t < 4u);
+                sb_dh[row + kk] = select(0.0, w_t * v, valid);
+            }
+            if (chunk == 0u) {
+                sb_dw[(split * p.ns + a) * p.nt + i] = select(0.0, select(accw.hi[q], accw.lo[q], t < 4u), valid);
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(256)
 fn structure_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 256u);

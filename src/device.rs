@@ -72,8 +72,8 @@ pub(crate) struct Inner {
     pub class: AdapterClass,
     /// Forward matmuls on f16 tensor cores (opt-in, see `set_mixed_precision`).
     mixed: AtomicBool,
-    /// The atom-modeling structure kernels in Gram form where they apply (see `set_gram_atom`).
-    gram_atom: AtomicBool,
+    /// The atom-modeling structure kernels asked for (see `set_structure_kernel`).
+    structure_kernel: Mutex<Option<crate::ops::atom::StructureKernel>>,
     /// conv2d through im2col and the matmul cores (opt-in, see `set_gemm_conv`).
     gemm_conv: AtomicBool,
     /// Kernels compiled without wgpu's runtime checks (opt-in, see `set_shader_checks`).
@@ -259,7 +259,7 @@ impl Device {
                 class,
                 mixed: AtomicBool::new(false),
                 coop_props,
-                gram_atom: AtomicBool::new(false),
+                structure_kernel: Mutex::new(None),
                 gemm_conv: AtomicBool::new(false),
                 unchecked: AtomicBool::new(false),
                 modules: Mutex::default(),
@@ -303,14 +303,14 @@ impl Device {
     pub fn coop_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
         &self.inner.coop_props
     }
-    /// Opt-in: the atom-modeling structure kernels (S and its gradients) in Gram form, tiled like
-    /// a matmul (`ops::atom::StructureKernel::Gram`), for token counts above 32; off by default
-    /// until measured faster than the register-blocked ones.
-    pub fn set_gram_atom(&self, on: bool) {
-        self.inner.gram_atom.store(on, Ordering::Relaxed);
+    /// The atom-modeling structure kernels (S and its gradients) to use where they apply, instead
+    /// of the adapter class's default (`ops::atom::StructureKernel::for_device`); `None` restores
+    /// the default. For the benches and tests, and for GPUs to opt in to the Gram form.
+    pub fn set_structure_kernel(&self, k: Option<crate::ops::atom::StructureKernel>) {
+        *self.inner.structure_kernel.lock().unwrap() = k;
     }
-    pub fn gram_atom(&self) -> bool {
-        self.inner.gram_atom.load(Ordering::Relaxed)
+    pub fn structure_kernel(&self) -> Option<crate::ops::atom::StructureKernel> {
+        *self.inner.structure_kernel.lock().unwrap()
     }
     /// Opt-in: conv2d (`Var::conv2d`, forward and both gradients) through im2col and the matmul
     /// cores, meant for GPUs; off by default until measured faster than the direct kernels.

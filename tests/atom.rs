@@ -130,7 +130,7 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
         let rs = cpu::structure(&b.h, &b.w, &b.counts, n, m, eps);
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
+        for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
             let what = format!("structure {kernel:?} N {ns} n {n} m {m} counts {:?}", b.counts);
             let s = kern::structure_with(kernel, &ht, &wt, &mask, eps as f32).unwrap().to_vec().unwrap();
             assert_close(&what, &s, &rs, 1e-5, 1e-5);
@@ -177,7 +177,7 @@ fn gram_form_keeps_precision_for_near_duplicates_and_offsets() {
         let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, 1e-3);
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
+        for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
             let what = format!("{kernel:?}, offset {offset}");
             let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
             assert_close(&format!("{what}: S"), &s, &rs, 1e-5, 1e-5);
@@ -204,7 +204,7 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
     let mask = TokenMask::new(&dev, &counts, n).unwrap();
     let (ht, wt) = (upload(&dev, &h, &[ns, n, m]), upload(&dev, &w, &[ns, n]));
     let g = upload(&dev, &rng.vec(ns * ns, -1.0, 1.0), &[ns, ns]);
-    for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
+    for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
         let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
         assert!(s.iter().all(|v| v.is_finite()), "{kernel:?}: NaN padding leaked into S: {s:?}");
         assert_close("S with NaN padding", &s, &cpu::structure(&h, &w, &counts, n, m, 1e-3), 1e-5, 1e-5);
@@ -324,7 +324,7 @@ fn grad_check_whole_loss_z_h_u_c() {
     grad_check_loss(9, 3, 7, 1, 9, AtomConfig { r_max: Some(2.0), tau_lo: 0.6, tau_hi: 0.9, ..AtomConfig::default() });
 }
 
-/// The Gram kernels through the whole loss (`Device::set_gram_atom`, n > 32): L_A matches the
+/// The Gram kernels through the whole loss (`Device::set_structure_kernel`, n > 32): L_A matches the
 /// reference and every gradient (z, h, u, c) the register-blocked kernels'.
 #[test]
 fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
@@ -335,7 +335,7 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
     let u = rng.vec(m, -1.0, 1.0);
     let cfg = AtomConfig::default();
     let run = |gram: bool| -> Vec<Vec<f32>> {
-        dev.set_gram_atom(gram);
+        dev.set_structure_kernel(Some(if gram { StructureKernel::Gram } else { StructureKernel::Registers }));
         let tape = Tape::new();
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         assert_eq!(StructureKernel::for_device(&dev, n) == StructureKernel::Gram, gram);
@@ -351,7 +351,7 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
         out
     };
     let (reg, gram) = (run(false), run(true));
-    dev.set_gram_atom(false);
+    dev.set_structure_kernel(None);
     let r = lref::atom_terms(&b.z, d, &b.h, &cpu::importance(&b.h, &u, 0.1f32 as f64, &b.counts, n), &b.counts, &cfg);
     assert_close("L_A, Gram kernels", &gram[0], &[r.l_a], 1e-5, 1e-4);
     assert_close("L_A, register kernels", &reg[0], &[r.l_a], 1e-5, 1e-4);
@@ -699,7 +699,7 @@ fn forward_and_backward_are_bit_identical_across_runs() {
     let (ht, wt) = (upload(&dev, &b.h, &[5, 7, 33]), upload(&dev, &b.w, &[5, 7]));
     let g = upload(&dev, &rng.vec(25, -1.0, 1.0), &[5, 5]);
     let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-    for kernel in [StructureKernel::Registers, StructureKernel::Gram] {
+    for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
         let once = || {
             let (dh, dw) = kern::structure_backward_with(kernel, 3, &ht, &wt, &mask, &g, 1e-3).unwrap();
             (bits(&dh), bits(&dw), bits(&kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap()))

@@ -4,6 +4,7 @@ mod common;
 use atomgrad::atom::{atom_loss, AtomConfig, TokenMask};
 use atomgrad::nn::cnn::Cnn;
 use atomgrad::nn::transformer::{Transformer, TransformerConfig};
+use atomgrad::ops::atom::StructureKernel;
 use atomgrad::ops::embedding::Indices;
 use atomgrad::optim::{Adam, AdamConfig, Optimizer};
 use atomgrad::rng::Rng;
@@ -118,7 +119,7 @@ fn kernels_without_wgpu_shader_checks_train_bit_identically() {
         dev.set_shader_checks(checks);
         let mut bits = Vec::new();
         for (gram, gemm) in [(false, false), (true, true)] {
-            dev.set_gram_atom(gram);
+            dev.set_structure_kernel(gram.then_some(StructureKernel::Gram));
             dev.set_gemm_conv(gemm);
             let model = Cnn::new(&dev, 4, 40, 3, 0).unwrap(); // 40 channels: odd for every tile
             let mut opt = Adam::new(model.params(true), AdamConfig::default()).unwrap();
@@ -139,7 +140,7 @@ fn kernels_without_wgpu_shader_checks_train_bit_identically() {
                 bits.extend(t.to_vec().unwrap().iter().map(|v| v.to_bits()));
             }
         }
-        dev.set_gram_atom(false);
+        dev.set_structure_kernel(None);
         dev.set_gemm_conv(false);
         let cfg =
             TransformerConfig { vocab: 16, max_len: 9, d: 24, heads: 3, layers: 1, ff: 40, dropout: 0.1, classes: 3 };

@@ -265,24 +265,30 @@ pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<T
 /// Which structure kernels compute S and its gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StructureKernel {
-    /// Barrier-free, register-blocked (4 x 4 tokens per invocation): CPU adapters, and the
-    /// default everywhere (measured on an H200 at 1.8 TFLOP/s effective, docs/PERFORMANCE.md).
+    /// Barrier-free, register-blocked, 4 x 4 tokens per invocation: the GPU default (measured on
+    /// an H200 at 1.8 TFLOP/s effective, docs/PERFORMANCE.md).
     Registers,
+    /// The same with 8 x 8 tokens per invocation (16 loads per 64 token pairs and dim): the CPU
+    /// default (on lavapipe L_A forward + backward 1.4-2x faster than 4 x 4).
+    Registers8,
     /// Gram form for GPUs: `|a - b|^2 = |a|^2 + |b|^2 - 2 a.b` on centred tokens, 64 x 64 token
     /// tiles through workgroup memory like a matmul, near pairs recomputed from differences
     /// (`shaders/atom.wgsl`). Tiles hold one sample's tokens, so it pays off for n > 32. Opt-in
-    /// with `Device::set_gram_atom` until a GPU measurement shows it faster.
+    /// with `Device::set_structure_kernel` until a GPU measurement shows it faster.
     Gram,
 }
 
 impl StructureKernel {
-    /// The kernels for `n` padded tokens per sample on this device (Gram only where asked for, where
-    /// its tiles fill and where the adapter offers its 32 KiB of workgroup memory).
+    /// The kernels for `n` padded tokens per sample on this device: the one asked for with
+    /// `Device::set_structure_kernel` (Gram only where its tiles fill and the adapter offers its
+    /// 32 KiB of workgroup memory), else the adapter class's default.
     pub fn for_device(dev: &Device, n: usize) -> StructureKernel {
-        if dev.gram_atom() && n > 32 && dev.limits().max_compute_workgroup_storage_size >= GRAM_WORKGROUP_BYTES {
-            StructureKernel::Gram
-        } else {
-            StructureKernel::Registers
+        let gram_fits = n > 32 && dev.limits().max_compute_workgroup_storage_size >= GRAM_WORKGROUP_BYTES;
+        match dev.structure_kernel() {
+            Some(StructureKernel::Gram) if gram_fits => StructureKernel::Gram,
+            Some(k) if k != StructureKernel::Gram => k,
+            _ if dev.class() == AdapterClass::Cpu => StructureKernel::Registers8,
+            _ => StructureKernel::Registers,
         }
     }
 }
@@ -325,10 +331,14 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
     check_eps("atom_structure", eps, true)?;
     let dev = h.device();
     let (entry, tiles, parts, wg_size, workers) = match kernel {
+        // One invocation per (upper-triangle pair, 4- or 8-token tile of A).
         StructureKernel::Registers => {
             let tiles = t.div_ceil(4);
-            // One invocation per (upper-triangle pair, 4-token tile of A).
             ("structure_partial", tiles, tiles, WG_STRUCT, n * (n + 1) / 2 * tiles)
+        }
+        StructureKernel::Registers8 => {
+            let tiles = t.div_ceil(8);
+            ("structure_partial8", tiles, tiles, WG_STRUCT, n * (n + 1) / 2 * tiles)
         }
         // One workgroup per (upper-triangle pair, tile of 64 tokens i, tile j), written as
         // "invocations" of a 1-wide grid so groups_1d folds it the same way.
@@ -379,6 +389,7 @@ pub fn default_splits(dev: &Device, kernel: StructureKernel, samples: usize, tok
     }
     let (base, aim) = match kernel {
         StructureKernel::Registers => (samples * tokens.div_ceil(4) * m.div_ceil(MC), GPU_BACKWARD_INVOCATIONS),
+        StructureKernel::Registers8 => (samples * tokens.div_ceil(8) * m.div_ceil(MC), GPU_BACKWARD_INVOCATIONS),
         StructureKernel::Gram => (samples * tokens.div_ceil(GRAM_TILE) * m.div_ceil(GRAM_TILE), GPU_GRAM_WORKGROUPS),
     };
     let by_mem = SPLIT_BYTES / (4 * samples * tokens * m).max(1);
@@ -425,6 +436,7 @@ pub fn structure_backward_with(
     // (split, A, 64 tokens, 64 dims), folded as a 1-wide grid.
     let (entry, tiles, chunks, wg_size) = match kernel {
         StructureKernel::Registers => ("structure_backward", t.div_ceil(4), m.div_ceil(MC), WG_STRUCT),
+        StructureKernel::Registers8 => ("structure_backward8", t.div_ceil(8), m.div_ceil(MC), WG_STRUCT),
         StructureKernel::Gram => ("structure_backward_gram", t.div_ceil(GRAM_TILE), m.div_ceil(GRAM_TILE), 1),
     };
     let total = splits * n * tiles * chunks;
