@@ -80,6 +80,15 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
 }
 
+// The sums of an up-to-8 x 8 register block: a_t and b_t are row t's two groups of 4 (pixels
+// 0..3 and 4..7, or output channels 0..3 and 4..7 in the weight gradient).
+struct Block8 {
+    a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+    a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>,
+    b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>,
+    b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>,
+}
+
 // x[row + iw], or 0 in the padding. The index is clamped so the load itself is always in bounds
 // and the select is branch-free.
 fn x_at(row: u32, iw: i32) -> f32 {
@@ -134,22 +143,7 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let iw0 = i32(ow0 * p.sw) - i32(p.pw);
     let ih0 = i32(oh * p.sh) - i32(p.ph);
     // a_t: output channel o0 + t at pixels 0..3 of the block, b_t at pixels 4..7 (PB > 4).
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0);
-    var b1 = vec4<f32>(0.0);
-    var b2 = vec4<f32>(0.0);
-    var b3 = vec4<f32>(0.0);
-    var b4 = vec4<f32>(0.0);
-    var b5 = vec4<f32>(0.0);
-    var b6 = vec4<f32>(0.0);
-    var b7 = vec4<f32>(0.0);
+    var acc: Block8; // zero-initialised
     for (var c = 0u; c < p.c; c++) {
         for (var kh = 0u; kh < p.kh; kh++) {
             let ih = ih0 + i32(kh);
@@ -169,26 +163,26 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
                 }
                 let k = wk + kw;
                 let q0 = f_w[w0 + k];
-                a0 += xv * q0;
-                if (PB > 4u) { b0 += xu * q0; }
-                if (OB > 1u) { let q = f_w[w1 + k]; a1 += xv * q; if (PB > 4u) { b1 += xu * q; } }
-                if (OB > 2u) { let q = f_w[w2 + k]; a2 += xv * q; if (PB > 4u) { b2 += xu * q; } }
-                if (OB > 3u) { let q = f_w[w3 + k]; a3 += xv * q; if (PB > 4u) { b3 += xu * q; } }
-                if (OB > 4u) { let q = f_w[w4 + k]; a4 += xv * q; if (PB > 4u) { b4 += xu * q; } }
-                if (OB > 5u) { let q = f_w[w5 + k]; a5 += xv * q; if (PB > 4u) { b5 += xu * q; } }
-                if (OB > 6u) { let q = f_w[w6 + k]; a6 += xv * q; if (PB > 4u) { b6 += xu * q; } }
-                if (OB > 7u) { let q = f_w[w7 + k]; a7 += xv * q; if (PB > 4u) { b7 += xu * q; } }
+                acc.a0 += xv * q0;
+                if (PB > 4u) { acc.b0 += xu * q0; }
+                if (OB > 1u) { let q = f_w[w1 + k]; acc.a1 += xv * q; if (PB > 4u) { acc.b1 += xu * q; } }
+                if (OB > 2u) { let q = f_w[w2 + k]; acc.a2 += xv * q; if (PB > 4u) { acc.b2 += xu * q; } }
+                if (OB > 3u) { let q = f_w[w3 + k]; acc.a3 += xv * q; if (PB > 4u) { acc.b3 += xu * q; } }
+                if (OB > 4u) { let q = f_w[w4 + k]; acc.a4 += xv * q; if (PB > 4u) { acc.b4 += xu * q; } }
+                if (OB > 5u) { let q = f_w[w5 + k]; acc.a5 += xv * q; if (PB > 4u) { acc.b5 += xu * q; } }
+                if (OB > 6u) { let q = f_w[w6 + k]; acc.a6 += xv * q; if (PB > 4u) { acc.b6 += xu * q; } }
+                if (OB > 7u) { let q = f_w[w7 + k]; acc.a7 += xv * q; if (PB > 4u) { acc.b7 += xu * q; } }
             }
         }
     }
-    y_store8(n, o0, oh, ow0, a0, b0);
-    if (OB > 1u) { y_store8(n, o0 + 1u, oh, ow0, a1, b1); }
-    if (OB > 2u) { y_store8(n, o0 + 2u, oh, ow0, a2, b2); }
-    if (OB > 3u) { y_store8(n, o0 + 3u, oh, ow0, a3, b3); }
-    if (OB > 4u) { y_store8(n, o0 + 4u, oh, ow0, a4, b4); }
-    if (OB > 5u) { y_store8(n, o0 + 5u, oh, ow0, a5, b5); }
-    if (OB > 6u) { y_store8(n, o0 + 6u, oh, ow0, a6, b6); }
-    if (OB > 7u) { y_store8(n, o0 + 7u, oh, ow0, a7, b7); }
+    y_store8(n, o0, oh, ow0, acc.a0, acc.b0);
+    if (OB > 1u) { y_store8(n, o0 + 1u, oh, ow0, acc.a1, acc.b1); }
+    if (OB > 2u) { y_store8(n, o0 + 2u, oh, ow0, acc.a2, acc.b2); }
+    if (OB > 3u) { y_store8(n, o0 + 3u, oh, ow0, acc.a3, acc.b3); }
+    if (OB > 4u) { y_store8(n, o0 + 4u, oh, ow0, acc.a4, acc.b4); }
+    if (OB > 5u) { y_store8(n, o0 + 5u, oh, ow0, acc.a5, acc.b5); }
+    if (OB > 6u) { y_store8(n, o0 + 6u, oh, ow0, acc.a6, acc.b6); }
+    if (OB > 7u) { y_store8(n, o0 + 7u, oh, ow0, acc.a7, acc.b7); }
 }
 
 // dy[row + ow], or 0 outside [0, Wo) (clamped load, branch-free select).
@@ -251,22 +245,7 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let kh0 = hp % p.sh;
     let kw0 = wp % p.sw;
     // a_t: input channel c0 + t at pixels 0..3 of the block, b_t at pixels 4..7 (PB > 4).
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0);
-    var b1 = vec4<f32>(0.0);
-    var b2 = vec4<f32>(0.0);
-    var b3 = vec4<f32>(0.0);
-    var b4 = vec4<f32>(0.0);
-    var b5 = vec4<f32>(0.0);
-    var b6 = vec4<f32>(0.0);
-    var b7 = vec4<f32>(0.0);
+    var acc: Block8; // zero-initialised
     for (var o = 0u; o < p.o; o++) {
         let plane = (n * p.o + o) * p.ho;
         let wo_base = o * ck;
@@ -295,26 +274,26 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
                 }
                 let k = wrow + kw;
                 let q0 = bi_w[k + k0];
-                a0 += g * q0;
-                if (PB > 4u) { b0 += gu * q0; }
-                if (CB > 1u) { let q = bi_w[k + k1]; a1 += g * q; if (PB > 4u) { b1 += gu * q; } }
-                if (CB > 2u) { let q = bi_w[k + k2]; a2 += g * q; if (PB > 4u) { b2 += gu * q; } }
-                if (CB > 3u) { let q = bi_w[k + k3]; a3 += g * q; if (PB > 4u) { b3 += gu * q; } }
-                if (CB > 4u) { let q = bi_w[k + k4]; a4 += g * q; if (PB > 4u) { b4 += gu * q; } }
-                if (CB > 5u) { let q = bi_w[k + k5]; a5 += g * q; if (PB > 4u) { b5 += gu * q; } }
-                if (CB > 6u) { let q = bi_w[k + k6]; a6 += g * q; if (PB > 4u) { b6 += gu * q; } }
-                if (CB > 7u) { let q = bi_w[k + k7]; a7 += g * q; if (PB > 4u) { b7 += gu * q; } }
+                acc.a0 += g * q0;
+                if (PB > 4u) { acc.b0 += gu * q0; }
+                if (CB > 1u) { let q = bi_w[k + k1]; acc.a1 += g * q; if (PB > 4u) { acc.b1 += gu * q; } }
+                if (CB > 2u) { let q = bi_w[k + k2]; acc.a2 += g * q; if (PB > 4u) { acc.b2 += gu * q; } }
+                if (CB > 3u) { let q = bi_w[k + k3]; acc.a3 += g * q; if (PB > 4u) { acc.b3 += gu * q; } }
+                if (CB > 4u) { let q = bi_w[k + k4]; acc.a4 += g * q; if (PB > 4u) { acc.b4 += gu * q; } }
+                if (CB > 5u) { let q = bi_w[k + k5]; acc.a5 += g * q; if (PB > 4u) { acc.b5 += gu * q; } }
+                if (CB > 6u) { let q = bi_w[k + k6]; acc.a6 += g * q; if (PB > 4u) { acc.b6 += gu * q; } }
+                if (CB > 7u) { let q = bi_w[k + k7]; acc.a7 += g * q; if (PB > 4u) { acc.b7 += gu * q; } }
             }
         }
     }
-    dx_store8(n, c0, ih, iw0, a0, b0);
-    if (CB > 1u) { dx_store8(n, c0 + 1u, ih, iw0, a1, b1); }
-    if (CB > 2u) { dx_store8(n, c0 + 2u, ih, iw0, a2, b2); }
-    if (CB > 3u) { dx_store8(n, c0 + 3u, ih, iw0, a3, b3); }
-    if (CB > 4u) { dx_store8(n, c0 + 4u, ih, iw0, a4, b4); }
-    if (CB > 5u) { dx_store8(n, c0 + 5u, ih, iw0, a5, b5); }
-    if (CB > 6u) { dx_store8(n, c0 + 6u, ih, iw0, a6, b6); }
-    if (CB > 7u) { dx_store8(n, c0 + 7u, ih, iw0, a7, b7); }
+    dx_store8(n, c0, ih, iw0, acc.a0, acc.b0);
+    if (CB > 1u) { dx_store8(n, c0 + 1u, ih, iw0, acc.a1, acc.b1); }
+    if (CB > 2u) { dx_store8(n, c0 + 2u, ih, iw0, acc.a2, acc.b2); }
+    if (CB > 3u) { dx_store8(n, c0 + 3u, ih, iw0, acc.a3, acc.b3); }
+    if (CB > 4u) { dx_store8(n, c0 + 4u, ih, iw0, acc.a4, acc.b4); }
+    if (CB > 5u) { dx_store8(n, c0 + 5u, ih, iw0, acc.a5, acc.b5); }
+    if (CB > 6u) { dx_store8(n, c0 + 6u, ih, iw0, acc.a6, acc.b6); }
+    if (CB > 7u) { dx_store8(n, c0 + 7u, ih, iw0, acc.a7, acc.b7); }
 }
 
 // The OB partial sums of one input channel c (a: output channels o0 .. o0 + 3, b: o0 + 4 ..),
@@ -364,22 +343,7 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let plane_y = p.ho * p.wo;
     let plane_x = p.h * p.w;
     // a_t: input channel c0 + t for output channels o0 .. o0 + 3, b_t for o0 + 4 .. o0 + 7.
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0);
-    var a5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0);
-    var a7 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0);
-    var b1 = vec4<f32>(0.0);
-    var b2 = vec4<f32>(0.0);
-    var b3 = vec4<f32>(0.0);
-    var b4 = vec4<f32>(0.0);
-    var b5 = vec4<f32>(0.0);
-    var b6 = vec4<f32>(0.0);
-    var b7 = vec4<f32>(0.0);
+    var acc: Block8; // zero-initialised
     for (var row = r0; row < r1; row++) {
         let n = row / p.ho;
         let oh = row % p.ho;
@@ -403,28 +367,28 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
             }
             let xo = i32(ow * p.sw);
             let x0 = bw_x[u32(x_off.x + xo)];
-            a0 += d * x0;
-            if (OB > 4u) { b0 += e * x0; }
-            if (CB > 1u) { let x = bw_x[u32(x_off.y + xo)]; a1 += d * x; if (OB > 4u) { b1 += e * x; } }
-            if (CB > 2u) { let x = bw_x[u32(x_off.z + xo)]; a2 += d * x; if (OB > 4u) { b2 += e * x; } }
-            if (CB > 3u) { let x = bw_x[u32(x_off.w + xo)]; a3 += d * x; if (OB > 4u) { b3 += e * x; } }
-            if (CB > 4u) { let x = bw_x[u32(x_off2.x + xo)]; a4 += d * x; if (OB > 4u) { b4 += e * x; } }
-            if (CB > 5u) { let x = bw_x[u32(x_off2.y + xo)]; a5 += d * x; if (OB > 4u) { b5 += e * x; } }
-            if (CB > 6u) { let x = bw_x[u32(x_off2.z + xo)]; a6 += d * x; if (OB > 4u) { b6 += e * x; } }
-            if (CB > 7u) { let x = bw_x[u32(x_off2.w + xo)]; a7 += d * x; if (OB > 4u) { b7 += e * x; } }
+            acc.a0 += d * x0;
+            if (OB > 4u) { acc.b0 += e * x0; }
+            if (CB > 1u) { let x = bw_x[u32(x_off.y + xo)]; acc.a1 += d * x; if (OB > 4u) { acc.b1 += e * x; } }
+            if (CB > 2u) { let x = bw_x[u32(x_off.z + xo)]; acc.a2 += d * x; if (OB > 4u) { acc.b2 += e * x; } }
+            if (CB > 3u) { let x = bw_x[u32(x_off.w + xo)]; acc.a3 += d * x; if (OB > 4u) { acc.b3 += e * x; } }
+            if (CB > 4u) { let x = bw_x[u32(x_off2.x + xo)]; acc.a4 += d * x; if (OB > 4u) { acc.b4 += e * x; } }
+            if (CB > 5u) { let x = bw_x[u32(x_off2.y + xo)]; acc.a5 += d * x; if (OB > 4u) { acc.b5 += e * x; } }
+            if (CB > 6u) { let x = bw_x[u32(x_off2.z + xo)]; acc.a6 += d * x; if (OB > 4u) { acc.b6 += e * x; } }
+            if (CB > 7u) { let x = bw_x[u32(x_off2.w + xo)]; acc.a7 += d * x; if (OB > 4u) { acc.b7 += e * x; } }
         }
     }
     // Partial sums of split s, laid out [s, O, C, KH, KW].
     let tap = kh * p.kw + kw;
     let base = s * p.o * p.c * p.kh * p.kw;
-    dw_store(base, o0, c0, tap, a0, b0);
-    if (CB > 1u) { dw_store(base, o0, c0 + 1u, tap, a1, b1); }
-    if (CB > 2u) { dw_store(base, o0, c0 + 2u, tap, a2, b2); }
-    if (CB > 3u) { dw_store(base, o0, c0 + 3u, tap, a3, b3); }
-    if (CB > 4u) { dw_store(base, o0, c0 + 4u, tap, a4, b4); }
-    if (CB > 5u) { dw_store(base, o0, c0 + 5u, tap, a5, b5); }
-    if (CB > 6u) { dw_store(base, o0, c0 + 6u, tap, a6, b6); }
-    if (CB > 7u) { dw_store(base, o0, c0 + 7u, tap, a7, b7); }
+    dw_store(base, o0, c0, tap, acc.a0, acc.b0);
+    if (CB > 1u) { dw_store(base, o0, c0 + 1u, tap, acc.a1, acc.b1); }
+    if (CB > 2u) { dw_store(base, o0, c0 + 2u, tap, acc.a2, acc.b2); }
+    if (CB > 3u) { dw_store(base, o0, c0 + 3u, tap, acc.a3, acc.b3); }
+    if (CB > 4u) { dw_store(base, o0, c0 + 4u, tap, acc.a4, acc.b4); }
+    if (CB > 5u) { dw_store(base, o0, c0 + 5u, tap, acc.a5, acc.b5); }
+    if (CB > 6u) { dw_store(base, o0, c0 + 6u, tap, acc.a6, acc.b6); }
+    if (CB > 7u) { dw_store(base, o0, c0 + 7u, tap, acc.a7, acc.b7); }
 }
 
 @compute @workgroup_size(256)
