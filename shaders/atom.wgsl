@@ -425,18 +425,16 @@ fn prod8(v: W8, ha: W8, hb: f32, c: W8) -> W8 {
 fn structure_backward8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 64u);
     if (idx >= p.total) { return; }
-    let chunk = idx % p.chunks;
-    let rest = idx / p.chunks;
-    let it = rest % p.tiles;
-    let rest2 = rest / p.tiles;
-    let a = rest2 % p.ns;
-    let split = rest2 / p.ns;
-    let b0 = split * p.bper;
-    let b1 = min(p.ns, b0 + p.bper);
+    let job = backward_job(idx, 8u);
+    let chunk = job.chunk;
+    let a = job.a;
+    let split = job.split;
+    let b0 = job.b0;
+    let b1 = job.b1;
+    let i0 = job.i0;
+    let k0 = job.k0;
+    let kc = job.kc;
     let ca = st_cnt[a];
-    let i0 = it * 8u;
-    let k0 = chunk * MC;
-    let kc = min(MC, p.m - k0);
     // acc[kk]: output dim k0 + kk of the 8 tokens, before the factor w_Ai
     var acc: array<W8, MC>;
     var accw = W8(vec4<f32>(0.0), vec4<f32>(0.0));
@@ -512,22 +510,44 @@ fn structure_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     sr_s[idx] = s;
 }
 
-@compute @workgroup_size(64)
-fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat(gid, nwg, 64u);
-    if (idx >= p.total) { return; }
+// What structure_backward invocation idx computes, for token tiles of `tile`: split `split` of
+// the samples B (b0 .. b1), sample A = a, tokens i0 .. i0 + tile - 1, dims k0 .. k0 + kc - 1.
+struct Job {
+    chunk: u32,
+    a: u32,
+    split: u32,
+    b0: u32,
+    b1: u32,
+    i0: u32,
+    k0: u32,
+    kc: u32,
+}
+
+fn backward_job(idx: u32, tile: u32) -> Job {
     let chunk = idx % p.chunks;
     let rest = idx / p.chunks;
     let it = rest % p.tiles;
     let rest2 = rest / p.tiles;
-    let a = rest2 % p.ns;
     let split = rest2 / p.ns;
     let b0 = split * p.bper;
-    let b1 = min(p.ns, b0 + p.bper);
-    let ca = st_cnt[a];
-    let i0 = it * 4u;
     let k0 = chunk * MC;
-    let kc = min(MC, p.m - k0);
+    return Job(chunk, rest2 % p.ns, split, b0, min(p.ns, b0 + p.bper), it * tile, k0, min(MC, p.m - k0));
+}
+
+@compute @workgroup_size(64)
+fn structure_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 64u);
+    if (idx >= p.total) { return; }
+    let job = backward_job(idx, 4u);
+    let chunk = job.chunk;
+    let a = job.a;
+    let split = job.split;
+    let b0 = job.b0;
+    let b1 = job.b1;
+    let i0 = job.i0;
+    let k0 = job.k0;
+    let kc = job.kc;
+    let ca = st_cnt[a];
     // acc[kk][t]: output dim k0 + kk of token i0 + t, before the factor w_Ai
     var acc: array<vec4<f32>, MC>;
     var accw = vec4<f32>(0.0);
