@@ -2,7 +2,7 @@
 //! that puts every dispatch of a training step into one command encoder and one submit.
 //!
 //! Life of a step:
-//! 1. ops call [`Device::dispatch`]: the dispatch is recorded into the open compute pass, its small
+//! 1. ops call `Device::dispatch`: the dispatch is recorded into the open compute pass, its small
 //!    parameter block is appended to a host-side arena;
 //! 2. buffers of tensors dropped during the step go to `limbo` (the pending commands may still
 //!    read them);

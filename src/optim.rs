@@ -75,14 +75,14 @@ pub trait Optimizer {
     /// `max_norm` on every step (`None`: no clipping).
     fn set_clip(&mut self, max_norm: Option<f32>) -> Result<()>;
     fn clip(&self) -> Option<f32>;
-    /// `[norm, scale]` (shape [2]) computed by the last step with clipping: the global gradient
+    /// `[norm, scale]` (shape `[2]`) computed by the last step with clipping: the global gradient
     /// norm before clipping and the factor applied. `None` before that or without clipping.
     fn grad_norm(&self) -> Option<Tensor>;
     /// Number of `step` calls so far (restored by `load_state`).
     fn step_count(&self) -> u64;
     /// Optimizer state for checkpoints: `("step", U32 [1])` with [`Optimizer::step_count`], then per
     /// parameter that has state `"<param name>.<field>"` (F32 tensors of the parameter's shape,
-    /// live views that later steps keep updating; U32 [1] for per-parameter step counts).
+    /// live views that later steps keep updating; U32 `[1]` for per-parameter step counts).
     /// Sgd: `momentum_buffer`. Adam: `m`, `v`, `step`.
     fn state(&self) -> Result<Vec<(String, Tensor)>>;
     /// Replaces the whole state with one produced by [`Optimizer::state`] (tensors are copied;
@@ -91,7 +91,7 @@ pub trait Optimizer {
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
 }
 
-/// `[norm, scale]` (shape [2]) over the gradients of `params` that have one: `norm` is the global
+/// `[norm, scale]` (shape `[2]`) over the gradients of `params` that have one: `norm` is the global
 /// L2 norm, `scale = min(1, max_norm / (norm + 1e-6))`. Computed on the GPU without a readback;
 /// the gradients are not modified (the optimizers apply `scale` inside their update kernels).
 pub fn clip_grad_norm(params: &[Param], max_norm: f32) -> Result<Tensor> {

@@ -478,7 +478,7 @@ pub fn structure_backward_with(
     Ok((sum(&dh, &[n, t, m])?, sum(&dw, &[n, t])?))
 }
 
-/// `x [N, n, ..]` with every padded token (i >= counts[A]) set to exactly 0.
+/// `x [N, n, ..]` with every padded token (`i >= counts[A]`) set to exactly 0.
 pub fn mask_tokens(x: &Tensor, mask: &TokenMask) -> Result<Tensor> {
     let inner = mask.check("atom_mask_tokens", "input", x, None)?;
     let dev = x.device();

@@ -1,6 +1,6 @@
 //! Batch normalisation over channel axis 1 (`shaders/batchnorm.wgsl`) of x [N, C] or
 //! [N, C, d2, ...] (statistics over N and every dim after the channels), with a learned affine
-//! `gamma`, `beta` [C] and running statistics that the training-mode forward updates in place on
+//! `gamma`, `beta` `[C]` and running statistics that the training-mode forward updates in place on
 //! the GPU, PyTorch's way: `running = (1 - momentum) * running + momentum * batch`, the unbiased
 //! batch variance for `running_var`, the biased one for normalising.
 //!
@@ -81,9 +81,9 @@ const TILE: usize = 2048;
 /// The non-learned state of a batch-norm layer: running statistics (updated in place by every
 /// training-mode forward), `eps` added to the variance, and the running-average `momentum`.
 pub struct BatchNorm {
-    /// [C], starts at 0.
+    /// `[C]`, starts at 0.
     pub running_mean: Tensor,
-    /// [C], starts at 1.
+    /// `[C]`, starts at 1.
     pub running_var: Tensor,
     /// Default 1e-5.
     pub eps: f32,
@@ -312,7 +312,7 @@ pub fn batch_norm_backward_with(
 }
 
 impl Var {
-    /// Batch norm over axis 1 with affine `gamma`, `beta` [C]. Training mode normalises with the
+    /// Batch norm over axis 1 with affine `gamma`, `beta` `[C]`. Training mode normalises with the
     /// batch statistics and updates `bn`'s running statistics in place; evaluation mode uses the
     /// running statistics. Gradients flow to x, gamma and beta in both modes.
     pub fn batch_norm(&self, gamma: &Var, beta: &Var, bn: &BatchNorm, training: bool) -> Result<Var> {

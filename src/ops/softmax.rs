@@ -247,7 +247,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     reduce(&loss.reshape(&[n])?, 0, Reduce::Mean, false)
 }
 
-/// gx = (softmax(x) - onehot(label)) * gy[0] / N; `gy` is the 1-element gradient of the mean
+/// gx = (softmax(x) - onehot(label)) * `gy[0]` / N; `gy` is the 1-element gradient of the mean
 /// loss, read by the kernel (no host round trip). `lse` comes from [`cross_entropy_rows`].
 pub fn cross_entropy_backward(logits: &Tensor, labels: &Tensor, lse: &Tensor, gy: &Tensor) -> Result<Tensor> {
     let (n, c) = ce_check(logits, labels)?;
