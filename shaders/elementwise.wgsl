@@ -7,8 +7,11 @@
 //   binary:          1 a, 2 b (read, strided), 3 y (write)          y = a (op) b
 //   binary_backward: 1 gy, 2 a, 3 b (read), 4 g (write)             g = gy * d(a op b)/d(a or b)
 //   accumulate:      1 x (read), 2 y (read_write)                   y += x
-// Workgroup: 256 x 1 x 1, one invocation per output element; the grid folds into y past 65535
-// groups, so the flat index is gid.x + gid.y * nwg.x * 256.
+//   unary4, unary_backward4, binary4, binary_backward4, accumulate4: the same with vec4 bindings,
+//                    for contiguous operands of the output's shape and a multiple of 4 elements
+// Workgroup: 256 x 1 x 1, one invocation per output element (per vec4 in the *4 forms: p.n counts
+// vec4s there); the grid folds into y past 65535 groups, so the flat index is
+// gid.x + gid.y * nwg.x * 256.
 // Override constants: OP selects the function, WHICH (binary_backward) the operand: 0 = a, 1 = b.
 
 struct Params {
@@ -43,6 +46,13 @@ override WHICH: u32 = 0u;
 @group(0) @binding(4) var<storage, read_write> bb_g: array<f32>;
 // accumulate
 @group(0) @binding(2) var<storage, read_write> acc_y: array<f32>;
+// The *4 entry points: the same on whole vec4s (contiguous operands of the same shape)
+@group(0) @binding(1) var<storage, read> v_1: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v_2: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> v_3: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v_out2: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> v_out3: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> v_out4: array<vec4<f32>>;
 
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
 
@@ -207,4 +217,54 @@ fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let i = flat(gid, nwg);
     if (i >= p.n) { return; }
     acc_y[i] = acc_y[i] + u_x[i];
+}
+
+// ---- vec4 forms: 4 consecutive elements per invocation, one load per operand (p.n counts vec4s).
+// llvmpipe pays per access, not per byte: a vec4 costs about what one f32 does.
+
+fn unary4_f(x: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(unary_f(x.x), unary_f(x.y), unary_f(x.z), unary_f(x.w));
+}
+
+fn unary4_df(x: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(unary_df(x.x), unary_df(x.y), unary_df(x.z), unary_df(x.w));
+}
+
+@compute @workgroup_size(256)
+fn unary4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    v_out2[i] = unary4_f(v_1[i]);
+}
+
+@compute @workgroup_size(256)
+fn unary_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    v_out3[i] = v_2[i] * unary4_df(v_1[i]);
+}
+
+@compute @workgroup_size(256)
+fn binary4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    let a = v_1[i];
+    let b = v_2[i];
+    v_out3[i] = vec4<f32>(binary_f(a.x, b.x), binary_f(a.y, b.y), binary_f(a.z, b.z), binary_f(a.w, b.w));
+}
+
+@compute @workgroup_size(256)
+fn binary_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    let a = v_2[i];
+    let b = v_3[i];
+    v_out4[i] = v_1[i] * vec4<f32>(binary_df(a.x, b.x), binary_df(a.y, b.y), binary_df(a.z, b.z), binary_df(a.w, b.w));
+}
+
+@compute @workgroup_size(256)
+fn accumulate4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    v_out2[i] = v_out2[i] + v_1[i];
 }

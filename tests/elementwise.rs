@@ -56,16 +56,20 @@ fn unary_gradients_match_finite_differences() {
     let mut rng = Rng::new(2);
     for op in UNARY {
         let (lo, hi) = domain(op);
-        // keep away from the kinks of relu / leaky relu where finite differences are undefined
-        let x: Vec<f64> = rng.vec(13, lo, hi).into_iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { v }).collect();
-        grad_check(
-            &format!("{op:?}"),
-            &[(x, vec![13])],
-            &[true],
-            |v| v[0].unary(op),
-            |i| i[0].iter().map(|&x| cpu::unary(op, x)).collect(),
-            2e-3,
-        );
+        // 13 elements run one per invocation, 12 as vec4s (the *4 kernels); away from the kinks of
+        // relu / leaky relu where finite differences are undefined
+        for n in [13, 12] {
+            let x: Vec<f64> =
+                rng.vec(n, lo, hi).into_iter().map(|v| if v.abs() < 0.05 { v + 0.1 } else { v }).collect();
+            grad_check(
+                &format!("{op:?} n={n}"),
+                &[(x, vec![n])],
+                &[true],
+                |v| v[0].unary(op),
+                |i| i[0].iter().map(|&x| cpu::unary(op, x)).collect(),
+                2e-3,
+            );
+        }
     }
 }
 
@@ -152,11 +156,27 @@ fn a_tensor_used_twice_gets_both_gradients() {
 #[test]
 fn large_tensors_fold_the_grid_past_65535_workgroups() {
     let dev = device();
-    let n = 256 * 65535 + 1000;
+    let n = 256 * 65535 + 1001; // odd: one element per invocation, past 65535 workgroups
     let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
     let t = atomgrad::Tensor::from_slice(&dev, &x, &[n]).unwrap();
     let y = elementwise::unary(&t, Unary::Affine(2.0, 1.0)).unwrap().to_vec().unwrap();
     for i in [0, 1, 255 * 65535, n - 1] {
         assert_eq!(y[i], 2.0 * x[i] + 1.0, "element {i}");
     }
+}
+
+/// In-place gradient accumulation, flat (one element per invocation) and as vec4s.
+#[test]
+fn accumulate_adds_in_place() {
+    let dev = device();
+    let mut rng = Rng::new(5);
+    for n in [1usize, 13, 12, 1000, 1001] {
+        let (x, y) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+        let yt = upload(&dev, &y, &[n]);
+        elementwise::accumulate(&yt, &upload(&dev, &x, &[n])).unwrap();
+        let r: Vec<f64> = x.iter().zip(&y).map(|(a, b)| (*a as f32 + *b as f32) as f64).collect();
+        assert_close(&format!("accumulate n={n}"), &yt.to_vec().unwrap(), &r, 0.0, 0.0);
+    }
+    let e = elementwise::accumulate(&upload(&dev, &[0.0; 4], &[4]), &upload(&dev, &[0.0; 3], &[3])).unwrap_err();
+    assert!(e.to_string().contains("accumulate"), "{e}");
 }

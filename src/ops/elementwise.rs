@@ -107,20 +107,31 @@ fn check_f32(op: &'static str, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// The entry point for `n` elements, flat: its vec4 form (`<entry>4`, one invocation per 4
+/// elements) where `n` is a multiple of 4, and the invocations it needs.
+fn flat_entry(entry: &'static str, entry4: &'static str, n: usize) -> (&'static str, usize) {
+    if n.is_multiple_of(4) {
+        (entry4, n / 4)
+    } else {
+        (entry, n)
+    }
+}
+
 /// y = f(x)
 pub fn unary(x: &Tensor, op: Unary) -> Result<Tensor> {
     check_f32("unary", x)?;
     let dev = x.device();
     let y = Tensor::empty(dev, "unary", x.shape(), DType::F32)?;
     let (alpha, beta) = op.alpha_beta();
-    let p = Params { n: x.numel() as u32, ndim: 0, alpha, beta, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
+    let (entry, n) = flat_entry("unary", "unary4", x.numel());
+    let p = Params { n: n as u32, ndim: 0, alpha, beta, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
     dev.dispatch(
         &SHADER,
-        "unary",
+        entry,
         &[("OP", op.code() as f64)],
         bytemuck::bytes_of(&p),
         &[x.bind(), y.bind()],
-        groups_1d(x.numel(), WG),
+        groups_1d(n, WG),
     );
     Ok(y)
 }
@@ -133,14 +144,15 @@ pub fn unary_backward(x: &Tensor, gy: &Tensor, op: Unary) -> Result<Tensor> {
     let dev = x.device();
     let gx = Tensor::empty(dev, "unary_backward", x.shape(), DType::F32)?;
     let (alpha, beta) = op.alpha_beta();
-    let p = Params { n: x.numel() as u32, ndim: 0, alpha, beta, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
+    let (entry, n) = flat_entry("unary_backward", "unary_backward4", x.numel());
+    let p = Params { n: n as u32, ndim: 0, alpha, beta, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
     dev.dispatch(
         &SHADER,
-        "unary_backward",
+        entry,
         &[("OP", op.code() as f64)],
         bytemuck::bytes_of(&p),
         &[x.bind(), gy.bind(), gx.bind()],
-        groups_1d(x.numel(), WG),
+        groups_1d(n, WG),
     );
     Ok(gx)
 }
@@ -168,37 +180,52 @@ fn binary_params(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Vec<usize>
     Ok((out, p))
 }
 
+/// The binary kernel's entry point and invocations: the vec4 form where both operands are the
+/// output's own contiguous shape (one dim of stride 1 after collapsing) and it holds a multiple
+/// of 4 elements, with `p.n` counting vec4s.
+fn binary_entry(entry: &'static str, entry4: &'static str, p: &mut Params) -> (&'static str, usize) {
+    let n = p.n as usize;
+    if p.ndim == 1 && p.sa[0] == 1 && p.sb[0] == 1 && n.is_multiple_of(4) {
+        p.n = (n / 4) as u32;
+        (entry4, n / 4)
+    } else {
+        (entry, n)
+    }
+}
+
 /// y = a (op) b with numpy broadcasting.
 pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
-    let (out, p) = binary_params(op.name(), a, b)?;
+    let (out, mut p) = binary_params(op.name(), a, b)?;
     let dev = a.device();
     let y = Tensor::empty(dev, op.name(), &out, DType::F32)?;
+    let (entry, n) = binary_entry("binary", "binary4", &mut p);
     dev.dispatch(
         &SHADER,
-        "binary",
+        entry,
         &[("OP", op.code() as f64)],
         bytemuck::bytes_of(&p),
         &[a.bind(), b.bind(), y.bind()],
-        groups_1d(y.numel(), WG),
+        groups_1d(n, WG),
     );
     Ok(y)
 }
 
 /// gy * d(a op b)/d(a) (`wrt_b = false`) or /d(b), in the broadcast output shape.
 pub fn binary_backward(gy: &Tensor, a: &Tensor, b: &Tensor, op: Binary, wrt_b: bool) -> Result<Tensor> {
-    let (out, p) = binary_params(op.name(), a, b)?;
+    let (out, mut p) = binary_params(op.name(), a, b)?;
     if gy.shape() != out.as_slice() {
         return Err(Error::shape(op.name(), format!("gradient {:?} vs output {out:?}", gy.shape())));
     }
     let dev = a.device();
     let g = Tensor::empty(dev, "binary_backward", &out, DType::F32)?;
+    let (entry, n) = binary_entry("binary_backward", "binary_backward4", &mut p);
     dev.dispatch(
         &SHADER,
-        "binary_backward",
+        entry,
         &[("OP", op.code() as f64), ("WHICH", wrt_b as u32 as f64)],
         bytemuck::bytes_of(&p),
         &[gy.bind(), a.bind(), b.bind(), g.bind()],
-        groups_1d(g.numel(), WG),
+        groups_1d(n, WG),
     );
     Ok(g)
 }
@@ -208,15 +235,9 @@ pub fn accumulate(y: &Tensor, x: &Tensor) -> Result<()> {
     if y.shape() != x.shape() {
         return Err(Error::shape("accumulate", format!("{:?} += {:?}", y.shape(), x.shape())));
     }
-    let p = Params { n: x.numel() as u32, ndim: 0, alpha: 0.0, beta: 0.0, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
-    x.device().dispatch(
-        &SHADER,
-        "accumulate",
-        &[],
-        bytemuck::bytes_of(&p),
-        &[x.bind(), y.bind()],
-        groups_1d(x.numel(), WG),
-    );
+    let (entry, n) = flat_entry("accumulate", "accumulate4", x.numel());
+    let p = Params { n: n as u32, ndim: 0, alpha: 0.0, beta: 0.0, shape: [0; 8], sa: [0; 8], sb: [0; 8] };
+    x.device().dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &[x.bind(), y.bind()], groups_1d(n, WG));
     Ok(())
 }
 
