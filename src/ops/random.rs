@@ -103,9 +103,11 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let prm = params("dropout", x.shape(), seed, 0.0, scale, cpu::dropout_threshold(p))?;
     let dev = x.device();
     let y = Tensor::empty(dev, "dropout", x.shape(), DType::F32)?;
+    // Whole vec4s where the element count allows (same mask and values).
+    let entry = if x.numel().is_multiple_of(4) { "dropout4" } else { "dropout" };
     dev.dispatch(
         &SHADER,
-        "dropout",
+        entry,
         &[],
         bytemuck::bytes_of(&prm),
         &[x.bind(), y.bind()],
