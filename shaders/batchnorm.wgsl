@@ -23,6 +23,7 @@
 //   grad_finalize:  1 part (read), 2 dbeta (write), 3 dgamma (write)
 //   dx_train:       1 x, 2 gy, 3 stats, 4 gamma, 5 dbeta, 6 dgamma (read), 7 dx (write)
 //   dx_eval:        1 gy, 2 stats, 3 gamma (read), 4 dx (write)
+//   normalize4, dx_train4, dx_eval4: as normalize, dx_*, on vec4s where S is a multiple of 4.
 // Workgroup: 256 x 1 x 1 except the *_loop entries (64 x 1 x 1).
 //   *_partial: one workgroup per (channel c, chunk k) of `chunk` consecutive elements of the
 //     channel's flattened (n, s) range; lane l takes elements l, l + 256, ...; then a 256 -> 1
@@ -86,6 +87,14 @@ struct Params {
 @group(0) @binding(2) var<storage, read> de_stats: array<f32>;
 @group(0) @binding(3) var<storage, read> de_gamma: array<f32>;
 @group(0) @binding(4) var<storage, read_write> de_dx: array<f32>;
+
+// normalize4, dx_train4, dx_eval4: the same kernels on whole vec4s (S a multiple of 4, so a vec4
+// never straddles channels; p.n and p.s count vec4s there, p.m still elements)
+@group(0) @binding(1) var<storage, read> v_1: array<vec4<f32>>; // x (dx_eval4: gy)
+@group(0) @binding(2) var<storage, read> v_2: array<vec4<f32>>; // gy (dx_train4)
+@group(0) @binding(4) var<storage, read_write> v_out4: array<vec4<f32>>; // dx (dx_eval4)
+@group(0) @binding(5) var<storage, read_write> v_out5: array<vec4<f32>>; // y (normalize4)
+@group(0) @binding(7) var<storage, read_write> v_out7: array<vec4<f32>>; // dx (dx_train4)
 
 var<workgroup> tree: array<vec2<f32>, 256>;
 
@@ -345,6 +354,43 @@ fn dx_eval(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
         if (q.i >= p.n) { return; }
         let c = q.c;
         de_dx[q.i] = de_gamma[c] * rstd_of(de_stats[p.c + c]) * de_gy[q.i];
+        q = pos_next(q);
+    }
+}
+
+@compute @workgroup_size(256)
+fn normalize4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var q = pos_start(wid, nwg, lid.x);
+    for (var j = 0u; j < PER; j++) {
+        if (q.i >= p.n) { return; }
+        let c = q.c;
+        let xhat = (v_1[q.i] - nz_stats[c]) * rstd_of(nz_stats[p.c + c]);
+        v_out5[q.i] = xhat * nz_gamma[c] + nz_beta[c];
+        q = pos_next(q);
+    }
+}
+
+@compute @workgroup_size(256)
+fn dx_train4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let inv_m = 1.0 / f32(p.m);
+    var q = pos_start(wid, nwg, lid.x);
+    for (var j = 0u; j < PER; j++) {
+        if (q.i >= p.n) { return; }
+        let c = q.c;
+        let rstd = rstd_of(gp_stats[p.c + c]);
+        let xhat = (v_1[q.i] - gp_stats[c]) * rstd;
+        v_out7[q.i] = dt_gamma[c] * rstd * (v_2[q.i] - dt_dbeta[c] * inv_m - xhat * dt_dgamma[c] * inv_m);
+        q = pos_next(q);
+    }
+}
+
+@compute @workgroup_size(256)
+fn dx_eval4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    var q = pos_start(wid, nwg, lid.x);
+    for (var j = 0u; j < PER; j++) {
+        if (q.i >= p.n) { return; }
+        let c = q.c;
+        v_out4[q.i] = de_gamma[c] * rstd_of(de_stats[p.c + c]) * v_1[q.i];
         q = pos_next(q);
     }
 }

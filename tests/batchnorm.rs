@@ -16,8 +16,9 @@ fn m_of(shape: &[usize]) -> usize {
 }
 
 /// [N, C], N = 1 with H * W > 1, C = 1, C = 17, H, W = 5, 7, channels of more than one chunk,
-/// spatial sizes below, equal to and above the 256-element stride of the elementwise kernels.
-const SHAPES: [&[usize]; 11] = [
+/// spatial sizes below, equal to and above the 256-element stride of the elementwise kernels, and
+/// multiples of 4 (the vec4 kernels) and not.
+const SHAPES: [&[usize]; 12] = [
     &[7, 3],
     &[2, 17],
     &[1, 3, 5, 7],
@@ -29,6 +30,7 @@ const SHAPES: [&[usize]; 11] = [
     &[3, 5, 16, 16],
     &[9, 3, 4, 4],
     &[2100, 3],
+    &[3, 5, 6, 10], // S = 60: vec4 kernels whose 256-step (64 planes of 15 vec4s) crosses channels
 ];
 
 const VARIANTS: [Variant; 2] = [Variant::Tree, Variant::Loop];

@@ -106,6 +106,7 @@ impl BatchNorm {
 }
 
 /// The geometry of one call: channels, spatial size, elements per channel, chunks per channel.
+#[derive(Clone, Copy)]
 struct Geom {
     c: usize,
     s: usize,
@@ -129,6 +130,27 @@ impl Geom {
             ds: (256 % self.s.max(1)) as u32,
             dc: ((256 / self.s.max(1)) % self.c.max(1)) as u32,
             _pad: [0; 2],
+        }
+    }
+}
+
+impl Geom {
+    /// An elementwise kernel over all `numel` elements, `entries` = (its f32 form, its vec4 form):
+    /// the vec4 one where S is a multiple of 4 (a vec4 then never straddles two channels), with
+    /// its params and workgroups.
+    fn elementwise(
+        &self,
+        entries: (&'static str, &'static str),
+        numel: usize,
+        eps: f32,
+        momentum: f32,
+    ) -> (&'static str, Params, [u32; 3]) {
+        if self.s.is_multiple_of(4) {
+            let mut p = Geom { s: self.s / 4, ..*self }.params(numel / 4, eps, momentum);
+            p.m = self.m as u32; // the statistics still count elements
+            (entries.1, p, groups_1d(numel / 4, TILE as u32))
+        } else {
+            (entries.0, self.params(numel, eps, momentum), groups_1d(numel, TILE as u32))
         }
     }
 }
@@ -219,14 +241,14 @@ pub fn batch_norm_with(
         );
     }
     let y = Tensor::empty(dev, OP, x.shape(), DType::F32)?;
-    let p = g.params(x.numel(), bn.eps, bn.momentum);
+    let (entry, p, groups) = g.elementwise(("normalize", "normalize4"), x.numel(), bn.eps, bn.momentum);
     dev.dispatch(
         &SHADER,
-        "normalize",
+        entry,
         &[],
         bytemuck::bytes_of(&p),
         &[x.bind(), stats.bind(), gamma.bind(), beta.bind(), y.bind()],
-        groups_1d(x.numel(), TILE as u32),
+        groups,
     );
     Ok((y, stats))
 }
@@ -288,24 +310,25 @@ pub fn batch_norm_backward_with(
         groups_1d(g.c, WG),
     );
     let dx = Tensor::empty(dev, OP, x.shape(), DType::F32)?;
-    let p = g.params(x.numel(), eps, 0.0);
     if training {
+        let (entry, p, groups) = g.elementwise(("dx_train", "dx_train4"), x.numel(), eps, 0.0);
         dev.dispatch(
             &SHADER,
-            "dx_train",
+            entry,
             &[],
             bytemuck::bytes_of(&p),
             &[x.bind(), gy.bind(), stats.bind(), gamma.bind(), dbeta.bind(), dgamma.bind(), dx.bind()],
-            groups_1d(x.numel(), TILE as u32),
+            groups,
         );
     } else {
+        let (entry, p, groups) = g.elementwise(("dx_eval", "dx_eval4"), x.numel(), eps, 0.0);
         dev.dispatch(
             &SHADER,
-            "dx_eval",
+            entry,
             &[],
             bytemuck::bytes_of(&p),
             &[gy.bind(), stats.bind(), gamma.bind(), dx.bind()],
-            groups_1d(x.numel(), TILE as u32),
+            groups,
         );
     }
     Ok((dx, dgamma, dbeta))
