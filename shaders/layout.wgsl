@@ -8,7 +8,9 @@
 // Workgroup: 256 x 1 x 1, one invocation per RUN copied elements (override RUN: 1, or 4 where the
 // innermost dim is contiguous on both sides and a multiple of 4, so the index arithmetic is paid
 // once per 4 elements); the grid folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x
-// * 256). p.n counts elements.
+// * 256). p.n counts elements. copy_strided4: the same copy in vec4 units (every offset, outer
+// stride and the innermost extent a multiple of 4, innermost contiguous; p.n counts vec4s): one
+// access per 4 elements.
 
 struct Params {
     n: u32,
@@ -26,10 +28,12 @@ struct Params {
 
 override RUN: u32 = 1u;
 
-@compute @workgroup_size(256)
-fn copy_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = (gid.x + gid.y * nwg.x * 256u) * RUN;
-    if (i >= p.n) { return; }
+// copy_strided4: vec4 views of the same buffers
+@group(0) @binding(1) var<storage, read> src4: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst4: array<vec4<u32>>;
+
+// The source and destination offsets of element i of `shape`.
+fn offsets(i: u32) -> vec2<u32> {
     var rem = i;
     var s = p.src_off;
     var d = p.dst_off;
@@ -41,7 +45,23 @@ fn copy_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         s += idx * p.ss[ku / 4u][ku % 4u];
         d += idx * p.ds[ku / 4u][ku % 4u];
     }
+    return vec2<u32>(s, d);
+}
+
+@compute @workgroup_size(256)
+fn copy_strided(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = (gid.x + gid.y * nwg.x * 256u) * RUN;
+    if (i >= p.n) { return; }
+    let o = offsets(i);
     for (var e = 0u; e < RUN; e++) {
-        dst[d + e] = src[s + e];
+        dst[o.y + e] = src[o.x + e];
     }
+}
+
+@compute @workgroup_size(256)
+fn copy_strided4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) { return; }
+    let o = offsets(i);
+    dst4[o.y] = src4[o.x];
 }

@@ -49,6 +49,15 @@ fn slice_concat_broadcast_match_reference() {
     assert_close("concat of runs", &layout::concat(&[&a, &b], 1).unwrap().to_vec().unwrap(), &x, 0.0, 0.0);
     let (a, b) = (layout::slice(&t, 2, 0, 4).unwrap(), layout::slice(&t, 2, 4, 8).unwrap());
     assert_close("concat along runs", &layout::concat(&[&a, &b], 2).unwrap().to_vec().unwrap(), &x, 0.0, 0.0);
+    // those copies run as whole vec4s (offsets and strides multiples of 4); runs of 4 that are not
+    // aligned so (an offset of 1, a row stride of 6) keep the element copies
+    let x = Rng::new(13).vec(3 * 5 * 6, -1.0, 1.0);
+    let t = upload(&dev, &x, &[3, 5, 6]);
+    for (lo, hi) in [(1, 5), (0, 4), (2, 6)] {
+        let s = layout::slice(&t, 2, lo, hi).unwrap();
+        let want = cpu::slice(&x, &[3, 5, 6], 2, lo, hi);
+        assert_close(&format!("unaligned slice {lo}..{hi}"), &s.to_vec().unwrap(), &want, 0.0, 0.0);
+    }
 }
 
 #[test]

@@ -53,13 +53,30 @@ fn copy_strided(
         p.ss[d] = ss[d] as u32;
         p.ds[d] = ds[d] as u32;
     }
-    // Runs of 4 along an innermost dim that both sides store contiguously.
+    // Runs of 4 along an innermost dim that both sides store contiguously; whole vec4s where
+    // every offset and outer stride is a multiple of 4 too (the copy then counts in vec4s).
     let last = dims.len() - 1;
     let run = if ss[last] == 1 && ds[last] == 1 && dims[last].is_multiple_of(4) { 4 } else { 1 };
+    let aligned = run == 4
+        && src_off.is_multiple_of(4)
+        && dst_off.is_multiple_of(4)
+        && ss[..last].iter().chain(&ds[..last]).all(|s| s.is_multiple_of(4));
+    if aligned {
+        p.n /= 4;
+        p.src_off /= 4;
+        p.dst_off /= 4;
+        p.shape[last] /= 4;
+        for d in 0..last {
+            p.ss[d] /= 4;
+            p.ds[d] /= 4;
+        }
+    }
+    let (entry, constants) =
+        if aligned { ("copy_strided4", vec![]) } else { ("copy_strided", vec![("RUN", run as f64)]) };
     src.device().dispatch(
         &SHADER,
-        "copy_strided",
-        &[("RUN", run as f64)],
+        entry,
+        &constants,
         bytemuck::bytes_of(&p),
         &[src.bind(), dst.bind()],
         groups_1d(numel(shape) / run, WG),
