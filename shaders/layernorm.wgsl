@@ -12,6 +12,8 @@
 //   ln_forward:         1 x, 2 gamma, 3 beta (read), 4 y, 5 mean, 6 rstd (write)
 //   ln_backward_x:      1 x, 2 gamma, 3 mean, 4 rstd, 5 gy (read), 6 dx (write)
 //   ln_backward_params: 1 x, 2 mean, 3 rstd, 4 gy (read), 5 dgamma [chunks, D], 6 dbeta [chunks, D] (write)
+//   ln_forward4, ln_backward_x4: ln_forward, ln_backward_x on whole vec4s (D a multiple of 4;
+//                       the sums still run element by element in order, as the f32 forms)
 // Workgroup: 256 x 1 x 1, no barriers. ln_forward / ln_backward_x: one invocation per row looping
 // over D; ln_backward_params: one invocation per (chunk, column d) looping over the chunk's rows.
 // The grid folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * 256).
@@ -47,6 +49,14 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bp_gy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dbeta: array<f32>;
+
+// ln_forward4, ln_backward_x4: the same on whole vec4s (D a multiple of 4)
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> gamma4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> beta4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> gy4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> dx4: array<vec4<f32>>;
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
@@ -117,4 +127,58 @@ fn ln_backward_params(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
     dgamma[t] = sgx;
     dbeta[t] = sg;
+}
+
+// v's elements added to s in order (the f32 kernels' summation order).
+fn add4(s: f32, v: vec4<f32>) -> f32 {
+    return s + v.x + v.y + v.z + v.w;
+}
+
+@compute @workgroup_size(256)
+fn ln_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = flat(gid, nwg);
+    if (r >= p.rows) { return; }
+    let d4 = p.d / 4u;
+    let base = r * d4;
+    let inv_d = 1.0 / f32(p.d);
+    var s = 0.0;
+    for (var i = 0u; i < d4; i++) {
+        s = add4(s, x4[base + i]);
+    }
+    let mean = s * inv_d;
+    var ss = 0.0;
+    for (var i = 0u; i < d4; i++) {
+        let c = x4[base + i] - mean;
+        ss = add4(ss, c * c);
+    }
+    let rstd = inverseSqrt(ss * inv_d + p.eps);
+    for (var i = 0u; i < d4; i++) {
+        y4[base + i] = (x4[base + i] - mean) * rstd * gamma4[i] + beta4[i];
+    }
+    mean_out[r] = mean;
+    rstd_out[r] = rstd;
+}
+
+@compute @workgroup_size(256)
+fn ln_backward_x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = flat(gid, nwg);
+    if (r >= p.rows) { return; }
+    let d4 = p.d / 4u;
+    let base = r * d4;
+    let mean = bx_mean[r];
+    let rstd = bx_rstd[r];
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var i = 0u; i < d4; i++) {
+        let g = gy4[base + i] * gamma4[i];
+        sg = add4(sg, g);
+        sgx = add4(sgx, g * (x4[base + i] - mean) * rstd);
+    }
+    let inv_d = 1.0 / f32(p.d);
+    let mg = sg * inv_d;
+    let mgx = sgx * inv_d;
+    for (var i = 0u; i < d4; i++) {
+        let xhat = (x4[base + i] - mean) * rstd;
+        dx4[base + i] = rstd * (gy4[base + i] * gamma4[i] - mg - xhat * mgx);
+    }
 }

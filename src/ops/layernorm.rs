@@ -52,6 +52,7 @@ fn check(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<(usize, usize)> {
     Ok((x.numel() / d, d))
 }
 
+/// (The per-row kernels take their vec4 forms, `*4`, where D is a multiple of 4.)
 fn params(rows: usize, d: usize, eps: f32) -> Params {
     Params { rows: rows as u32, d: d as u32, chunk: rows as u32, chunks: 1, eps, _pad: [0; 3] }
 }
@@ -65,7 +66,7 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result
     let rstd = Tensor::empty(dev, "layer_norm", &[rows], DType::F32)?;
     dev.dispatch(
         &SHADER,
-        "ln_forward",
+        if d.is_multiple_of(4) { "ln_forward4" } else { "ln_forward" },
         &[],
         bytemuck::bytes_of(&params(rows, d, eps)),
         &[x.bind(), gamma.bind(), beta.bind(), y.bind(), mean.bind(), rstd.bind()],
@@ -102,7 +103,7 @@ pub fn layer_norm_backward_x(x: &Tensor, gamma: &Tensor, mean: &Tensor, rstd: &T
     let dx = Tensor::empty(dev, "layer_norm_backward", x.shape(), DType::F32)?;
     dev.dispatch(
         &SHADER,
-        "ln_backward_x",
+        if d.is_multiple_of(4) { "ln_backward_x4" } else { "ln_backward_x" },
         &[],
         bytemuck::bytes_of(&params(rows, d, 0.0)),
         &[x.bind(), gamma.bind(), mean.bind(), rstd.bind(), gy.bind(), dx.bind()],
