@@ -14,6 +14,7 @@
 //   sgd:          1 p (read_write), 2 g (read), 3 clip (read)
 //   sgd_momentum: 1 p (read_write), 2 g (read), 3 b (read_write), 4 clip (read)
 //   adam:         1 p (read_write), 2 g (read), 3 m (read_write), 4 v (read_write), 5 clip (read)
+//   adam4:        adam on whole vec4s (a multiple of 4 elements; p.n counts vec4s), same bindings
 //   put_slot:     1 x (read), 2 sums (read_write)
 //   clip_scale:   1 sums (read), 2 out (read_write, 2 elements)
 // Workgroup: sgd/sgd_momentum/adam: 256 x 1 x 1, one invocation per parameter element, the grid
@@ -61,6 +62,12 @@ struct Params {
 @group(0) @binding(1) var<storage, read> cs_sums: array<f32>;
 @group(0) @binding(2) var<storage, read_write> cs_out: array<f32>;
 
+// adam4: vec4 views of adam's buffers
+@group(0) @binding(1) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> adam_m4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> adam_v4: array<vec4<f32>>;
+
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
 }
@@ -98,6 +105,19 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     adam_v[i] = v;
     // PyTorch's order: the decoupled decay first, then the Adam step from the decayed weight.
     param[i] = p.decay * w - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps);
+}
+
+@compute @workgroup_size(256)
+fn adam4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.n) { return; }
+    let w = param4[i];
+    let g = grad4[i] * adam_clip[p.scale_at] + p.l2 * w;
+    let m = p.beta1 * adam_m4[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * adam_v4[i] + (1.0 - p.beta2) * g * g;
+    adam_m4[i] = m;
+    adam_v4[i] = v;
+    param4[i] = p.decay * w - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps);
 }
 
 @compute @workgroup_size(1)
