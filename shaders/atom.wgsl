@@ -283,20 +283,36 @@ fn upper_pair(q: u32) -> vec2<u32> {
     return vec2<u32>(q - b * (b + 1u) / 2u, b);
 }
 
+// What structure_partial invocation idx computes, for token tiles of `tile`: the terms of
+// S[a, b] (upper triangle a <= b, pair q = b (b + 1) / 2 + a: S is symmetric) with A's tokens
+// i0 .. i0 + tile - 1, into part[out].
+struct FwdJob {
+    a: u32,
+    b: u32,
+    ca: u32,
+    cb: u32,
+    i0: u32,
+    out: u32,
+}
+
+fn forward_job(idx: u32, tile: u32) -> FwdJob {
+    let it = idx % p.tiles;
+    let ab = upper_pair(idx / p.tiles);
+    return FwdJob(ab.x, ab.y, st_cnt[ab.x], st_cnt[ab.y], it * tile, (ab.x * p.ns + ab.y) * p.tiles + it);
+}
+
 @compute @workgroup_size(64)
 fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 64u);
     if (idx >= p.total) { return; }
-    let it = idx % p.tiles;
-    // Only the upper triangle a <= b (S is symmetric): pair q = b (b + 1) / 2 + a.
-    let ab = upper_pair(idx / p.tiles);
-    let a = ab.x;
-    let b = ab.y;
-    let ca = st_cnt[a];
-    let cb = st_cnt[b];
-    let i0 = it * 4u;
+    let job = forward_job(idx, 4u);
+    let a = job.a;
+    let b = job.b;
+    let ca = job.ca;
+    let cb = job.cb;
+    let i0 = job.i0;
     if (i0 >= ca) {
-        st_part[(a * p.ns + b) * p.tiles + it] = 0.0;
+        st_part[job.out] = 0.0;
         return;
     }
     let ra = tile_rows(a, i0, ca);
@@ -307,7 +323,7 @@ fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         let wb = tile_weights(b, j0, cb);
         total += dot(wa, vec4<f32>(dot(d[0], wb), dot(d[1], wb), dot(d[2], wb), dot(d[3], wb)));
     }
-    st_part[(a * p.ns + b) * p.tiles + it] = total;
+    st_part[job.out] = total;
 }
 
 // ---- 8 x 8 token tiles (CPU adapters: 16 loads per 64 token pairs and dim) ----
@@ -374,15 +390,14 @@ fn wdot(d: W8, w: W8) -> f32 {
 fn structure_partial8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 64u);
     if (idx >= p.total) { return; }
-    let it = idx % p.tiles;
-    let ab = upper_pair(idx / p.tiles);
-    let a = ab.x;
-    let b = ab.y;
-    let ca = st_cnt[a];
-    let cb = st_cnt[b];
-    let i0 = it * 8u;
+    let job = forward_job(idx, 8u);
+    let a = job.a;
+    let b = job.b;
+    let ca = job.ca;
+    let cb = job.cb;
+    let i0 = job.i0;
     if (i0 >= ca) {
-        st_part[(a * p.ns + b) * p.tiles + it] = 0.0;
+        st_part[job.out] = 0.0;
         return;
     }
     let ra = tile_rows8(a, i0, ca);
@@ -395,7 +410,7 @@ fn structure_partial8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         let hi = vec4<f32>(wdot(d.d4, wb), wdot(d.d5, wb), wdot(d.d6, wb), wdot(d.d7, wb));
         total += dot(wa.lo, lo) + dot(wa.hi, hi);
     }
-    st_part[(a * p.ns + b) * p.tiles + it] = total;
+    st_part[job.out] = total;
 }
 
 // Column u of a distance tile: B token u against A tokens 0..3 (lo) and 4..7 (hi).
