@@ -297,32 +297,38 @@ fn main() {
             drop(matmul::matmul(&a, &c, true, false).unwrap())
         });
     }
-    // Matmul at the experiments' own shapes (batch, M, K, N): the Transformer's projections and
-    // attention blocks, the CNN's head, the synthetic task's token MLP; every core and the default.
-    for (bt, m, k, n) in [
-        (1, 4096, 64, 64),
-        (1, 4096, 64, 128),
-        (1, 4096, 64, 192),
-        (1, 4096, 128, 64),
-        (1, 64, 4096, 64),
-        (1, 64, 4096, 192),
-        (64, 64, 64, 64),
-        (256, 64, 16, 64),
-        (1, 128, 1568, 10),
-        (1, 512, 12, 32),
+    // Matmul at the experiments' own shapes (batch, M, K, N, A transposed, B transposed): the
+    // Transformer's projections (forward x Wᵀ, input gradient, weight gradient per sequence),
+    // attention blocks (scores Q Kᵀ, mixing P V and its gradients), the CNN's head, the synthetic
+    // task's token MLP; every core and the default.
+    for (bt, m, k, n, ta, tb) in [
+        (1, 4096, 64, 64, false, false),
+        (1, 4096, 64, 128, false, false),
+        (1, 4096, 64, 192, false, true),
+        (1, 4096, 192, 64, false, false),
+        (64, 64, 64, 192, true, false),
+        (1, 64, 4096, 64, false, false),
+        (1, 64, 4096, 192, true, false),
+        (64, 64, 64, 64, false, false),
+        (256, 64, 16, 64, false, true),
+        (256, 64, 64, 16, false, false),
+        (256, 64, 64, 16, true, false),
+        (1, 128, 1568, 10, false, false),
+        (1, 512, 12, 32, false, false),
     ] {
-        let a = rand(&dev, &mut rng, &[bt, m, k]);
-        let c = rand(&dev, &mut rng, &[bt, k, n]);
+        let a = rand(&dev, &mut rng, &if ta { [bt, k, m] } else { [bt, m, k] });
+        let c = rand(&dev, &mut rng, &if tb { [bt, n, k] } else { [bt, k, n] });
         let flops = 2.0 * (bt * m * k * n) as f64;
+        let t = format!("{}{}", if ta { " Aᵀ" } else { "" }, if tb { " Bᵀ" } else { "" });
         for v in
             [matmul::Variant::Blocked, matmul::Variant::Blocked8, matmul::Variant::Tiled, matmul::Variant::Tiled128]
         {
-            b.flops(&format!("matmul/{v:?} [{bt}] {m}x{k}x{n}"), flops, || {
-                drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
+            b.flops(&format!("matmul/{v:?} [{bt}] {m}x{k}x{n}{t}"), flops, || {
+                drop(matmul::matmul_with(v, &a, &c, ta, tb).unwrap())
             });
         }
-        b.flops(&format!("matmul/default [{bt}] {m}x{k}x{n}"), flops, || {
-            drop(matmul::matmul(&a, &c, false, false).unwrap())
+        b.flops(&format!("matmul/default [{bt}] {m}x{k}x{n}{t}"), flops, || {
+            drop(matmul::matmul(&a, &c, ta, tb).unwrap())
         });
     }
     // Softmax and cross-entropy over rows: bandwidth-bound (read + write).

@@ -4,10 +4,12 @@
 //
 // Bindings (group 0): 0 = Params (uniform), 1 a (read), 2 b (read), 3 c (read_write).
 // Workgroup layouts, one entry point per adapter class:
-//   mm_blocked, mm_blocked8 (CPU rasterisers such as lavapipe): 8 x 8 invocations, each computes a
-//     4 x 4 (mm_blocked) or 8 x 8 (mm_blocked8) block of C in registers, no shared memory and no
-//     barriers (barriers are very slow there); a workgroup covers a 32 x 32 or 64 x 64 tile;
-//     grid = (ceil(N/32), ceil(M/32), batch) or (ceil(N/64), ceil(M/64), batch).
+//   mm_blocked, mm_blocked8, mm_blocked8v (CPU rasterisers such as lavapipe): 64 invocations, each
+//     computes a 4 x 4 (mm_blocked) or 8 x 8 (mm_blocked8, its vec4 form mm_blocked8v) block of C
+//     in registers, no shared memory and no barriers (barriers are very slow there); a workgroup
+//     covers a 32 x 32 tile (mm_blocked, 8 x 8 invocations; grid (ceil(N/32), ceil(M/32), batch)),
+//     or WX x WY blocks of WZ = 64 / (WX WY) batch items (the 8 x 8 cores; grid (ceil(N/8WX),
+//     ceil(M/8WY), ceil(batch/WZ))).
 //   mm_tiled (small GPU products): 16 x 16 invocations, 64 x 64 tile of C per workgroup, each
 //     invocation a 4 x 4 register block; A and B tiles of depth 16 are staged in workgroup memory
 //     (read along the operand's contiguous dimension, rows padded against bank conflicts);
@@ -186,14 +188,29 @@ fn store8(acc: Acc, base: u32, row0: u32, col0: u32, ty: u32, tx: u32) {
     put4(base, r1 + 3u, q0, acc.c14); put4(base, r1 + 3u, q1, acc.c15);
 }
 
+// The 8 x 8 cores' 64 invocations cover WX x WY blocks of 8 x 8 (WX * 8 columns, WY * 8 rows) of
+// 64 / (WX * WY) batch items: narrow products (the attention blocks' 16 columns) then keep every
+// SIMD lane busy (llvmpipe packs consecutive invocations into one vector). Overrides, powers of two.
+override WX: u32 = 8u;
+override WY: u32 = 8u;
+
+// (first row, first column, batch item) of invocation li of workgroup wid's 8 x 8 block.
+fn block8(wid: vec3<u32>, li: u32) -> vec3<u32> {
+    let tx = li % WX;
+    let ty = (li / WX) % WY;
+    let tz = li / (WX * WY);
+    return vec3<u32>((wid.y * WY + ty) * 8u, (wid.x * WX + tx) * 8u, wid.z * (64u / (WX * WY)) + tz);
+}
+
 // mm_blocked8: the barrier-free core with 8 x 8 blocks (rows row0 .. row0 + 7, columns col0 ..
 // col0 + 7, clamped into the matrix on load like mm_blocked's): 16 loads per 64 multiply-adds.
-@compute @workgroup_size(8, 8)
-fn mm_blocked8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row0 = wid.y * 64u + lid.y * 8u;
-    let col0 = wid.x * 64u + lid.x * 8u;
-    if (row0 >= p.m || col0 >= p.n) { return; }
-    let bi = wid.z;
+@compute @workgroup_size(64)
+fn mm_blocked8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let blk = block8(wid, li);
+    let row0 = blk.x;
+    let col0 = blk.y;
+    let bi = blk.z;
+    if (row0 >= p.m || col0 >= p.n || bi >= p.batch) { return; }
     let ab = bi * p.sa_b;
     let bb = bi * p.sb_b;
     let ml = p.m - 1u;
@@ -222,6 +239,117 @@ fn mm_blocked8(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     put4(base, row0 + 5u, col0, acc.c10); put4(base, row0 + 5u, col0 + 4u, acc.c11);
     put4(base, row0 + 6u, col0, acc.c12); put4(base, row0 + 6u, col0 + 4u, acc.c13);
     put4(base, row0 + 7u, col0, acc.c14); put4(base, row0 + 7u, col0 + 4u, acc.c15);
+}
+
+// mm_blocked8v: mm_blocked8 on operands and C bound as vec4s (chosen by shape, src/ops/matmul.rs),
+// so every load brings 4 values: 16 loads per 4 k's (256 multiply-adds) where mm_blocked8 takes 64
+// (llvmpipe pays per load, not per byte). A_KC / B_KC: the operand is stored k-contiguous (A
+// row-major, B transposed) and each of its 8 rows (columns) is read 4 k's at a time, the 4 x 4
+// pieces turned into k-columns by transpose(); otherwise it is read along m (n), two vec4s per k,
+// the second clamped to start inside the matrix (what it reads past M or N is never stored).
+// Needs N % 4 == 0 (C stored as vec4s), K % 4 == 0 for a k-contiguous operand, M % 4 == 0 for a
+// transposed A: then every row start and batch stride is a multiple of 4. The k-loop runs in
+// steps of 4, then single k's (those exist only when neither operand is k-contiguous).
+override A_KC: bool = true;
+override B_KC: bool = false;
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c4: array<vec4<f32>>;
+
+// k-columns k .. k + 3 (k a multiple of 4) of an operand's 8 rows or columns: column q is
+// (lo[q], hi[q]), lo holding rows (columns) 0..3 and hi 4..7.
+struct Panel {
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
+}
+
+// The operand in `src` (0 = a4, 1 = b4) at offsets `o` (vec4 units, from `offsets`): with `kc`
+// its 8 row starts, else the starts of its two vec4s at k = 0 (o0.x, o0.y) and k's stride (o1.x).
+fn panel(src: u32, kc: bool, o: Offs, k: u32) -> Panel {
+    let o0 = o.o0;
+    let o1 = o.o1;
+    if (kc) {
+        let q = k / 4u;
+        return Panel(
+            transpose(mat4x4<f32>(load4(src, o0.x + q), load4(src, o0.y + q), load4(src, o0.z + q), load4(src, o0.w + q))),
+            transpose(mat4x4<f32>(load4(src, o1.x + q), load4(src, o1.y + q), load4(src, o1.z + q), load4(src, o1.w + q))),
+        );
+    }
+    let s = o1.x;
+    let r = o0.x + k * s;
+    let h = o0.y + k * s;
+    return Panel(
+        mat4x4<f32>(load4(src, r), load4(src, r + s), load4(src, r + 2u * s), load4(src, r + 3u * s)),
+        mat4x4<f32>(load4(src, h), load4(src, h + s), load4(src, h + 2u * s), load4(src, h + 3u * s)),
+    );
+}
+
+fn load4(src: u32, i: u32) -> vec4<f32> {
+    if (src == 0u) { return a4[i]; }
+    return b4[i];
+}
+
+// One k-column (any k) of an operand read along m (n): its two vec4s.
+fn column(src: u32, o: Offs, k: u32) -> mat2x4<f32> {
+    return mat2x4<f32>(load4(src, o.o0.x + k * o.o1.x), load4(src, o.o0.y + k * o.o1.x));
+}
+
+struct Offs {
+    o0: vec4<u32>,
+    o1: vec4<u32>,
+}
+
+// The offsets `panel` takes for an operand whose 8 rows (columns) start at r0 (clamped into
+// 0 .. count - 1), with batch offset `base`, stride `s_rc` between rows (columns) and `s_k` along k.
+fn offsets(kc: bool, base: u32, r0: u32, count: u32, s_rc: u32, s_k: u32) -> Offs {
+    if (kc) {
+        let l = count - 1u;
+        return Offs(
+            (base + vec4<u32>(r0, min(r0 + 1u, l), min(r0 + 2u, l), min(r0 + 3u, l)) * s_rc) / 4u,
+            (base + vec4<u32>(min(r0 + 4u, l), min(r0 + 5u, l), min(r0 + 6u, l), min(r0 + 7u, l)) * s_rc) / 4u,
+        );
+    }
+    return Offs(vec4<u32>((base + r0) / 4u, (base + min(r0 + 4u, count - 4u)) / 4u, 0u, 0u), vec4<u32>(s_k / 4u, 0u, 0u, 0u));
+}
+
+// Row r of C from column c0 (a multiple of 4), when inside the matrix.
+fn put4v(base: u32, r: u32, c0: u32, v: vec4<f32>) {
+    if (r < p.m && c0 < p.n) { c4[(base + r * p.n + c0) / 4u] = v; }
+}
+
+@compute @workgroup_size(64)
+fn mm_blocked8v(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let blk = block8(wid, li);
+    let row0 = blk.x;
+    let col0 = blk.y;
+    let bi = blk.z;
+    if (row0 >= p.m || col0 >= p.n || bi >= p.batch) { return; }
+    let oa = offsets(A_KC, bi * p.sa_b, row0, p.m, p.sa_m, p.sa_k);
+    let ob = offsets(B_KC, bi * p.sb_b, col0, p.n, p.sb_n, p.sb_k);
+    var acc: Acc;
+    let k4 = p.k & ~3u;
+    for (var k = 0u; k < k4; k += 4u) {
+        let pa = panel(0u, A_KC, oa, k);
+        let pb = panel(1u, B_KC, ob, k);
+        acc = outer8(acc, pa.lo[0], pa.hi[0], pb.lo[0], pb.hi[0]);
+        acc = outer8(acc, pa.lo[1], pa.hi[1], pb.lo[1], pb.hi[1]);
+        acc = outer8(acc, pa.lo[2], pa.hi[2], pb.lo[2], pb.hi[2]);
+        acc = outer8(acc, pa.lo[3], pa.hi[3], pb.lo[3], pb.hi[3]);
+    }
+    for (var k = k4; k < p.k; k++) {
+        let ca = column(0u, oa, k);
+        let cb = column(1u, ob, k);
+        acc = outer8(acc, ca[0], ca[1], cb[0], cb[1]);
+    }
+    let base = bi * p.m * p.n;
+    put4v(base, row0, col0, acc.c0); put4v(base, row0, col0 + 4u, acc.c1);
+    put4v(base, row0 + 1u, col0, acc.c2); put4v(base, row0 + 1u, col0 + 4u, acc.c3);
+    put4v(base, row0 + 2u, col0, acc.c4); put4v(base, row0 + 2u, col0 + 4u, acc.c5);
+    put4v(base, row0 + 3u, col0, acc.c6); put4v(base, row0 + 3u, col0 + 4u, acc.c7);
+    put4v(base, row0 + 4u, col0, acc.c8); put4v(base, row0 + 4u, col0 + 4u, acc.c9);
+    put4v(base, row0 + 5u, col0, acc.c10); put4v(base, row0 + 5u, col0 + 4u, acc.c11);
+    put4v(base, row0 + 6u, col0, acc.c12); put4v(base, row0 + 6u, col0 + 4u, acc.c13);
+    put4v(base, row0 + 7u, col0, acc.c14); put4v(base, row0 + 7u, col0 + 4u, acc.c15);
 }
 
 const BK: u32 = 8u; // mm_tiled128: depth of the staged A and B tiles

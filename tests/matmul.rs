@@ -27,6 +27,31 @@ fn both_kernels_match_reference_on_odd_sizes_and_transposes() {
     }
 }
 
+/// Blocked8's vec4 form (`mm_blocked8v`) runs where N, and K or M as the layout needs, are
+/// multiples of 4: sizes around its 8 x 8 blocks (rows and columns 4 past a block), K with and
+/// without a remainder of single steps, all transposes, batches and broadcast operands.
+#[test]
+fn blocked8_vec4_form_matches_reference() {
+    let dev = device();
+    let mut rng = Rng::new(15);
+    let sizes = [(4, 4, 4), (12, 20, 36), (68, 7, 100), (132, 36, 76), (8, 3, 8), (20, 64, 4)];
+    for (m, k, n) in sizes {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (ba, bb) in [(1, 1), (3, 3), (1, 2), (2, 1)] {
+                let a = rng.vec(ba * m * k, -1.0, 1.0);
+                let b = rng.vec(bb * k * n, -1.0, 1.0);
+                let sa = if ta { [ba, k, m] } else { [ba, m, k] };
+                let sb = if tb { [bb, n, k] } else { [bb, k, n] };
+                let c = matmul::matmul_with(Variant::Blocked8, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb)
+                    .unwrap();
+                let r = cpu::matmul(&a, ba, sa[1], sa[2], ta, &b, bb, sb[1], sb[2], tb);
+                let what = format!("{ba}x{bb} {m}x{k}x{n} ta={ta} tb={tb}");
+                assert_close(&what, &c.to_vec().unwrap(), &r, 1e-6 * (k as f64).sqrt() * 4.0, 1e-5);
+            }
+        }
+    }
+}
+
 /// The opt-in f16 tensor-core kernel: each product rounds both operands to f16 (relative error
 /// 2^-11 each), so the bound is 2.5 * 2^-11 * sum_k |a_ik b_kj| plus f32 accumulation. Where the
 /// adapter has no such matrices (lavapipe), asking for it is a clear error.
@@ -219,16 +244,18 @@ fn mismatched_inner_dims_name_both_shapes() {
 #[test]
 fn default_core_follows_the_measurements() {
     use atomgrad::device::AdapterClass::{Cpu, Gpu};
-    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Cpu, 4096, 128, 1), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Cpu, 4096, 64, 1), Variant::Blocked8);
-    assert_eq!(Variant::for_size(Cpu, 64, 64, 256), Variant::Blocked8);
-    assert_eq!(Variant::for_size(Cpu, 128, 10, 1), Variant::Blocked8);
-    assert_eq!(Variant::for_size(Cpu, 4096, 4, 1), Variant::Blocked);
-    assert_eq!(Variant::for_size(Gpu, 4096, 4096, 1), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Gpu, 1000, 1000, 1), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1, true), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4, 1, true), Variant::Blocked);
+    assert_eq!(Variant::for_size(Cpu, 4096, 128, 1, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 64, 1, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 64, 64, 256, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 128, 10, 1, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4, 1, false), Variant::Blocked);
+    assert_eq!(Variant::for_size(Gpu, 4096, 4096, 1, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Gpu, 1000, 1000, 1, false), Variant::Tiled128);
     // thin products and small attention blocks keep the 64-tile core's parallelism
-    assert_eq!(Variant::for_size(Gpu, 4096, 128, 1), Variant::Tiled);
-    assert_eq!(Variant::for_size(Gpu, 64, 64, 256), Variant::Tiled);
-    assert_eq!(Variant::for_size(Gpu, 128, 128, 256), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Gpu, 4096, 128, 1, false), Variant::Tiled);
+    assert_eq!(Variant::for_size(Gpu, 64, 64, 256, false), Variant::Tiled);
+    assert_eq!(Variant::for_size(Gpu, 128, 128, 256, false), Variant::Tiled128);
 }

@@ -49,19 +49,21 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// The kernel for a `batch x m x n` result on this adapter class. On GPUs the 128-tile core
+    /// The kernel for a `batch x m x n` result on this adapter class; `vec4` says whether the
+    /// 8 x 8 core can take its vec4 form ([`vec4_form`]). On GPUs the 128-tile core
     /// once both result dims fill a tile and there are at least 64 such tiles (on an H200 it
     /// beat the 64-tile core at every square size measured, 256 to 4096, already with 64 tiles
     /// at 1024: 16.0 vs 10.8 TFLOP/s; 21.9 vs 11.5 at 4096, docs/PERFORMANCE.md); otherwise the
     /// 64-tile core, whose 4x more workgroups keep a large GPU busy on thin products (the
     /// training-step benchmarks were measured with it).
-    pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize) -> Variant {
+    pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize, vec4: bool) -> Variant {
         match c {
-            // On lavapipe the 128-tile core wins once both result dims fill its tiles (512 cubed:
-            // 5.0 vs 3.6 GFLOP/s, 4096x64x128: 4.3-4.8 vs 3.5-3.7); below that the barrier-free
-            // 8 x 8 core (4096x64x64: 3.7-3.8 vs 2.3-2.6, 256 blocks of 64x16x64: 2.5 vs 1.0), and
-            // the 4 x 4 one where a dim is under 8.
-            AdapterClass::Cpu if m >= 128 && n >= 128 => Variant::Tiled128,
+            // On lavapipe the barrier-free 8 x 8 core in its vec4 form beats the 128-tile core at
+            // every size (512 cubed: 8.7 vs 6.3 GFLOP/s, 4096x64x128: 7.2 vs 5.8); without it the
+            // 128-tile core wins once both result dims fill its tiles (255 cubed: 6.1 vs 4.7),
+            // the scalar 8 x 8 core below that (4096x64x64: 3.7-3.8 vs 2.3-2.6), and the 4 x 4
+            // one where a dim is under 8.
+            AdapterClass::Cpu if m >= 128 && n >= 128 && !vec4 => Variant::Tiled128,
             AdapterClass::Cpu if m >= 8 && n >= 8 => Variant::Blocked8,
             AdapterClass::Cpu => Variant::Blocked,
             AdapterClass::Gpu if m >= 128 && n >= 128 && m.div_ceil(128) * n.div_ceil(128) * batch >= 64 => {
@@ -70,6 +72,15 @@ impl Variant {
             AdapterClass::Gpu => Variant::Tiled,
         }
     }
+}
+
+/// Whether [`Variant::Blocked8`] takes its vec4 form (`mm_blocked8v`) for `op(A) [m, k] x op(B)
+/// [k, n]`: every row it reads or writes starts on a multiple of 4 — C's (N), a k-contiguous
+/// operand's (K: A as stored, B transposed), a transposed A's (M).
+pub fn vec4_form(m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool) -> bool {
+    n.is_multiple_of(4)
+        && (if trans_a { m.is_multiple_of(4) } else { k.is_multiple_of(4) })
+        && (!trans_b || k.is_multiple_of(4))
 }
 
 /// Splits a shape into (batch, rows, cols) of the matrix as stored.
@@ -150,11 +161,12 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         dev.clear(c.buffer(), c.bytes());
         return Ok(c);
     }
-    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch));
+    let vec4 = vec4_form(m, ka, n, trans_a, trans_b);
+    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch, vec4));
     if v == Variant::Coop16Packed && dev.has_coop16() {
         return coop16_packed(a, b, &p, ba, bb, c);
     }
-    let (shader, entry, tile) = match v {
+    let (shader, mut entry, tile) = match v {
         Variant::Blocked => (&SHADER, "mm_blocked", 32),
         Variant::Blocked8 => (&SHADER, "mm_blocked8", 64),
         Variant::Tiled => (&SHADER, "mm_tiled", 64),
@@ -167,11 +179,26 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
             )))
         }
     };
-    let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
+    let mut groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
+    let mut constants = Vec::new();
+    if v == Variant::Blocked8 {
+        // The 8 x 8 cores' workgroup shape: as many column blocks as N needs (up to 8), then row
+        // blocks, then batch items, 64 blocks in all (see block8 in the shader).
+        let wx = n.div_ceil(8).next_power_of_two().min(8);
+        let wy = m.div_ceil(8).next_power_of_two().min(64 / wx);
+        let wz = 64 / (wx * wy);
+        groups = [n.div_ceil(8 * wx) as u32, m.div_ceil(8 * wy) as u32, batch.div_ceil(wz) as u32];
+        constants.extend([("WX", wx as f64), ("WY", wy as f64)]);
+        if vec4 {
+            // Its vec4 form where the rows allow (`vec4_form`), told each operand's layout.
+            entry = "mm_blocked8v";
+            constants.extend([("A_KC", if trans_a { 0.0 } else { 1.0 }), ("B_KC", if trans_b { 1.0 } else { 0.0 })]);
+        }
+    }
     if groups[0] > 65535 || groups[1] > 65535 {
         return Err(Error::shape("matmul", format!("result {m} x {n} exceeds the dispatch grid")));
     }
-    dev.dispatch(shader, entry, &[], bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], groups);
+    dev.dispatch(shader, entry, &constants, bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], groups);
     Ok(c)
 }
 
