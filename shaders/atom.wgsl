@@ -39,7 +39,9 @@
 // Register blocking: every structure invocation holds a 4 (tokens i of A) x 4 (tokens j of B) tile
 // of squared distances as array<vec4<f32>, 4>, so each step over the m dims loads 8 values for 16
 // subtract + 16 multiply-add. Tiles past the token count clamp their loads to the last valid token
-// and get weight 0 by select, so padded data is never read.
+// and get weight 0 by select, so padded data is never read. The 8-token kernels (structure_partial8,
+// structure_backward8; 8 x 8 tiles) read the tokens as vec4 rows (st_h4, p.mv vec4s per token,
+// m zero-padded to a multiple of 4 by the host where needed): 16 loads per 4 dims of 64 pairs.
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
 //   pdist:              1 z (read), 2 dbar (write)
@@ -70,7 +72,7 @@ struct Params {
     inner: u32,  // mask_tokens: elements per token (product of the dims after n)
     splits: u32, // structure_backward, sum_splits: number of splits of the samples B
     bper: u32,   // structure_backward: samples B per split
-    _pad0: u32,
+    mv: u32,     // the 8-token kernels: vec4s per token row (m rounded up to 4, zero-padded)
     _pad1: u32,
 }
 
@@ -91,6 +93,7 @@ const MC: u32 = 32u;
 @group(0) @binding(3) var<storage, read_write> pb_dz: array<f32>;
 // structure_*
 @group(0) @binding(1) var<storage, read> st_h: array<f32>;
+@group(0) @binding(1) var<storage, read> st_h4: array<vec4<f32>>; // the 8-token kernels
 @group(0) @binding(2) var<storage, read> st_w: array<f32>;
 @group(0) @binding(3) var<storage, read> st_cnt: array<u32>;
 @group(0) @binding(4) var<storage, read_write> st_part: array<f32>;
@@ -328,7 +331,7 @@ fn structure_partial(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 
 // ---- 8 x 8 token tiles (CPU adapters: 16 loads per 64 token pairs and dim) ----
 
-// Token rows t0 .. t0 + 7 of sample s (flat offsets, clamped to valid tokens) as two vec4s.
+// Token rows t0 .. t0 + 7 of sample s (offsets in vec4s, clamped to valid tokens) as two vec4s.
 struct Rows8 {
     lo: vec4<u32>,
     hi: vec4<u32>,
@@ -337,11 +340,33 @@ struct W8 {
     lo: vec4<f32>,
     hi: vec4<f32>,
 }
+fn rows4(s: u32, t0: u32, cnt: u32) -> vec4<u32> {
+    let last = cnt - 1u;
+    let base = s * p.nt;
+    return vec4<u32>(base + min(t0, last), base + min(t0 + 1u, last), base + min(t0 + 2u, last),
+        base + min(t0 + 3u, last)) * p.mv;
+}
 fn tile_rows8(s: u32, t0: u32, cnt: u32) -> Rows8 {
-    return Rows8(tile_rows(s, t0, cnt), tile_rows(s, t0 + 4u, cnt));
+    return Rows8(rows4(s, t0, cnt), rows4(s, t0 + 4u, cnt));
 }
 fn tile_weights8(s: u32, t0: u32, cnt: u32) -> W8 {
     return W8(tile_weights(s, t0, cnt), tile_weights(s, t0 + 4u, cnt));
+}
+
+// Dims 4q .. 4q + 3 of 8 token rows: lo[t] (hi[t]) holds token t (4 + t) as a column. Its
+// transpose gives the dims as columns: transpose(lo)[c] = dim c of tokens 0..3.
+struct H8 {
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
+}
+fn load_h8(r: Rows8, q: u32) -> H8 {
+    return H8(
+        mat4x4<f32>(st_h4[r.lo.x + q], st_h4[r.lo.y + q], st_h4[r.lo.z + q], st_h4[r.lo.w + q]),
+        mat4x4<f32>(st_h4[r.hi.x + q], st_h4[r.hi.y + q], st_h4[r.hi.z + q], st_h4[r.hi.w + q]),
+    );
+}
+fn dims8(h: H8) -> H8 {
+    return H8(transpose(h.lo), transpose(h.hi));
 }
 
 // Squared distances (then distances) of an 8 x 8 tile: row t of A's tokens against B's tokens
@@ -356,26 +381,29 @@ fn acc_row(acc: W8, ha: f32, hb: W8) -> W8 {
     return W8(fma(lo, lo, acc.lo), fma(hi, hi, acc.hi));
 }
 
+// d += the squares of dim c: A's tokens from ha (tokens as columns), B's from hb (dims as columns).
+fn acc_dim(d: D8, ha: H8, hb: H8, c: u32) -> D8 {
+    let b = W8(hb.lo[c], hb.hi[c]);
+    return D8(acc_row(d.d0, ha.lo[0][c], b), acc_row(d.d1, ha.lo[1][c], b), acc_row(d.d2, ha.lo[2][c], b),
+        acc_row(d.d3, ha.lo[3][c], b), acc_row(d.d4, ha.hi[0][c], b), acc_row(d.d5, ha.hi[1][c], b),
+        acc_row(d.d6, ha.hi[2][c], b), acc_row(d.d7, ha.hi[3][c], b));
+}
+
 fn dist_row(acc: W8) -> W8 {
     let e = vec4<f32>(p.eps2);
     return W8(sqrt(acc.lo + e), sqrt(acc.hi + e));
 }
 
+// 16 vec4 loads per 4 dims of 64 token pairs (zero-padded dims add 0).
 fn tile_dist8(ra: Rows8, rb: Rows8) -> D8 {
     var d: D8;
-    for (var k = 0u; k < p.m; k++) {
-        let hb = W8(
-            vec4<f32>(st_h[rb.lo.x + k], st_h[rb.lo.y + k], st_h[rb.lo.z + k], st_h[rb.lo.w + k]),
-            vec4<f32>(st_h[rb.hi.x + k], st_h[rb.hi.y + k], st_h[rb.hi.z + k], st_h[rb.hi.w + k]),
-        );
-        d.d0 = acc_row(d.d0, st_h[ra.lo.x + k], hb);
-        d.d1 = acc_row(d.d1, st_h[ra.lo.y + k], hb);
-        d.d2 = acc_row(d.d2, st_h[ra.lo.z + k], hb);
-        d.d3 = acc_row(d.d3, st_h[ra.lo.w + k], hb);
-        d.d4 = acc_row(d.d4, st_h[ra.hi.x + k], hb);
-        d.d5 = acc_row(d.d5, st_h[ra.hi.y + k], hb);
-        d.d6 = acc_row(d.d6, st_h[ra.hi.z + k], hb);
-        d.d7 = acc_row(d.d7, st_h[ra.hi.w + k], hb);
+    for (var q = 0u; q < p.mv; q++) {
+        let ha = load_h8(ra, q);
+        let hb = dims8(load_h8(rb, q));
+        d = acc_dim(d, ha, hb, 0u);
+        d = acc_dim(d, ha, hb, 1u);
+        d = acc_dim(d, ha, hb, 2u);
+        d = acc_dim(d, ha, hb, 3u);
     }
     return D8(dist_row(d.d0), dist_row(d.d1), dist_row(d.d2), dist_row(d.d3), dist_row(d.d4),
         dist_row(d.d5), dist_row(d.d6), dist_row(d.d7));
@@ -435,7 +463,26 @@ fn prod8(v: W8, ha: W8, hb: f32, c: W8) -> W8 {
     return W8(fma(c.lo, ha.lo - hb, v.lo), fma(c.hi, ha.hi - hb, v.hi));
 }
 
-// structure_backward on 8-token tiles of A and B (p.tiles = ceil(n / 8)).
+// The 8 B tokens' coefficients c_u of one tile.
+struct C8 {
+    c0: W8, c1: W8, c2: W8, c3: W8, c4: W8, c5: W8, c6: W8, c7: W8,
+}
+
+// acc for dim c of a group of 4: A's tokens from ha (dims as columns), B's from hb (tokens as columns).
+fn grad_dim(v: W8, ha: H8, hb: H8, c: u32, k: C8) -> W8 {
+    let a = W8(ha.lo[c], ha.hi[c]);
+    var r = prod8(v, a, hb.lo[0][c], k.c0);
+    r = prod8(r, a, hb.lo[1][c], k.c1);
+    r = prod8(r, a, hb.lo[2][c], k.c2);
+    r = prod8(r, a, hb.lo[3][c], k.c3);
+    r = prod8(r, a, hb.hi[0][c], k.c4);
+    r = prod8(r, a, hb.hi[1][c], k.c5);
+    r = prod8(r, a, hb.hi[2][c], k.c6);
+    return prod8(r, a, hb.hi[3][c], k.c7);
+}
+
+// structure_backward on 8-token tiles of A and B (p.tiles = ceil(n / 8)); MC is a multiple of 4,
+// so a chunk's dims are whole vec4s (those past m are padding, computed and not stored).
 @compute @workgroup_size(64)
 fn structure_backward8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 64u);
@@ -449,6 +496,8 @@ fn structure_backward8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let i0 = job.i0;
     let k0 = job.k0;
     let kc = job.kc;
+    let q0 = k0 / 4u;
+    let qc = (kc + 3u) / 4u;
     let ca = st_cnt[a];
     // acc[kk]: output dim k0 + kk of the 8 tokens, before the factor w_Ai
     var acc: array<W8, MC>;
@@ -466,28 +515,17 @@ fn structure_backward8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
                 let d = tile_dist8(ra, rb);
                 accw = W8(fma(vec4<f32>(g), vec4<f32>(wdot(d.d0, wb), wdot(d.d1, wb), wdot(d.d2, wb), wdot(d.d3, wb)), accw.lo),
                     fma(vec4<f32>(g), vec4<f32>(wdot(d.d4, wb), wdot(d.d5, wb), wdot(d.d6, wb), wdot(d.d7, wb)), accw.hi));
-                let c0 = coef8(d, 0u, g * wb.lo.x);
-                let c1 = coef8(d, 1u, g * wb.lo.y);
-                let c2 = coef8(d, 2u, g * wb.lo.z);
-                let c3 = coef8(d, 3u, g * wb.lo.w);
-                let c4 = coef8(d, 4u, g * wb.hi.x);
-                let c5 = coef8(d, 5u, g * wb.hi.y);
-                let c6 = coef8(d, 6u, g * wb.hi.z);
-                let c7 = coef8(d, 7u, g * wb.hi.w);
-                for (var kk = 0u; kk < kc; kk++) {
-                    let k = k0 + kk;
-                    let ha = W8(vec4<f32>(st_h[ra.lo.x + k], st_h[ra.lo.y + k], st_h[ra.lo.z + k], st_h[ra.lo.w + k]),
-                        vec4<f32>(st_h[ra.hi.x + k], st_h[ra.hi.y + k], st_h[ra.hi.z + k], st_h[ra.hi.w + k]));
-                    var v = acc[kk];
-                    v = prod8(v, ha, st_h[rb.lo.x + k], c0);
-                    v = prod8(v, ha, st_h[rb.lo.y + k], c1);
-                    v = prod8(v, ha, st_h[rb.lo.z + k], c2);
-                    v = prod8(v, ha, st_h[rb.lo.w + k], c3);
-                    v = prod8(v, ha, st_h[rb.hi.x + k], c4);
-                    v = prod8(v, ha, st_h[rb.hi.y + k], c5);
-                    v = prod8(v, ha, st_h[rb.hi.z + k], c6);
-                    v = prod8(v, ha, st_h[rb.hi.w + k], c7);
-                    acc[kk] = v;
+                let k = C8(coef8(d, 0u, g * wb.lo.x), coef8(d, 1u, g * wb.lo.y), coef8(d, 2u, g * wb.lo.z),
+                    coef8(d, 3u, g * wb.lo.w), coef8(d, 4u, g * wb.hi.x), coef8(d, 5u, g * wb.hi.y),
+                    coef8(d, 6u, g * wb.hi.z), coef8(d, 7u, g * wb.hi.w));
+                for (var qq = 0u; qq < qc; qq++) {
+                    let ha = dims8(load_h8(ra, q0 + qq));
+                    let hb = load_h8(rb, q0 + qq);
+                    let kk = 4u * qq;
+                    acc[kk] = grad_dim(acc[kk], ha, hb, 0u, k);
+                    acc[kk + 1u] = grad_dim(acc[kk + 1u], ha, hb, 1u, k);
+                    acc[kk + 2u] = grad_dim(acc[kk + 2u], ha, hb, 2u, k);
+                    acc[kk + 3u] = grad_dim(acc[kk + 3u], ha, hb, 3u, k);
                 }
             }
         }

@@ -122,6 +122,8 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
     cases.push((3, 40, 70)); // one partial Gram tile of tokens, two chunks of dims (one partial)
     cases.push((2, 64, 17)); // exactly one Gram tile
     cases.push((3, 130, 9)); // three Gram tiles, the last with 2 tokens
+    cases.push((3, 12, 36)); // m a multiple of 4 (the 8-token kernels' vec4 rows unpadded), two chunks
+    cases.push((4, 17, 8));
     for (ns, n, m) in cases {
         let b = batch(&mut rng, ns, n, m, 1, 1e3);
         let g = rng.vec(ns * ns, -1.0, 1.0);

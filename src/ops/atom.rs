@@ -33,7 +33,8 @@ struct Params {
     inner: u32,
     splits: u32,
     bper: u32,
-    _pad: [u32; 2],
+    mv: u32,
+    _pad: u32,
 }
 
 impl Params {
@@ -49,7 +50,8 @@ impl Params {
             inner: 1,
             splits: 1,
             bper: 0,
-            _pad: [0; 2],
+            mv: 0,
+            _pad: 0,
         }
     }
 }
@@ -325,6 +327,16 @@ fn gram_norms(
     Ok(Some(q))
 }
 
+/// The tokens as the 8-token kernels read them: rows of whole vec4s, `m` zero-padded to a
+/// multiple of 4 where needed (zero dims add nothing to a distance), and the vec4s per row.
+fn vec4_rows(kernel: StructureKernel, h: &Tensor, n: usize, t: usize, m: usize) -> Result<(Tensor, u32)> {
+    let m4 = m.next_multiple_of(4);
+    if kernel != StructureKernel::Registers8 || m4 == m {
+        return Ok((h.clone(), (m4 / 4) as u32));
+    }
+    Ok((crate::ops::layout::pad_axis(h, &[n, t, m4], 2, 0)?, (m4 / 4) as u32))
+}
+
 /// As [`structure`] on the given kernels.
 pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
     let (n, t, m) = check_structure("atom_structure", h, w, mask)?;
@@ -361,6 +373,8 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
         ..Params::new()
     };
     let q = gram_norms(kernel, h, mask, n, t, m)?;
+    let (h, mv) = vec4_rows(kernel, h, n, t, m)?;
+    p.mv = mv;
     let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
     binds.extend(q.as_ref().map(Tensor::bind));
     binds.push(part.bind());
@@ -461,6 +475,8 @@ pub fn structure_backward_with(
         ..Params::new()
     };
     let q = gram_norms(kernel, h, mask, n, t, m)?;
+    let (h, mv) = vec4_rows(kernel, h, n, t, m)?;
+    let p = Params { mv, ..p };
     let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
     binds.extend(q.as_ref().map(Tensor::bind));
     binds.extend([g.bind(), dh.bind(), dw.bind()]);
