@@ -377,6 +377,8 @@ fn main() {
             b.flops(&format!("conv/backward-weight b8 {tag}"), flops, || {
                 drop(conv::conv2d_backward_weight_with(&dy, &x, (3, 3), (1, 1), (1, 1), 0, (8, 8)).unwrap())
             });
+        }
+        {
             // The opt-in GEMM path (im2col + matmul cores + col2im), same flops.
             b.flops(&format!("conv/forward gemm {tag}"), flops, || {
                 drop(conv::conv2d_gemm(&x, &w, (1, 1), (1, 1)).unwrap())

@@ -7,12 +7,15 @@
 //   binary:          1 a, 2 b (read, strided), 3 y (write)          y = a (op) b
 //   binary_backward: 1 gy, 2 a, 3 b (read), 4 g (write)             g = gy * d(a op b)/d(a or b)
 //   accumulate:      1 x (read), 2 y (read_write)                   y += x
-//   unary4, unary_backward4, binary4, binary_backward4, accumulate4: the same with vec4 bindings,
-//                    for contiguous operands of the output's shape and a multiple of 4 elements
+//   unary4, unary_backward4, accumulate4: the same with vec4 bindings, for contiguous operands of
+//                    the output's shape and a multiple of 4 elements
+//   binary4, binary_backward4: the same with vec4 bindings where the output's innermost dim is a
+//                    multiple of 4 and each operand runs along it or is broadcast over it
 // Workgroup: 256 x 1 x 1, one invocation per output element (per vec4 in the *4 forms: p.n counts
 // vec4s there); the grid folds into y past 65535 groups, so the flat index is
 // gid.x + gid.y * nwg.x * 256.
-// Override constants: OP selects the function, WHICH (binary_backward) the operand: 0 = a, 1 = b.
+// Override constants: OP selects the function, WHICH (binary_backward) the operand: 0 = a, 1 = b;
+// A4, B4 (binary4, binary_backward4) whether a, b run along the innermost dim (see there).
 
 struct Params {
     n: u32,        // number of output elements
@@ -244,12 +247,33 @@ fn unary_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     v_out3[i] = v_2[i] * unary4_df(v_1[i]);
 }
 
+// binary4, binary_backward4: 4 consecutive elements along the output's innermost (collapsed) dim,
+// whose length is a multiple of 4; each operand either runs along it (A4 / B4 true: stride 1, one
+// vec4 load) or is broadcast over it (stride 0: one value, splatted), so a bias or a per-row
+// scale takes the vec4 form too. Its offsets come from the same walk as the f32 form's.
+override A4: bool = true;
+override B4: bool = true;
+
+fn operand4_1(o: u32, along: bool) -> vec4<f32> {
+    if (along) { return v_1[o / 4u]; }
+    return vec4<f32>(v_1[o / 4u][o % 4u]);
+}
+fn operand4_2(o: u32, along: bool) -> vec4<f32> {
+    if (along) { return v_2[o / 4u]; }
+    return vec4<f32>(v_2[o / 4u][o % 4u]);
+}
+fn operand4_3(o: u32, along: bool) -> vec4<f32> {
+    if (along) { return v_3[o / 4u]; }
+    return vec4<f32>(v_3[o / 4u][o % 4u]);
+}
+
 @compute @workgroup_size(256)
 fn binary4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.n) { return; }
-    let a = v_1[i];
-    let b = v_2[i];
+    let o = offsets(4u * i);
+    let a = operand4_1(o.x, A4);
+    let b = operand4_2(o.y, B4);
     v_out3[i] = vec4<f32>(binary_f(a.x, b.x), binary_f(a.y, b.y), binary_f(a.z, b.z), binary_f(a.w, b.w));
 }
 
@@ -257,8 +281,9 @@ fn binary4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 fn binary_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.n) { return; }
-    let a = v_2[i];
-    let b = v_3[i];
+    let o = offsets(4u * i);
+    let a = operand4_2(o.x, A4);
+    let b = operand4_3(o.y, B4);
     v_out4[i] = v_1[i] * vec4<f32>(binary_df(a.x, b.x), binary_df(a.y, b.y), binary_df(a.z, b.z), binary_df(a.w, b.w));
 }
 

@@ -78,7 +78,15 @@ fn binary_broadcast_forward_matches_reference() {
     let dev = device();
     let mut rng = Rng::new(3);
     // including shapes whose dims the launcher merges (same-shape runs, broadcast runs, size-1 dims)
-    let cases: [(&[usize], &[usize]); 10] = [
+    // and the vec4 forms: an innermost dim of a multiple of 4 that an operand runs along or is
+    // broadcast over (a bias, a per-row scale, a per-channel shift), whole or not in vec4s
+    let cases: [(&[usize], &[usize]); 16] = [
+        (&[6, 8], &[8]),
+        (&[6, 8], &[6, 1]),
+        (&[3, 4, 12], &[4, 1]),
+        (&[3, 5, 8], &[5, 1]),
+        (&[2, 3, 4], &[1]),
+        (&[4, 1, 8], &[1, 3, 1]),
         (&[5, 3], &[5, 3]),
         (&[5, 3], &[3]),
         (&[4, 1, 3], &[1, 5, 1]),
@@ -112,7 +120,9 @@ fn binary_broadcast_forward_matches_reference() {
 fn binary_gradients_with_broadcasting_match_finite_differences() {
     let mut rng = Rng::new(4);
     for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow, Binary::BceLogits] {
-        for (sa, sb) in [(vec![3, 4], vec![3, 4]), (vec![3, 4], vec![4]), (vec![2, 1, 3], vec![2, 1])] {
+        let cases =
+            [(vec![3, 4], vec![3, 4]), (vec![3, 4], vec![4]), (vec![2, 1, 3], vec![2, 1]), (vec![4, 4], vec![4, 1])];
+        for (sa, sb) in cases {
             let na: usize = sa.iter().product();
             let nb: usize = sb.iter().product();
             let a = if op == Binary::Pow { rng.vec(na, 0.5, 2.0) } else { rng.vec(na, -2.0, 2.0) };

@@ -180,16 +180,26 @@ fn binary_params(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Vec<usize>
     Ok((out, p))
 }
 
-/// The binary kernel's entry point and invocations: the vec4 form where both operands are the
-/// output's own contiguous shape (one dim of stride 1 after collapsing) and it holds a multiple
-/// of 4 elements, with `p.n` counting vec4s.
-fn binary_entry(entry: &'static str, entry4: &'static str, p: &mut Params) -> (&'static str, usize) {
+/// The binary kernel's entry point, invocations and layout constants: the vec4 form where the
+/// output's innermost (collapsed) dim holds a multiple of 4 elements and each operand either runs
+/// along it (stride 1) or is broadcast over it (stride 0), with `p.n` counting vec4s.
+fn binary_entry(
+    entry: &'static str,
+    entry4: &'static str,
+    p: &mut Params,
+    a: &Tensor,
+    b: &Tensor,
+) -> (&'static str, usize, Vec<(&'static str, f64)>) {
     let n = p.n as usize;
-    if p.ndim == 1 && p.sa[0] == 1 && p.sb[0] == 1 && n.is_multiple_of(4) {
+    let d = p.ndim.max(1) as usize - 1;
+    let (inner, sa, sb) = (p.shape[d], p.sa[d], p.sb[d]);
+    // (Operands are bound as whole vec4s: a broadcast one of, say, 10 values would lose its last 2.)
+    let whole = a.numel().is_multiple_of(4) && b.numel().is_multiple_of(4);
+    if p.ndim > 0 && inner.is_multiple_of(4) && sa <= 1 && sb <= 1 && whole && n > 0 {
         p.n = (n / 4) as u32;
-        (entry4, n / 4)
+        (entry4, n / 4, vec![("A4", f64::from(sa)), ("B4", f64::from(sb))])
     } else {
-        (entry, n)
+        (entry, n, Vec::new())
     }
 }
 
@@ -198,15 +208,9 @@ pub fn binary(a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
     let (out, mut p) = binary_params(op.name(), a, b)?;
     let dev = a.device();
     let y = Tensor::empty(dev, op.name(), &out, DType::F32)?;
-    let (entry, n) = binary_entry("binary", "binary4", &mut p);
-    dev.dispatch(
-        &SHADER,
-        entry,
-        &[("OP", op.code() as f64)],
-        bytemuck::bytes_of(&p),
-        &[a.bind(), b.bind(), y.bind()],
-        groups_1d(n, WG),
-    );
+    let (entry, n, mut constants) = binary_entry("binary", "binary4", &mut p, a, b);
+    constants.push(("OP", op.code() as f64));
+    dev.dispatch(&SHADER, entry, &constants, bytemuck::bytes_of(&p), &[a.bind(), b.bind(), y.bind()], groups_1d(n, WG));
     Ok(y)
 }
 
@@ -218,11 +222,12 @@ pub fn binary_backward(gy: &Tensor, a: &Tensor, b: &Tensor, op: Binary, wrt_b: b
     }
     let dev = a.device();
     let g = Tensor::empty(dev, "binary_backward", &out, DType::F32)?;
-    let (entry, n) = binary_entry("binary_backward", "binary_backward4", &mut p);
+    let (entry, n, mut constants) = binary_entry("binary_backward", "binary_backward4", &mut p, a, b);
+    constants.extend([("OP", op.code() as f64), ("WHICH", wrt_b as u32 as f64)]);
     dev.dispatch(
         &SHADER,
         entry,
-        &[("OP", op.code() as f64), ("WHICH", wrt_b as u32 as f64)],
+        &constants,
         bytemuck::bytes_of(&p),
         &[gy.bind(), a.bind(), b.bind(), g.bind()],
         groups_1d(n, WG),
