@@ -7,8 +7,11 @@
 // contributions in a fixed order: no atomics, results are bit-identical from run to run.
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
-//   conv_forward:         1 x (read), 2 w (read), 3 y (write)
-//       one invocation: OB output channels x PB neighbouring output pixels of one row.
+//   conv_forward:         1 x (read), 2 wt (read), 3 y (write)
+//       wt: the weights transposed to [C, KH, KW, O4] as vec4s (O rounded up to 4, zero-padded;
+//       the host transposes them), so the OB channels of a tap are one or two vec4 loads.
+//       One invocation: OB output channels x PB neighbouring output pixels of one row; the
+//       inputs under a block row are loaded once into a window for all KW taps.
 //   conv_backward_input:  1 dy (read), 2 w (read), 3 dx (write)
 //       dx[n, c, ih, iw] = sum over o, kh, kw with (ih + ph - kh) % sh == 0 (same for w) and the
 //       output position in range of dy[n, o, oh, ow] * w[o, c, kh, kw]; one invocation: CB input
@@ -31,7 +34,7 @@
 // is gid.x + gid.y * nwg.x * 256.
 // Override constants, each 1..8: OB output channels (conv_forward, conv_backward_weight), PB
 // pixels along W (conv_forward, conv_backward_input), CB input channels (conv_backward_input,
-// conv_backward_weight) per invocation. Each kernel keeps up to 8 x 8 sums in 16 named vec4s
+// conv_backward_weight) per invocation; KW, SW: conv_forward's kernel width and stride along W. Each kernel keeps up to 8 x 8 sums in 16 named vec4s
 // (blocks of 4 and under leave half of them unused; the compiler drops them).
 
 struct Params {
@@ -56,6 +59,10 @@ struct Params {
 override OB: u32 = 4u; // output channels per invocation
 override PB: u32 = 4u; // pixels along W per invocation
 override CB: u32 = 4u; // input channels per invocation
+override KW: u32 = 3u; // conv_forward: kernel width (its taps unroll)
+override SW: u32 = 1u; // conv_forward: stride along W
+// conv_forward: the input window of one block row, (PB - 1) SW + KW values (the host keeps it within).
+const WIN: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // im2col / col2im
@@ -65,8 +72,8 @@ override CB: u32 = 4u; // input channels per invocation
 @group(0) @binding(2) var<storage, read_write> ci_dx: array<f32>;
 // conv_forward
 @group(0) @binding(1) var<storage, read> f_x: array<f32>;
-@group(0) @binding(2) var<storage, read> f_w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_y: array<f32>;
+@group(0) @binding(2) var<storage, read> f_wt: array<vec4<f32>>;
 // conv_backward_input
 @group(0) @binding(1) var<storage, read> bi_dy: array<f32>;
 @group(0) @binding(2) var<storage, read> bi_w: array<f32>;
@@ -112,6 +119,12 @@ fn y_store8(n: u32, o: u32, oh: u32, ow0: u32, a: vec4<f32>, b: vec4<f32>) {
     if (PB > 4u) { y_store(n, o, oh, ow0 + 4u, b, PB - 4u); }
 }
 
+// Weight of output channel o at tap k (flat (c, kh, kw)) from the transposed weights wt[k, o]
+// (O rounded up to 4, so a tap's row of channels is whole vec4s).
+fn wt_at(k4: u32, o: u32) -> f32 {
+    return f_wt[k4 + o / 4u][o % 4u];
+}
+
 @compute @workgroup_size(256)
 fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
@@ -127,20 +140,15 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let o0 = (r % oblocks) * OB;
     let n = r / oblocks;
     let ow0 = wb * PB;
-    let kk = p.kh * p.kw;
-    let ck = p.c * kk;
-    // Weight rows of a partial channel block are clamped into range (their sums are not stored).
+    let o4 = (p.o + 3u) / 4u; // vec4s per tap of the transposed weights
+    // Channels of a partial block are clamped into range (their sums are not stored); with OB a
+    // multiple of 4 they are whole vec4s, the second one clamped to start inside the row.
     let last = p.o - 1u;
-    let w0 = o0 * ck;
-    let w1 = min(o0 + 1u, last) * ck;
-    let w2 = min(o0 + 2u, last) * ck;
-    let w3 = min(o0 + 3u, last) * ck;
-    let w4 = min(o0 + 4u, last) * ck;
-    let w5 = min(o0 + 5u, last) * ck;
-    let w6 = min(o0 + 6u, last) * ck;
-    let w7 = min(o0 + 7u, last) * ck;
-    let sw = i32(p.sw);
-    let iw0 = i32(ow0 * p.sw) - i32(p.pw);
+    let oc = array<u32, 8>(o0, min(o0 + 1u, last), min(o0 + 2u, last), min(o0 + 3u, last), min(o0 + 4u, last),
+        min(o0 + 5u, last), min(o0 + 6u, last), min(o0 + 7u, last));
+    let vl = o0 / 4u;
+    let vh = min(o0 / 4u + 1u, o4 - 1u);
+    let iw0 = i32(ow0 * SW) - i32(p.pw);
     let ih0 = i32(oh * p.sh) - i32(p.ph);
     // a_t: output channel o0 + t at pixels 0..3 of the block, b_t at pixels 4..7 (PB > 4).
     var acc: Block8; // zero-initialised
@@ -149,29 +157,42 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             let ih = ih0 + i32(kh);
             if (ih < 0 || ih >= i32(p.h)) { continue; }
             let row = ((n * p.c + c) * p.h + u32(ih)) * p.w;
-            let wk = c * kk + kh * p.kw;
-            for (var kw = 0u; kw < p.kw; kw++) {
-                let iw = iw0 + i32(kw);
-                var xv = vec4<f32>(x_at(row, iw), 0.0, 0.0, 0.0);
-                if (PB > 1u) { xv.y = x_at(row, iw + sw); }
-                if (PB > 2u) { xv.z = x_at(row, iw + 2 * sw); }
-                if (PB > 3u) { xv.w = x_at(row, iw + 3 * sw); }
+            // The row's inputs under the block, each loaded once for all KW taps: with KW and SW
+            // pipeline constants the taps below index it with constants (registers, no loads).
+            var win: array<f32, WIN>;
+            for (var j = 0u; j < (PB - 1u) * SW + KW; j++) { win[j] = x_at(row, iw0 + i32(j)); }
+            let tap0 = (c * p.kh + kh) * KW;
+            for (var kw = 0u; kw < KW; kw++) {
+                var xv = vec4<f32>(win[kw], 0.0, 0.0, 0.0);
+                if (PB > 1u) { xv.y = win[kw + SW]; }
+                if (PB > 2u) { xv.z = win[kw + 2u * SW]; }
+                if (PB > 3u) { xv.w = win[kw + 3u * SW]; }
                 var xu = vec4<f32>(0.0);
-                if (PB > 4u) {
-                    xu = vec4<f32>(x_at(row, iw + 4 * sw), x_at(row, iw + 5 * sw), x_at(row, iw + 6 * sw),
-                        x_at(row, iw + 7 * sw));
+                if (PB > 4u) { xu = vec4<f32>(win[kw + 4u * SW], win[kw + 5u * SW], win[kw + 6u * SW], win[kw + 7u * SW]); }
+                let k4 = (tap0 + kw) * o4;
+                var ql: vec4<f32>;
+                var qh: vec4<f32>;
+                if (OB % 4u == 0u) {
+                    ql = f_wt[k4 + vl];
+                    if (OB > 4u) { qh = f_wt[k4 + vh]; }
+                } else {
+                    ql = vec4<f32>(wt_at(k4, oc[0]), 0.0, 0.0, 0.0);
+                    if (OB > 1u) { ql.y = wt_at(k4, oc[1]); }
+                    if (OB > 2u) { ql.z = wt_at(k4, oc[2]); }
+                    if (OB > 3u) { ql.w = wt_at(k4, oc[3]); }
+                    if (OB > 4u) { qh = vec4<f32>(wt_at(k4, oc[4]), 0.0, 0.0, 0.0); }
+                    if (OB > 5u) { qh.y = wt_at(k4, oc[5]); }
+                    if (OB > 6u) { qh.z = wt_at(k4, oc[6]); }
                 }
-                let k = wk + kw;
-                let q0 = f_w[w0 + k];
-                acc.a0 += xv * q0;
-                if (PB > 4u) { acc.b0 += xu * q0; }
-                if (OB > 1u) { let q = f_w[w1 + k]; acc.a1 += xv * q; if (PB > 4u) { acc.b1 += xu * q; } }
-                if (OB > 2u) { let q = f_w[w2 + k]; acc.a2 += xv * q; if (PB > 4u) { acc.b2 += xu * q; } }
-                if (OB > 3u) { let q = f_w[w3 + k]; acc.a3 += xv * q; if (PB > 4u) { acc.b3 += xu * q; } }
-                if (OB > 4u) { let q = f_w[w4 + k]; acc.a4 += xv * q; if (PB > 4u) { acc.b4 += xu * q; } }
-                if (OB > 5u) { let q = f_w[w5 + k]; acc.a5 += xv * q; if (PB > 4u) { acc.b5 += xu * q; } }
-                if (OB > 6u) { let q = f_w[w6 + k]; acc.a6 += xv * q; if (PB > 4u) { acc.b6 += xu * q; } }
-                if (OB > 7u) { let q = f_w[w7 + k]; acc.a7 += xv * q; if (PB > 4u) { acc.b7 += xu * q; } }
+                acc.a0 = fma(xv, vec4<f32>(ql.x), acc.a0);
+                if (PB > 4u) { acc.b0 = fma(xu, vec4<f32>(ql.x), acc.b0); }
+                if (OB > 1u) { acc.a1 = fma(xv, vec4<f32>(ql.y), acc.a1); if (PB > 4u) { acc.b1 = fma(xu, vec4<f32>(ql.y), acc.b1); } }
+                if (OB > 2u) { acc.a2 = fma(xv, vec4<f32>(ql.z), acc.a2); if (PB > 4u) { acc.b2 = fma(xu, vec4<f32>(ql.z), acc.b2); } }
+                if (OB > 3u) { acc.a3 = fma(xv, vec4<f32>(ql.w), acc.a3); if (PB > 4u) { acc.b3 = fma(xu, vec4<f32>(ql.w), acc.b3); } }
+                if (OB > 4u) { acc.a4 = fma(xv, vec4<f32>(qh.x), acc.a4); if (PB > 4u) { acc.b4 = fma(xu, vec4<f32>(qh.x), acc.b4); } }
+                if (OB > 5u) { acc.a5 = fma(xv, vec4<f32>(qh.y), acc.a5); if (PB > 4u) { acc.b5 = fma(xu, vec4<f32>(qh.y), acc.b5); } }
+                if (OB > 6u) { acc.a6 = fma(xv, vec4<f32>(qh.z), acc.a6); if (PB > 4u) { acc.b6 = fma(xu, vec4<f32>(qh.z), acc.b6); } }
+                if (OB > 7u) { acc.a7 = fma(xv, vec4<f32>(qh.w), acc.a7); if (PB > 4u) { acc.b7 = fma(xu, vec4<f32>(qh.w), acc.b7); } }
             }
         }
     }

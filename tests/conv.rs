@@ -24,6 +24,8 @@ const CASES: &[Case] = &[
     // More than 8 channels each way and rows past 8 pixels: partial 8-blocks.
     ([2, 10, 6, 13], [11, 10, 3, 3], (1, 1), (1, 1)),
     ([1, 9, 9, 19], [9, 9, 4, 4], (2, 2), (1, 1)),
+    // A wide kernel at a wide stride: the forward's input window caps its pixel block.
+    ([1, 2, 5, 40], [3, 2, 3, 9], (1, 4), (1, 2)),
 ];
 
 /// Register block sides the tests try: every one up to 5, then 7 and 8.
@@ -49,7 +51,7 @@ fn conv2d_forward_matches_reference_on_odd_sizes() {
 #[test]
 fn conv2d_every_register_block_matches_reference() {
     let dev = device();
-    for &ci in &[2usize, 3, 4, 7, 11, 12] {
+    for &ci in &[2usize, 3, 4, 7, 11, 12, 13] {
         let (xs, ws, s, p) = CASES[ci];
         let (x, w) = (data(ci as u64, &xs), data(100 + ci as u64, &ws));
         let (xt, wt) = (upload(&dev, &x, &xs), upload(&dev, &w, &ws));
@@ -63,6 +65,10 @@ fn conv2d_every_register_block_matches_reference() {
     }
     let (xt, wt) = (upload(&dev, &[0.0; 9], &[1, 1, 3, 3]), upload(&dev, &[0.0; 4], &[1, 1, 2, 2]));
     assert!(conv::conv2d_with(&xt, &wt, (1, 1), (0, 0), 9, 1).is_err());
+    // Kernels wider than the forward's 32-input window are a clear error, not a wrong answer.
+    let (xt, wt) = (upload(&dev, &[0.0; 40], &[1, 1, 1, 40]), upload(&dev, &[0.0; 33], &[1, 1, 1, 33]));
+    let e = conv::conv2d(&xt, &wt, (1, 1), (0, 0)).unwrap_err().to_string();
+    assert!(e.contains("conv2d") && e.contains("kernel width 33"), "{e}");
 }
 
 #[test]

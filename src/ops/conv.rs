@@ -7,6 +7,7 @@
 use crate::autodiff::Var;
 use crate::device::{groups_1d, AdapterClass, WG};
 use crate::error::{Error, Result};
+use crate::ops::layout;
 use crate::ops::reduce::{reduce, Reduce};
 use crate::tensor::{DType, Tensor};
 
@@ -220,17 +221,29 @@ fn block(op: &'static str, what: &str, b: usize) -> Result<usize> {
     }
 }
 
-/// y = conv(x, w) for geometry `g` with `ob` output channels x `pb` pixels per invocation.
+/// The forward kernel's input window per block row (`WIN` in shaders/conv.wgsl).
+const FORWARD_WINDOW: usize = 32;
+
+/// y = conv(x, w) for geometry `g` with `ob` output channels x `pb` pixels per invocation
+/// (fewer pixels where the kernel's input window would not fit: `(pb - 1) sw + kw <= 32`).
 fn forward_raw(op: &'static str, x: &Tensor, w: &Tensor, g: &Geom, ob: usize, pb: usize) -> Result<Tensor> {
+    if g.kw > FORWARD_WINDOW {
+        return Err(Error::shape(op, format!("kernel width {} exceeds {FORWARD_WINDOW}", g.kw)));
+    }
+    let pb = pb.min((FORWARD_WINDOW - g.kw) / g.sw + 1);
     let dev = x.device();
     let y = Tensor::empty(dev, op, &g.y_shape(), DType::F32)?;
+    // The kernel reads the weights as [C, KH, KW, O] rows of whole vec4s (one small copy).
+    let o4 = g.o.next_multiple_of(4);
+    let wt = layout::permute(w, &[1, 2, 3, 0])?;
+    let wt = if o4 == g.o { wt } else { layout::pad_axis(&wt, &[g.c, g.kh, g.kw, o4], 3, 0)? };
     let total = g.n * g.o.div_ceil(ob) * g.ho * g.wo.div_ceil(pb);
     dev.dispatch(
         &SHADER,
         "conv_forward",
-        &[("OB", ob as f64), ("PB", pb as f64)],
+        &[("OB", ob as f64), ("PB", pb as f64), ("KW", g.kw as f64), ("SW", g.sw as f64)],
         bytemuck::bytes_of(&g.params(total)),
-        &[x.bind(), w.bind(), y.bind()],
+        &[x.bind(), wt.bind(), y.bind()],
         groups_1d(total, WG),
     );
     Ok(y)
