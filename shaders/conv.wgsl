@@ -12,12 +12,14 @@
 //       the host transposes them), so the OB channels of a tap are one or two vec4 loads.
 //       One invocation: OB output channels x PB neighbouring output pixels of one row; the
 //       inputs under a block row are loaded once into a window for all KW taps.
-//   conv_backward_input:  1 dy (read), 2 w (read), 3 dx (write)
+//   conv_backward_input:  1 dy (read), 2 wt (read), 3 dx (write); wt: the weights transposed to
+//       [O, KH, KW, C4] as vec4s (C rounded up to 4, zero-padded; the host transposes them)
 //       dx[n, c, ih, iw] = sum over o, kh, kw with (ih + ph - kh) % sh == 0 (same for w) and the
 //       output position in range of dy[n, o, oh, ow] * w[o, c, kh, kw]; one invocation: CB input
 //       channels x PB pixels of one row, sw apart (gather form): pixels of one residue class
 //       modulo sw reach their outputs through the same taps, at neighbouring ow, so each tap loads
-//       PB neighbouring dy values and CB weights for PB * CB multiply-adds.
+//       PB neighbouring dy values and CB weights for PB * CB multiply-adds; a row's dy values are
+//       loaded once into a window for all the class's taps.
 //   conv_backward_weight: 1 dy (read), 2 x (read), 3 dw (write)
 //       dw[s, o, c, kh, kw] = sum over rows (n, oh) of split s, then ow, of dy * x; with splits = 1
 //       this is the weight gradient itself, otherwise the host sums the partials over s. One
@@ -34,7 +36,8 @@
 // is gid.x + gid.y * nwg.x * 256.
 // Override constants, each 1..8: OB output channels (conv_forward, conv_backward_weight), PB
 // pixels along W (conv_forward, conv_backward_input), CB input channels (conv_backward_input,
-// conv_backward_weight) per invocation; KW, SW: conv_forward's kernel width and stride along W. Each kernel keeps up to 8 x 8 sums in 16 named vec4s
+// conv_backward_weight) per invocation; KW, SW: the kernel width and stride along W
+// (conv_forward, conv_backward_input). Each kernel keeps up to 8 x 8 sums in 16 named vec4s
 // (blocks of 4 and under leave half of them unused; the compiler drops them).
 
 struct Params {
@@ -59,9 +62,10 @@ struct Params {
 override OB: u32 = 4u; // output channels per invocation
 override PB: u32 = 4u; // pixels along W per invocation
 override CB: u32 = 4u; // input channels per invocation
-override KW: u32 = 3u; // conv_forward: kernel width (its taps unroll)
-override SW: u32 = 1u; // conv_forward: stride along W
-// conv_forward: the input window of one block row, (PB - 1) SW + KW values (the host keeps it within).
+override KW: u32 = 3u; // kernel width (conv_forward, conv_backward_input: their taps unroll)
+override SW: u32 = 1u; // stride along W (the same two)
+// The window of one block row: (PB - 1) SW + KW inputs (conv_forward), PB + ceil(KW / SW) - 1
+// outputs (conv_backward_input); the host keeps it within.
 const WIN: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -76,7 +80,7 @@ const WIN: u32 = 32u;
 @group(0) @binding(2) var<storage, read> f_wt: array<vec4<f32>>;
 // conv_backward_input
 @group(0) @binding(1) var<storage, read> bi_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> bi_w: array<f32>;
+@group(0) @binding(2) var<storage, read> bi_wt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> bi_dx: array<f32>;
 // conv_backward_weight
 @group(0) @binding(1) var<storage, read> bw_dy: array<f32>;
@@ -229,6 +233,12 @@ fn dx_store8(n: u32, c: u32, ih: u32, iw0: u32, a: vec4<f32>, b: vec4<f32>) {
     if (PB > 4u) { dx_store(n, c, ih, iw0 + 4u * p.sw, b, PB - 4u); }
 }
 
+// Weight of input channel c for the flat (o, kh, kw) row r4 (in vec4s) of the transposed
+// weights wt[o, kh, kw, c] (C rounded up to 4).
+fn wti_at(r4: u32, c: u32) -> f32 {
+    return bi_wt[r4 + c / 4u][c % 4u];
+}
+
 @compute @workgroup_size(256)
 fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
@@ -236,74 +246,83 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     // Pixel blocks vary fastest, so neighbouring lanes share (n, c block, ih): uniform weight
     // loads, contiguous dy loads (as in conv_forward). Block b holds pixels of residue b % sw
     // modulo sw: iw0 + j sw for j < PB, iw0 = b % sw + sw PB (b / sw).
-    let per_class = (p.w + p.sw - 1u) / p.sw; // pixels of residue 0, the most of any class
-    let wblocks = p.sw * ((per_class + PB - 1u) / PB);
+    let per_class = (p.w + SW - 1u) / SW; // pixels of residue 0, the most of any class
+    let wblocks = SW * ((per_class + PB - 1u) / PB);
     let cblocks = (p.c + CB - 1u) / CB;
     let wb = i % wblocks;
-    let iw0 = wb % p.sw + p.sw * PB * (wb / p.sw);
+    let iw0 = wb % SW + SW * PB * (wb / SW);
     var r = i / wblocks;
     let ih = r % p.h;
     r = r / p.h;
     let c0 = (r % cblocks) * CB;
     let n = r / cblocks;
-    let kk = p.kh * p.kw;
-    let ck = p.c * kk;
-    // Offsets of the CB input channels inside one output channel's weights (clamped, see forward).
+    let c4 = (p.c + 3u) / 4u; // vec4s per (o, kh, kw) row of the transposed weights
+    // Channels of a partial block are clamped into range (see conv_forward).
     let last = p.c - 1u;
-    let k0 = c0 * kk;
-    let k1 = min(c0 + 1u, last) * kk;
-    let k2 = min(c0 + 2u, last) * kk;
-    let k3 = min(c0 + 3u, last) * kk;
-    let k4 = min(c0 + 4u, last) * kk;
-    let k5 = min(c0 + 5u, last) * kk;
-    let k6 = min(c0 + 6u, last) * kk;
-    let k7 = min(c0 + 7u, last) * kk;
+    let cc = array<u32, 8>(c0, min(c0 + 1u, last), min(c0 + 2u, last), min(c0 + 3u, last), min(c0 + 4u, last),
+        min(c0 + 5u, last), min(c0 + 6u, last), min(c0 + 7u, last));
+    let vl = c0 / 4u;
+    let vh = min(c0 / 4u + 1u, c4 - 1u);
     // Position in the padded input; tap kh reaches it from output row oh = (hp - kh) / sh when
     // the division is exact, so kh walks the residue class of hp modulo sh; the same for kw, and
-    // every pixel of the block is in the same class along W.
+    // every pixel of the block is in the same class along W: its taps kw0 + t SW (t < NK, those
+    // past KW weighted 0) read outputs ow0 - t + j for pixel j, ow0 = (wp - kw0) / SW, so one
+    // window of PB + NK - 1 outputs per row serves them all.
     let hp = ih + p.ph;
     let wp = iw0 + p.pw;
     let kh0 = hp % p.sh;
-    let kw0 = wp % p.sw;
+    let kw0 = wp % SW;
+    let nk = (KW + SW - 1u) / SW;
+    let owb = i32((wp - kw0) / SW) - i32(nk - 1u); // window start (may be negative)
     // a_t: input channel c0 + t at pixels 0..3 of the block, b_t at pixels 4..7 (PB > 4).
     var acc: Block8; // zero-initialised
     for (var o = 0u; o < p.o; o++) {
         let plane = (n * p.o + o) * p.ho;
-        let wo_base = o * ck;
         for (var kh = kh0; kh < p.kh && kh <= hp; kh += p.sh) {
             let oh = (hp - kh) / p.sh;
             if (oh >= p.ho) { continue; }
             let row = (plane + oh) * p.wo;
-            let wrow = wo_base + kh * p.kw;
-            for (var kw = kw0; kw < p.kw; kw += p.sw) {
-                var g = vec4<f32>(0.0);
+            var win: array<f32, WIN>;
+            for (var j = 0u; j < PB + nk - 1u; j++) { win[j] = dy_at(row, owb + i32(j)); }
+            let wrow = (o * p.kh + kh) * KW;
+            for (var t = 0u; t < nk; t++) {
+                let kw = kw0 + t * SW;
+                // Window offset of pixel 0's output for this tap: (nk - 1 - t).
+                let s = nk - 1u - t;
+                var g = vec4<f32>(win[s], 0.0, 0.0, 0.0);
+                if (PB > 1u) { g.y = win[s + 1u]; }
+                if (PB > 2u) { g.z = win[s + 2u]; }
+                if (PB > 3u) { g.w = win[s + 3u]; }
                 var gu = vec4<f32>(0.0);
-                if (PB == 1u) {
-                    if (kw > wp) { break; }
-                    let ow = (wp - kw) / p.sw;
-                    if (ow >= p.wo) { continue; }
-                    g.x = bi_dy[row + ow];
+                if (PB > 4u) { gu = vec4<f32>(win[s + 4u], win[s + 5u], win[s + 6u], win[s + 7u]); }
+                // Taps past the kernel (possible for kw0 > 0) read a valid row and count 0.
+                let keep = select(0.0, 1.0, kw < KW);
+                let r4 = (wrow + min(kw, KW - 1u)) * c4;
+                var ql: vec4<f32>;
+                var qh: vec4<f32>;
+                if (CB % 4u == 0u) {
+                    ql = bi_wt[r4 + vl];
+                    if (CB > 4u) { qh = bi_wt[r4 + vh]; }
                 } else {
-                    // Exact: wp - kw is a multiple of sw (negative for taps past the left edge).
-                    let ow = (i32(wp) - i32(kw)) / i32(p.sw);
-                    g = vec4<f32>(dy_at(row, ow), dy_at(row, ow + 1), 0.0, 0.0);
-                    if (PB > 2u) { g.z = dy_at(row, ow + 2); }
-                    if (PB > 3u) { g.w = dy_at(row, ow + 3); }
-                    if (PB > 4u) {
-                        gu = vec4<f32>(dy_at(row, ow + 4), dy_at(row, ow + 5), dy_at(row, ow + 6), dy_at(row, ow + 7));
-                    }
+                    ql = vec4<f32>(wti_at(r4, cc[0]), 0.0, 0.0, 0.0);
+                    if (CB > 1u) { ql.y = wti_at(r4, cc[1]); }
+                    if (CB > 2u) { ql.z = wti_at(r4, cc[2]); }
+                    if (CB > 3u) { ql.w = wti_at(r4, cc[3]); }
+                    if (CB > 4u) { qh = vec4<f32>(wti_at(r4, cc[4]), 0.0, 0.0, 0.0); }
+                    if (CB > 5u) { qh.y = wti_at(r4, cc[5]); }
+                    if (CB > 6u) { qh.z = wti_at(r4, cc[6]); }
                 }
-                let k = wrow + kw;
-                let q0 = bi_w[k + k0];
-                acc.a0 += g * q0;
-                if (PB > 4u) { acc.b0 += gu * q0; }
-                if (CB > 1u) { let q = bi_w[k + k1]; acc.a1 += g * q; if (PB > 4u) { acc.b1 += gu * q; } }
-                if (CB > 2u) { let q = bi_w[k + k2]; acc.a2 += g * q; if (PB > 4u) { acc.b2 += gu * q; } }
-                if (CB > 3u) { let q = bi_w[k + k3]; acc.a3 += g * q; if (PB > 4u) { acc.b3 += gu * q; } }
-                if (CB > 4u) { let q = bi_w[k + k4]; acc.a4 += g * q; if (PB > 4u) { acc.b4 += gu * q; } }
-                if (CB > 5u) { let q = bi_w[k + k5]; acc.a5 += g * q; if (PB > 4u) { acc.b5 += gu * q; } }
-                if (CB > 6u) { let q = bi_w[k + k6]; acc.a6 += g * q; if (PB > 4u) { acc.b6 += gu * q; } }
-                if (CB > 7u) { let q = bi_w[k + k7]; acc.a7 += g * q; if (PB > 4u) { acc.b7 += gu * q; } }
+                ql *= keep;
+                qh *= keep;
+                acc.a0 = fma(g, vec4<f32>(ql.x), acc.a0);
+                if (PB > 4u) { acc.b0 = fma(gu, vec4<f32>(ql.x), acc.b0); }
+                if (CB > 1u) { acc.a1 = fma(g, vec4<f32>(ql.y), acc.a1); if (PB > 4u) { acc.b1 = fma(gu, vec4<f32>(ql.y), acc.b1); } }
+                if (CB > 2u) { acc.a2 = fma(g, vec4<f32>(ql.z), acc.a2); if (PB > 4u) { acc.b2 = fma(gu, vec4<f32>(ql.z), acc.b2); } }
+                if (CB > 3u) { acc.a3 = fma(g, vec4<f32>(ql.w), acc.a3); if (PB > 4u) { acc.b3 = fma(gu, vec4<f32>(ql.w), acc.b3); } }
+                if (CB > 4u) { acc.a4 = fma(g, vec4<f32>(qh.x), acc.a4); if (PB > 4u) { acc.b4 = fma(gu, vec4<f32>(qh.x), acc.b4); } }
+                if (CB > 5u) { acc.a5 = fma(g, vec4<f32>(qh.y), acc.a5); if (PB > 4u) { acc.b5 = fma(gu, vec4<f32>(qh.y), acc.b5); } }
+                if (CB > 6u) { acc.a6 = fma(g, vec4<f32>(qh.z), acc.a6); if (PB > 4u) { acc.b6 = fma(gu, vec4<f32>(qh.z), acc.b6); } }
+                if (CB > 7u) { acc.a7 = fma(g, vec4<f32>(qh.w), acc.a7); if (PB > 4u) { acc.b7 = fma(gu, vec4<f32>(qh.w), acc.b7); } }
             }
         }
     }

@@ -221,16 +221,16 @@ fn block(op: &'static str, what: &str, b: usize) -> Result<usize> {
     }
 }
 
-/// The forward kernel's input window per block row (`WIN` in shaders/conv.wgsl).
-const FORWARD_WINDOW: usize = 32;
+/// The forward and input-gradient kernels' window per block row (`WIN` in shaders/conv.wgsl).
+const WINDOW: usize = 32;
 
 /// y = conv(x, w) for geometry `g` with `ob` output channels x `pb` pixels per invocation
 /// (fewer pixels where the kernel's input window would not fit: `(pb - 1) sw + kw <= 32`).
 fn forward_raw(op: &'static str, x: &Tensor, w: &Tensor, g: &Geom, ob: usize, pb: usize) -> Result<Tensor> {
-    if g.kw > FORWARD_WINDOW {
-        return Err(Error::shape(op, format!("kernel width {} exceeds {FORWARD_WINDOW}", g.kw)));
+    if g.kw > WINDOW {
+        return Err(Error::shape(op, format!("kernel width {} exceeds {WINDOW}", g.kw)));
     }
-    let pb = pb.min((FORWARD_WINDOW - g.kw) / g.sw + 1);
+    let pb = pb.min((WINDOW - g.kw) / g.sw + 1);
     let dev = x.device();
     let y = Tensor::empty(dev, op, &g.y_shape(), DType::F32)?;
     // The kernel reads the weights as [C, KH, KW, O] rows of whole vec4s (one small copy).
@@ -252,17 +252,26 @@ fn forward_raw(op: &'static str, x: &Tensor, w: &Tensor, g: &Geom, ob: usize, pb
 /// dx = the input gradient of conv `g` from dy, `cb` input channels x `pb` pixels (`sw` apart)
 /// per invocation.
 fn backward_input_raw(op: &'static str, dy: &Tensor, w: &Tensor, g: &Geom, (cb, pb): (usize, usize)) -> Result<Tensor> {
+    let taps = g.kw.div_ceil(g.sw);
+    if taps > WINDOW {
+        return Err(Error::shape(op, format!("kernel width {} at stride {} exceeds the window", g.kw, g.sw)));
+    }
+    let pb = pb.min(WINDOW + 1 - taps);
     let dev = dy.device();
     let dx = Tensor::empty(dev, op, &g.x_shape(), DType::F32)?;
+    // The kernel reads the weights as [O, KH, KW, C] rows of whole vec4s (one small copy).
+    let c4 = g.c.next_multiple_of(4);
+    let wt = layout::permute(w, &[0, 2, 3, 1])?;
+    let wt = if c4 == g.c { wt } else { layout::pad_axis(&wt, &[g.o, g.kh, g.kw, c4], 3, 0)? };
     // Pixel blocks per row: each residue class modulo sw in blocks of pb (shader: wblocks).
     let wblocks = g.sw * g.w.div_ceil(g.sw).div_ceil(pb);
     let total = g.n * g.c.div_ceil(cb) * g.h * wblocks;
     dev.dispatch(
         &SHADER,
         "conv_backward_input",
-        &[("CB", cb as f64), ("PB", pb as f64)],
+        &[("CB", cb as f64), ("PB", pb as f64), ("KW", g.kw as f64), ("SW", g.sw as f64)],
         bytemuck::bytes_of(&g.params(total)),
-        &[dy.bind(), w.bind(), dx.bind()],
+        &[dy.bind(), wt.bind(), dx.bind()],
         groups_1d(total, WG),
     );
     Ok(dx)
