@@ -100,6 +100,22 @@ struct Block8 {
     b4: vec4<f32>, b5: vec4<f32>, b6: vec4<f32>, b7: vec4<f32>,
 }
 
+// acc += the outer product of pixels (xv: 0..3, xu: 4..7) and channel weights (ql: 0..3, qh:
+// 4..7) over the block's first `cnt` channels and PB pixels (cnt, PB: pipeline constants).
+fn fma8(acc: Block8, xv: vec4<f32>, xu: vec4<f32>, ql: vec4<f32>, qh: vec4<f32>, cnt: u32) -> Block8 {
+    var r = acc;
+    r.a0 = fma(xv, vec4<f32>(ql.x), r.a0);
+    if (PB > 4u) { r.b0 = fma(xu, vec4<f32>(ql.x), r.b0); }
+    if (cnt > 1u) { r.a1 = fma(xv, vec4<f32>(ql.y), r.a1); if (PB > 4u) { r.b1 = fma(xu, vec4<f32>(ql.y), r.b1); } }
+    if (cnt > 2u) { r.a2 = fma(xv, vec4<f32>(ql.z), r.a2); if (PB > 4u) { r.b2 = fma(xu, vec4<f32>(ql.z), r.b2); } }
+    if (cnt > 3u) { r.a3 = fma(xv, vec4<f32>(ql.w), r.a3); if (PB > 4u) { r.b3 = fma(xu, vec4<f32>(ql.w), r.b3); } }
+    if (cnt > 4u) { r.a4 = fma(xv, vec4<f32>(qh.x), r.a4); if (PB > 4u) { r.b4 = fma(xu, vec4<f32>(qh.x), r.b4); } }
+    if (cnt > 5u) { r.a5 = fma(xv, vec4<f32>(qh.y), r.a5); if (PB > 4u) { r.b5 = fma(xu, vec4<f32>(qh.y), r.b5); } }
+    if (cnt > 6u) { r.a6 = fma(xv, vec4<f32>(qh.z), r.a6); if (PB > 4u) { r.b6 = fma(xu, vec4<f32>(qh.z), r.b6); } }
+    if (cnt > 7u) { r.a7 = fma(xv, vec4<f32>(qh.w), r.a7); if (PB > 4u) { r.b7 = fma(xu, vec4<f32>(qh.w), r.b7); } }
+    return r;
+}
+
 // x[row + iw], or 0 in the padding. The index is clamped so the load itself is always in bounds
 // and the select is branch-free.
 fn x_at(row: u32, iw: i32) -> f32 {
@@ -188,15 +204,7 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
                     if (OB > 5u) { qh.y = wt_at(k4, oc[5]); }
                     if (OB > 6u) { qh.z = wt_at(k4, oc[6]); }
                 }
-                acc.a0 = fma(xv, vec4<f32>(ql.x), acc.a0);
-                if (PB > 4u) { acc.b0 = fma(xu, vec4<f32>(ql.x), acc.b0); }
-                if (OB > 1u) { acc.a1 = fma(xv, vec4<f32>(ql.y), acc.a1); if (PB > 4u) { acc.b1 = fma(xu, vec4<f32>(ql.y), acc.b1); } }
-                if (OB > 2u) { acc.a2 = fma(xv, vec4<f32>(ql.z), acc.a2); if (PB > 4u) { acc.b2 = fma(xu, vec4<f32>(ql.z), acc.b2); } }
-                if (OB > 3u) { acc.a3 = fma(xv, vec4<f32>(ql.w), acc.a3); if (PB > 4u) { acc.b3 = fma(xu, vec4<f32>(ql.w), acc.b3); } }
-                if (OB > 4u) { acc.a4 = fma(xv, vec4<f32>(qh.x), acc.a4); if (PB > 4u) { acc.b4 = fma(xu, vec4<f32>(qh.x), acc.b4); } }
-                if (OB > 5u) { acc.a5 = fma(xv, vec4<f32>(qh.y), acc.a5); if (PB > 4u) { acc.b5 = fma(xu, vec4<f32>(qh.y), acc.b5); } }
-                if (OB > 6u) { acc.a6 = fma(xv, vec4<f32>(qh.z), acc.a6); if (PB > 4u) { acc.b6 = fma(xu, vec4<f32>(qh.z), acc.b6); } }
-                if (OB > 7u) { acc.a7 = fma(xv, vec4<f32>(qh.w), acc.a7); if (PB > 4u) { acc.b7 = fma(xu, vec4<f32>(qh.w), acc.b7); } }
+                acc = fma8(acc, xv, xu, ql, qh, OB);
             }
         }
     }
@@ -314,15 +322,7 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
                 }
                 ql *= keep;
                 qh *= keep;
-                acc.a0 = fma(g, vec4<f32>(ql.x), acc.a0);
-                if (PB > 4u) { acc.b0 = fma(gu, vec4<f32>(ql.x), acc.b0); }
-                if (CB > 1u) { acc.a1 = fma(g, vec4<f32>(ql.y), acc.a1); if (PB > 4u) { acc.b1 = fma(gu, vec4<f32>(ql.y), acc.b1); } }
-                if (CB > 2u) { acc.a2 = fma(g, vec4<f32>(ql.z), acc.a2); if (PB > 4u) { acc.b2 = fma(gu, vec4<f32>(ql.z), acc.b2); } }
-                if (CB > 3u) { acc.a3 = fma(g, vec4<f32>(ql.w), acc.a3); if (PB > 4u) { acc.b3 = fma(gu, vec4<f32>(ql.w), acc.b3); } }
-                if (CB > 4u) { acc.a4 = fma(g, vec4<f32>(qh.x), acc.a4); if (PB > 4u) { acc.b4 = fma(gu, vec4<f32>(qh.x), acc.b4); } }
-                if (CB > 5u) { acc.a5 = fma(g, vec4<f32>(qh.y), acc.a5); if (PB > 4u) { acc.b5 = fma(gu, vec4<f32>(qh.y), acc.b5); } }
-                if (CB > 6u) { acc.a6 = fma(g, vec4<f32>(qh.z), acc.a6); if (PB > 4u) { acc.b6 = fma(gu, vec4<f32>(qh.z), acc.b6); } }
-                if (CB > 7u) { acc.a7 = fma(g, vec4<f32>(qh.w), acc.a7); if (PB > 4u) { acc.b7 = fma(gu, vec4<f32>(qh.w), acc.b7); } }
+                acc = fma8(acc, g, gu, ql, qh, CB);
             }
         }
     }
