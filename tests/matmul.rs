@@ -52,6 +52,35 @@ fn blocked8_vec4_form_matches_reference() {
     }
 }
 
+/// Products with few output tiles and a long K split K into parts summed in order
+/// (`matmul::split_k`): every core, every transpose, against the reference.
+#[test]
+fn long_k_products_split_k_and_match_reference() {
+    use atomgrad::device::AdapterClass::{Cpu, Gpu};
+    assert_eq!(matmul::split_k(Cpu, 3, 4096), 8);
+    assert_eq!(matmul::split_k(Gpu, 3, 4096), 32);
+    assert_eq!(matmul::split_k(Cpu, 3, 1000), 2); // parts must stay multiples of 4
+    assert_eq!(matmul::split_k(Cpu, 3, 200), 1);
+    assert_eq!(matmul::split_k(Cpu, 16, 4096), 1);
+    let dev = device();
+    let mut rng = Rng::new(16);
+    for v in [Variant::Blocked, Variant::Blocked8, Variant::Tiled, Variant::Tiled128] {
+        for (m, k, n) in [(12, 2048, 20), (5, 1000, 7), (64, 1024, 64)] {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let a = rng.vec(m * k, -1.0, 1.0);
+                let b = rng.vec(k * n, -1.0, 1.0);
+                let sa = if ta { [k, m] } else { [m, k] };
+                let sb = if tb { [n, k] } else { [k, n] };
+                let c = matmul::matmul_with(v, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb).unwrap();
+                assert_eq!(c.shape(), &[m, n]);
+                let r = cpu::matmul(&a, 1, sa[0], sa[1], ta, &b, 1, sb[0], sb[1], tb);
+                let what = format!("{v:?} {m}x{k}x{n} ta={ta} tb={tb}");
+                assert_close(&what, &c.to_vec().unwrap(), &r, 1e-6 * (k as f64).sqrt() * 4.0, 1e-5);
+            }
+        }
+    }
+}
+
 /// The opt-in f16 tensor-core kernel: each product rounds both operands to f16 (relative error
 /// 2^-11 each), so the bound is 2.5 * 2^-11 * sum_k |a_ik b_kj| plus f32 accumulation. Where the
 /// adapter has no such matrices (lavapipe), asking for it is a clear error.

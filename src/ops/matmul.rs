@@ -5,7 +5,7 @@
 use crate::autodiff::Var;
 use crate::device::{groups_1d, AdapterClass, WG};
 use crate::error::{Error, Result};
-use crate::ops::reduce::sum_to;
+use crate::ops::reduce::{reduce, sum_to, Reduce};
 use crate::tensor::{DType, Tensor};
 
 crate::shader!(SHADER = "matmul");
@@ -141,7 +141,7 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
     // Strides of op(A)[b, m, k] and op(B)[b, k, n] into the stored row-major matrices.
     let (sa_m, sa_k) = if trans_a { (1, ca) } else { (ca, 1) };
     let (sb_k, sb_n) = if trans_b { (1, cb) } else { (cb, 1) };
-    let p = Params {
+    let mut p = Params {
         m: m as u32,
         n: n as u32,
         k: ka as u32,
@@ -179,15 +179,21 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
             )))
         }
     };
-    let mut groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
+    // The grid for `batch` products: tiles of the core, or for the 8 x 8 cores a workgroup shape
+    // with as many column blocks as N needs (up to 8), then row blocks, then batch items, 64
+    // blocks in all (see block8 in the shader).
+    let (wx, wy) = if v == Variant::Blocked8 {
+        let wx = n.div_ceil(8).next_power_of_two().min(8);
+        (wx, m.div_ceil(8).next_power_of_two().min(64 / wx))
+    } else {
+        (tile / 8, tile / 8)
+    };
+    let grid = |batch: usize| {
+        let wz = if v == Variant::Blocked8 { 64 / (wx * wy) } else { 1 };
+        [n.div_ceil(8 * wx) as u32, m.div_ceil(8 * wy) as u32, batch.div_ceil(wz) as u32]
+    };
     let mut constants = Vec::new();
     if v == Variant::Blocked8 {
-        // The 8 x 8 cores' workgroup shape: as many column blocks as N needs (up to 8), then row
-        // blocks, then batch items, 64 blocks in all (see block8 in the shader).
-        let wx = n.div_ceil(8).next_power_of_two().min(8);
-        let wy = m.div_ceil(8).next_power_of_two().min(64 / wx);
-        let wz = 64 / (wx * wy);
-        groups = [n.div_ceil(8 * wx) as u32, m.div_ceil(8 * wy) as u32, batch.div_ceil(wz) as u32];
         constants.extend([("WX", wx as f64), ("WY", wy as f64)]);
         if vec4 {
             // Its vec4 form where the rows allow (`vec4_form`), told each operand's layout.
@@ -195,11 +201,38 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
             constants.extend([("A_KC", if trans_a { 0.0 } else { 1.0 }), ("B_KC", if trans_b { 1.0 } else { 0.0 })]);
         }
     }
-    if groups[0] > 65535 || groups[1] > 65535 {
+    let tiles = grid(1);
+    if tiles[0] > 65535 || tiles[1] > 65535 {
         return Err(Error::shape("matmul", format!("result {m} x {n} exceeds the dispatch grid")));
     }
-    dev.dispatch(shader, entry, &constants, bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], groups);
-    Ok(c)
+    let splits = if batch == 1 && v != Variant::Coop16 { split_k(dev.class(), tiles[0] * tiles[1], ka) } else { 1 };
+    if splits == 1 {
+        dev.dispatch(shader, entry, &constants, bytemuck::bytes_of(&p), &[a.bind(), b.bind(), c.bind()], grid(batch));
+        return Ok(c);
+    }
+    // Split K: part s multiplies the s-th run of K / splits k's (a batch whose items start
+    // that many k's apart), then the parts are summed in order (deterministic).
+    let kc = ka / splits;
+    (p.k, p.batch, p.sa_b, p.sb_b) = (kc as u32, splits as u32, kc as u32 * p.sa_k, kc as u32 * p.sb_k);
+    let part = Tensor::empty(dev, "matmul", &[splits, m, n], DType::F32)?;
+    dev.dispatch(shader, entry, &constants, bytemuck::bytes_of(&p), &[a.bind(), b.bind(), part.bind()], grid(splits));
+    reduce(&part, 0, Reduce::Sum, false)?.reshape(c.shape())
+}
+
+/// Parts to split K into for a single product of `tiles` workgroups: enough for about 16
+/// workgroups on CPU adapters (lavapipe runs one per core at a time) and 128 on GPUs, each part
+/// at least 128 k's long and a multiple of 4 (the vec4 core's k-contiguous rows); 1 when the
+/// product already fills the device or K is short.
+pub fn split_k(class: AdapterClass, tiles: u32, k: usize) -> usize {
+    let target = match class {
+        AdapterClass::Cpu => 16,
+        AdapterClass::Gpu => 128,
+    };
+    let mut s = (target as usize).div_ceil(tiles.max(1) as usize).next_power_of_two();
+    while s > 1 && (!k.is_multiple_of(4 * s) || k / s < 128) {
+        s /= 2;
+    }
+    s
 }
 
 /// `mm_coop16p` for the product `p` describes (A's batch `ba`, B's `bb`) into `c`: both
@@ -299,8 +332,19 @@ impl Var {
         Ok(self.tape().op(c, &[self, other], move |gc| {
             // d op(A) = dC x op(B)ᵀ; if A was stored transposed, dA = (d op(A))ᵀ = op(B) x dCᵀ.
             let ga = if trans_a { matmul(&b, gc, trans_b, true)? } else { matmul(gc, &b, false, !trans_b)? };
-            let gb = if trans_b { matmul(gc, &a, true, trans_a)? } else { matmul(&a, gc, !trans_a, false)? };
-            Ok(vec![Some(reduce_batch(ga, a.shape())?), Some(reduce_batch(gb, b.shape())?)])
+            // A B shared by a batch of row-major A's (a linear layer on [batch, tokens, features]):
+            // its gradient, the sum over the batch, is one product over the stacked rows.
+            let (ra, rb) = (a.dims(), b.dims());
+            let shared = !trans_a && ra > 2 && b.shape()[..rb - 2].iter().product::<usize>() == 1;
+            let (a2, g2) = if shared {
+                let rows = a.numel() / a.shape()[ra - 1];
+                (a.reshape(&[rows, a.shape()[ra - 1]])?, gc.reshape(&[rows, gc.shape()[gc.dims() - 1]])?)
+            } else {
+                (a.clone(), gc.clone())
+            };
+            let gb = if trans_b { matmul(&g2, &a2, true, trans_a)? } else { matmul(&a2, &g2, !trans_a, false)? };
+            let gb = if shared { gb.reshape(b.shape())? } else { reduce_batch(gb, b.shape())? };
+            Ok(vec![Some(reduce_batch(ga, a.shape())?), Some(gb)])
         }))
     }
 }
