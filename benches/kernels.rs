@@ -279,7 +279,7 @@ fn main() {
         let a = rand(&dev, &mut rng, &[s, s]);
         let c = rand(&dev, &mut rng, &[s, s]);
         use matmul::Variant::*;
-        for v in [Blocked, Blocked8, Tiled, Tiled128] {
+        for v in [Blocked, Blocked8, Blocked8V, Tiled, Tiled128] {
             b.flops(&format!("matmul/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
                 drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
             });
@@ -320,9 +320,13 @@ fn main() {
         let c = rand(&dev, &mut rng, &if tb { [bt, n, k] } else { [bt, k, n] });
         let flops = 2.0 * (bt * m * k * n) as f64;
         let t = format!("{}{}", if ta { " Aᵀ" } else { "" }, if tb { " Bᵀ" } else { "" });
-        for v in
-            [matmul::Variant::Blocked, matmul::Variant::Blocked8, matmul::Variant::Tiled, matmul::Variant::Tiled128]
-        {
+        for v in [
+            matmul::Variant::Blocked,
+            matmul::Variant::Blocked8,
+            matmul::Variant::Blocked8V,
+            matmul::Variant::Tiled,
+            matmul::Variant::Tiled128,
+        ] {
             b.flops(&format!("matmul/{v:?} [{bt}] {m}x{k}x{n}{t}"), flops, || {
                 drop(matmul::matmul_with(v, &a, &c, ta, tb).unwrap())
             });

@@ -10,7 +10,7 @@ fn both_kernels_match_reference_on_odd_sizes_and_transposes() {
     let mut rng = Rng::new(12);
     let sizes =
         [(1, 1, 1), (1, 7, 3), (5, 1, 9), (33, 17, 65), (64, 64, 64), (70, 129, 31), (3, 100, 2), (130, 9, 259)];
-    for v in [Variant::Blocked, Variant::Blocked8, Variant::Tiled, Variant::Tiled128] {
+    for v in [Variant::Blocked, Variant::Blocked8, Variant::Blocked8V, Variant::Tiled, Variant::Tiled128] {
         for (m, k, n) in sizes {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a = rng.vec(m * k, -1.0, 1.0);
@@ -27,7 +27,7 @@ fn both_kernels_match_reference_on_odd_sizes_and_transposes() {
     }
 }
 
-/// Blocked8's vec4 form (`mm_blocked8v`) runs where N, and K or M as the layout needs, are
+/// Blocked8V's vec4 core (`mm_blocked8v`) runs where N, and K or M as the layout needs, are
 /// multiples of 4: sizes around its 8 x 8 blocks (rows and columns 4 past a block), K with and
 /// without a remainder of single steps, all transposes, batches and broadcast operands.
 #[test]
@@ -42,7 +42,7 @@ fn blocked8_vec4_form_matches_reference() {
                 let b = rng.vec(bb * k * n, -1.0, 1.0);
                 let sa = if ta { [ba, k, m] } else { [ba, m, k] };
                 let sb = if tb { [bb, n, k] } else { [bb, k, n] };
-                let c = matmul::matmul_with(Variant::Blocked8, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb)
+                let c = matmul::matmul_with(Variant::Blocked8V, &upload(&dev, &a, &sa), &upload(&dev, &b, &sb), ta, tb)
                     .unwrap();
                 let r = cpu::matmul(&a, ba, sa[1], sa[2], ta, &b, bb, sb[1], sb[2], tb);
                 let what = format!("{ba}x{bb} {m}x{k}x{n} ta={ta} tb={tb}");
@@ -64,7 +64,7 @@ fn long_k_products_split_k_and_match_reference() {
     assert_eq!(matmul::split_k(Cpu, 16, 4096), 1);
     let dev = device();
     let mut rng = Rng::new(16);
-    for v in [Variant::Blocked, Variant::Blocked8, Variant::Tiled, Variant::Tiled128] {
+    for v in [Variant::Blocked, Variant::Blocked8, Variant::Blocked8V, Variant::Tiled, Variant::Tiled128] {
         for (m, k, n) in [(12, 2048, 20), (5, 1000, 7), (64, 1024, 64)] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                 let a = rng.vec(m * k, -1.0, 1.0);
@@ -201,7 +201,7 @@ fn pack_f16_rounds_pads_and_transposes_like_the_reference() {
 fn batched_and_broadcast_batches_match_reference() {
     let dev = device();
     let mut rng = Rng::new(13);
-    for v in [Variant::Blocked, Variant::Blocked8, Variant::Tiled, Variant::Tiled128] {
+    for v in [Variant::Blocked, Variant::Blocked8, Variant::Blocked8V, Variant::Tiled, Variant::Tiled128] {
         for (ba, bb) in [(3, 3), (1, 4), (5, 1)] {
             let (m, k, n) = (9, 13, 6);
             let a = rng.vec(ba * m * k, -1.0, 1.0);
@@ -274,7 +274,7 @@ fn mismatched_inner_dims_name_both_shapes() {
 fn default_core_follows_the_measurements() {
     use atomgrad::device::AdapterClass::{Cpu, Gpu};
     assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1, false), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1, true), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1, true), Variant::Blocked8V);
     assert_eq!(Variant::for_size(Cpu, 4096, 4, 1, true), Variant::Blocked);
     assert_eq!(Variant::for_size(Cpu, 4096, 128, 1, false), Variant::Tiled128);
     assert_eq!(Variant::for_size(Cpu, 4096, 64, 1, false), Variant::Blocked8);

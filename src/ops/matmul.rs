@@ -35,6 +35,9 @@ pub enum Variant {
     Blocked,
     /// The same with 8 x 8 blocks per invocation, 64 x 64 per workgroup.
     Blocked8,
+    /// The 8 x 8 core on vec4 operands (`mm_blocked8v`, where [`vec4_form`] holds; the scalar
+    /// core otherwise), in workgroups shaped to the product: narrow ones keep every lane busy.
+    Blocked8V,
     /// Shared-memory tiles of 64 x 64, 4 x 4 per invocation (GPUs, small products).
     Tiled,
     /// Shared-memory tiles of 128 x 128, 8 x 8 per invocation (GPUs, large products).
@@ -50,7 +53,7 @@ pub enum Variant {
 
 impl Variant {
     /// The kernel for a `batch x m x n` result on this adapter class; `vec4` says whether the
-    /// 8 x 8 core can take its vec4 form ([`vec4_form`]). On GPUs the 128-tile core
+    /// product is large enough for the vec4 8 x 8 core and its rows allow it. On GPUs the 128-tile core
     /// once both result dims fill a tile and there are at least 64 such tiles (on an H200 it
     /// beat the 64-tile core at every square size measured, 256 to 4096, already with 64 tiles
     /// at 1024: 16.0 vs 10.8 TFLOP/s; 21.9 vs 11.5 at 4096, docs/PERFORMANCE.md); otherwise the
@@ -59,11 +62,12 @@ impl Variant {
     pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize, vec4: bool) -> Variant {
         match c {
             // On lavapipe the barrier-free 8 x 8 core in its vec4 form beats the 128-tile core at
-            // every size (512 cubed: 8.7 vs 6.3 GFLOP/s, 4096x64x128: 7.2 vs 5.8); without it the
-            // 128-tile core wins once both result dims fill its tiles (255 cubed: 6.1 vs 4.7),
-            // the scalar 8 x 8 core below that (4096x64x64: 3.7-3.8 vs 2.3-2.6), and the 4 x 4
-            // one where a dim is under 8.
-            AdapterClass::Cpu if m >= 128 && n >= 128 && !vec4 => Variant::Tiled128,
+            // every size measured (512 cubed: 8.7 vs 6.3 GFLOP/s, 4096x64x128: 7.2 vs 5.8); without
+            // it the 128-tile core wins once both result dims fill its tiles (255 cubed: 6.1 vs
+            // 4.7), the scalar 8 x 8 core below that (4096x64x64: 3.7-3.8 vs 2.3-2.6), and the
+            // 4 x 4 one where a dim is under 8.
+            AdapterClass::Cpu if m >= 8 && n >= 8 && vec4 => Variant::Blocked8V,
+            AdapterClass::Cpu if m >= 128 && n >= 128 => Variant::Tiled128,
             AdapterClass::Cpu if m >= 8 && n >= 8 => Variant::Blocked8,
             AdapterClass::Cpu => Variant::Blocked,
             AdapterClass::Gpu if m >= 128 && n >= 128 && m.div_ceil(128) * n.div_ceil(128) * batch >= 64 => {
@@ -161,14 +165,19 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         dev.clear(c.buffer(), c.bytes());
         return Ok(c);
     }
+    // Products of at least 2^22 multiply-adds take the vec4 core by default; smaller ones the
+    // scalar one: in a training step on lavapipe the synthetic task's 512 x 32 x 16 products cost
+    // 3-4 ms per dispatch in the vec4 form or narrow layouts against 0.5 in 8 x 8 (isolated
+    // benchmarks of such shapes show no such gap; docs/PERFORMANCE.md).
     let vec4 = vec4_form(m, ka, n, trans_a, trans_b);
-    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch, vec4));
+    let big = batch * m * n * ka >= 1 << 22;
+    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch, vec4 && big));
     if v == Variant::Coop16Packed && dev.has_coop16() {
         return coop16_packed(a, b, &p, ba, bb, c);
     }
     let (shader, mut entry, tile) = match v {
         Variant::Blocked => (&SHADER, "mm_blocked", 32),
-        Variant::Blocked8 => (&SHADER, "mm_blocked8", 64),
+        Variant::Blocked8 | Variant::Blocked8V => (&SHADER, "mm_blocked8", 64),
         Variant::Tiled => (&SHADER, "mm_tiled", 64),
         Variant::Tiled128 => (&SHADER, "mm_tiled128", 128),
         Variant::Coop16 if dev.has_coop16() => (&COOP, "mm_coop16", 128),
@@ -182,20 +191,20 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
     // The grid for `batch` products: tiles of the core, or for the 8 x 8 cores a workgroup shape
     // with as many column blocks as N needs (up to 8), then row blocks, then batch items, 64
     // blocks in all (see block8 in the shader).
-    let (wx, wy) = if v == Variant::Blocked8 {
+    let (wx, wy) = if v == Variant::Blocked8V {
         let wx = n.div_ceil(8).next_power_of_two().min(8);
         (wx, m.div_ceil(8).next_power_of_two().min(64 / wx))
     } else {
         (tile / 8, tile / 8)
     };
     let grid = |batch: usize| {
-        let wz = if v == Variant::Blocked8 { 64 / (wx * wy) } else { 1 };
+        let wz = if matches!(v, Variant::Blocked8 | Variant::Blocked8V) { 64 / (wx * wy) } else { 1 };
         [n.div_ceil(8 * wx) as u32, m.div_ceil(8 * wy) as u32, batch.div_ceil(wz) as u32]
     };
     let mut constants = Vec::new();
-    if v == Variant::Blocked8 {
+    if matches!(v, Variant::Blocked8 | Variant::Blocked8V) {
         constants.extend([("WX", wx as f64), ("WY", wy as f64)]);
-        if vec4 {
+        if v == Variant::Blocked8V && vec4 {
             // Its vec4 form where the rows allow (`vec4_form`), told each operand's layout.
             entry = "mm_blocked8v";
             constants.extend([("A_KC", if trans_a { 0.0 } else { 1.0 }), ("B_KC", if trans_b { 1.0 } else { 0.0 })]);
