@@ -77,10 +77,10 @@ const WIN: u32 = 32u;
 // conv_forward
 @group(0) @binding(1) var<storage, read> f_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> f_y: array<f32>;
-@group(0) @binding(2) var<storage, read> f_wt: array<vec4<f32>>;
+// conv_forward, conv_backward_input: the transposed weights (see the header)
+@group(0) @binding(2) var<storage, read> c_wt: array<vec4<f32>>;
 // conv_backward_input
 @group(0) @binding(1) var<storage, read> bi_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> bi_wt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> bi_dx: array<f32>;
 // conv_backward_weight
 @group(0) @binding(1) var<storage, read> bw_dy: array<f32>;
@@ -139,10 +139,30 @@ fn y_store8(n: u32, o: u32, oh: u32, ow0: u32, a: vec4<f32>, b: vec4<f32>) {
     if (PB > 4u) { y_store(n, o, oh, ow0 + 4u, b, PB - 4u); }
 }
 
-// Weight of output channel o at tap k (flat (c, kh, kw)) from the transposed weights wt[k, o]
-// (O rounded up to 4, so a tap's row of channels is whole vec4s).
-fn wt_at(k4: u32, o: u32) -> f32 {
-    return f_wt[k4 + o / 4u][o % 4u];
+// The `cnt` channels ch of the transposed-weight row starting at vec4 r4 (conv_forward: a tap's
+// output channels; conv_backward_input: an (o, kh, kw) row's input channels), channels 0..3 in
+// column 0 and 4..7 in column 1: with cnt a multiple of 4 the whole vec4s vl, vh (channels are
+// then block-aligned), otherwise one value at a time.
+fn weights8(r4: u32, vl: u32, vh: u32, ch: array<u32, 8>, cnt: u32) -> mat2x4<f32> {
+    var ql: vec4<f32>;
+    var qh: vec4<f32>;
+    if (cnt % 4u == 0u) {
+        ql = c_wt[r4 + vl];
+        if (cnt > 4u) { qh = c_wt[r4 + vh]; }
+        return mat2x4<f32>(ql, qh);
+    }
+    ql.x = weight_at(r4, ch[0]);
+    if (cnt > 1u) { ql.y = weight_at(r4, ch[1]); }
+    if (cnt > 2u) { ql.z = weight_at(r4, ch[2]); }
+    if (cnt > 3u) { ql.w = weight_at(r4, ch[3]); }
+    if (cnt > 4u) { qh.x = weight_at(r4, ch[4]); }
+    if (cnt > 5u) { qh.y = weight_at(r4, ch[5]); }
+    if (cnt > 6u) { qh.z = weight_at(r4, ch[6]); }
+    return mat2x4<f32>(ql, qh);
+}
+
+fn weight_at(r4: u32, c: u32) -> f32 {
+    return c_wt[r4 + c / 4u][c % 4u];
 }
 
 @compute @workgroup_size(256)
@@ -190,20 +210,9 @@ fn conv_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
                 var xu = vec4<f32>(0.0);
                 if (PB > 4u) { xu = vec4<f32>(win[kw + 4u * SW], win[kw + 5u * SW], win[kw + 6u * SW], win[kw + 7u * SW]); }
                 let k4 = (tap0 + kw) * o4;
-                var ql: vec4<f32>;
-                var qh: vec4<f32>;
-                if (OB % 4u == 0u) {
-                    ql = f_wt[k4 + vl];
-                    if (OB > 4u) { qh = f_wt[k4 + vh]; }
-                } else {
-                    ql = vec4<f32>(wt_at(k4, oc[0]), 0.0, 0.0, 0.0);
-                    if (OB > 1u) { ql.y = wt_at(k4, oc[1]); }
-                    if (OB > 2u) { ql.z = wt_at(k4, oc[2]); }
-                    if (OB > 3u) { ql.w = wt_at(k4, oc[3]); }
-                    if (OB > 4u) { qh = vec4<f32>(wt_at(k4, oc[4]), 0.0, 0.0, 0.0); }
-                    if (OB > 5u) { qh.y = wt_at(k4, oc[5]); }
-                    if (OB > 6u) { qh.z = wt_at(k4, oc[6]); }
-                }
+                let q = weights8(k4, vl, vh, oc, OB);
+                let ql = q[0];
+                let qh = q[1];
                 acc = fma8(acc, xv, xu, ql, qh, OB);
             }
         }
@@ -239,12 +248,6 @@ fn dx_store8(n: u32, c: u32, ih: u32, iw0: u32, a: vec4<f32>, b: vec4<f32>) {
     if (c >= p.c) { return; }
     dx_store(n, c, ih, iw0, a, min(PB, 4u));
     if (PB > 4u) { dx_store(n, c, ih, iw0 + 4u * p.sw, b, PB - 4u); }
-}
-
-// Weight of input channel c for the flat (o, kh, kw) row r4 (in vec4s) of the transposed
-// weights wt[o, kh, kw, c] (C rounded up to 4).
-fn wti_at(r4: u32, c: u32) -> f32 {
-    return bi_wt[r4 + c / 4u][c % 4u];
 }
 
 @compute @workgroup_size(256)
@@ -306,22 +309,9 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
                 // Taps past the kernel (possible for kw0 > 0) read a valid row and count 0.
                 let keep = select(0.0, 1.0, kw < KW);
                 let r4 = (wrow + min(kw, KW - 1u)) * c4;
-                var ql: vec4<f32>;
-                var qh: vec4<f32>;
-                if (CB % 4u == 0u) {
-                    ql = bi_wt[r4 + vl];
-                    if (CB > 4u) { qh = bi_wt[r4 + vh]; }
-                } else {
-                    ql = vec4<f32>(wti_at(r4, cc[0]), 0.0, 0.0, 0.0);
-                    if (CB > 1u) { ql.y = wti_at(r4, cc[1]); }
-                    if (CB > 2u) { ql.z = wti_at(r4, cc[2]); }
-                    if (CB > 3u) { ql.w = wti_at(r4, cc[3]); }
-                    if (CB > 4u) { qh = vec4<f32>(wti_at(r4, cc[4]), 0.0, 0.0, 0.0); }
-                    if (CB > 5u) { qh.y = wti_at(r4, cc[5]); }
-                    if (CB > 6u) { qh.z = wti_at(r4, cc[6]); }
-                }
-                ql *= keep;
-                qh *= keep;
+                let q = weights8(r4, vl, vh, cc, CB);
+                let ql = q[0] * keep;
+                let qh = q[1] * keep;
                 acc = fma8(acc, g, gu, ql, qh, CB);
             }
         }
