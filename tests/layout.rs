@@ -113,3 +113,15 @@ fn layout_gradients_match_finite_differences() {
         1e-3,
     );
 }
+
+#[test]
+fn pad_last_to_zero_pads_rows_to_a_multiple() {
+    let dev = device();
+    let x: Vec<f64> = (1..=6).map(f64::from).collect();
+    let y = layout::pad_last_to(&upload(&dev, &x, &[2, 3]), 4).unwrap();
+    assert_eq!(y.shape(), &[2, 4]);
+    assert_close("pad_last_to", &y.to_vec().unwrap(), &[1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0], 0.0, 0.0);
+    // already a multiple: the same tensor, not a copy
+    let z = upload(&dev, &[1.0; 8], &[2, 4]);
+    assert!(layout::pad_last_to(&z, 4).unwrap().same_storage(&z));
+}

@@ -329,12 +329,12 @@ fn gram_norms(
 
 /// The tokens as the 8-token kernels read them: rows of whole vec4s, `m` zero-padded to a
 /// multiple of 4 where needed (zero dims add nothing to a distance), and the vec4s per row.
-fn vec4_rows(kernel: StructureKernel, h: &Tensor, n: usize, t: usize, m: usize) -> Result<(Tensor, u32)> {
-    let m4 = m.next_multiple_of(4);
-    if kernel != StructureKernel::Registers8 || m4 == m {
-        return Ok((h.clone(), (m4 / 4) as u32));
+fn vec4_rows(kernel: StructureKernel, h: &Tensor, m: usize) -> Result<(Tensor, u32)> {
+    let mv = m.div_ceil(4) as u32;
+    if kernel != StructureKernel::Registers8 {
+        return Ok((h.clone(), mv));
     }
-    Ok((crate::ops::layout::pad_axis(h, &[n, t, m4], 2, 0)?, (m4 / 4) as u32))
+    Ok((crate::ops::layout::pad_last_to(h, 4)?, mv))
 }
 
 /// As [`structure`] on the given kernels.
@@ -373,7 +373,7 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
         ..Params::new()
     };
     let q = gram_norms(kernel, h, mask, n, t, m)?;
-    let (h, mv) = vec4_rows(kernel, h, n, t, m)?;
+    let (h, mv) = vec4_rows(kernel, h, m)?;
     p.mv = mv;
     let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
     binds.extend(q.as_ref().map(Tensor::bind));
@@ -475,7 +475,7 @@ pub fn structure_backward_with(
         ..Params::new()
     };
     let q = gram_norms(kernel, h, mask, n, t, m)?;
-    let (h, mv) = vec4_rows(kernel, h, n, t, m)?;
+    let (h, mv) = vec4_rows(kernel, h, m)?;
     let p = Params { mv, ..p };
     let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
     binds.extend(q.as_ref().map(Tensor::bind));

@@ -234,9 +234,7 @@ fn forward_raw(op: &'static str, x: &Tensor, w: &Tensor, g: &Geom, ob: usize, pb
     let dev = x.device();
     let y = Tensor::empty(dev, op, &g.y_shape(), DType::F32)?;
     // The kernel reads the weights as [C, KH, KW, O] rows of whole vec4s (one small copy).
-    let o4 = g.o.next_multiple_of(4);
-    let wt = layout::permute(w, &[1, 2, 3, 0])?;
-    let wt = if o4 == g.o { wt } else { layout::pad_axis(&wt, &[g.c, g.kh, g.kw, o4], 3, 0)? };
+    let wt = layout::pad_last_to(&layout::permute(w, &[1, 2, 3, 0])?, 4)?;
     let total = g.n * g.o.div_ceil(ob) * g.ho * g.wo.div_ceil(pb);
     dev.dispatch(
         &SHADER,
@@ -260,9 +258,7 @@ fn backward_input_raw(op: &'static str, dy: &Tensor, w: &Tensor, g: &Geom, (cb, 
     let dev = dy.device();
     let dx = Tensor::empty(dev, op, &g.x_shape(), DType::F32)?;
     // The kernel reads the weights as [O, KH, KW, C] rows of whole vec4s (one small copy).
-    let c4 = g.c.next_multiple_of(4);
-    let wt = layout::permute(w, &[0, 2, 3, 1])?;
-    let wt = if c4 == g.c { wt } else { layout::pad_axis(&wt, &[g.o, g.kh, g.kw, c4], 3, 0)? };
+    let wt = layout::pad_last_to(&layout::permute(w, &[0, 2, 3, 1])?, 4)?;
     // Pixel blocks per row: each residue class modulo sw in blocks of pb (shader: wblocks).
     let wblocks = g.sw * g.w.div_ceil(g.sw).div_ceil(pb);
     let total = g.n * g.c.div_ceil(cb) * g.h * wblocks;

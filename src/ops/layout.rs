@@ -139,6 +139,18 @@ pub fn pad_axis(x: &Tensor, shape: &[usize], axis: usize, start: usize) -> Resul
     Ok(y)
 }
 
+/// `x` with its last axis zero-padded to a multiple of `k` (`x` itself where it already is one):
+/// rows of whole vec4s for the kernels that read them so (k = 4).
+pub fn pad_last_to(x: &Tensor, k: usize) -> Result<Tensor> {
+    let Some(&last) = x.shape().last() else { return Ok(x.clone()) };
+    if last.is_multiple_of(k) {
+        return Ok(x.clone());
+    }
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("not empty") = last.next_multiple_of(k);
+    pad_axis(x, &shape, shape.len() - 1, 0)
+}
+
 /// Joins tensors along `axis`; all other dimensions must agree.
 pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Tensor> {
     let first = xs.first().ok_or_else(|| Error::shape("concat", "no tensors to join"))?;

@@ -78,7 +78,7 @@ impl Variant {
     }
 }
 
-/// Whether [`Variant::Blocked8`] takes its vec4 form (`mm_blocked8v`) for `op(A) [m, k] x op(B)
+/// Whether [`Variant::Blocked8V`] takes its vec4 core (`mm_blocked8v`) for `op(A) [m, k] x op(B)
 /// [k, n]`: every row it reads or writes starts on a multiple of 4 — C's (N), a k-contiguous
 /// operand's (K: A as stored, B transposed), a transposed A's (M).
 pub fn vec4_form(m: usize, k: usize, n: usize, trans_a: bool, trans_b: bool) -> bool {
