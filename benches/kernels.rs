@@ -379,9 +379,16 @@ fn main() {
                 drop(conv::conv2d_backward_input_with(&dy, &w, (hw, hw), (1, 1), (1, 1), (8, 8)).unwrap())
             });
             b.flops(&format!("conv/backward-weight b8 {tag}"), flops, || {
-                drop(conv::conv2d_backward_weight_with(&dy, &x, (3, 3), (1, 1), (1, 1), 0, (8, 8)).unwrap())
+                let plan = conv::WeightPlan { kernel: Some(conv::WeightKernel::Taps), splits: 0, blocks: (8, 8) };
+                drop(conv::conv2d_backward_weight_with(&dy, &x, (3, 3), (1, 1), (1, 1), plan).unwrap())
             });
         }
+        // The weight-gradient form the adapter does not default to (CPUs: rows, GPUs: taps).
+        let (other, name) = if gpu { (conv::WeightKernel::Rows, "rows") } else { (conv::WeightKernel::Taps, "taps") };
+        b.flops(&format!("conv/backward-weight {name} {tag}"), flops, || {
+            let plan = conv::WeightPlan { kernel: Some(other), ..Default::default() };
+            drop(conv::conv2d_backward_weight_with(&dy, &x, (3, 3), (1, 1), (1, 1), plan).unwrap())
+        });
         {
             // The opt-in GEMM path (im2col + matmul cores + col2im), same flops.
             b.flops(&format!("conv/forward gemm {tag}"), flops, || {

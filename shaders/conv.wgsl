@@ -25,6 +25,14 @@
 //       this is the weight gradient itself, otherwise the host sums the partials over s. One
 //       invocation: OB output x CB input channels of one tap (kh, kw): each step loads OB dy and
 //       CB x values for OB*CB multiply-adds.
+//   conv_backward_weight_rows: 1 dy4 (read), 2 x4 (read), 3 dw (write); the same partial sums as
+//       conv_backward_weight for CPU adapters, where loads cost more than multiply-adds: one
+//       invocation: OB output x CB input channels (each 1..4) of a whole kernel row kh, all KW
+//       taps. dy4 is dy with its rows zero-padded to p.wov vec4s; x4 is x with each row shifted
+//       right by pw zero columns and zero-padded to p.wxv vec4s, so the inputs under output
+//       columns 4g .. 4g + 3 of every tap are the window of 3 SW + KW values (at most 16) from
+//       vec4 g * SW on. Per 4 output columns: OB + CB * ceil((3 SW + KW) / 4) vec4 loads for
+//       OB * CB * KW * 4 multiply-adds (the per-tap kernel: 4 scalar loads per 4 of them).
 //   im2col:               1 x (read), 2 col (write)
 //       col[n, (c, kh, kw), (oh, ow)] = x[n, c, oh*sh - ph + kh, ow*sw - pw + kw] (0 outside x):
 //       conv2d as a batched matrix product on the matmul cores (GPU path, ops::conv::ConvKernel::Gemm).
@@ -57,6 +65,10 @@ struct Params {
     total: u32,  // invocations that do work
     chunk: u32,  // conv_backward_weight: (n, oh) rows per split
     splits: u32, // conv_backward_weight: number of splits
+    wov: u32,    // conv_backward_weight_rows: vec4s per row of dy4
+    wxv: u32,    // conv_backward_weight_rows: vec4s per row of x4
+    _pad0: u32,
+    _pad1: u32,
 }
 
 override OB: u32 = 4u; // output channels per invocation
@@ -86,6 +98,9 @@ const WIN: u32 = 32u;
 @group(0) @binding(1) var<storage, read> bw_dy: array<f32>;
 @group(0) @binding(2) var<storage, read> bw_x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bw_dw: array<f32>;
+// conv_backward_weight_rows (dw: bw_dw)
+@group(0) @binding(1) var<storage, read> bv_dy: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bv_x: array<vec4<f32>>;
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
@@ -419,6 +434,97 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     if (CB > 5u) { dw_store(base, o0, c0 + 5u, tap, acc.a5, acc.b5); }
     if (CB > 6u) { dw_store(base, o0, c0 + 6u, tap, acc.a6, acc.b6); }
     if (CB > 7u) { dw_store(base, o0, c0 + 7u, tap, acc.a7, acc.b7); }
+}
+
+// The most taps a row invocation holds (its window of 3 SW + KW <= 16 values bounds KW by 13).
+const ROW_TAPS: u32 = 13u;
+// acc[kw][o]: the sums of one input channel, tap kw, output channel o0 + o.
+alias TapSums = array<vec4<f32>, ROW_TAPS>;
+
+// acc += the products of one input channel's window (3 SW + KW inputs from vec4 xb on) with the
+// dy of 4 output columns (dm: column o = output channel o0 + o), for every tap.
+fn row_taps(acc: TapSums, xb: u32, dm: mat4x4<f32>) -> TapSums {
+    var win: array<f32, 16>;
+    for (var v = 0u; v < (3u * SW + KW + 3u) / 4u; v++) {
+        let q = bv_x[xb + v];
+        win[4u * v] = q.x;
+        win[4u * v + 1u] = q.y;
+        win[4u * v + 2u] = q.z;
+        win[4u * v + 3u] = q.w;
+    }
+    var r = acc;
+    for (var kw = 0u; kw < KW; kw++) {
+        // The inputs tap kw reads under the 4 output columns.
+        let xs = vec4<f32>(win[kw], win[kw + SW], win[kw + 2u * SW], win[kw + 3u * SW]);
+        r[kw] += xs * dm;
+    }
+    return r;
+}
+
+// Stores one input channel's sums (channels past the tensor are not stored).
+fn row_store(base: u32, o0: u32, c: u32, kh: u32, acc: TapSums) {
+    if (c >= p.c) { return; }
+    for (var o = 0u; o < OB; o++) {
+        if (o0 + o < p.o) {
+            let at = base + (((o0 + o) * p.c + c) * p.kh + kh) * p.kw;
+            for (var kw = 0u; kw < KW; kw++) {
+                bw_dw[at + kw] = acc[kw][o];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn conv_backward_weight_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    // i = ((s * oblocks + ob) * cblocks + cb) * kh + kh.
+    let oblocks = (p.o + OB - 1u) / OB;
+    let cblocks = (p.c + CB - 1u) / CB;
+    let kh = i % p.kh;
+    var r = i / p.kh;
+    let c0 = (r % cblocks) * CB;
+    r = r / cblocks;
+    let o0 = (r % oblocks) * OB;
+    let s = r / oblocks;
+    let rows = p.n * p.ho;
+    let r0 = s * p.chunk;
+    let r1 = min(r0 + p.chunk, rows);
+    let dplane = p.ho * p.wov; // vec4s per channel of dy4
+    let xplane = p.h * p.wxv; // vec4s per channel of x4
+    // Input channels c0 .. c0 + 3; channels past the tensor are clamped into it.
+    let cl = p.c - 1u;
+    let xc = vec4<u32>(c0, min(c0 + 1u, cl), min(c0 + 2u, cl), min(c0 + 3u, cl)) * xplane;
+    var a0: TapSums;
+    var a1: TapSums;
+    var a2: TapSums;
+    var a3: TapSums;
+    for (var row = r0; row < r1; row++) {
+        let n = row / p.ho;
+        let oh = row % p.ho;
+        let ih = i32(oh * p.sh + kh) - i32(p.ph);
+        if (ih < 0 || ih >= i32(p.h)) { continue; }
+        let dyrow = n * p.o * dplane + oh * p.wov;
+        let xrow = n * p.c * xplane + u32(ih) * p.wxv;
+        for (var g = 0u; g < p.wov; g++) {
+            // Column o: dy of output channel o0 + o at output columns 4g .. 4g + 3.
+            var dm: mat4x4<f32>;
+            for (var o = 0u; o < OB; o++) {
+                dm[o] = bv_dy[dyrow + min(o0 + o, p.o - 1u) * dplane + g];
+            }
+            let xg = xrow + g * SW;
+            a0 = row_taps(a0, xg + xc.x, dm);
+            if (CB > 1u) { a1 = row_taps(a1, xg + xc.y, dm); }
+            if (CB > 2u) { a2 = row_taps(a2, xg + xc.z, dm); }
+            if (CB > 3u) { a3 = row_taps(a3, xg + xc.w, dm); }
+        }
+    }
+    // Partial sums of split s, laid out [s, O, C, KH, KW].
+    let base = s * p.o * p.c * p.kh * p.kw;
+    row_store(base, o0, c0, kh, a0);
+    if (CB > 1u) { row_store(base, o0, c0 + 1u, kh, a1); }
+    if (CB > 2u) { row_store(base, o0, c0 + 2u, kh, a2); }
+    if (CB > 3u) { row_store(base, o0, c0 + 3u, kh, a3); }
 }
 
 @compute @workgroup_size(256)

@@ -11,6 +11,9 @@
 // * 256). p.n counts elements. copy_strided4: the same copy in vec4 units (every offset, outer
 // stride and the innermost extent a multiple of 4, innermost contiguous; p.n counts vec4s): one
 // access per 4 elements.
+// pad_rows: rows of len = p.shape[0].x values shifted right by left = p.shape[0].z zero columns
+// into rows of p.shape[0].y whole vec4s, zero elsewhere (the padded operands of the vec4
+// kernels): one invocation per destination vec4 (p.n counts them), one division, no clear pass.
 
 struct Params {
     n: u32,
@@ -64,4 +67,24 @@ fn copy_strided4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= p.n) { return; }
     let o = offsets(i);
     dst4[o.y] = src4[o.x];
+}
+
+@compute @workgroup_size(256)
+fn pad_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) { return; }
+    let len = p.shape[0].x;
+    let vecs = p.shape[0].y;
+    let left = p.shape[0].z;
+    let row = (i / vecs) * len;
+    let j0 = (i % vecs) * 4u;
+    var v: vec4<u32>;
+    for (var t = 0u; t < 4u; t++) {
+        // Column j of the destination holds column j - left of the source where that exists;
+        // the load is clamped into the row so it never leaves the buffer.
+        let j = j0 + t;
+        let inside = j >= left && j - left < len;
+        v[t] = select(0u, src[row + min(j - left, len - 1u)], inside);
+    }
+    dst4[i] = v;
 }

@@ -1,7 +1,7 @@
 //! conv2d and conv_transpose2d: forward and both gradients against f64 references on odd sizes,
 //! every register block and split of the kernels, gradient checks, and shape errors.
 mod common;
-use atomgrad::ops::conv::{self, cpu};
+use atomgrad::ops::conv::{self, cpu, WeightKernel, WeightPlan};
 use atomgrad::rng::Rng;
 use atomgrad::Tape;
 use common::*;
@@ -88,12 +88,26 @@ fn conv2d_gradient_kernels_match_reference() {
             }
         }
         let rdw = cpu::conv2d_backward_weight(&dy, &x, xs, ws, s, p);
-        for splits in [0, 1, 2, 3, 1000] {
-            for blocks in [(0, 0), (1, 1), (4, 4), (3, 2), (2, 3), (8, 8), (5, 7), (8, 3)] {
-                let dw = conv::conv2d_backward_weight_with(&dyt, &xt, (ws[2], ws[3]), s, p, splits, blocks).unwrap();
-                assert_eq!(dw.shape(), ws.as_slice());
-                let what = format!("dw case {i} splits {splits} blocks {blocks:?}");
-                assert_close(&what, &dw.to_vec().unwrap(), &rdw, 1e-4, 1e-4);
+        let taps: &[(usize, usize)] = &[(0, 0), (1, 1), (4, 4), (3, 2), (2, 3), (8, 8), (5, 7), (8, 3)];
+        let rows: &[(usize, usize)] = &[(0, 0), (1, 1), (4, 4), (3, 2), (2, 3), (1, 4), (4, 1)];
+        for (kernel, blocks) in
+            [(None, &[(0, 0)][..]), (Some(WeightKernel::Taps), taps), (Some(WeightKernel::Rows), rows)]
+        {
+            for splits in [0, 1, 2, 3, 1000] {
+                for &blocks in blocks {
+                    let plan = WeightPlan { kernel, splits, blocks };
+                    let dw = conv::conv2d_backward_weight_with(&dyt, &xt, (ws[2], ws[3]), s, p, plan);
+                    if kernel == Some(WeightKernel::Rows) && 3 * s.1 + ws[3] > 16 {
+                        // The rows kernel's window cannot hold this tap row: a clear error.
+                        let e = dw.unwrap_err().to_string();
+                        assert!(e.contains("conv2d_backward_weight") && e.contains("rows kernel"), "{e}");
+                        continue;
+                    }
+                    let dw = dw.unwrap();
+                    assert_eq!(dw.shape(), ws.as_slice());
+                    let what = format!("dw case {i} {plan:?}");
+                    assert_close(&what, &dw.to_vec().unwrap(), &rdw, 1e-4, 1e-4);
+                }
             }
         }
     }
@@ -155,9 +169,12 @@ fn conv2d_weight_gradient_is_deterministic() {
     let (x, w) = (data(1, &xs), data(2, &ws));
     let (_, ys) = cpu::conv2d(&x, xs, &w, ws, s, p);
     let (xt, dyt) = (upload(&dev, &x, &xs), upload(&dev, &data(3, &ys), &ys));
-    let a = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4, (0, 0)).unwrap().to_vec().unwrap();
-    let b = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, 4, (0, 0)).unwrap().to_vec().unwrap();
-    assert_eq!(a, b);
+    for kernel in [WeightKernel::Taps, WeightKernel::Rows] {
+        let plan = WeightPlan { kernel: Some(kernel), splits: 4, blocks: (0, 0) };
+        let a = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, plan).unwrap().to_vec().unwrap();
+        let b = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, plan).unwrap().to_vec().unwrap();
+        assert_eq!(a, b, "{kernel:?}");
+    }
 }
 
 /// (x shape, w shape [Cin, Cout, KH, KW], stride, padding, output_padding).

@@ -114,6 +114,35 @@ fn layout_gradients_match_finite_differences() {
     );
 }
 
+/// pad_axis against a CPU loop: the one-pass vec4-row path (last axis, whole vec4s, any left
+/// offset) and the general clear-and-copy path give zeros around an exact copy.
+#[test]
+fn pad_axis_matches_reference_on_every_path() {
+    let dev = device();
+    let cases: &[(&[usize], &[usize], usize, usize)] = &[
+        (&[3, 5], &[3, 12], 1, 2),
+        (&[2, 3, 7], &[2, 3, 8], 2, 0),
+        (&[1, 1], &[1, 4], 1, 3),
+        (&[5], &[16], 0, 9),
+        (&[4, 6], &[4, 11], 1, 5),
+        (&[2, 3], &[5, 3], 0, 1),
+        (&[2, 3, 2], &[2, 7, 2], 1, 4),
+    ];
+    for (i, &(from, to, axis, start)) in cases.iter().enumerate() {
+        let x = Rng::new(i as u64).vec(from.iter().product(), -1.0, 1.0);
+        let y = layout::pad_axis(&upload(&dev, &x, from), to, axis, start).unwrap();
+        assert_eq!(y.shape(), to);
+        let inner: usize = to[axis + 1..].iter().product();
+        let mut want = vec![0.0; to.iter().product()];
+        for (k, &v) in x.iter().enumerate() {
+            let (outer, rest) = (k / (from[axis] * inner), k % (from[axis] * inner));
+            let (a, j) = (rest / inner, rest % inner);
+            want[(outer * to[axis] + start + a) * inner + j] = v;
+        }
+        assert_close(&format!("pad_axis case {i} {from:?} -> {to:?}"), &y.to_vec().unwrap(), &want, 0.0, 0.0);
+    }
+}
+
 #[test]
 fn pad_last_to_zero_pads_rows_to_a_multiple() {
     let dev = device();

@@ -32,6 +32,9 @@ struct Params {
     total: u32,
     chunk: u32,
     splits: u32,
+    wov: u32,
+    wxv: u32,
+    _pad: [u32; 2],
 }
 
 /// The sizes of one conv2d in its own terms: x [n, c, h, w], w [o, c, kh, kw], y [n, o, ho, wo].
@@ -71,6 +74,9 @@ impl Geom {
             total: total as u32,
             chunk: 0,
             splits: 1,
+            wov: 0,
+            wxv: 0,
+            _pad: [0; 2],
         }
     }
     fn x_shape(&self) -> [usize; 4] {
@@ -281,10 +287,62 @@ fn busy_target(class: AdapterClass) -> usize {
     }
 }
 
-/// How many splits of the N*Ho rows the weight gradient uses by default, for `ob` x `cb`
-/// channel blocks.
-fn auto_splits(g: &Geom, class: AdapterClass, (ob, cb): (usize, usize)) -> usize {
-    let nw = g.o.div_ceil(ob) * g.c.div_ceil(cb) * g.kh * g.kw;
+/// How the weight gradient is computed (`shaders/conv.wgsl`); both give the same sums up to
+/// rounding, deterministically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightKernel {
+    /// `conv_backward_weight`: one invocation per block of up to 8 x 8 channels and one tap,
+    /// scalar loads (the GPU default, measured there).
+    Taps,
+    /// `conv_backward_weight_rows`: one invocation per block of up to 4 x 4 channels and a whole
+    /// kernel row, on rows padded to whole vec4s (two small copies per call): per 4 output
+    /// columns 1 / (KW x 4) of the loads per multiply-add (the CPU default, where loads cost more
+    /// than arithmetic). Needs 3 * stride + kernel width <= 16.
+    Rows,
+}
+
+/// The rows form's window: 3 sw + kw inputs under 4 output columns.
+const ROW_WINDOW: usize = 16;
+
+impl WeightKernel {
+    /// The default for this geometry on this adapter class.
+    fn pick(g: &Geom, class: AdapterClass) -> Self {
+        match class {
+            AdapterClass::Cpu if Self::fits(g) => WeightKernel::Rows,
+            _ => WeightKernel::Taps,
+        }
+    }
+
+    fn fits(g: &Geom) -> bool {
+        3 * g.sw + g.kw <= ROW_WINDOW
+    }
+
+    /// The largest channel block side the kernel holds.
+    fn max_block(self) -> usize {
+        match self {
+            WeightKernel::Taps => 8,
+            WeightKernel::Rows => 4,
+        }
+    }
+
+    /// The default channel block side.
+    fn cap(self, class: AdapterClass) -> usize {
+        self.max_block().min(block_cap(class))
+    }
+
+    /// Invocations per split for `ob` x `cb` channel blocks.
+    fn invocations(self, g: &Geom, (ob, cb): (usize, usize)) -> usize {
+        let taps = match self {
+            WeightKernel::Taps => g.kh * g.kw,
+            WeightKernel::Rows => g.kh,
+        };
+        g.o.div_ceil(ob) * g.c.div_ceil(cb) * taps
+    }
+}
+
+/// How many splits of the N*Ho rows the weight gradient uses by default, for `nw` invocations
+/// per split.
+fn auto_splits(g: &Geom, class: AdapterClass, nw: usize) -> usize {
     let rows = g.n * g.ho;
     let target = busy_target(class);
     if nw >= target || rows <= 1 {
@@ -296,8 +354,8 @@ fn auto_splits(g: &Geom, class: AdapterClass, (ob, cb): (usize, usize)) -> usize
     target.div_ceil(nw).min(by_work).min(rows)
 }
 
-/// dw = the weight gradient of conv `g` from dy and x, `ob` output x `cb` input channels per
-/// invocation, its rows cut into `splits` chunks whose partial sums are added by a
+/// dw = the weight gradient of conv `g` from dy and x by `kernel`, `ob` output x `cb` input
+/// channels per invocation, its rows cut into `splits` chunks whose partial sums are added by a
 /// deterministic reduction.
 fn backward_weight_raw(
     op: &'static str,
@@ -306,10 +364,11 @@ fn backward_weight_raw(
     g: &Geom,
     splits: usize,
     (ob, cb): (usize, usize),
+    kernel: WeightKernel,
 ) -> Result<Tensor> {
     let dev = dy.device();
     let nw = g.o * g.c * g.kh * g.kw;
-    let invocations = g.o.div_ceil(ob) * g.c.div_ceil(cb) * g.kh * g.kw;
+    let invocations = kernel.invocations(g, (ob, cb));
     let rows = g.n * g.ho;
     let chunk = rows.div_ceil(splits.max(1)).max(1);
     let splits = rows.div_ceil(chunk).max(1);
@@ -317,14 +376,39 @@ fn backward_weight_raw(
     let mut p = g.params(splits * invocations);
     p.chunk = chunk as u32;
     p.splits = splits as u32;
-    dev.dispatch(
-        &SHADER,
-        "conv_backward_weight",
-        &[("OB", ob as f64), ("CB", cb as f64)],
-        bytemuck::bytes_of(&p),
-        &[dy.bind(), x.bind(), out.bind()],
-        groups_1d(splits * invocations, WG),
-    );
+    let groups = groups_1d(splits * invocations, WG);
+    match kernel {
+        WeightKernel::Taps => dev.dispatch(
+            &SHADER,
+            "conv_backward_weight",
+            &[("OB", ob as f64), ("CB", cb as f64)],
+            bytemuck::bytes_of(&p),
+            &[dy.bind(), x.bind(), out.bind()],
+            groups,
+        ),
+        WeightKernel::Rows => {
+            // dy's rows as whole vec4s; x's rows behind pw zeros, long enough for the last
+            // window: (wov - 1) sw vec4s to its start, then ceil((3 sw + kw) / 4).
+            let wov = g.wo.div_ceil(4);
+            let wxv = ((wov - 1) * g.sw + (3 * g.sw + g.kw).div_ceil(4)).max((g.pw + g.w).div_ceil(4));
+            let dy4 = layout::pad_last_to(dy, 4)?;
+            let x4 = if g.pw == 0 && 4 * wxv == g.w {
+                x.clone()
+            } else {
+                layout::pad_axis(x, &[g.n, g.c, g.h, 4 * wxv], 3, g.pw)?
+            };
+            p.wov = wov as u32;
+            p.wxv = wxv as u32;
+            dev.dispatch(
+                &SHADER,
+                "conv_backward_weight_rows",
+                &[("OB", ob as f64), ("CB", cb as f64), ("KW", g.kw as f64), ("SW", g.sw as f64)],
+                bytemuck::bytes_of(&p),
+                &[dy4.bind(), x4.bind(), out.bind()],
+                groups,
+            )
+        }
+    }
     let dw = if splits == 1 { out } else { reduce(&out, 0, Reduce::Sum, false)? };
     dw.reshape(&g.w_shape())
 }
@@ -348,11 +432,14 @@ fn block_cap(c: AdapterClass) -> usize {
     }
 }
 
-/// The weight gradient with the default blocks and splits.
+/// The weight gradient with the default kernel, blocks and splits.
 fn weight_grad(op: &'static str, dy: &Tensor, x: &Tensor, g: &Geom) -> Result<Tensor> {
-    let cap = block_cap(x.device().class());
+    let class = x.device().class();
+    let kernel = WeightKernel::pick(g, class);
+    let cap = kernel.cap(class);
     let blocks = (g.o.min(cap), g.c.min(cap));
-    backward_weight_raw(op, dy, x, g, auto_splits(g, x.device().class(), blocks), blocks)
+    let splits = auto_splits(g, class, kernel.invocations(g, blocks));
+    backward_weight_raw(op, dy, x, g, splits, blocks, kernel)
 }
 
 /// conv2d: x [N, C, H, W], w [O, C, KH, KW] -> y [N, O, Ho, Wo], Ho = (H + 2ph - KH) / sh + 1.
@@ -463,28 +550,53 @@ pub fn conv2d_backward_weight(
     stride: (usize, usize),
     padding: (usize, usize),
 ) -> Result<Tensor> {
-    conv2d_backward_weight_with(dy, x, kernel, stride, padding, 0, (0, 0))
+    conv2d_backward_weight_with(dy, x, kernel, stride, padding, WeightPlan::default())
 }
 
-/// [`conv2d_backward_weight`] with the N*Ho rows cut into `splits` partial sums (0 picks by
-/// the adapter class) and `ob` output x `cb` input channels per invocation (each 1..=8; 0
-/// picks); every choice gives the same result up to rounding and is deterministic.
+/// How [`conv2d_backward_weight_with`] runs; zero / None fields pick by the adapter class.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WeightPlan {
+    pub kernel: Option<WeightKernel>,
+    /// Partial sums over runs of the N*Ho rows, added by a deterministic reduction.
+    pub splits: usize,
+    /// Output x input channels per invocation: each 1..=8 for [`WeightKernel::Taps`], 1..=4 for
+    /// [`WeightKernel::Rows`].
+    pub blocks: (usize, usize),
+}
+
+/// [`conv2d_backward_weight`] run as `plan` says; every plan gives the same result up to
+/// rounding and is deterministic.
 pub fn conv2d_backward_weight_with(
     dy: &Tensor,
     x: &Tensor,
     kernel: (usize, usize),
     stride: (usize, usize),
     padding: (usize, usize),
-    splits: usize,
-    (ob, cb): (usize, usize),
+    plan: WeightPlan,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d_backward_weight";
     let g = backward_weight_geom(dy, x, kernel, stride, padding)?;
-    let cap = block_cap(x.device().class());
-    let ob = if ob == 0 { g.o.min(cap) } else { block(OP, "output channel", ob)? };
-    let cb = if cb == 0 { g.c.min(cap) } else { block(OP, "input channel", cb)? };
-    let splits = if splits == 0 { auto_splits(&g, x.device().class(), (ob, cb)) } else { splits };
-    backward_weight_raw(OP, dy, x, &g, splits, (ob, cb))
+    let class = x.device().class();
+    let form = plan.kernel.unwrap_or_else(|| WeightKernel::pick(&g, class));
+    if form == WeightKernel::Rows && !WeightKernel::fits(&g) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "the rows kernel needs 3 * stride + kernel width <= {ROW_WINDOW}, got stride {stride:?} and kernel {kernel:?}"
+            ),
+        ));
+    }
+    let pick = |b: usize, dims: usize, what: &str| match b {
+        0 => Ok(dims.min(form.cap(class))),
+        b if b <= form.max_block() => block(OP, what, b),
+        b => Err(Error::Config(format!("{OP}: {what} block must be 1..={} for {form:?}, got {b}", form.max_block()))),
+    };
+    let blocks = (pick(plan.blocks.0, g.o, "output channel")?, pick(plan.blocks.1, g.c, "input channel")?);
+    let splits = match plan.splits {
+        0 => auto_splits(&g, class, form.invocations(&g, blocks)),
+        s => s,
+    };
+    backward_weight_raw(OP, dy, x, &g, splits, blocks, form)
 }
 
 /// conv_transpose2d (PyTorch semantics): x [N, Cin, H, W], w [Cin, Cout, KH, KW] ->

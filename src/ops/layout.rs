@@ -133,9 +133,32 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor
 
 /// Zeros of `shape` with `x` written at `start..` of `axis` (the gradient of `slice`).
 pub fn pad_axis(x: &Tensor, shape: &[usize], axis: usize, start: usize) -> Result<Tensor> {
+    // Padding only the last axis to whole vec4s: one pass (the conv and atom kernels' operands).
+    let rows = match (x.shape().split_last(), shape.split_last()) {
+        (Some((&len, outer)), Some((&to, to_outer))) => {
+            axis == shape.len() - 1 && outer == to_outer && to.is_multiple_of(4) && len > 0 && start + len <= to
+        }
+        _ => false,
+    };
+    if rows && x.numel() > 0 {
+        return pad_rows(x, shape, start);
+    }
     let y = Tensor::zeros(x.device(), shape)?;
     let st = strides(shape);
     copy_strided("pad_axis", x, 0, &strides(x.shape()), x.shape(), &y, start * st[axis], &st)?;
+    Ok(y)
+}
+
+/// [`pad_axis`] along the last axis to whole vec4 rows: one pass that writes every element of the
+/// result (the general path clears it, then copies).
+fn pad_rows(x: &Tensor, shape: &[usize], start: usize) -> Result<Tensor> {
+    let y = Tensor::empty(x.device(), "pad_axis", shape, x.dtype())?;
+    let len = *x.shape().last().expect("rows_only: at least one dim");
+    let vecs = shape[shape.len() - 1] / 4;
+    let n = numel(shape) / 4;
+    let mut p = Params { n: n as u32, ndim: 0, src_off: 0, dst_off: 0, shape: [0; 8], ss: [0; 8], ds: [0; 8] };
+    p.shape[..3].copy_from_slice(&[len as u32, vecs as u32, start as u32]);
+    x.device().dispatch(&SHADER, "pad_rows", &[], bytemuck::bytes_of(&p), &[x.bind(), y.bind()], groups_1d(n, WG));
     Ok(y)
 }
 
