@@ -27,7 +27,7 @@
 //       CB x values for OB*CB multiply-adds.
 //   conv_backward_weight_rows: 1 dy4 (read), 2 x4 (read), 3 dw (write); the same partial sums as
 //       conv_backward_weight for CPU adapters, where loads cost more than multiply-adds: one
-//       invocation: OB output x CB input channels (each 1..4) of a whole kernel row kh, all KW
+//       invocation: OB (1..8) output x CB (1..4) input channels of a whole kernel row kh, all KW
 //       taps. dy4 is dy with its rows zero-padded to p.wov vec4s; x4 is x with each row shifted
 //       right by pw zero columns and zero-padded to p.wxv vec4s, so the inputs under output
 //       columns 4g .. 4g + 3 of every tap are the window of 3 SW + KW values (at most 16) from
@@ -438,12 +438,12 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
 
 // The most taps a row invocation holds (its window of 3 SW + KW <= 16 values bounds KW by 13).
 const ROW_TAPS: u32 = 13u;
-// acc[kw][o]: the sums of one input channel, tap kw, output channel o0 + o.
-alias TapSums = array<vec4<f32>, ROW_TAPS>;
+// acc[kw][h][q]: the sums of one input channel, tap kw, output channel o0 + 4h + q.
+alias TapSums = array<mat2x4<f32>, ROW_TAPS>;
 
 // acc += the products of one input channel's window (3 SW + KW inputs from vec4 xb on) with the
-// dy of 4 output columns (dm: column o = output channel o0 + o), for every tap.
-fn row_taps(acc: TapSums, xb: u32, dm: mat4x4<f32>) -> TapSums {
+// dy of 4 output columns (column q of dm[h]: output channel o0 + 4h + q), for every tap.
+fn row_taps(acc: TapSums, xb: u32, dm: array<mat4x4<f32>, 2>) -> TapSums {
     var win: array<f32, 16>;
     for (var v = 0u; v < (3u * SW + KW + 3u) / 4u; v++) {
         let q = bv_x[xb + v];
@@ -456,7 +456,8 @@ fn row_taps(acc: TapSums, xb: u32, dm: mat4x4<f32>) -> TapSums {
     for (var kw = 0u; kw < KW; kw++) {
         // The inputs tap kw reads under the 4 output columns.
         let xs = vec4<f32>(win[kw], win[kw + SW], win[kw + 2u * SW], win[kw + 3u * SW]);
-        r[kw] += xs * dm;
+        r[kw][0] += xs * dm[0];
+        if (OB > 4u) { r[kw][1] += xs * dm[1]; }
     }
     return r;
 }
@@ -468,7 +469,7 @@ fn row_store(base: u32, o0: u32, c: u32, kh: u32, acc: TapSums) {
         if (o0 + o < p.o) {
             let at = base + (((o0 + o) * p.c + c) * p.kh + kh) * p.kw;
             for (var kw = 0u; kw < KW; kw++) {
-                bw_dw[at + kw] = acc[kw][o];
+                bw_dw[at + kw] = acc[kw][o / 4u][o % 4u];
             }
         }
     }
@@ -507,10 +508,10 @@ fn conv_backward_weight_rows(@builtin(global_invocation_id) gid: vec3<u32>, @bui
         let dyrow = n * p.o * dplane + oh * p.wov;
         let xrow = n * p.c * xplane + u32(ih) * p.wxv;
         for (var g = 0u; g < p.wov; g++) {
-            // Column o: dy of output channel o0 + o at output columns 4g .. 4g + 3.
-            var dm: mat4x4<f32>;
+            // Column q of dm[h]: dy of output channel o0 + 4h + q at output columns 4g .. 4g + 3.
+            var dm: array<mat4x4<f32>, 2>;
             for (var o = 0u; o < OB; o++) {
-                dm[o] = bv_dy[dyrow + min(o0 + o, p.o - 1u) * dplane + g];
+                dm[o / 4u][o % 4u] = bv_dy[dyrow + min(o0 + o, p.o - 1u) * dplane + g];
             }
             let xg = xrow + g * SW;
             a0 = row_taps(a0, xg + xc.x, dm);

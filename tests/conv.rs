@@ -89,7 +89,7 @@ fn conv2d_gradient_kernels_match_reference() {
         }
         let rdw = cpu::conv2d_backward_weight(&dy, &x, xs, ws, s, p);
         let taps: &[(usize, usize)] = &[(0, 0), (1, 1), (4, 4), (3, 2), (2, 3), (8, 8), (5, 7), (8, 3)];
-        let rows: &[(usize, usize)] = &[(0, 0), (1, 1), (4, 4), (3, 2), (2, 3), (1, 4), (4, 1)];
+        let rows: &[(usize, usize)] = &[(0, 0), (1, 1), (4, 4), (3, 2), (2, 3), (1, 4), (8, 4), (5, 3), (8, 1)];
         for (kernel, blocks) in
             [(None, &[(0, 0)][..]), (Some(WeightKernel::Taps), taps), (Some(WeightKernel::Rows), rows)]
         {
@@ -174,6 +174,22 @@ fn conv2d_weight_gradient_is_deterministic() {
         let a = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, plan).unwrap().to_vec().unwrap();
         let b = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), s, p, plan).unwrap().to_vec().unwrap();
         assert_eq!(a, b, "{kernel:?}");
+    }
+}
+
+/// Channel blocks past what a weight-gradient kernel holds are a clear error naming the limit.
+#[test]
+fn weight_gradient_blocks_past_the_kernel_are_errors() {
+    let dev = device();
+    let (xt, dyt) = (upload(&dev, &[0.0; 50], &[1, 2, 5, 5]), upload(&dev, &[0.0; 225], &[1, 9, 5, 5]));
+    for (kernel, blocks, want) in [
+        (WeightKernel::Rows, (1, 5), "input channel block must be 1..=4"),
+        (WeightKernel::Rows, (9, 1), "output channel block must be 1..=8"),
+        (WeightKernel::Taps, (1, 9), "input channel block must be 1..=8"),
+    ] {
+        let plan = WeightPlan { kernel: Some(kernel), splits: 0, blocks };
+        let e = conv::conv2d_backward_weight_with(&dyt, &xt, (3, 3), (1, 1), (1, 1), plan).unwrap_err().to_string();
+        assert!(e.contains("conv2d_backward_weight") && e.contains(want), "{kernel:?} {blocks:?}: {e}");
     }
 }
 

@@ -294,7 +294,7 @@ pub enum WeightKernel {
     /// `conv_backward_weight`: one invocation per block of up to 8 x 8 channels and one tap,
     /// scalar loads (the GPU default, measured there).
     Taps,
-    /// `conv_backward_weight_rows`: one invocation per block of up to 4 x 4 channels and a whole
+    /// `conv_backward_weight_rows`: one invocation per block of up to 8 x 4 channels and a whole
     /// kernel row, on rows padded to whole vec4s (two small copies per call): per 4 output
     /// columns 1 / (KW x 4) of the loads per multiply-add (the CPU default, where loads cost more
     /// than arithmetic). Needs 3 * stride + kernel width <= 16.
@@ -317,17 +317,19 @@ impl WeightKernel {
         3 * g.sw + g.kw <= ROW_WINDOW
     }
 
-    /// The largest channel block side the kernel holds.
-    fn max_block(self) -> usize {
+    /// The largest (output, input) channel block the kernel holds.
+    fn max_blocks(self) -> (usize, usize) {
         match self {
-            WeightKernel::Taps => 8,
-            WeightKernel::Rows => 4,
+            WeightKernel::Taps => (8, 8),
+            WeightKernel::Rows => (8, 4),
         }
     }
 
-    /// The default channel block side.
-    fn cap(self, class: AdapterClass) -> usize {
-        self.max_block().min(block_cap(class))
+    /// The default channel blocks.
+    fn blocks(self, g: &Geom, class: AdapterClass) -> (usize, usize) {
+        let (o, c) = self.max_blocks();
+        let cap = block_cap(class);
+        (g.o.min(o).min(cap), g.c.min(c).min(cap))
     }
 
     /// Invocations per split for `ob` x `cb` channel blocks.
@@ -436,8 +438,7 @@ fn block_cap(c: AdapterClass) -> usize {
 fn weight_grad(op: &'static str, dy: &Tensor, x: &Tensor, g: &Geom) -> Result<Tensor> {
     let class = x.device().class();
     let kernel = WeightKernel::pick(g, class);
-    let cap = kernel.cap(class);
-    let blocks = (g.o.min(cap), g.c.min(cap));
+    let blocks = kernel.blocks(g, class);
     let splits = auto_splits(g, class, kernel.invocations(g, blocks));
     backward_weight_raw(op, dy, x, g, splits, blocks, kernel)
 }
@@ -559,8 +560,8 @@ pub struct WeightPlan {
     pub kernel: Option<WeightKernel>,
     /// Partial sums over runs of the N*Ho rows, added by a deterministic reduction.
     pub splits: usize,
-    /// Output x input channels per invocation: each 1..=8 for [`WeightKernel::Taps`], 1..=4 for
-    /// [`WeightKernel::Rows`].
+    /// Output x input channels per invocation: each 1..=8 for [`WeightKernel::Taps`], 1..=8 x
+    /// 1..=4 for [`WeightKernel::Rows`].
     pub blocks: (usize, usize),
 }
 
@@ -586,12 +587,16 @@ pub fn conv2d_backward_weight_with(
             ),
         ));
     }
-    let pick = |b: usize, dims: usize, what: &str| match b {
-        0 => Ok(dims.min(form.cap(class))),
-        b if b <= form.max_block() => block(OP, what, b),
-        b => Err(Error::Config(format!("{OP}: {what} block must be 1..={} for {form:?}, got {b}", form.max_block()))),
+    let pick = |b: usize, default: usize, max: usize, what: &str| match b {
+        0 => Ok(default),
+        b if b <= max => block(OP, what, b),
+        b => Err(Error::Config(format!("{OP}: {what} block must be 1..={max} for {form:?}, got {b}"))),
     };
-    let blocks = (pick(plan.blocks.0, g.o, "output channel")?, pick(plan.blocks.1, g.c, "input channel")?);
+    let (defaults, max) = (form.blocks(&g, class), form.max_blocks());
+    let blocks = (
+        pick(plan.blocks.0, defaults.0, max.0, "output channel")?,
+        pick(plan.blocks.1, defaults.1, max.1, "input channel")?,
+    );
     let splits = match plan.splits {
         0 => auto_splits(&g, class, form.invocations(&g, blocks)),
         s => s,
