@@ -512,6 +512,21 @@ fn main() {
     // Whole training steps of the experiments' models (issue 7's PyTorch comparisons):
     // ms per step and samples/s, `benches/reference/*.py` measure the same in PyTorch.
     if b.wants_group("train/") {
+        for (n, d) in [(64usize, 2usize), (64, 16), (128, 2)] {
+            let z = rand(&dev, &mut rng, &[n, d]);
+            b.bytes(&format!("TMP pdist {n} {d}"), 1.0, || drop(atomgrad::ops::atom::pdist(&z, atomgrad::ops::atom::Norm::Floored, 1e-3).unwrap()));
+        }
+        // The synthetic task of the default `cargo run --release` (SyntheticConfig::default(): 8
+        // tokens, batch 64), one step per method: small products, where dispatch cost dominates.
+        let syn = atomgrad::experiments::synthetic::SyntheticConfig::default();
+        for (method, tag) in [(Method::Ce, "cross-entropy"), (Method::Atom, "atom"), (Method::SimClr, "SimCLR")] {
+            let name = format!("train/synthetic MLP {tag} batch {}", syn.batch);
+            if b.wants(&name) {
+                let mut l = atomgrad::experiments::synthetic::SyntheticLearner::new(&dev, &syn, method, 0).unwrap();
+                let (mut step, mut r) = (0, Rng::new(1));
+                b.step(&name, syn.batch, || learner_step(&dev, &mut l, syn.batch, &mut step, &mut r));
+            }
+        }
         // Fashion-MNIST CNN (ClassifyConfig::fashion(): channels 16, 32; Adam lr 2e-3) at batch 128.
         let batch = 128;
         let data = FashionData {

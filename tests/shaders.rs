@@ -111,3 +111,46 @@ fn every_kernel_translates_to_msl_and_hlsl() {
     assert!(translated > 50, "only {translated} entry points found");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The form CPU adapters compile (`Shader::source_for`: the parameter block as read-only storage,
+/// copied into a private `p` as every entry point starts) validates too, every file declares its
+/// block the one way that rewrite finds, and every entry point gets the copy.
+#[test]
+fn every_shader_validates_in_its_cpu_form() {
+    use atomgrad::device::{AdapterClass, Shader, PARAMS_UNIFORM};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "wgsl"));
+    files.sort();
+    let mut failures = Vec::new();
+    for path in &files {
+        let source: &'static str = Box::leak(std::fs::read_to_string(path).unwrap().into_boxed_str());
+        let name = path.display().to_string();
+        if source.contains("var<uniform>") && source.matches(PARAMS_UNIFORM).count() != 1 {
+            failures.push(format!("{name}: its uniform block must be declared exactly as `{PARAMS_UNIFORM}`"));
+            continue;
+        }
+        if source.contains("enable wgpu_cooperative_matrix;") {
+            continue; // GPU-only kernel
+        }
+        let cpu = Shader { name: "test", source }.source_for(AdapterClass::Cpu);
+        let module = match naga::front::wgsl::parse_str(&cpu) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{name} (CPU form): {}", e.emit_to_string(&cpu)));
+                continue;
+            }
+        };
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
+        if let Err(e) = v.validate(&module) {
+            failures.push(format!("{name} (CPU form): {}", e.emit_to_string(&cpu)));
+        }
+        if source.contains(PARAMS_UNIFORM) {
+            let copies = cpu.matches("p = p_in;").count();
+            if copies != module.entry_points.len() || cpu.contains("var<uniform>") {
+                failures.push(format!("{name}: {copies} parameter copies for {} entry points", module.entry_points.len()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
