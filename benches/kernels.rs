@@ -446,6 +446,13 @@ fn main() {
     } else {
         &[(64, 16, 32), (64, 49, 32), (128, 16, 32), (64, 16, 64)]
     };
+    // Latent distances of L_A and the hinge baselines (tiny latents: per-dispatch cost shows).
+    for (nb, d) in [(64usize, 2usize), (128, 16)] {
+        let z = rand(&dev, &mut rng, &[nb, d]);
+        b.bytes(&format!("atom/pdist N={nb} D={d}"), 4.0 * (nb * d + nb * nb) as f64, || {
+            drop(atomgrad::ops::atom::pdist(&z, atomgrad::ops::atom::Norm::Floored, 1e-3).unwrap())
+        });
+    }
     for &(nb, n, m) in grid {
         let h = rand(&dev, &mut rng, &[nb, n, m]);
         let w = Tensor::rand_uniform(&dev, &[nb, n], 0.05, 0.95, 1).unwrap();
@@ -512,10 +519,6 @@ fn main() {
     // Whole training steps of the experiments' models (issue 7's PyTorch comparisons):
     // ms per step and samples/s, `benches/reference/*.py` measure the same in PyTorch.
     if b.wants_group("train/") {
-        for (n, d) in [(64usize, 2usize), (64, 16), (128, 2)] {
-            let z = rand(&dev, &mut rng, &[n, d]);
-            b.bytes(&format!("TMP pdist {n} {d}"), 1.0, || drop(atomgrad::ops::atom::pdist(&z, atomgrad::ops::atom::Norm::Floored, 1e-3).unwrap()));
-        }
         // The synthetic task of the default `cargo run --release` (SyntheticConfig::default(): 8
         // tokens, batch 64), one step per method: small products, where dispatch cost dominates.
         let syn = atomgrad::experiments::synthetic::SyntheticConfig::default();

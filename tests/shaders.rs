@@ -148,7 +148,8 @@ fn every_shader_validates_in_its_cpu_form() {
         if source.contains(PARAMS_UNIFORM) {
             let copies = cpu.matches("p = p_in;").count();
             if copies != module.entry_points.len() || cpu.contains("var<uniform>") {
-                failures.push(format!("{name}: {copies} parameter copies for {} entry points", module.entry_points.len()));
+                failures
+                    .push(format!("{name}: {copies} parameter copies for {} entry points", module.entry_points.len()));
             }
         }
     }

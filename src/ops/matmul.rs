@@ -165,13 +165,8 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         dev.clear(c.buffer(), c.bytes());
         return Ok(c);
     }
-    // Products of at least 2^22 multiply-adds take the vec4 core by default; smaller ones the
-    // scalar one: in a training step on lavapipe the synthetic task's 512 x 32 x 16 products cost
-    // 3-4 ms per dispatch in the vec4 form or narrow layouts against 0.5 in 8 x 8 (isolated
-    // benchmarks of such shapes show no such gap; docs/PERFORMANCE.md).
     let vec4 = vec4_form(m, ka, n, trans_a, trans_b);
-    let big = batch * m * n * ka >= 1 << 22;
-    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch, vec4 && big));
+    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch, vec4));
     if v == Variant::Coop16Packed && dev.has_coop16() {
         return coop16_packed(a, b, &p, ba, bb, c);
     }
