@@ -302,10 +302,14 @@ fn conv_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let owb = i32((wp - kw0) / SW) - i32(nk - 1u); // window start (may be negative)
     // a_t: input channel c0 + t at pixels 0..3 of the block, b_t at pixels 4..7 (PB > 4).
     var acc: Block8; // zero-initialised
+    // Tap kh0 reaches output row hp / sh, each later one (kh += sh) the row above: counted down
+    // rather than divided per tap (CPU adapters divide integers one lane at a time).
+    let oh0 = hp / p.sh;
     for (var o = 0u; o < p.o; o++) {
         let plane = (n * p.o + o) * p.ho;
+        var oh = oh0 + 1u;
         for (var kh = kh0; kh < p.kh && kh <= hp; kh += p.sh) {
-            let oh = (hp - kh) / p.sh;
+            oh -= 1u;
             if (oh >= p.ho) { continue; }
             let row = (plane + oh) * p.wo;
             var win: array<f32, WIN>;
@@ -352,6 +356,20 @@ fn dw_store(base: u32, o0: u32, c: u32, tap: u32, a: vec4<f32>, b: vec4<f32>) {
     }
 }
 
+// Sample n and output row oh of the weight gradient's row r = n * Ho + oh; row_next steps to r + 1
+// without a division (CPU adapters divide integers one lane at a time).
+struct RowAt {
+    n: u32,
+    oh: u32,
+}
+fn row_at(r: u32) -> RowAt {
+    return RowAt(r / p.ho, r % p.ho);
+}
+fn row_next(a: RowAt) -> RowAt {
+    if (a.oh + 1u == p.ho) { return RowAt(a.n + 1u, 0u); }
+    return RowAt(a.n, a.oh + 1u);
+}
+
 @compute @workgroup_size(256)
 fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
@@ -389,9 +407,11 @@ fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(
     let plane_x = p.h * p.w;
     // a_t: input channel c0 + t for output channels o0 .. o0 + 3, b_t for o0 + 4 .. o0 + 7.
     var acc: Block8; // zero-initialised
+    var at = row_at(r0);
     for (var row = r0; row < r1; row++) {
-        let n = row / p.ho;
-        let oh = row % p.ho;
+        let n = at.n;
+        let oh = at.oh;
+        at = row_next(at);
         let ih = i32(oh * p.sh + kh) - i32(p.ph);
         if (ih < 0 || ih >= i32(p.h)) { continue; }
         let dyrow = (n * p.o * p.ho + oh) * p.wo;
@@ -500,9 +520,11 @@ fn conv_backward_weight_rows(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     var a1: TapSums;
     var a2: TapSums;
     var a3: TapSums;
+    var at = row_at(r0);
     for (var row = r0; row < r1; row++) {
-        let n = row / p.ho;
-        let oh = row % p.ho;
+        let n = at.n;
+        let oh = at.oh;
+        at = row_next(at);
         let ih = i32(oh * p.sh + kh) - i32(p.ph);
         if (ih < 0 || ih >= i32(p.h)) { continue; }
         let dyrow = n * p.o * dplane + oh * p.wov;

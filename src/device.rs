@@ -38,13 +38,16 @@ impl Shader {
     /// with LLVM at every dispatch whose kernel shrinks enough (a few milliseconds each time: a
     /// 64 x 64 pdist took 3.6 ms, 0.05 ms without), and never inlines storage buffers. The private
     /// copy keeps the values in registers: read straight from storage they would be reloaded after
-    /// every store the compiler cannot prove apart from them.
+    /// every store the compiler cannot prove apart from them. Array fields (`p.shape[d]`) are
+    /// still read from the buffer: indexed by a loop counter, the private copy would be a
+    /// per-invocation array in memory, one gather per read, where the buffer's address is the
+    /// same for every invocation.
     pub fn source_for(&self, class: AdapterClass) -> std::borrow::Cow<'static, str> {
         if class == AdapterClass::Gpu || !self.source.contains(PARAMS_UNIFORM) {
             return self.source.into();
         }
         let decl = "@group(0) @binding(0) var<storage, read> p_in: Params;\nvar<private> p: Params;";
-        let src = self.source.replacen(PARAMS_UNIFORM, decl, 1);
+        let src = array_fields_from_buffer(&self.source.replacen(PARAMS_UNIFORM, decl, 1));
         let mut out = String::with_capacity(src.len() + 1024);
         let mut rest = src.as_str();
         // Every entry point's body opens at the first brace after its attribute.
@@ -57,6 +60,23 @@ impl Shader {
         out.push_str(rest);
         out.into()
     }
+}
+
+/// `p.field[` -> `p_in.field[` wherever `p` is a whole identifier (see [`Shader::source_for`]).
+fn array_fields_from_buffer(src: &str) -> String {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(src.len() + 256);
+    let mut rest = src;
+    while let Some(at) = rest.find("p.") {
+        let whole = rest[..at].chars().next_back().is_none_or(|c| !ident(c));
+        let field: String = rest[at + 2..].chars().take_while(|&c| ident(c)).collect();
+        let indexed = !field.is_empty() && rest[at + 2 + field.len()..].starts_with('[');
+        out.push_str(&rest[..at]);
+        out.push_str(if whole && indexed { "p_in." } else { "p." });
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Declares `static NAME: Shader` from `shaders/<file>.wgsl`.
