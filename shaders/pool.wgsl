@@ -11,6 +11,11 @@
 //   max_pool_forward:  1 x (read), 2 y (write), 3 idx (u32 write)
 //   max_pool_backward: 1 gy (read), 2 idx (u32 read), 3 gx (write)
 //       gx[i] = sum of gy over the windows containing i whose saved argmax is i
+//   max_pool_backward_tiled: the same bindings and result where the windows tile the input
+//       exactly (kernel = stride = (PKH, PKW), no padding, H = Ho PKH, W = Wo PKW): each element
+//       lies in one window, so one invocation per run of RB windows along an output row writes
+//       all their elements: gy where the element is the window's argmax, else 0 (2 loads per
+//       window instead of 2 per element and no window search).
 //   avg_pool_forward:  1 x (read), 2 y (write)
 //   avg_pool_backward: 1 gy (read), 2 gx (write)
 //       gx[i] = scale * sum of gy over the windows containing i
@@ -39,6 +44,8 @@ struct Params {
 }
 
 override RB: u32 = 1u; // elements per invocation, along W
+override PKH: u32 = 2u; // max_pool_backward_tiled: the window (= stride)
+override PKW: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // forward (max and avg)
@@ -170,6 +177,27 @@ fn max_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         }
         mb_gx[run.x * p.w + iw] = acc;
         cols = cols_next(cols);
+    }
+}
+
+@compute @workgroup_size(256)
+fn max_pool_backward_tiled(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let run = run_of(i, p.wo);
+    let ih0 = (run.x % p.ho) * PKH;
+    let plane = (run.x / p.ho) * p.h * p.w;
+    for (var e = 0u; e < run.z; e++) {
+        let o = run.x * p.wo + run.y + e;
+        let g = mb_gy[o];
+        let win = mb_idx[o];
+        let iw0 = (run.y + e) * PKW;
+        for (var dh = 0u; dh < PKH; dh++) {
+            let at = (ih0 + dh) * p.w + iw0;
+            for (var dw = 0u; dw < PKW; dw++) {
+                mb_gx[plane + at + dw] = select(0.0, g, win == at + dw);
+            }
+        }
     }
 }
 

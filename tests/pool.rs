@@ -21,6 +21,11 @@ const CASES: &[Case] = &[
     // Rows longer than one run of 8 elements, a partial last run, overlapping and strided windows.
     ([2, 2, 5, 21], (3, 2), (2, 3), (1, 1)),
     ([1, 2, 4, 19], (2, 5), (1, 1), (1, 2)),
+    // Windows that tile the input exactly (the tiled backward): rows of more than 8 windows,
+    // unequal sides; then kernel = stride with a remainder row and column (the general one).
+    ([2, 3, 6, 20], (2, 2), (2, 2), (0, 0)),
+    ([2, 1, 4, 27], (2, 3), (2, 3), (0, 0)),
+    ([1, 2, 7, 9], (2, 2), (2, 2), (0, 0)),
 ];
 
 /// Distinct values (no ties, gaps far above the finite-difference step), shuffled.

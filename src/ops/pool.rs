@@ -181,6 +181,19 @@ pub fn max_pool2d_backward(
     let dev = gy.device();
     let gx = Tensor::empty(dev, OP, x_shape, DType::F32)?;
     let rb = run_len(dev);
+    if g.k == g.s && g.p == (0, 0) && g.h == g.ho * g.k.0 && g.w == g.wo * g.k.1 {
+        // Windows that tile the input (the CNN's 2 x 2 pools): each element in exactly one.
+        let total = g.n * g.c * g.ho * g.wo.div_ceil(rb);
+        dev.dispatch(
+            &SHADER,
+            "max_pool_backward_tiled",
+            &[("RB", rb as f64), ("PKH", g.k.0 as f64), ("PKW", g.k.1 as f64)],
+            bytemuck::bytes_of(&g.params(total)),
+            &[gy.bind(), idx.bind(), gx.bind()],
+            groups_1d(total, WG),
+        );
+        return Ok(gx);
+    }
     let total = g.n * g.c * g.h * g.w.div_ceil(rb);
     dev.dispatch(
         &SHADER,
