@@ -42,6 +42,8 @@
 // and get weight 0 by select, so padded data is never read. The 8-token kernels (structure_partial8,
 // structure_backward8; 8 x 8 tiles) read the tokens as vec4 rows (st_h4, p.mv vec4s per token,
 // m zero-padded to a multiple of 4 by the host where needed): 16 loads per 4 dims of 64 pairs.
+// structure_backward8 takes its 8 A rows from all samples' tokens as one list (a tile may span
+// two samples, each row with its own Gs), so no tile is mostly past a sample's last token.
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
 //   pdist:              1 z (read), 2 dbar (write)
@@ -57,7 +59,8 @@
 // pdist_coef, structure_reduce, sum_splits, mask_tokens: 256 invocations, one per output element.
 // structure_partial: 64 invocations, one per (upper-triangle pair A <= B, i-tile), the i-tile
 // fastest, so the lanes of a SIMD group share the pair and run the same number of j-tiles;
-// structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest. The grid
+// structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest
+// (structure_backward8: per (split, 8 rows of the flat token list, dim chunk)). The grid
 // folds into y past 65535 groups (flat index gid.x + gid.y * nwg.x * workgroup size).
 // The Gram kernels (end of file) have their own bindings and layout and use workgroup memory.
 
@@ -452,10 +455,10 @@ fn col8(d: D8, u: u32) -> W8 {
         vec4<f32>(d.d4.hi[v], d.d5.hi[v], d.d6.hi[v], d.d7.hi[v]));
 }
 
-// c_u = g w_Bu / d[., u] over the 8 A tokens (0 where w_Bu is 0: padding).
-fn coef8(d: D8, u: u32, gw: f32) -> W8 {
+// c_u = g w_Bu / d[., u] over the 8 A tokens, each row with its own g (0 where w_Bu is 0: padding).
+fn coef8(d: D8, u: u32, g: W8, wu: f32) -> W8 {
     let c = col8(d, u);
-    return W8(gw / c.lo, gw / c.hi);
+    return W8(g.lo * wu / c.lo, g.hi * wu / c.hi);
 }
 
 // v += c_u (h_A - h_Bu) for one dim.
@@ -481,69 +484,115 @@ fn grad_dim(v: W8, ha: H8, hb: H8, c: u32, k: C8) -> W8 {
     return prod8(r, a, hb.hi[3][c], k.c7);
 }
 
-// structure_backward on 8-token tiles of A and B (p.tiles = ceil(n / 8)); MC is a multiple of 4,
-// so a chunk's dims are whole vec4s (those past m are padding, computed and not stored).
+// What structure_backward8 invocation idx computes: split `split` of the samples B (b0 .. b1),
+// dims k0 .. k0 + kc - 1, and 8 consecutive token rows r0 .. r0 + 7 of all samples' padded tokens
+// [N * n] taken as one list, so a tile may hold the last tokens of one sample and the first of the
+// next (with n = 49, 784 tiles for 128 samples where per-sample tiles of 8 need 896).
+struct FlatJob {
+    chunk: u32,
+    split: u32,
+    b0: u32,
+    b1: u32,
+    r0: u32,
+    k0: u32,
+    kc: u32,
+}
+
+fn flat_job(idx: u32) -> FlatJob {
+    let chunk = idx % p.chunks;
+    let rest = idx / p.chunks;
+    let split = rest / p.tiles;
+    let b0 = split * p.bper;
+    let k0 = chunk * MC;
+    return FlatJob(chunk, split, b0, min(p.ns, b0 + p.bper), (rest % p.tiles) * 8u, k0, min(MC, p.m - k0));
+}
+
+// Token row r of the flat list: its sample, its token, and whether it is a real token. Rows past
+// the list or past the sample's count are clamped to a real token (never read as padding).
+struct FlatRow {
+    a: u32,
+    i: u32,
+    valid: bool,
+    row: u32, // vec4 offset of the token row actually read
+}
+
+fn flat_row(r: u32) -> FlatRow {
+    let rows = p.ns * p.nt;
+    let rc = min(r, rows - 1u);
+    let a = rc / p.nt;
+    let i = rc % p.nt;
+    let cnt = st_cnt[a];
+    return FlatRow(a, i, r < rows && i < cnt, (a * p.nt + min(i, cnt - 1u)) * p.mv);
+}
+
+// structure_backward on 8-token tiles (p.tiles = ceil(N n / 8) flat tiles of A's tokens, B's
+// tokens in 8-token tiles of each sample); MC is a multiple of 4, so a chunk's dims are whole
+// vec4s (those past m are padding, computed and not stored).
 @compute @workgroup_size(64)
 fn structure_backward8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg, 64u);
     if (idx >= p.total) { return; }
-    let job = backward_job(idx, 8u);
-    let chunk = job.chunk;
-    let a = job.a;
-    let split = job.split;
-    let b0 = job.b0;
-    let b1 = job.b1;
-    let i0 = job.i0;
-    let k0 = job.k0;
-    let kc = job.kc;
-    let q0 = k0 / 4u;
-    let qc = (kc + 3u) / 4u;
-    let ca = st_cnt[a];
-    // acc[kk]: output dim k0 + kk of the 8 tokens, before the factor w_Ai
+    let job = flat_job(idx);
+    let q0 = job.k0 / 4u;
+    let qc = (job.kc + 3u) / 4u;
+    var rows: array<FlatRow, 8>;
+    for (var t = 0u; t < 8u; t++) { rows[t] = flat_row(job.r0 + t); }
+    let ra = Rows8(vec4<u32>(rows[0].row, rows[1].row, rows[2].row, rows[3].row),
+        vec4<u32>(rows[4].row, rows[5].row, rows[6].row, rows[7].row));
+    // Importances, exactly 0 for rows that are not real tokens.
+    var wa: W8;
+    for (var t = 0u; t < 8u; t++) {
+        let v = select(0.0, st_w[rows[t].a * p.nt + min(rows[t].i, st_cnt[rows[t].a] - 1u)], rows[t].valid);
+        if (t < 4u) { wa.lo[t] = v; } else { wa.hi[t - 4u] = v; }
+    }
+    let al = vec4<u32>(rows[0].a, rows[1].a, rows[2].a, rows[3].a);
+    let ah = vec4<u32>(rows[4].a, rows[5].a, rows[6].a, rows[7].a);
+    // acc[kk]: output dim k0 + kk of the 8 rows, before the factor w_Ai
     var acc: array<W8, MC>;
     var accw = W8(vec4<f32>(0.0), vec4<f32>(0.0));
-    var wa = W8(vec4<f32>(0.0), vec4<f32>(0.0));
-    if (i0 < ca) {
-        let ra = tile_rows8(a, i0, ca);
-        wa = tile_weights8(a, i0, ca);
-        for (var b = b0; b < b1; b++) {
-            let g = sb_g[a * p.ns + b] + sb_g[b * p.ns + a];
-            let cb = st_cnt[b];
-            for (var j0 = 0u; j0 < cb; j0 += 8u) {
-                let rb = tile_rows8(b, j0, cb);
-                let wb = tile_weights8(b, j0, cb);
-                let d = tile_dist8(ra, rb);
-                accw = W8(fma(vec4<f32>(g), vec4<f32>(wdot(d.d0, wb), wdot(d.d1, wb), wdot(d.d2, wb), wdot(d.d3, wb)), accw.lo),
-                    fma(vec4<f32>(g), vec4<f32>(wdot(d.d4, wb), wdot(d.d5, wb), wdot(d.d6, wb), wdot(d.d7, wb)), accw.hi));
-                let k = C8(coef8(d, 0u, g * wb.lo.x), coef8(d, 1u, g * wb.lo.y), coef8(d, 2u, g * wb.lo.z),
-                    coef8(d, 3u, g * wb.lo.w), coef8(d, 4u, g * wb.hi.x), coef8(d, 5u, g * wb.hi.y),
-                    coef8(d, 6u, g * wb.hi.z), coef8(d, 7u, g * wb.hi.w));
-                for (var qq = 0u; qq < qc; qq++) {
-                    let ha = dims8(load_h8(ra, q0 + qq));
-                    let hb = load_h8(rb, q0 + qq);
-                    let kk = 4u * qq;
-                    acc[kk] = grad_dim(acc[kk], ha, hb, 0u, k);
-                    acc[kk + 1u] = grad_dim(acc[kk + 1u], ha, hb, 1u, k);
-                    acc[kk + 2u] = grad_dim(acc[kk + 2u], ha, hb, 2u, k);
-                    acc[kk + 3u] = grad_dim(acc[kk + 3u], ha, hb, 3u, k);
-                }
+    for (var b = job.b0; b < job.b1; b++) {
+        // Gs[A, B] = G[A, B] + G[B, A] for each row's sample A.
+        let g = W8(
+            vec4<f32>(sb_g[al.x * p.ns + b] + sb_g[b * p.ns + al.x], sb_g[al.y * p.ns + b] + sb_g[b * p.ns + al.y],
+                sb_g[al.z * p.ns + b] + sb_g[b * p.ns + al.z], sb_g[al.w * p.ns + b] + sb_g[b * p.ns + al.w]),
+            vec4<f32>(sb_g[ah.x * p.ns + b] + sb_g[b * p.ns + ah.x], sb_g[ah.y * p.ns + b] + sb_g[b * p.ns + ah.y],
+                sb_g[ah.z * p.ns + b] + sb_g[b * p.ns + ah.z], sb_g[ah.w * p.ns + b] + sb_g[b * p.ns + ah.w]));
+        let cb = st_cnt[b];
+        for (var j0 = 0u; j0 < cb; j0 += 8u) {
+            let rb = tile_rows8(b, j0, cb);
+            let wb = tile_weights8(b, j0, cb);
+            let d = tile_dist8(ra, rb);
+            accw = W8(fma(g.lo, vec4<f32>(wdot(d.d0, wb), wdot(d.d1, wb), wdot(d.d2, wb), wdot(d.d3, wb)), accw.lo),
+                fma(g.hi, vec4<f32>(wdot(d.d4, wb), wdot(d.d5, wb), wdot(d.d6, wb), wdot(d.d7, wb)), accw.hi));
+            let k = C8(coef8(d, 0u, g, wb.lo.x), coef8(d, 1u, g, wb.lo.y), coef8(d, 2u, g, wb.lo.z),
+                coef8(d, 3u, g, wb.lo.w), coef8(d, 4u, g, wb.hi.x), coef8(d, 5u, g, wb.hi.y),
+                coef8(d, 6u, g, wb.hi.z), coef8(d, 7u, g, wb.hi.w));
+            for (var qq = 0u; qq < qc; qq++) {
+                let ha = dims8(load_h8(ra, q0 + qq));
+                let hb = load_h8(rb, q0 + qq);
+                let kk = 4u * qq;
+                acc[kk] = grad_dim(acc[kk], ha, hb, 0u, k);
+                acc[kk + 1u] = grad_dim(acc[kk + 1u], ha, hb, 1u, k);
+                acc[kk + 2u] = grad_dim(acc[kk + 2u], ha, hb, 2u, k);
+                acc[kk + 3u] = grad_dim(acc[kk + 3u], ha, hb, 3u, k);
             }
         }
     }
-    // Padded tokens (weight 0 by select) get exactly 0; tile rows past n are not ours to write.
+    // Rows that are not real tokens (weight 0 by select) get exactly 0; rows past the list are
+    // not ours to write.
+    let rows_all = p.ns * p.nt;
     for (var t = 0u; t < 8u; t++) {
-        let i = i0 + t;
-        if (i < p.nt) {
-            let valid = i < ca;
-            let row = ((split * p.ns + a) * p.nt + i) * p.m + k0;
+        let r = job.r0 + t;
+        if (r < rows_all) {
             let q = t % 4u;
             let w_t = select(wa.hi[q], wa.lo[q], t < 4u);
-            for (var kk = 0u; kk < kc; kk++) {
+            let at = (job.split * rows_all + r) * p.m + job.k0;
+            for (var kk = 0u; kk < job.kc; kk++) {
                 let v = select(acc[kk].hi[q], acc[kk].lo[q], t < 4u);
-                sb_dh[row + kk] = select(0.0, w_t * v, valid);
+                sb_dh[at + kk] = select(0.0, w_t * v, rows[t].valid);
             }
-            if (chunk == 0u) {
-                sb_dw[(split * p.ns + a) * p.nt + i] = select(0.0, select(accw.hi[q], accw.lo[q], t < 4u), valid);
+            if (job.chunk == 0u) {
+                sb_dw[job.split * rows_all + r] = select(0.0, select(accw.hi[q], accw.lo[q], t < 4u), rows[t].valid);
             }
         }
     }

@@ -448,12 +448,21 @@ pub fn structure_backward_with(
     let dev = h.device();
     // Registers: one invocation per (split, A, 4 tokens, 32 dims); Gram: one workgroup per
     // (split, A, 64 tokens, 64 dims), folded as a 1-wide grid.
-    let (entry, tiles, chunks, wg_size) = match kernel {
-        StructureKernel::Registers => ("structure_backward", t.div_ceil(4), m.div_ceil(MC), WG_STRUCT),
-        StructureKernel::Registers8 => ("structure_backward8", t.div_ceil(8), m.div_ceil(MC), WG_STRUCT),
-        StructureKernel::Gram => ("structure_backward_gram", t.div_ceil(GRAM_TILE), m.div_ceil(GRAM_TILE), 1),
+    // Registers8: one invocation per (split, 8 rows of the flat [N * n] token list, 32 dims).
+    let (entry, tiles, per_split, chunks, wg_size) = match kernel {
+        StructureKernel::Registers => {
+            ("structure_backward", t.div_ceil(4), n * t.div_ceil(4), m.div_ceil(MC), WG_STRUCT)
+        }
+        StructureKernel::Registers8 => {
+            let tiles = (n * t).div_ceil(8);
+            ("structure_backward8", tiles, tiles, m.div_ceil(MC), WG_STRUCT)
+        }
+        StructureKernel::Gram => {
+            let tiles = t.div_ceil(GRAM_TILE);
+            ("structure_backward_gram", tiles, n * tiles, m.div_ceil(GRAM_TILE), 1)
+        }
     };
-    let total = splits * n * tiles * chunks;
+    let total = splits * per_split * chunks;
     if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
         return Err(Error::shape(
             OP,
