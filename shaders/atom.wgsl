@@ -76,7 +76,7 @@ struct Params {
     splits: u32, // structure_backward, sum_splits: number of splits of the samples B
     bper: u32,   // structure_backward: samples B per split
     mv: u32,     // the 8-token kernels: vec4s per token row (m rounded up to 4, zero-padded)
-    _pad1: u32,
+    flatb: u32,  // structure_backward8: 1 = B's tokens as one flat list too (every sample full, n >= 8)
 }
 
 override NORM: u32 = 0u;
@@ -525,6 +525,27 @@ fn flat_row(r: u32) -> FlatRow {
     return FlatRow(a, i, r < rows && i < cnt, (a * p.nt + min(i, cnt - 1u)) * p.mv);
 }
 
+const NONE: u32 = 0xffffffffu;
+
+// Gs[A, b] = G[A, b] + G[b, A] for the samples A of 8 rows (al: rows 0..3, ah: rows 4..7).
+fn gs_rows(al: vec4<u32>, ah: vec4<u32>, b: u32) -> W8 {
+    return W8(
+        vec4<f32>(sb_g[al.x * p.ns + b] + sb_g[b * p.ns + al.x], sb_g[al.y * p.ns + b] + sb_g[b * p.ns + al.y],
+            sb_g[al.z * p.ns + b] + sb_g[b * p.ns + al.z], sb_g[al.w * p.ns + b] + sb_g[b * p.ns + al.w]),
+        vec4<f32>(sb_g[ah.x * p.ns + b] + sb_g[b * p.ns + ah.x], sb_g[ah.y * p.ns + b] + sb_g[b * p.ns + ah.y],
+            sb_g[ah.z * p.ns + b] + sb_g[b * p.ns + ah.z], sb_g[ah.w * p.ns + b] + sb_g[b * p.ns + ah.w]));
+}
+
+fn pick_g(ga: W8, gb: W8, first: bool) -> W8 {
+    return W8(select(gb.lo, ga.lo, first), select(gb.hi, ga.hi, first));
+}
+
+// Each row's weighted sum of its distances: sum_u d[t][u] w_u for rows t = 0..7.
+fn wdots(d: D8, w: W8) -> W8 {
+    return W8(vec4<f32>(wdot(d.d0, w), wdot(d.d1, w), wdot(d.d2, w), wdot(d.d3, w)),
+        vec4<f32>(wdot(d.d4, w), wdot(d.d5, w), wdot(d.d6, w), wdot(d.d7, w)));
+}
+
 // structure_backward on 8-token tiles (p.tiles = ceil(N n / 8) flat tiles of A's tokens, B's
 // tokens in 8-token tiles of each sample); MC is a multiple of 4, so a chunk's dims are whole
 // vec4s (those past m are padding, computed and not stored).
@@ -550,32 +571,72 @@ fn structure_backward8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     // acc[kk]: output dim k0 + kk of the 8 rows, before the factor w_Ai
     var acc: array<W8, MC>;
     var accw = W8(vec4<f32>(0.0), vec4<f32>(0.0));
-    for (var b = job.b0; b < job.b1; b++) {
-        // Gs[A, B] = G[A, B] + G[B, A] for each row's sample A.
-        let g = W8(
-            vec4<f32>(sb_g[al.x * p.ns + b] + sb_g[b * p.ns + al.x], sb_g[al.y * p.ns + b] + sb_g[b * p.ns + al.y],
-                sb_g[al.z * p.ns + b] + sb_g[b * p.ns + al.z], sb_g[al.w * p.ns + b] + sb_g[b * p.ns + al.w]),
-            vec4<f32>(sb_g[ah.x * p.ns + b] + sb_g[b * p.ns + ah.x], sb_g[ah.y * p.ns + b] + sb_g[b * p.ns + ah.y],
-                sb_g[ah.z * p.ns + b] + sb_g[b * p.ns + ah.z], sb_g[ah.w * p.ns + b] + sb_g[b * p.ns + ah.w]));
-        let cb = st_cnt[b];
-        for (var j0 = 0u; j0 < cb; j0 += 8u) {
-            let rb = tile_rows8(b, j0, cb);
-            let wb = tile_weights8(b, j0, cb);
-            let d = tile_dist8(ra, rb);
-            accw = W8(fma(g.lo, vec4<f32>(wdot(d.d0, wb), wdot(d.d1, wb), wdot(d.d2, wb), wdot(d.d3, wb)), accw.lo),
-                fma(g.hi, vec4<f32>(wdot(d.d4, wb), wdot(d.d5, wb), wdot(d.d6, wb), wdot(d.d7, wb)), accw.hi));
-            let k = C8(coef8(d, 0u, g, wb.lo.x), coef8(d, 1u, g, wb.lo.y), coef8(d, 2u, g, wb.lo.z),
-                coef8(d, 3u, g, wb.lo.w), coef8(d, 4u, g, wb.hi.x), coef8(d, 5u, g, wb.hi.y),
-                coef8(d, 6u, g, wb.hi.z), coef8(d, 7u, g, wb.hi.w));
-            for (var qq = 0u; qq < qc; qq++) {
-                let ha = dims8(load_h8(ra, q0 + qq));
-                let hb = load_h8(rb, q0 + qq);
-                let kk = 4u * qq;
-                acc[kk] = grad_dim(acc[kk], ha, hb, 0u, k);
-                acc[kk + 1u] = grad_dim(acc[kk + 1u], ha, hb, 1u, k);
-                acc[kk + 2u] = grad_dim(acc[kk + 2u], ha, hb, 2u, k);
-                acc[kk + 3u] = grad_dim(acc[kk + 3u], ha, hb, 3u, k);
+    // B's tokens in 8-token tiles: per sample (j0 .. j0 + 7 of sample b), or with p.flatb as one
+    // flat list from sample b0's first token to b1's last (a tile spans at most two samples: the
+    // columns from `second` on belong to sample bf + 1 and take its Gs).
+    var b = job.b0;
+    var j0 = 0u;
+    var gs_at = NONE; // the sample ga holds
+    var ga: W8;
+    var gb: W8;
+    let c_end = job.b1 * p.nt;
+    var c0 = job.b0 * p.nt;
+    loop {
+        var rb: Rows8;
+        var wb: W8;
+        var bf: u32;
+        var second = 8u;
+        if (p.flatb == 1u) {
+            if (c0 >= c_end) { break; }
+            let cl = c_end - 1u;
+            let cols = Rows8(vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u), vec4<u32>(c0 + 4u, c0 + 5u, c0 + 6u, c0 + 7u));
+            rb = Rows8(min(cols.lo, vec4<u32>(cl)) * p.mv, min(cols.hi, vec4<u32>(cl)) * p.mv);
+            wb = W8(select(vec4<f32>(0.0), vec4<f32>(st_w[min(c0, cl)], st_w[min(c0 + 1u, cl)], st_w[min(c0 + 2u, cl)],
+                    st_w[min(c0 + 3u, cl)]), cols.lo < vec4<u32>(c_end)),
+                select(vec4<f32>(0.0), vec4<f32>(st_w[min(c0 + 4u, cl)], st_w[min(c0 + 5u, cl)], st_w[min(c0 + 6u, cl)],
+                    st_w[min(c0 + 7u, cl)]), cols.hi < vec4<u32>(c_end)));
+            bf = c0 / p.nt;
+            second = (bf + 1u) * p.nt - c0;
+            c0 += 8u;
+        } else {
+            if (b >= job.b1) { break; }
+            let cb = st_cnt[b];
+            rb = tile_rows8(b, j0, cb);
+            wb = tile_weights8(b, j0, cb);
+            bf = b;
+            j0 += 8u;
+            if (j0 >= cb) {
+                b += 1u;
+                j0 = 0u;
             }
+        }
+        // Gs[A, B] = G[A, B] + G[B, A] for each row's sample A: ga for sample bf, gb for bf + 1,
+        // loaded when bf moves (gb becomes ga when it moves by one).
+        if (bf != gs_at) {
+            if (gs_at != NONE && bf == gs_at + 1u) { ga = gb; } else { ga = gs_rows(al, ah, bf); }
+            gb = gs_rows(al, ah, min(bf + 1u, p.ns - 1u));
+            gs_at = bf;
+        }
+        let in_b = W8(select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(second)),
+            select(vec4<f32>(0.0), vec4<f32>(1.0), vec4<u32>(4u, 5u, 6u, 7u) >= vec4<u32>(second)));
+        let wbb = W8(wb.lo * in_b.lo, wb.hi * in_b.hi);
+        let wba = W8(wb.lo - wbb.lo, wb.hi - wbb.hi);
+        let d = tile_dist8(ra, rb);
+        let da = wdots(d, wba);
+        let db = wdots(d, wbb);
+        accw = W8(fma(ga.lo, da.lo, fma(gb.lo, db.lo, accw.lo)), fma(ga.hi, da.hi, fma(gb.hi, db.hi, accw.hi)));
+        let k = C8(coef8(d, 0u, pick_g(ga, gb, 0u < second), wb.lo.x), coef8(d, 1u, pick_g(ga, gb, 1u < second), wb.lo.y),
+            coef8(d, 2u, pick_g(ga, gb, 2u < second), wb.lo.z), coef8(d, 3u, pick_g(ga, gb, 3u < second), wb.lo.w),
+            coef8(d, 4u, pick_g(ga, gb, 4u < second), wb.hi.x), coef8(d, 5u, pick_g(ga, gb, 5u < second), wb.hi.y),
+            coef8(d, 6u, pick_g(ga, gb, 6u < second), wb.hi.z), coef8(d, 7u, pick_g(ga, gb, 7u < second), wb.hi.w));
+        for (var qq = 0u; qq < qc; qq++) {
+            let ha = dims8(load_h8(ra, q0 + qq));
+            let hb = load_h8(rb, q0 + qq);
+            let kk = 4u * qq;
+            acc[kk] = grad_dim(acc[kk], ha, hb, 0u, k);
+            acc[kk + 1u] = grad_dim(acc[kk + 1u], ha, hb, 1u, k);
+            acc[kk + 2u] = grad_dim(acc[kk + 2u], ha, hb, 2u, k);
+            acc[kk + 3u] = grad_dim(acc[kk + 3u], ha, hb, 3u, k);
         }
     }
     // Rows that are not real tokens (weight 0 by select) get exactly 0; rows past the list are

@@ -156,6 +156,34 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
     }
 }
 
+/// Every sample full (no padding) and n >= 8: the 8-token backward takes B's tokens as one flat
+/// list too, tiles spanning two samples (n not a multiple of 8) and splits ending mid-tile.
+#[test]
+fn structure_backward_on_full_samples_matches_reference() {
+    let dev = device();
+    let mut rng = Rng::new(5);
+    let eps = 1e-3;
+    for (ns, n, m) in [(3usize, 9usize, 70usize), (4, 17, 8), (5, 12, 36), (2, 8, 5), (6, 13, 33), (3, 49, 4)] {
+        let mut b = batch(&mut rng, ns, n, m, 1, 0.0);
+        b.counts = vec![n; ns];
+        b.h = rng.vec(ns * n * m, -1.0, 1.0);
+        b.w = rng.vec(ns * n, 0.05, 0.95);
+        let g = rng.vec(ns * ns, -1.0, 1.0);
+        let gt = upload(&dev, &g, &[ns, ns]);
+        let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, eps);
+        let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
+        let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
+        for splits in [1, 2, 3, ns, ns + 4] {
+            let (dh, dw) =
+                kern::structure_backward_with(StructureKernel::Registers8, splits, &ht, &wt, &mask, &gt, eps as f32)
+                    .unwrap();
+            let what = format!("full N {ns} n {n} m {m}, {splits} splits");
+            assert_close(&format!("{what} dh"), &dh.to_vec().unwrap(), &rh, 1e-4, 1e-4);
+            assert_close(&format!("{what} dw"), &dw.to_vec().unwrap(), &rw, 1e-4, 1e-4);
+        }
+    }
+}
+
 /// The Gram kernels' precision where the Gram form cancels: a near-duplicate sample (tokens
 /// 1e-4 apart), exact duplicates, the A == B diagonal with a nonzero gradient weight, and features
 /// sharing a large offset. Both kernels against the f64 reference at the usual tolerances.

@@ -34,7 +34,8 @@ struct Params {
     splits: u32,
     bper: u32,
     mv: u32,
-    _pad: u32,
+    /// structure_backward8: B's tokens as one flat list (every sample full and n >= 8).
+    flatb: u32,
 }
 
 impl Params {
@@ -51,7 +52,7 @@ impl Params {
             splits: 1,
             bper: 0,
             mv: 0,
-            _pad: 0,
+            flatb: 0,
         }
     }
 }
@@ -481,6 +482,10 @@ pub fn structure_backward_with(
         total: total as u32,
         splits: splits as u32,
         bper: bper as u32,
+        // With every sample full, B's tiles need not stop at a sample's end either (n = 49: 7
+        // tiles of 8 per sample hold 56 tokens); variable counts keep per-sample tiles, which
+        // skip the padding.
+        flatb: (t >= 8 && mask.counts.iter().all(|&c| c == t)) as u32,
         ..Params::new()
     };
     let q = gram_norms(kernel, h, mask, n, t, m)?;
