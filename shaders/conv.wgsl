@@ -370,22 +370,26 @@ fn row_next(a: RowAt) -> RowAt {
     return RowAt(a.n, a.oh + 1u);
 }
 
+// (split, first output channel, first input channel) of weight-gradient block b = (s * oblocks
+// + ob) * cblocks + cb: OB x CB channels, the blocks of a split in order.
+fn weight_block(b: u32) -> vec3<u32> {
+    let oblocks = (p.o + OB - 1u) / OB;
+    let cblocks = (p.c + CB - 1u) / CB;
+    return vec3<u32>(b / cblocks / oblocks, ((b / cblocks) % oblocks) * OB, (b % cblocks) * CB);
+}
+
 @compute @workgroup_size(256)
 fn conv_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
     // i = ((s * oblocks + ob) * cblocks + cb) * kk + tap: taps vary fastest, so neighbouring
     // lanes read the same dy rows and neighbouring x values.
-    let oblocks = (p.o + OB - 1u) / OB;
-    let cblocks = (p.c + CB - 1u) / CB;
     let kw = i % p.kw;
-    var r = i / p.kw;
-    let kh = r % p.kh;
-    r = r / p.kh;
-    let c0 = (r % cblocks) * CB;
-    r = r / cblocks;
-    let o0 = (r % oblocks) * OB;
-    let s = r / oblocks;
+    let kh = (i / p.kw) % p.kh;
+    let blk = weight_block(i / (p.kw * p.kh));
+    let s = blk.x;
+    let o0 = blk.y;
+    let c0 = blk.z;
     // Channels of a partial block are clamped into range (their sums are not stored).
     let ol = p.o - 1u;
     let cl = p.c - 1u;
@@ -500,14 +504,11 @@ fn conv_backward_weight_rows(@builtin(global_invocation_id) gid: vec3<u32>, @bui
     let i = flat(gid, nwg);
     if (i >= p.total) { return; }
     // i = ((s * oblocks + ob) * cblocks + cb) * kh + kh.
-    let oblocks = (p.o + OB - 1u) / OB;
-    let cblocks = (p.c + CB - 1u) / CB;
     let kh = i % p.kh;
-    var r = i / p.kh;
-    let c0 = (r % cblocks) * CB;
-    r = r / cblocks;
-    let o0 = (r % oblocks) * OB;
-    let s = r / oblocks;
+    let blk = weight_block(i / p.kh);
+    let s = blk.x;
+    let o0 = blk.y;
+    let c0 = blk.z;
     let rows = p.n * p.ho;
     let r0 = s * p.chunk;
     let r1 = min(r0 + p.chunk, rows);

@@ -1,13 +1,19 @@
 //! Every `.wgsl` file in `shaders/` parses, validates and translates with naga to SPIR-V (what
 //! wgpu runs on Vulkan), and each of its entry points to MSL and HLSL (Metal, DX12).
 
-#[test]
-fn every_shader_validates_with_naga() {
+/// Every `.wgsl` file under `shaders/`, sorted.
+fn wgsl_files() -> Vec<std::path::PathBuf> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "wgsl"));
     files.sort();
-    assert!(!files.is_empty(), "no shaders found in {}", dir.display());
+    files
+}
+
+#[test]
+fn every_shader_validates_with_naga() {
+    let files = wgsl_files();
+    assert!(!files.is_empty(), "no shaders found in shaders/");
     let mut failures = Vec::new();
     for path in &files {
         let src = std::fs::read_to_string(path).unwrap();
@@ -67,10 +73,7 @@ fn every_shader_validates_with_naga() {
 /// 16x16 f16 matrices, which Metal's 8x8 simdgroup matrices are not) and is skipped.
 #[test]
 fn every_kernel_translates_to_msl_and_hlsl() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.retain(|p| p.extension().is_some_and(|e| e == "wgsl"));
-    files.sort();
+    let files = wgsl_files();
     let mut failures = Vec::new();
     let mut translated = 0;
     for path in &files {
@@ -118,10 +121,7 @@ fn every_kernel_translates_to_msl_and_hlsl() {
 #[test]
 fn every_shader_validates_in_its_cpu_form() {
     use atomgrad::device::{AdapterClass, Shader, PARAMS_UNIFORM};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.retain(|p| p.extension().is_some_and(|e| e == "wgsl"));
-    files.sort();
+    let files = wgsl_files();
     let mut failures = Vec::new();
     for path in &files {
         let source: &'static str = Box::leak(std::fs::read_to_string(path).unwrap().into_boxed_str());
