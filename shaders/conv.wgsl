@@ -42,11 +42,12 @@
 // Workgroup: 256 x 1 x 1, no barriers and no shared memory (lavapipe runs barrier-free
 // register-blocked kernels fastest); the grid folds into y past 65535 groups, so the flat index
 // is gid.x + gid.y * nwg.x * 256.
-// Override constants, each 1..8: OB output channels (conv_forward, conv_backward_weight), PB
+// Override constants, each 1..8: OB output channels (conv_forward, both weight gradients), PB
 // pixels along W (conv_forward, conv_backward_input), CB input channels (conv_backward_input,
-// conv_backward_weight) per invocation; KW, SW: the kernel width and stride along W
-// (conv_forward, conv_backward_input). Each kernel keeps up to 8 x 8 sums in 16 named vec4s
-// (blocks of 4 and under leave half of them unused; the compiler drops them).
+// conv_backward_weight; 1..4 in conv_backward_weight_rows) per invocation; KW, SW: the kernel
+// width and stride along W (conv_forward, conv_backward_input, conv_backward_weight_rows). Each
+// kernel keeps up to 8 x 8 sums in 16 named vec4s (blocks of 4 and under leave half of them
+// unused; the compiler drops them); the rows kernel up to 8 x 4 x KW.
 
 struct Params {
     n: u32,
