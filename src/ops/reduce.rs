@@ -4,7 +4,7 @@
 //! output chunk with a shared-memory tree, then a second pass over the chunks.
 
 use crate::autodiff::Var;
-use crate::device::{groups_1d, WG};
+use crate::device::{groups_1d, AdapterClass, WG};
 use crate::error::{Error, Result};
 use crate::ops::layout::broadcast_to;
 use crate::tensor::{DType, Tensor};
@@ -34,6 +34,10 @@ pub enum Reduce {
 
 /// Outputs at or above this count use one invocation per output.
 const ROWS_MIN_OUTPUTS: usize = 512;
+/// On CPU adapters axes up to this long also use one invocation per output: the tree pass's
+/// workgroup barriers cost lavapipe about 0.5 ms per dispatch (the synthetic task's bias
+/// gradients over 512 rows), a loop over a few thousand elements microseconds.
+const CPU_ROWS_MAX_LEN: usize = 4096;
 /// Axis elements per workgroup of the tree pass.
 const TREE_CHUNK: usize = 256 * 64;
 
@@ -74,7 +78,8 @@ pub fn reduce(x: &Tensor, axis: usize, op: Reduce, keepdim: bool) -> Result<Tens
     let outputs = outer * inner;
     let y = Tensor::empty(dev, "reduce", &out_shape(x.shape(), axis, keepdim), DType::F32)?;
     let constants = [("OP", code(op))];
-    if outputs >= ROWS_MIN_OUTPUTS || len <= 256 {
+    let cpu_rows = dev.class() == AdapterClass::Cpu && len <= CPU_ROWS_MAX_LEN;
+    if outputs >= ROWS_MIN_OUTPUTS || len <= 256 || cpu_rows {
         let p = Params {
             outer: outer as u32,
             len: len as u32,
