@@ -11,6 +11,8 @@
 //   max_pool_forward:  1 x (read), 2 y (write), 3 idx (u32 write)
 //   max_pool_backward: 1 gy (read), 2 idx (u32 read), 3 gx (write)
 //       gx[i] = sum of gy over the windows containing i whose saved argmax is i
+//   max_pool_forward_inside: max_pool_forward's bindings and result where no window leaves the
+//       input (no padding): kernel PKH x PKW as constants, no bounds checks.
 //   max_pool_backward_tiled: the same bindings and result where the windows tile the input
 //       exactly (kernel = stride = (PKH, PKW), no padding, H = Ho PKH, W = Wo PKW): each element
 //       lies in one window, so one invocation per run of RB windows along an output row writes
@@ -44,7 +46,7 @@ struct Params {
 }
 
 override RB: u32 = 1u; // elements per invocation, along W
-override PKH: u32 = 2u; // max_pool_backward_tiled: the window (= stride)
+override PKH: u32 = 2u; // max_pool_forward_inside, max_pool_backward_tiled: the window
 override PKW: u32 = 2u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -108,6 +110,35 @@ fn max_pool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
                     best = v;
                     arg = at;
                     found = true;
+                }
+            }
+        }
+        let o = run.x * p.wo + ow;
+        y[o] = best;
+        idx_out[o] = arg;
+    }
+}
+
+@compute @workgroup_size(256)
+fn max_pool_forward_inside(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    if (i >= p.total) { return; }
+    let run = run_of(i, p.wo);
+    let ih0 = (run.x % p.ho) * p.sh;
+    let plane = (run.x / p.ho) * p.h * p.w;
+    for (var e = 0u; e < run.z; e++) {
+        let ow = run.y + e;
+        let first = ih0 * p.w + ow * p.sw;
+        // The first largest element, row-major in the window (as max_pool_forward).
+        var best = x[plane + first];
+        var arg = first;
+        for (var kh = 0u; kh < PKH; kh++) {
+            for (var kw = 0u; kw < PKW; kw++) {
+                let at = first + kh * p.w + kw;
+                let v = x[plane + at];
+                if (v > best) {
+                    best = v;
+                    arg = at;
                 }
             }
         }
