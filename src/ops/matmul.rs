@@ -53,7 +53,7 @@ pub enum Variant {
 
 impl Variant {
     /// The kernel for a `batch x m x n` result on this adapter class; `vec4` says whether the
-    /// product is large enough for the vec4 8 x 8 core and its rows allow it. On GPUs the 128-tile core
+    /// 8 x 8 core can take its vec4 form ([`vec4_form`]). On GPUs the 128-tile core
     /// once both result dims fill a tile and there are at least 64 such tiles (on an H200 it
     /// beat the 64-tile core at every square size measured, 256 to 4096, already with 64 tiles
     /// at 1024: 16.0 vs 10.8 TFLOP/s; 21.9 vs 11.5 at 4096, docs/PERFORMANCE.md); otherwise the

@@ -150,22 +150,14 @@ pub fn max_pool2d(
     let idx = Tensor::empty(dev, OP, &g.out_shape(), DType::U32)?;
     let rb = run_len(dev);
     let total = g.n * g.c * g.ho * g.wo.div_ceil(rb);
-    if g.p == (0, 0) {
-        // No window leaves the input: the kernel size as constants, no bounds checks.
-        dev.dispatch(
-            &SHADER,
-            "max_pool_forward_inside",
-            &[("RB", rb as f64), ("PKH", g.k.0 as f64), ("PKW", g.k.1 as f64)],
-            bytemuck::bytes_of(&g.params(total)),
-            &[x.bind(), y.bind(), idx.bind()],
-            groups_1d(total, WG),
-        );
-        return Ok((y, idx));
-    }
+    // Without padding no window leaves the input: the kernel size as constants, no bounds checks.
+    let window = [("RB", rb as f64), ("PKH", g.k.0 as f64), ("PKW", g.k.1 as f64)];
+    let (entry, constants) =
+        if g.p == (0, 0) { ("max_pool_forward_inside", &window[..]) } else { ("max_pool_forward", &window[..1]) };
     dev.dispatch(
         &SHADER,
-        "max_pool_forward",
-        &[("RB", rb as f64)],
+        entry,
+        constants,
         bytemuck::bytes_of(&g.params(total)),
         &[x.bind(), y.bind(), idx.bind()],
         groups_1d(total, WG),
@@ -193,24 +185,19 @@ pub fn max_pool2d_backward(
     let dev = gy.device();
     let gx = Tensor::empty(dev, OP, x_shape, DType::F32)?;
     let rb = run_len(dev);
-    if g.k == g.s && g.p == (0, 0) && g.h == g.ho * g.k.0 && g.w == g.wo * g.k.1 {
-        // Windows that tile the input (the CNN's 2 x 2 pools): each element in exactly one.
-        let total = g.n * g.c * g.ho * g.wo.div_ceil(rb);
-        dev.dispatch(
-            &SHADER,
-            "max_pool_backward_tiled",
-            &[("RB", rb as f64), ("PKH", g.k.0 as f64), ("PKW", g.k.1 as f64)],
-            bytemuck::bytes_of(&g.params(total)),
-            &[gy.bind(), idx.bind(), gx.bind()],
-            groups_1d(total, WG),
-        );
-        return Ok(gx);
-    }
-    let total = g.n * g.c * g.h * g.w.div_ceil(rb);
+    // Windows that tile the input (the CNN's 2 x 2 pools) hold each element exactly once: one
+    // invocation per run of windows; otherwise one per run of input elements.
+    let window = [("RB", rb as f64), ("PKH", g.k.0 as f64), ("PKW", g.k.1 as f64)];
+    let tiled = g.k == g.s && g.p == (0, 0) && g.h == g.ho * g.k.0 && g.w == g.wo * g.k.1;
+    let (entry, constants, total) = if tiled {
+        ("max_pool_backward_tiled", &window[..], g.n * g.c * g.ho * g.wo.div_ceil(rb))
+    } else {
+        ("max_pool_backward", &window[..1], g.n * g.c * g.h * g.w.div_ceil(rb))
+    };
     dev.dispatch(
         &SHADER,
-        "max_pool_backward",
-        &[("RB", rb as f64)],
+        entry,
+        constants,
         bytemuck::bytes_of(&g.params(total)),
         &[gy.bind(), idx.bind(), gx.bind()],
         groups_1d(total, WG),

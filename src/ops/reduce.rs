@@ -1,7 +1,8 @@
 //! Reductions over one axis (`shaders/reduce.wgsl`): sum, mean, sum of squares, max, argmax,
-//! and `sum_to` (summing a broadcast gradient back to an operand's shape). Many outputs: one
-//! invocation per output loops over the axis; few outputs over a long axis: one workgroup per
-//! output chunk with a shared-memory tree, then a second pass over the chunks.
+//! and `sum_to` (summing a broadcast gradient back to an operand's shape). Many outputs (on CPU
+//! adapters also any axis up to 4,096 long): one invocation per output loops over the axis; few
+//! outputs over a long axis: one workgroup per output chunk with a shared-memory tree, then a
+//! second pass over the chunks.
 
 use crate::autodiff::Var;
 use crate::device::{groups_1d, AdapterClass, WG};
