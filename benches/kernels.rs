@@ -17,7 +17,7 @@ use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentL
 use atomgrad::experiments::gan::{FashionGan, FashionGanConfig};
 use atomgrad::experiments::Method;
 use atomgrad::ops::atom::StructureKernel;
-use atomgrad::ops::{batchnorm, conv, elementwise, layernorm, matmul, peak, pool, reduce, softmax};
+use atomgrad::ops::{batchnorm, conv, elementwise, layernorm, layout, matmul, peak, pool, reduce, softmax};
 use atomgrad::optim::{Adam, AdamConfig, Optimizer};
 use atomgrad::rng::Rng;
 use atomgrad::train::Learner;
@@ -260,6 +260,30 @@ fn main() {
     b.bytes(&format!("elementwise/add-broadcast [{rows},1024]+[1024]"), 8.0 * n as f64, || {
         drop(elementwise::binary(&xm, &bias, elementwise::Binary::Add).unwrap())
     });
+    // A per-channel scale over [N, C, H, W] with odd H, W: the scalar kernel's index walk.
+    let (c, hw) = (if gpu { 64 } else { 16 }, 63);
+    let xc = layout::slice(&x, 0, 0, n / (c * hw * hw) * c * hw * hw)
+        .unwrap()
+        .reshape(&[n / (c * hw * hw), c, hw, hw])
+        .unwrap();
+    let scale = rand(&dev, &mut rng, &[c, 1, 1]);
+    let shape = format!("{:?}", xc.shape()).replace(' ', "");
+    b.bytes(&format!("elementwise/mul-broadcast {shape}*[{c},1,1]"), 8.0 * xc.numel() as f64, || {
+        drop(elementwise::binary(&xc, &scale, elementwise::Binary::Mul).unwrap())
+    });
+
+    // Layout: strided copies, 4 bytes read + 4 written per element. Attention's head split
+    // [B, T, H, Dh] -> [B, H, T, Dh] (whole vec4 rows) and a 2-D transpose (one element each).
+    let (bt, h, dh) = (n / (64 * 4 * 16), 4, 16);
+    let heads = x.reshape(&[bt, 64, h, dh]).unwrap();
+    b.bytes(&format!("layout/permute [{bt},64,{h},{dh}] -> [{bt},{h},64,{dh}]"), 8.0 * n as f64, || {
+        drop(layout::permute(&heads, &[0, 2, 1, 3]).unwrap())
+    });
+    let t = layout::slice(&x, 0, 0, 1023 * (n / 1024)).unwrap().reshape(&[n / 1024, 1023]).unwrap();
+    b.bytes(&format!("layout/transpose [{},1023]", n / 1024), 8.0 * t.numel() as f64, || {
+        drop(layout::transpose(&t, 0, 1).unwrap())
+    });
+    drop((xc, heads, t));
 
     // Reductions: bandwidth-bound, every input byte read once.
     b.bytes(&format!("reduce/sum-all n={n} (tree)"), 4.0 * n as f64, || {

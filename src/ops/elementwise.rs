@@ -197,9 +197,9 @@ fn binary_entry(
     let whole = a.numel().is_multiple_of(4) && b.numel().is_multiple_of(4);
     if p.ndim > 0 && inner.is_multiple_of(4) && sa <= 1 && sb <= 1 && whole && n > 0 {
         p.n = (n / 4) as u32;
-        (entry4, n / 4, vec![("A4", f64::from(sa)), ("B4", f64::from(sb))])
+        (entry4, n / 4, vec![("A4", f64::from(sa)), ("B4", f64::from(sb)), ("NDIM", f64::from(p.ndim))])
     } else {
-        (entry, n, Vec::new())
+        (entry, n, vec![("NDIM", f64::from(p.ndim))])
     }
 }
 

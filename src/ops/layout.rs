@@ -71,8 +71,9 @@ fn copy_strided(
             p.ds[d] /= 4;
         }
     }
+    let ndim = ("NDIM", dims.len() as f64);
     let (entry, constants) =
-        if aligned { ("copy_strided4", vec![]) } else { ("copy_strided", vec![("RUN", run as f64)]) };
+        if aligned { ("copy_strided4", vec![ndim]) } else { ("copy_strided", vec![("RUN", run as f64), ndim]) };
     src.device().dispatch(
         &SHADER,
         entry,
