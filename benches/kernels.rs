@@ -324,7 +324,8 @@ fn main() {
     // Matmul at the experiments' own shapes (batch, M, K, N, A transposed, B transposed): the
     // Transformer's projections (forward x Wᵀ, input gradient, weight gradient per sequence),
     // attention blocks (scores Q Kᵀ, mixing P V and its gradients), the CNN's head, the synthetic
-    // task's token MLP; every core and the default.
+    // task's token MLP, the DCGAN discriminator's logit (forward, weight and input gradients);
+    // every core and the default.
     for (bt, m, k, n, ta, tb) in [
         (1, 4096, 64, 64, false, false),
         (1, 4096, 64, 128, false, false),
@@ -339,6 +340,9 @@ fn main() {
         (256, 64, 64, 16, true, false),
         (1, 128, 1568, 10, false, false),
         (1, 512, 12, 32, false, false),
+        (1, 128, 1568, 1, false, false),
+        (1, 1568, 128, 1, true, false),
+        (1, 128, 1, 1568, false, true),
     ] {
         let a = rand(&dev, &mut rng, &if ta { [bt, k, m] } else { [bt, m, k] });
         let c = rand(&dev, &mut rng, &if tb { [bt, n, k] } else { [bt, k, n] });

@@ -269,18 +269,20 @@ fn mismatched_inner_dims_name_both_shapes() {
 #[test]
 fn default_core_follows_the_measurements() {
     use atomgrad::device::AdapterClass::{Cpu, Gpu};
-    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1, false), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 1, true), Variant::Blocked8V);
-    assert_eq!(Variant::for_size(Cpu, 4096, 4, 1, true), Variant::Blocked);
-    assert_eq!(Variant::for_size(Cpu, 4096, 128, 1, false), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Cpu, 4096, 64, 1, false), Variant::Blocked8);
-    assert_eq!(Variant::for_size(Cpu, 64, 64, 256, false), Variant::Blocked8);
-    assert_eq!(Variant::for_size(Cpu, 128, 10, 1, false), Variant::Blocked8);
-    assert_eq!(Variant::for_size(Cpu, 4096, 4, 1, false), Variant::Blocked);
-    assert_eq!(Variant::for_size(Gpu, 4096, 4096, 1, false), Variant::Tiled128);
-    assert_eq!(Variant::for_size(Gpu, 1000, 1000, 1, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 4096, 1, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4096, 4096, 1, true), Variant::Blocked8V);
+    assert_eq!(Variant::for_size(Cpu, 4096, 4, 256, 1, true), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 4096, 128, 64, 1, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Cpu, 4096, 64, 64, 1, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 64, 64, 16, 256, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 128, 10, 3136, 1, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 1, 1568, 128, 1, false), Variant::Blocked);
+    assert_eq!(Variant::for_size(Cpu, 128, 1, 1568, 1, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Cpu, 128, 1568, 1, 1, false), Variant::Blocked8);
+    assert_eq!(Variant::for_size(Gpu, 4096, 4096, 256, 1, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Gpu, 1000, 1000, 256, 1, false), Variant::Tiled128);
     // thin products and small attention blocks keep the 64-tile core's parallelism
-    assert_eq!(Variant::for_size(Gpu, 4096, 128, 1, false), Variant::Tiled);
-    assert_eq!(Variant::for_size(Gpu, 64, 64, 256, false), Variant::Tiled);
-    assert_eq!(Variant::for_size(Gpu, 128, 128, 256, false), Variant::Tiled128);
+    assert_eq!(Variant::for_size(Gpu, 4096, 128, 256, 1, false), Variant::Tiled);
+    assert_eq!(Variant::for_size(Gpu, 64, 64, 256, 256, false), Variant::Tiled);
+    assert_eq!(Variant::for_size(Gpu, 128, 128, 256, 256, false), Variant::Tiled128);
 }

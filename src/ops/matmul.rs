@@ -52,23 +52,26 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// The kernel for a `batch x m x n` result on this adapter class; `vec4` says whether the
-    /// 8 x 8 core can take its vec4 form ([`vec4_form`]). On GPUs the 128-tile core
+    /// The kernel for a `batch x m x n` result over `k` on this adapter class; `vec4` says whether
+    /// the 8 x 8 core can take its vec4 form ([`vec4_form`]). On GPUs the 128-tile core
     /// once both result dims fill a tile and there are at least 64 such tiles (on an H200 it
     /// beat the 64-tile core at every square size measured, 256 to 4096, already with 64 tiles
     /// at 1024: 16.0 vs 10.8 TFLOP/s; 21.9 vs 11.5 at 4096, docs/PERFORMANCE.md); otherwise the
     /// 64-tile core, whose 4x more workgroups keep a large GPU busy on thin products (the
     /// training-step benchmarks were measured with it).
-    pub fn for_size(c: AdapterClass, m: usize, n: usize, batch: usize, vec4: bool) -> Variant {
+    pub fn for_size(c: AdapterClass, m: usize, n: usize, k: usize, batch: usize, vec4: bool) -> Variant {
         match c {
             // On lavapipe the barrier-free 8 x 8 core in its vec4 form beats the 128-tile core at
             // every size measured (512 cubed: 8.7 vs 6.3 GFLOP/s, 4096x64x128: 7.2 vs 5.8); without
-            // it the 128-tile core wins once both result dims fill its tiles (255 cubed: 6.1 vs
-            // 4.7), the scalar 8 x 8 core below that (4096x64x64: 3.7-3.8 vs 2.3-2.6), and the
-            // 4 x 4 one where a dim is under 8.
+            // it the 128-tile core wins once both result dims fill its tiles and K is not tiny
+            // (255 cubed: 5.7 vs 7.7 ms; 256x4x255: 0.41 vs 0.50; 128x1x1568: 1.4 vs 0.8), the
+            // scalar 8 x 8 core below that, its workgroup narrowed to the columns there are (N = 1:
+            // 128x1568x1 0.42 ms where the 4 x 4 core takes 2.7, 4096x256x4 4.4 vs 17.6), and the
+            // 4 x 4 core where fewer than 8 rows leave most of an 8 x 8 block empty (1x1568x128:
+            // 0.75 vs 1.6 ms).
             AdapterClass::Cpu if m >= 8 && n >= 8 && vec4 => Variant::Blocked8V,
-            AdapterClass::Cpu if m >= 128 && n >= 128 => Variant::Tiled128,
-            AdapterClass::Cpu if m >= 8 && n >= 8 => Variant::Blocked8,
+            AdapterClass::Cpu if m >= 128 && n >= 128 && k >= 4 => Variant::Tiled128,
+            AdapterClass::Cpu if m >= 8 => Variant::Blocked8,
             AdapterClass::Cpu => Variant::Blocked,
             AdapterClass::Gpu if m >= 128 && n >= 128 && m.div_ceil(128) * n.div_ceil(128) * batch >= 64 => {
                 Variant::Tiled128
@@ -166,7 +169,7 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         return Ok(c);
     }
     let vec4 = vec4_form(m, ka, n, trans_a, trans_b);
-    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, batch, vec4));
+    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, ka, batch, vec4));
     if v == Variant::Coop16Packed && dev.has_coop16() {
         return coop16_packed(a, b, &p, ba, bb, c);
     }
@@ -185,8 +188,8 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
     };
     // The grid for `batch` products: tiles of the core, or for the 8 x 8 cores a workgroup shape
     // with as many column blocks as N needs (up to 8), then row blocks, then batch items, 64
-    // blocks in all (see block8 in the shader).
-    let (wx, wy) = if v == Variant::Blocked8V {
+    // blocks in all (see block8 in the shader): no invocation idles on a column past N.
+    let (wx, wy) = if matches!(v, Variant::Blocked8 | Variant::Blocked8V) {
         let wx = n.div_ceil(8).next_power_of_two().min(8);
         (wx, m.div_ceil(8).next_power_of_two().min(64 / wx))
     } else {
