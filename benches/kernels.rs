@@ -94,8 +94,9 @@ impl Bench {
 
     /// A whole training step of `batch` samples: time per step, samples/s, and the dispatches and
     /// submits one step records (counted on the fourth call, after pipelines, pool and bind-group
-    /// cache are warm). `f` returns the seconds it spent recording (before its flush), or NaN if it cannot tell,
-    /// so the line also shows the host's share: recording time per dispatch.
+    /// cache are warm). `f` returns the seconds it spent recording (the ops, up to the flush), or
+    /// NaN if it cannot tell; with the device's encode and submit times (`Stats`) the line shows
+    /// the host's share of a step, per dispatch.
     fn step(&self, name: &str, batch: usize, mut f: impl FnMut() -> f64) {
         if !self.wants(name) {
             return;
@@ -114,10 +115,18 @@ impl Bench {
             calls += 1;
         });
         let dispatches = s1.dispatches - s0.dispatches;
+        let s2 = self.dev.stats();
+        let per = |x: f64| x / calls as f64 * 1e6 / dispatches as f64;
+        let (enc, sub) = ((s2.encode_ns - s1.encode_ns) as f64 * 1e-9, (s2.submit_ns - s1.submit_ns) as f64 * 1e-9);
         let host = if rec.is_nan() {
-            String::new()
+            format!(", host encodes {:.1} + submits {:.1} us per dispatch", per(enc), per(sub))
         } else {
-            format!(", host records {:.1} us per dispatch", rec / calls as f64 * 1e6 / dispatches as f64)
+            format!(
+                ", host records {:.1} + encodes {:.1} + submits {:.1} us per dispatch",
+                per(rec),
+                per(enc),
+                per(sub)
+            )
         };
         println!(
             "{name:<44} {:>10.3} ms {:>10.1} samples/s  {dispatches} dispatches, {} submits, {} new bind groups per step{host}",
@@ -168,7 +177,7 @@ impl Bench {
 
 /// One training step of a [`Learner`], as `train::fit` records it: tape, loss, backward, optimizer
 /// step, zero_grad, one submit. `idx` are `batch` random training indices. Returns the seconds
-/// spent recording, before the submit.
+/// spent recording, before the flush.
 fn learner_step(dev: &Device, l: &mut dyn Learner, batch: usize, step: &mut usize, rng: &mut Rng) -> f64 {
     let idx: Vec<usize> = (0..batch).map(|_| rng.below(l.train_len())).collect();
     let t = Instant::now();

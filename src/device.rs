@@ -101,6 +101,12 @@ pub struct Stats {
     pub readbacks: u64,
     /// Bind groups created (a warm training step creates none: they are cached).
     pub bind_groups_created: u64,
+    /// Host nanoseconds spent in wgpu finishing command encoders (encoding the recorded passes)
+    /// and in queue submits, summed over flushes: with the recording time, a step's host cost.
+    /// (lavapipe's submit waits while the previous submission still runs, so there it is mostly
+    /// waiting.)
+    pub encode_ns: u64,
+    pub submit_ns: u64,
 }
 
 /// Which matmul/conv core suits this adapter: CPU rasterisers (lavapipe) hate barriers,
@@ -714,7 +720,12 @@ impl Device {
             for (i, c) in params.chunks(PARAM_CHUNK as usize).enumerate() {
                 self.inner.queue.write_buffer(&st.param_chunks[i], 0, c);
             }
-            self.inner.queue.submit([enc.finish()]);
+            let t = std::time::Instant::now();
+            let commands = enc.finish();
+            let t1 = std::time::Instant::now();
+            self.inner.queue.submit([commands]);
+            st.stats.encode_ns += (t1 - t).as_nanos() as u64;
+            st.stats.submit_ns += t1.elapsed().as_nanos() as u64;
             st.params = params;
             st.params.clear();
             st.stats.submits += 1;
