@@ -15,9 +15,15 @@
 //   sgd_momentum: 1 p (read_write), 2 g (read), 3 b (read_write), 4 clip (read)
 //   adam:         1 p (read_write), 2 g (read), 3 m (read_write), 4 v (read_write), 5 clip (read)
 //   adam4:        adam on whole vec4s (a multiple of 4 elements; p.n counts vec4s), same bindings
+//   adam4_multi:  adam4 on up to 4 parameters in one dispatch (adapters that bind 17 storage
+//                 buffers): slot k has bindings 1 + 4k .. 4 + 4k (param, grad, m, v), its vec4s
+//                 are the flat indices p.ends[k - 1] .. p.ends[k] (from 0; an unused slot's range
+//                 is empty) and its bias corrections are p.ss[k], p.bc[k] (each parameter keeps
+//                 its own step count); 17 clip (read). One dispatch where adam4 took four.
 //   put_slot:     1 x (read), 2 sums (read_write)
 //   clip_scale:   1 sums (read), 2 out (read_write, 2 elements)
-// Workgroup: sgd/sgd_momentum/adam: 256 x 1 x 1, one invocation per parameter element, the grid
+// Workgroup: sgd/sgd_momentum/adam: 256 x 1 x 1, one invocation per parameter element (per vec4
+// in adam4, per vec4 of all slots in adam4_multi), the grid
 // folded into y past 65535 groups (flat index gid.x + gid.y * nwg.x * 256). put_slot and
 // clip_scale: a single invocation (workgroup 1 x 1 x 1); clip_scale sums the slots in a fixed
 // order, so the norm is deterministic (no atomics anywhere).
@@ -39,6 +45,9 @@ struct Params {
     step_size: f32,  // adam: lr / (1 - beta1^t)
     bc2_sqrt: f32,   // adam: sqrt(1 - beta2^t)
     _pad: f32,
+    ends: vec4<u32>, // adam4_multi: end of each slot's vec4s in the flat index
+    ss: vec4<f32>,   // adam4_multi: each slot's step_size
+    bc: vec4<f32>,   // adam4_multi: each slot's bc2_sqrt
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -67,6 +76,21 @@ struct Params {
 @group(0) @binding(2) var<storage, read> grad4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> adam_m4: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> adam_v4: array<vec4<f32>>;
+
+// adam4_multi: slots 1..3 (slot 0 is adam4's bindings 1..4) and the clip factor
+@group(0) @binding(5) var<storage, read_write> param4_1: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> grad4_1: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> adam_m4_1: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> adam_v4_1: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> param4_2: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> grad4_2: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read_write> adam_m4_2: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> adam_v4_2: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> param4_3: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> grad4_3: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read_write> adam_m4_3: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> adam_v4_3: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read> multi_clip: array<f32>;
 
 fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
@@ -107,17 +131,58 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     param[i] = p.decay * w - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps);
 }
 
+// One Adam update of 4 elements: weight w, raw gradient gr (times the clip factor `scale`),
+// moments m0, v0; the bias corrections of the parameter's step count.
+struct AdamOut {
+    w: vec4<f32>,
+    m: vec4<f32>,
+    v: vec4<f32>,
+}
+fn adam_update(w: vec4<f32>, gr: vec4<f32>, m0: vec4<f32>, v0: vec4<f32>, scale: f32, step_size: f32, bc2_sqrt: f32) -> AdamOut {
+    let g = gr * scale + p.l2 * w;
+    let m = p.beta1 * m0 + (1.0 - p.beta1) * g;
+    let v = p.beta2 * v0 + (1.0 - p.beta2) * g * g;
+    return AdamOut(p.decay * w - step_size * m / (sqrt(v) / bc2_sqrt + p.eps), m, v);
+}
+
 @compute @workgroup_size(256)
 fn adam4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat(gid, nwg);
     if (i >= p.n) { return; }
-    let w = param4[i];
-    let g = grad4[i] * adam_clip[p.scale_at] + p.l2 * w;
-    let m = p.beta1 * adam_m4[i] + (1.0 - p.beta1) * g;
-    let v = p.beta2 * adam_v4[i] + (1.0 - p.beta2) * g * g;
-    adam_m4[i] = m;
-    adam_v4[i] = v;
-    param4[i] = p.decay * w - p.step_size * m / (sqrt(v) / p.bc2_sqrt + p.eps);
+    let r = adam_update(param4[i], grad4[i], adam_m4[i], adam_v4[i], adam_clip[p.scale_at], p.step_size, p.bc2_sqrt);
+    adam_m4[i] = r.m;
+    adam_v4[i] = r.v;
+    param4[i] = r.w;
+}
+
+@compute @workgroup_size(256)
+fn adam4_multi(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat(gid, nwg);
+    let s = multi_clip[p.scale_at];
+    if (i < p.ends.x) {
+        let r = adam_update(param4[i], grad4[i], adam_m4[i], adam_v4[i], s, p.ss.x, p.bc.x);
+        adam_m4[i] = r.m;
+        adam_v4[i] = r.v;
+        param4[i] = r.w;
+    } else if (i < p.ends.y) {
+        let j = i - p.ends.x;
+        let r = adam_update(param4_1[j], grad4_1[j], adam_m4_1[j], adam_v4_1[j], s, p.ss.y, p.bc.y);
+        adam_m4_1[j] = r.m;
+        adam_v4_1[j] = r.v;
+        param4_1[j] = r.w;
+    } else if (i < p.ends.z) {
+        let j = i - p.ends.y;
+        let r = adam_update(param4_2[j], grad4_2[j], adam_m4_2[j], adam_v4_2[j], s, p.ss.z, p.bc.z);
+        adam_m4_2[j] = r.m;
+        adam_v4_2[j] = r.v;
+        param4_2[j] = r.w;
+    } else if (i < p.ends.w) {
+        let j = i - p.ends.z;
+        let r = adam_update(param4_3[j], grad4_3[j], adam_m4_3[j], adam_v4_3[j], s, p.ss.w, p.bc.w);
+        adam_m4_3[j] = r.m;
+        adam_v4_3[j] = r.v;
+        param4_3[j] = r.w;
+    }
 }
 
 @compute @workgroup_size(1)

@@ -54,6 +54,9 @@ struct Params {
     step_size: f32,
     bc2_sqrt: f32,
     _pad: f32,
+    ends: [u32; 4],
+    ss: [f32; 4],
+    bc: [f32; 4],
 }
 
 /// The optimizer interface shared by [`Sgd`] and [`Adam`].
@@ -424,6 +427,9 @@ pub struct Adam {
     c: Common,
     cfg: AdamConfig,
     state: Vec<Option<AdamState>>,
+    /// Distinct stand-ins for the unused slots of a partial `adam4_multi` dispatch (3 slots x
+    /// param, grad, m, v), made on first need.
+    spare: Vec<Tensor>,
 }
 
 impl Adam {
@@ -435,11 +441,40 @@ impl Adam {
         check_nonneg(opt, "weight_decay", cfg.weight_decay)?;
         let c = Common::new(opt, params, cfg.lr)?;
         let state = (0..c.params.len()).map(|_| None).collect();
-        Ok(Adam { c, cfg, state })
+        Ok(Adam { c, cfg, state, spare: Vec::new() })
     }
     /// The configuration, with the current learning rate.
     pub fn config(&self) -> AdamConfig {
         AdamConfig { lr: self.c.lr, ..self.cfg }
+    }
+
+    /// One `adam4_multi` dispatch for up to 4 parameters of whole vec4s: (index, value,
+    /// gradient, step_size, bc2_sqrt) each, their state already made.
+    fn step_group(&mut self, base: &Params, group: &[(usize, Tensor, Tensor, f32, f32)], clip: &Tensor) -> Result<()> {
+        let dev = self.c.dev.clone();
+        if group.len() < 4 && self.spare.is_empty() {
+            for _ in 0..12 {
+                self.spare.push(Tensor::zeros(&dev, &[4])?);
+            }
+        }
+        let mut p = *base;
+        let mut binds = Vec::with_capacity(17);
+        let mut end = 0u32;
+        for k in 0..4 {
+            match group.get(k) {
+                Some((i, v, g, ss, bc)) => {
+                    let st = self.state[*i].as_ref().expect("state made before the group");
+                    end += (v.numel() / 4) as u32;
+                    (p.ss[k], p.bc[k]) = (*ss, *bc);
+                    binds.extend([v.bind(), g.bind(), st.m.bind(), st.v.bind()]);
+                }
+                None => binds.extend(self.spare[4 * (k - 1)..4 * k].iter().map(|t| t.bind())),
+            }
+            p.ends[k] = end;
+        }
+        binds.push(clip.bind());
+        dev.dispatch(&SHADER, "adam4_multi", &[], bytemuck::bytes_of(&p), &binds, groups_1d(end as usize, WG));
+        Ok(())
     }
 }
 
@@ -449,6 +484,20 @@ impl Optimizer for Adam {
         let dev = self.c.dev.clone();
         let cfg = self.config();
         let (lr, wd) = (cfg.lr as f64, cfg.weight_decay as f64);
+        let base = Params {
+            scale_at,
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            l2: if cfg.decoupled { 0.0 } else { cfg.weight_decay },
+            decay: if cfg.decoupled { (1.0 - lr * wd) as f32 } else { 1.0 },
+            ..Default::default()
+        };
+        // Parameters of whole vec4s go four to a dispatch where the adapter binds their 16
+        // buffers and the clip factor (`adam4_multi`); the others one each.
+        let multi = dev.limits().max_storage_buffers_per_shader_stage >= 17;
+        let mut group: Vec<(usize, Tensor, Tensor, f32, f32)> = Vec::with_capacity(4);
         for (i, v, g) in live {
             if self.state[i].is_none() {
                 let m = Tensor::zeros(&dev, v.shape())?;
@@ -460,21 +509,19 @@ impl Optimizer for Adam {
             let t = st.step.min(i32::MAX as u64) as i32;
             let bc1 = 1.0 - (cfg.beta1 as f64).powi(t);
             let bc2 = 1.0 - (cfg.beta2 as f64).powi(t);
+            let (step_size, bc2_sqrt) = ((lr / bc1) as f32, bc2.sqrt() as f32);
+            let vec4 = v.numel().is_multiple_of(4);
+            if vec4 && multi {
+                group.push((i, v, g, step_size, bc2_sqrt));
+                if group.len() == 4 {
+                    self.step_group(&base, &group, &clip)?;
+                    group.clear();
+                }
+                continue;
+            }
             // Whole vec4s where the element count allows (the same arithmetic per element).
-            let (entry, n) = if v.numel().is_multiple_of(4) { ("adam4", v.numel() / 4) } else { ("adam", v.numel()) };
-            let p = Params {
-                n: n as u32,
-                scale_at,
-                lr: cfg.lr,
-                beta1: cfg.beta1,
-                beta2: cfg.beta2,
-                eps: cfg.eps,
-                l2: if cfg.decoupled { 0.0 } else { cfg.weight_decay },
-                decay: if cfg.decoupled { (1.0 - lr * wd) as f32 } else { 1.0 },
-                step_size: (lr / bc1) as f32,
-                bc2_sqrt: bc2.sqrt() as f32,
-                ..Default::default()
-            };
+            let (entry, n) = if vec4 { ("adam4", v.numel() / 4) } else { ("adam", v.numel()) };
+            let p = Params { n: n as u32, step_size, bc2_sqrt, ..base };
             dev.dispatch(
                 &SHADER,
                 entry,
@@ -483,6 +530,9 @@ impl Optimizer for Adam {
                 &[v.bind(), g.bind(), st.m.bind(), st.v.bind(), clip.bind()],
                 groups_1d(n, WG),
             );
+        }
+        if !group.is_empty() {
+            self.step_group(&base, &group, &clip)?;
         }
         Ok(())
     }

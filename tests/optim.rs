@@ -7,7 +7,9 @@ use atomgrad::rng::Rng;
 use atomgrad::{Device, Param, Tape, Tensor};
 use common::*;
 
-const SHAPES: [&[usize]; 5] = [&[1], &[7], &[1000], &[3, 5], &[257]];
+// Six of whole vec4s, so Adam's four-to-a-dispatch update runs a full group and a partial one,
+// with parameter 2 (skipped on some steps) at another step count than its group.
+const SHAPES: [&[usize]; 10] = [&[1], &[7], &[1000], &[3, 5], &[257], &[8], &[4, 4], &[2, 2, 6], &[20], &[400]];
 
 /// Parameters with random values, and their f64 copies.
 fn make_params(dev: &Device, rng: &mut Rng, shapes: &[&[usize]], prefix: &str) -> (Vec<Param>, Vec<Vec<f64>>) {
