@@ -205,7 +205,9 @@ pub fn max_backward(gy: &Tensor, idx: &Tensor, shape: &[usize], axis: usize) -> 
     Ok(gx)
 }
 
-/// Sums `g` over the dimensions that broadcasting added or stretched, giving `shape`.
+/// Sums `g` over the dimensions that broadcasting added or stretched, giving `shape`. Neighbouring
+/// summed dims (size-1 dims between them aside) are one axis of a reshaped view, so a bias over
+/// [B, T, D] takes one reduction of B T rows, not two.
 pub fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if g.shape() == shape {
         return Ok(g.clone());
@@ -215,16 +217,23 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         return Err(Error::shape("sum_to", format!("cannot sum {gs:?} to the larger rank {shape:?}")));
     }
     let off = gs.len() - shape.len();
-    let mut t = g.clone();
-    for d in 0..gs.len() {
+    // The view: (extent, summed) per group of dims, size-1 dims dropped.
+    let mut view: Vec<(usize, bool)> = Vec::new();
+    for (d, &n) in gs.iter().enumerate() {
         let target = if d < off { 1 } else { shape[d - off] };
-        if target == gs[d] {
-            continue;
-        }
-        if target != 1 {
+        if target != n && target != 1 {
             return Err(Error::shape("sum_to", format!("cannot sum {gs:?} to {shape:?}")));
         }
-        t = reduce(&t, d, Reduce::Sum, true)?;
+        let summed = target != n;
+        match view.last_mut() {
+            _ if n == 1 => {}
+            Some(last) if last.1 == summed && summed => last.0 *= n,
+            _ => view.push((n, summed)),
+        }
+    }
+    let mut t = g.reshape(&view.iter().map(|v| v.0).collect::<Vec<_>>())?;
+    for (axis, _) in view.iter().enumerate().rev().filter(|(_, v)| v.1) {
+        t = reduce(&t, axis, Reduce::Sum, true)?;
     }
     t.reshape(shape)
 }
