@@ -21,7 +21,7 @@
 
 use crate::autodiff::Var;
 use crate::error::{Error, Result};
-use crate::ops::atom::structure_var;
+use crate::ops::atom::{pair_loss_var, structure_var};
 use crate::tensor::Tensor;
 
 pub use crate::ops::atom::{importance, Norm, TokenMask};
@@ -108,18 +108,16 @@ pub struct AtomTerms {
     pub l_a: Var,
     /// Importance budget C_w (scalar).
     pub c_w: Var,
-    /// Batch length scale s = mean_{A != B} d̄ (scalar).
-    pub s: Var,
-    /// mean_{A != B} k_AB (scalar); mean kappa is 1 by construction.
-    pub mean_k: Var,
-    /// k_AB `[N, N]`.
-    pub k: Var,
-    /// kappa_AB `[N, N]` (its diagonal is not used).
-    pub kappa: Var,
+    /// `[s, mean_{A != B} k_AB]` `[2]`: the batch length scale s = mean_{A != B} d̄ and the mean
+    /// structure distance (mean kappa is 1 by construction). Values only: gradients reach them
+    /// through `l_a`.
+    pub stats: Tensor,
+    /// k_AB `[N, N]` (values only).
+    pub k: Tensor,
+    /// kappa_AB `[N, N]` (values only; its diagonal is not used).
+    pub kappa: Tensor,
     /// d̄_AB `[N, N]` before the soft floor.
     pub dbar: Var,
-    /// Pair energies U_AB `[N, N]` (the diagonal is masked out of L_A).
-    pub u: Var,
     /// Mean importance of each sample over its real tokens `[N]`.
     pub mean_w: Var,
 }
@@ -182,29 +180,18 @@ fn check_batch(op: &'static str, z: &Var, h: &Var, w: &Var, mask: &TokenMask) ->
 /// Every term of the atom regulariser for one minibatch (see the module docs).
 pub fn atom_terms(z: &Var, h: &Var, w: &Var, mask: &TokenMask, cfg: &AtomConfig) -> Result<AtomTerms> {
     cfg.validate()?;
-    let n = check_batch("atom_loss", z, h, w, mask)?;
-    let tape = z.tape();
-    let off = tape.constant(off_diagonal(z, n)?);
+    check_batch("atom_loss", z, h, w, mask)?;
     let z = if cfg.normalize { normalize_scale(z)? } else { z.clone() };
     let dbar = z.pdist(Norm::Floored, cfg.eps)?;
-    let s = off_mean(&dbar, &off, n)?;
-    let dfl = match cfg.r_max {
-        None => dbar.clone(),
-        Some(r) => dbar.mul(&dbar)?.add(&s.mul(&s)?.scale(1.0 / (r * r))?)?.sqrt()?,
-    };
     let wm = w.mask_tokens(mask)?;
     let wsum = wm.sum(1, false)?;
     // max(W, floor) as W + relu(floor - W): exactly W above the floor.
     let wa = wsum.add(&wsum.affine(-1.0, W_FLOOR)?.relu()?)?;
-    let ww = wa.reshape(&[n, 1])?.mul(&wa.reshape(&[1, n])?)?;
     let sm = structure_var(h, &wm, mask, cfg.eps)?;
-    let k = sm.div(&ww)?;
-    let mean_k = off_mean(&k, &off, n)?;
-    let kappa = k.div(&mean_k)?;
-    let u = pair_energy(&dfl, &s, &kappa)?;
-    let l_a = off_mean(&u, &off, n)?;
+    // s, the soft floor, k, kappa, U and their means: one kernel each way.
+    let (l_a, pairs) = pair_loss_var(&dbar, &sm, &wa, cfg.r_max)?;
     let (c_w, mean_w) = budget(&wm, mask, cfg.tau_lo, cfg.tau_hi)?;
-    Ok(AtomTerms { l_a, c_w, s, mean_k, k, kappa, dbar, u, mean_w })
+    Ok(AtomTerms { l_a, c_w, stats: pairs.stats, k: pairs.k, kappa: pairs.kappa, dbar, mean_w })
 }
 
 /// `z / sqrt(mean((z - mean_A z)^2) + 1e-12)`: the batch at unit RMS spread (in the graph).

@@ -48,7 +48,7 @@ fn gpu_terms(dev: &Device, b: &Batch, cfg: &AtomConfig) -> (f64, f64, f64, Vec<f
     let w = tape.constant(upload(dev, &b.w, &[b.ns, b.n]));
     let t = atom::atom_terms(&z, &h, &w, &mask, cfg).unwrap();
     let item = |v: &Var| v.value().item().unwrap() as f64;
-    (item(&t.l_a), item(&t.c_w), item(&t.s), t.kappa.value().to_vec().unwrap(), t.k.value().to_vec().unwrap())
+    (item(&t.l_a), item(&t.c_w), t.stats.to_vec().unwrap()[0] as f64, t.kappa.to_vec().unwrap(), t.k.to_vec().unwrap())
 }
 
 fn off_diag<T: Copy>(x: &[T], n: usize) -> Vec<T> {
@@ -340,6 +340,74 @@ fn grad_check_loss(seed: u64, ns: usize, n: usize, m: usize, d: usize, cfg: Atom
         },
         1e-3,
     );
+}
+
+/// The fused pair algebra (`pair_loss`, one dispatch each way) against its f64 reference: L_A, s,
+/// mean k, k and kappa forward, and the gradients of L_A with respect to dbar, S and W against
+/// central differences of the reference (every entry for small N; sampled entries for N = 300,
+/// which spans more than one pass of the workgroup), with and without the soft floor.
+#[test]
+fn pair_loss_matches_reference_and_finite_differences() {
+    let dev = device();
+    let mut rng = Rng::new(44);
+    for (n, r_max) in [(2, None), (5, None), (5, Some(2.0f32)), (37, Some(20.0)), (300, None), (300, Some(3.0))] {
+        let what = format!("pair_loss N {n} r_max {r_max:?}");
+        let mut dbar = rng.vec(n * n, 0.2, 2.0);
+        let mut sm = rng.vec(n * n, 0.5, 3.0);
+        for a in 0..n {
+            for b in 0..a {
+                (dbar[a * n + b], sm[a * n + b]) = (dbar[b * n + a], sm[b * n + a]);
+                // symmetric, as the kernels make them
+            }
+        }
+        let wsum = rng.vec(n, 0.3, 4.0);
+        let inv_r2 = r_max.map_or(0.0, |r| (1.0 / (r * r)) as f64);
+        let (dt, st, wt) = (upload(&dev, &dbar, &[n, n]), upload(&dev, &sm, &[n, n]), upload(&dev, &wsum, &[n]));
+        let out = kern::pair_loss(&dt, &st, &wt, r_max).unwrap();
+        let (l, s, mk, k, kappa) = cpu::pair_loss(&dbar, &sm, &wsum, inv_r2);
+        assert_close(&format!("{what}: L_A"), &out.loss.to_vec().unwrap(), &[l], 1e-6, 1e-5);
+        assert_close(&format!("{what}: s, mean k"), &out.stats.to_vec().unwrap(), &[s, mk], 1e-6, 1e-5);
+        assert_close(&format!("{what}: k"), &out.k.to_vec().unwrap(), &k, 1e-6, 1e-5);
+        assert_close(&format!("{what}: kappa"), &out.kappa.to_vec().unwrap(), &kappa, 1e-6, 1e-5);
+        let g = 1.7;
+        let (gd, gs, gw) =
+            kern::pair_loss_backward(&dt, &st, &wt, &out.stats, &upload(&dev, &[g], &[]), r_max).unwrap();
+        let (gd, gs, gw) = (gd.to_vec().unwrap(), gs.to_vec().unwrap(), gw.to_vec().unwrap());
+        // Central differences of g * L_A, entry by entry (both mirror entries of a symmetric
+        // input are separate inputs here, as in the kernel's gradient).
+        let fd = |which: usize, i: usize| -> f64 {
+            let mut v = [dbar.clone(), sm.clone(), wsum.clone()];
+            let h = 1e-6 * v[which][i].abs().max(1.0);
+            v[which][i] += h;
+            let up = cpu::pair_loss(&v[0], &v[1], &v[2], inv_r2).0;
+            v[which][i] -= 2.0 * h;
+            let down = cpu::pair_loss(&v[0], &v[1], &v[2], inv_r2).0;
+            g * (up - down) / (2.0 * h)
+        };
+        let pick = |len: usize, rng: &mut Rng| -> Vec<usize> {
+            if n <= 40 {
+                (0..len).collect()
+            } else {
+                (0..24).map(|_| rng.below(len)).chain([0, len - 1]).collect()
+            }
+        };
+        let checks: Vec<_> = [(0, "d dbar", &gd), (1, "dS", &gs), (2, "dW", &gw)]
+            .into_iter()
+            .map(|(which, name, got)| {
+                let idx = pick(got.len(), &mut rng);
+                let want: Vec<f64> = idx.iter().map(|&i| fd(which, i)).collect();
+                (name, idx.iter().map(|&i| got[i]).collect::<Vec<f32>>(), want)
+            })
+            .collect();
+        // Per-entry gradients are O(1 / N^2): the absolute tolerance follows the largest one
+        // (N = 2 is scale-invariant through and through: every gradient is 0 but for rounding).
+        let scale = checks.iter().flat_map(|c| &c.2).fold(0.0f64, |m, v| m.max(v.abs()));
+        for (name, have, want) in &checks {
+            assert_close(&format!("{what}: {name}"), have, want, 2e-4 * scale + 1e-6 / (n * n) as f64, 2e-3);
+        }
+        // No mean reads the diagonal: its gradients are exactly 0.
+        assert!((0..n).all(|a| gd[a * n + a] == 0.0 && gs[a * n + a] == 0.0), "{what}: diagonal gradients");
+    }
 }
 
 #[test]
@@ -694,7 +762,7 @@ fn importance_budget_and_warmup() {
     let (l, cw) = (t.l_a.value().item().unwrap(), t.c_w.value().item().unwrap());
     let want = cfg.lambda_at(5) * l + 2.0 * cw;
     assert!(cw > 0.0 && (total.value().item().unwrap() - want).abs() < 1e-6 * want.abs().max(1.0));
-    let kap = t.kappa.value().to_vec().unwrap();
+    let kap = t.kappa.to_vec().unwrap();
     let mean_kappa: f32 = off_diag(&kap, 4).iter().sum::<f32>() / 12.0;
     assert!((mean_kappa - 1.0).abs() < 1e-5, "mean kappa {mean_kappa}");
 }

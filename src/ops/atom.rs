@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
 crate::shader!(SHADER = "atom");
+crate::shader!(PAIRS = "atom_pairs");
 
 /// Output dims per `structure_backward` invocation (`MC` in the shader).
 const MC: usize = 32;
@@ -575,9 +576,143 @@ pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
     logits.sigmoid()?.mask_tokens(mask)
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PairParams {
+    ns: u32,
+    inv_r2: f32,
+    _p: [u32; 2],
+}
+
+/// What [`pair_loss`] computes from `dbar`, `S` and the importance sums `W`.
+pub struct PairLoss {
+    /// L_A, shape [].
+    pub loss: Tensor,
+    /// `[s, mean_{A != B} k]`, shape [2].
+    pub stats: Tensor,
+    /// k_AB = S_AB / (W_A W_B), `[N, N]`.
+    pub k: Tensor,
+    /// kappa_AB = k_AB / mean k, `[N, N]`.
+    pub kappa: Tensor,
+}
+
+fn check_pairs(op: &'static str, dbar: &Tensor, s: &Tensor, wsum: &Tensor) -> Result<usize> {
+    let n = wsum.shape().first().copied().unwrap_or(0);
+    if wsum.shape() != [n] || n < 2 || dbar.shape() != [n, n] || s.shape() != [n, n] {
+        return Err(Error::shape(
+            op,
+            format!(
+                "needs dbar [N, N], S [N, N] and W [N] with N >= 2, got {:?}, {:?} and {:?}",
+                dbar.shape(),
+                s.shape(),
+                wsum.shape()
+            ),
+        ));
+    }
+    for t in [dbar, s, wsum] {
+        t.expect(op, DType::F32)?;
+    }
+    Ok(n)
+}
+
+fn pair_params(n: usize, r_max: Option<f32>) -> PairParams {
+    PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), _p: [0; 2] }
+}
+
+/// L_A from the sample distances `dbar [N, N]`, the structure sums `s [N, N]` and the floored
+/// importance sums `wsum [N]`, with the soft floor `r_max` (shaders/atom_pairs.wgsl): one
+/// dispatch for the whole pair algebra.
+pub fn pair_loss(dbar: &Tensor, s: &Tensor, wsum: &Tensor, r_max: Option<f32>) -> Result<PairLoss> {
+    const OP: &str = "atom_pair_loss";
+    let n = check_pairs(OP, dbar, s, wsum)?;
+    let dev = dbar.device();
+    let out = PairLoss {
+        loss: Tensor::empty(dev, OP, &[], DType::F32)?,
+        stats: Tensor::empty(dev, OP, &[2], DType::F32)?,
+        k: Tensor::empty(dev, OP, &[n, n], DType::F32)?,
+        kappa: Tensor::empty(dev, OP, &[n, n], DType::F32)?,
+    };
+    let p = pair_params(n, r_max);
+    // One workgroup: O(N^2) scalar work, reduced in a fixed order.
+    dev.dispatch(
+        &PAIRS,
+        "pair_loss",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[dbar.bind(), s.bind(), wsum.bind(), out.loss.bind(), out.stats.bind(), out.k.bind(), out.kappa.bind()],
+        [1, 1, 1],
+    );
+    Ok(out)
+}
+
+/// The gradients of L_A (upstream `g`, one value) with respect to `dbar`, `s` and `wsum`, from
+/// the forward's `stats`.
+pub fn pair_loss_backward(
+    dbar: &Tensor,
+    s: &Tensor,
+    wsum: &Tensor,
+    stats: &Tensor,
+    g: &Tensor,
+    r_max: Option<f32>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "atom_pair_loss_backward";
+    let n = check_pairs(OP, dbar, s, wsum)?;
+    if stats.shape() != [2] || g.numel() != 1 {
+        return Err(Error::shape(
+            OP,
+            format!("needs stats [2] and a scalar gradient, got {:?} and {:?}", stats.shape(), g.shape()),
+        ));
+    }
+    let dev = dbar.device();
+    let gd = Tensor::empty(dev, OP, &[n, n], DType::F32)?;
+    let gs = Tensor::empty(dev, OP, &[n, n], DType::F32)?;
+    let gw = Tensor::empty(dev, OP, &[n], DType::F32)?;
+    let p = pair_params(n, r_max);
+    dev.dispatch(
+        &PAIRS,
+        "pair_loss_backward",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[dbar.bind(), s.bind(), wsum.bind(), stats.bind(), g.bind(), gd.bind(), gs.bind(), gw.bind()],
+        [1, 1, 1],
+    );
+    Ok((gd, gs, gw))
+}
+
+/// [`pair_loss`] on the tape: L_A as a scalar Var (gradients flow to `dbar`, `s` and `wsum`),
+/// and the forward's other outputs as plain tensors.
+pub fn pair_loss_var(dbar: &Var, s: &Var, wsum: &Var, r_max: Option<f32>) -> Result<(Var, PairLoss)> {
+    let out = pair_loss(dbar.value(), s.value(), wsum.value(), r_max)?;
+    let (d, sv, w, stats) = (dbar.value().clone(), s.value().clone(), wsum.value().clone(), out.stats.clone());
+    let l = dbar.tape().op(out.loss.clone(), &[dbar, s, wsum], move |g| {
+        let (gd, gs, gw) = pair_loss_backward(&d, &sv, &w, &stats, g, r_max)?;
+        Ok(vec![Some(gd), Some(gs), Some(gw)])
+    });
+    Ok((l, out))
+}
+
 /// f64 references on flat row-major data.
 pub mod cpu {
     use super::Norm;
+
+    /// L_A's pair algebra (see [`super::pair_loss`]): (L_A, s, mean k, k, kappa) from `dbar
+    /// [N, N]`, `s [N, N]`, `wsum [N]`; `inv_r2` = 1 / r_max^2 (0: no soft floor).
+    pub fn pair_loss(dbar: &[f64], s: &[f64], wsum: &[f64], inv_r2: f64) -> (f64, f64, f64, Vec<f64>, Vec<f64>) {
+        let n = wsum.len();
+        let np = (n * (n - 1)) as f64;
+        let k: Vec<f64> = (0..n * n).map(|i| s[i] / (wsum[i / n] * wsum[i % n])).collect();
+        let off = |i: usize| i / n != i % n;
+        let sl = (0..n * n).filter(|&i| off(i)).map(|i| dbar[i]).sum::<f64>() / np;
+        let mk = (0..n * n).filter(|&i| off(i)).map(|i| k[i]).sum::<f64>() / np;
+        let kappa: Vec<f64> = k.iter().map(|v| v / mk).collect();
+        let mut l = 0.0;
+        for i in (0..n * n).filter(|&i| off(i)) {
+            let dfl = (dbar[i] * dbar[i] + sl * sl * inv_r2).sqrt();
+            let r = sl / dfl;
+            l += r * r - 2.0 * kappa[i] * r;
+        }
+        (l / np, sl, mk, k, kappa)
+    }
 
     fn dist(a: &[f64], b: &[f64], norm: Norm, eps: f64) -> f64 {
         let it = a.iter().zip(b).map(|(x, y)| x - y);

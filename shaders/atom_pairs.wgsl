@@ -1,0 +1,181 @@
+// L_A's pair algebra in one dispatch each way (shared/spec/atom-modeling.md), from the sample
+// distances dbar [N, N], the structure sums S [N, N] and the floored importance sums W [N]:
+//   s      = mean_{A != B} dbar_AB                      batch length scale
+//   dfl_AB = sqrt(dbar_AB^2 + s^2 inv_r2)               soft floor (inv_r2 = 1 / r_max^2; 0: dfl = dbar)
+//   k_AB   = S_AB / (W_A W_B),  mk = mean_{A != B} k_AB,  kappa_AB = k_AB / mk
+//   r_AB   = s / dfl_AB,  U_AB = r^2 - 2 kappa r,  L_A = mean_{A != B} U_AB
+// pair_loss writes L_A, (s, mk), k and kappa; pair_loss_backward takes dL = dL/dL_A and writes
+// dL/d dbar, dL/dS (0 on the diagonal, which no mean reads) and dL/dW:
+//   gU = dL / P (P = N (N - 1) pairs), gr = gU (2 r - 2 kappa), gkappa = -2 r gU
+//   gmk = -sum_P gkappa k / mk^2,  gk = gkappa / mk + gmk / P
+//   gdfl = -gr s / dfl^2,  gs = sum_P (gr / dfl + gdfl s inv_r2 / dfl)
+//   d dbar = gdfl dbar / dfl + gs / P,  dS = gk / (W_A W_B),  dW_C = -sum_B (gk k)_CB + (gk k)_BC / W_C
+// Both kernels are one workgroup: every sum is a strided partial per invocation in a fixed order,
+// then a fixed tree through workgroup memory, so results are deterministic (no atomics). The
+// work is O(N^2) scalar arithmetic (microseconds), where the same algebra as separate tensor
+// ops took ~55 dispatches per L_A forward and backward.
+//
+// Bindings (group 0): 0 = Params (uniform); then per entry point
+//   pair_loss:          1 dbar, 2 s_mat, 3 wsum (read), 4 loss [1], 5 stats [2] = (s, mk),
+//                       6 k [N, N], 7 kappa [N, N] (write)
+//   pair_loss_backward: 1 dbar, 2 s_mat, 3 wsum, 4 stats, 5 gl [1] (read), 6 gdbar [N, N],
+//                       7 gs_mat [N, N], 8 gwsum [N] (write)
+// Workgroup: 256 x 1 x 1, a single workgroup (grid 1 x 1 x 1); invocation t takes pairs
+// t, t + 256, .. of the flat [N, N] index and samples t, t + 256, ...
+
+struct Params {
+    ns: u32,     // N samples
+    inv_r2: f32, // 1 / r_max^2 of the soft floor, 0 without it
+    _p0: u32,
+    _p1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dbar: array<f32>;
+@group(0) @binding(2) var<storage, read> s_mat: array<f32>;
+@group(0) @binding(3) var<storage, read> wsum: array<f32>;
+// pair_loss
+@group(0) @binding(4) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> kappa_out: array<f32>;
+// pair_loss_backward
+@group(0) @binding(4) var<storage, read> stats_in: array<f32>;
+@group(0) @binding(5) var<storage, read> gl: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gdbar: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gs_mat: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gwsum: array<f32>;
+
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+
+// The workgroup's sums of (a, b) over its 256 invocations, in a fixed tree order.
+fn sum2(t: u32, a: f32, b: f32) -> vec2<f32> {
+    red_a[t] = a;
+    red_b[t] = b;
+    workgroupBarrier();
+    for (var h = 128u; h > 0u; h >>= 1u) {
+        if (t < h) {
+            red_a[t] += red_a[t + h];
+            red_b[t] += red_b[t + h];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(red_a[0], red_b[0]);
+    workgroupBarrier(); // every invocation has read the result before the arrays are reused
+    return r;
+}
+
+// One pair's quantities, given s and mk: (dfl, r, k, kappa).
+fn pair(idx: u32, a: u32, b: u32, s: f32, mk: f32) -> vec4<f32> {
+    let d = dbar[idx];
+    var dfl = d;
+    if (p.inv_r2 > 0.0) { dfl = sqrt(d * d + s * s * p.inv_r2); }
+    let k = s_mat[idx] / (wsum[a] * wsum[b]);
+    return vec4<f32>(dfl, s / dfl, k, k / mk);
+}
+
+fn pairs() -> f32 {
+    return f32(p.ns) * f32(p.ns - 1u);
+}
+
+@compute @workgroup_size(256)
+fn pair_loss(@builtin(local_invocation_index) t: u32) {
+    let n = p.ns;
+    var sd = 0.0;
+    var sk = 0.0;
+    for (var idx = t; idx < n * n; idx += 256u) {
+        let a = idx / n;
+        let b = idx % n;
+        if (a != b) {
+            sd += dbar[idx];
+            sk += s_mat[idx] / (wsum[a] * wsum[b]);
+        }
+    }
+    let sums = sum2(t, sd, sk);
+    let s = sums.x / pairs();
+    let mk = sums.y / pairs();
+    var su = 0.0;
+    for (var idx = t; idx < n * n; idx += 256u) {
+        let a = idx / n;
+        let b = idx % n;
+        let q = pair(idx, a, b, s, mk);
+        k_out[idx] = q.z;
+        kappa_out[idx] = q.w;
+        if (a != b) {
+            let r = q.y;
+            su += r * r - q.w * r * 2.0;
+        }
+    }
+    let total = sum2(t, su, 0.0);
+    if (t == 0u) {
+        loss[0] = total.x / pairs();
+        stats_out[0] = s;
+        stats_out[1] = mk;
+    }
+}
+
+// gr, gkappa of a pair from gU.
+fn pair_grads(q: vec4<f32>, gu: f32) -> vec2<f32> {
+    return vec2<f32>(gu * (2.0 * q.y - 2.0 * q.w), -2.0 * q.y * gu);
+}
+
+@compute @workgroup_size(256)
+fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
+    let n = p.ns;
+    let s = stats_in[0];
+    let mk = stats_in[1];
+    let np = pairs();
+    let gu = gl[0] / np;
+    // Pass 1: the two sums every pair's gradient needs.
+    var amk = 0.0;
+    var as_ = 0.0;
+    for (var idx = t; idx < n * n; idx += 256u) {
+        let a = idx / n;
+        let b = idx % n;
+        if (a != b) {
+            let q = pair(idx, a, b, s, mk);
+            let g = pair_grads(q, gu);
+            amk += g.y * q.z;
+            let gdfl = -g.x * s / (q.x * q.x);
+            as_ += g.x / q.x;
+            if (p.inv_r2 > 0.0) { as_ += gdfl * s * p.inv_r2 / q.x; }
+        }
+    }
+    let sums = sum2(t, amk, as_);
+    let gmk = -sums.x / (mk * mk);
+    let gs = sums.y;
+    // Pass 2: each pair's gradients.
+    for (var idx = t; idx < n * n; idx += 256u) {
+        let a = idx / n;
+        let b = idx % n;
+        var gd = 0.0;
+        var gsm = 0.0;
+        if (a != b) {
+            let q = pair(idx, a, b, s, mk);
+            let g = pair_grads(q, gu);
+            let gdfl = -g.x * s / (q.x * q.x);
+            var dd = gdfl;
+            if (p.inv_r2 > 0.0) { dd = gdfl * dbar[idx] / q.x; }
+            gd = dd + gs / np;
+            gsm = (g.y / mk + gmk / np) / (wsum[a] * wsum[b]);
+        }
+        gdbar[idx] = gd;
+        gs_mat[idx] = gsm;
+    }
+    // Pass 3: each sample's W, through its row and column of k.
+    for (var c = t; c < n; c += 256u) {
+        var acc = 0.0;
+        for (var b = 0u; b < n; b++) {
+            if (b != c) {
+                let i1 = c * n + b;
+                let q1 = pair(i1, c, b, s, mk);
+                acc += (pair_grads(q1, gu).y / mk + gmk / np) * q1.z;
+                let i2 = b * n + c;
+                let q2 = pair(i2, b, c, s, mk);
+                acc += (pair_grads(q2, gu).y / mk + gmk / np) * q2.z;
+            }
+        }
+        gwsum[c] = -acc / wsum[c];
+    }
+}
