@@ -10,7 +10,10 @@
 //   gmk = -sum_P gkappa k / mk^2,  gk = gkappa / mk + gmk / P
 //   gdfl = -gr s / dfl^2,  gs = sum_P (gr / dfl + gdfl s inv_r2 / dfl)
 //   d dbar = gdfl dbar / dfl + gs / P,  dS = gk / (W_A W_B),  dW_C = -sum_B (gk k)_CB + (gk k)_BC / W_C
-// Both kernels are one workgroup: every sum is a strided partial per invocation in a fixed order,
+// budget / budget_backward: the importance budget C_w = mean_A [relu(tau_lo - mw_A)^2 +
+// relu(mw_A - tau_hi)^2] of the per-sample mean importances mw [N], and
+// dC/dmw_A = dC (2 relu(mw_A - tau_hi) - 2 relu(tau_lo - mw_A)) / N.
+// The sums are one workgroup: every sum is a strided partial per invocation in a fixed order,
 // then a fixed tree through workgroup memory, so results are deterministic (no atomics). The
 // work is O(N^2) scalar arithmetic (microseconds), where the same algebra as separate tensor
 // ops took ~55 dispatches per L_A forward and backward.
@@ -20,14 +23,17 @@
 //                       6 k [N, N], 7 kappa [N, N] (write)
 //   pair_loss_backward: 1 dbar, 2 s_mat, 3 wsum, 4 stats, 5 gl [1] (read), 6 gdbar [N, N],
 //                       7 gs_mat [N, N], 8 gwsum [N] (write)
+//   budget:             1 mw [N] (read), 2 c_w [1] (write)
+//   budget_backward:    1 mw [N], 2 gc [1] (read), 3 gmw [N] (write)
 // Workgroup: 256 x 1 x 1, a single workgroup (grid 1 x 1 x 1); invocation t takes pairs
-// t, t + 256, .. of the flat [N, N] index and samples t, t + 256, ...
+// t, t + 256, .. of the flat [N, N] index and samples t, t + 256, ... budget_backward (no sums):
+// one invocation per sample, grid ceil(N / 256).
 
 struct Params {
     ns: u32,     // N samples
     inv_r2: f32, // 1 / r_max^2 of the soft floor, 0 without it
-    _p0: u32,
-    _p1: u32,
+    tau_lo: f32, // budget bounds
+    tau_hi: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,6 +51,12 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> gdbar: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gs_mat: array<f32>;
 @group(0) @binding(8) var<storage, read_write> gwsum: array<f32>;
+
+// budget, budget_backward
+@group(0) @binding(1) var<storage, read> mw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c_w: array<f32>;
+@group(0) @binding(2) var<storage, read> gc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gmw: array<f32>;
 
 var<workgroup> red_a: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
@@ -178,4 +190,25 @@ fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
         }
         gwsum[c] = -acc / wsum[c];
     }
+}
+
+@compute @workgroup_size(256)
+fn budget(@builtin(local_invocation_index) t: u32) {
+    var acc = 0.0;
+    for (var a = t; a < p.ns; a += 256u) {
+        let lo = max(p.tau_lo - mw[a], 0.0);
+        let hi = max(mw[a] - p.tau_hi, 0.0);
+        acc += lo * lo + hi * hi;
+    }
+    let total = sum2(t, acc, 0.0);
+    if (t == 0u) { c_w[0] = total.x / f32(p.ns); }
+}
+
+@compute @workgroup_size(256)
+fn budget_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let a = gid.x;
+    if (a >= p.ns) { return; }
+    let lo = max(p.tau_lo - mw[a], 0.0);
+    let hi = max(mw[a] - p.tau_hi, 0.0);
+    gmw[a] = gc[0] * (2.0 * hi - 2.0 * lo) / f32(p.ns);
 }

@@ -21,7 +21,7 @@
 
 use crate::autodiff::Var;
 use crate::error::{Error, Result};
-use crate::ops::atom::{pair_loss_var, structure_var};
+use crate::ops::atom::{budget_var, pair_loss_var, structure_var};
 use crate::tensor::Tensor;
 
 pub use crate::ops::atom::{importance, Norm, TokenMask};
@@ -223,9 +223,7 @@ pub fn atom_regularizer(
 fn budget(wm: &Var, mask: &TokenMask, tau_lo: f32, tau_hi: f32) -> Result<(Var, Var)> {
     let inv = wm.tape().constant(mask.inv_counts.clone());
     let mw = wm.sum(1, false)?.mul(&inv)?;
-    let lo = mw.affine(-1.0, tau_lo)?.relu()?;
-    let hi = mw.affine(1.0, -tau_hi)?.relu()?;
-    Ok((lo.mul(&lo)?.add(&hi.mul(&hi)?)?.mean_all()?, mw))
+    Ok((budget_var(&mw, tau_lo, tau_hi)?, mw))
 }
 
 /// The importance budget `C_w = mean_A [relu(tau_lo - mean_i w_Ai)^2 + relu(mean_i w_Ai - tau_hi)^2]`,

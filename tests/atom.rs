@@ -410,6 +410,34 @@ fn pair_loss_matches_reference_and_finite_differences() {
     }
 }
 
+/// The fused importance budget (`budget_var`) against its f64 reference, forward and gradient
+/// (central differences), with means below, inside and above the bounds, N up to 300.
+#[test]
+fn budget_matches_reference_and_finite_differences() {
+    let dev = device();
+    let mut rng = Rng::new(45);
+    let (lo, hi) = (0.3f32, 0.6f32);
+    for n in [1, 7, 300] {
+        let mw = rng.vec(n, 0.0, 1.0);
+        let ones = vec![1; n];
+        let reference = |m: &[f64]| lref::importance_budget(m, &ones, lo as f64, hi as f64);
+        let tape = Tape::new();
+        let v = tape.leaf(upload(&dev, &mw, &[n]));
+        let c = kern::budget_var(&v, lo, hi).unwrap();
+        assert_close(&format!("budget N {n}"), &c.value().to_vec().unwrap(), &[reference(&mw)], 1e-6, 1e-5);
+        let g = c.scale(2.5).unwrap().backward().unwrap().get(&v).unwrap().to_vec().unwrap();
+        let want: Vec<f64> = (0..n)
+            .map(|i| {
+                let (mut up, mut down) = (mw.clone(), mw.clone());
+                up[i] += 1e-6;
+                down[i] -= 1e-6;
+                2.5 * (reference(&up) - reference(&down)) / 2e-6
+            })
+            .collect();
+        assert_close(&format!("budget N {n} gradient"), &g, &want, 1e-5, 1e-3);
+    }
+}
+
 #[test]
 fn grad_check_whole_loss_z_h_u_c() {
     // tau bounds around 0.5 so that C_w is active for some samples and not for others

@@ -581,7 +581,7 @@ pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
 struct PairParams {
     ns: u32,
     inv_r2: f32,
-    _p: [u32; 2],
+    tau: [f32; 2],
 }
 
 /// What [`pair_loss`] computes from `dbar`, `S` and the importance sums `W`.
@@ -616,7 +616,7 @@ fn check_pairs(op: &'static str, dbar: &Tensor, s: &Tensor, wsum: &Tensor) -> Re
 }
 
 fn pair_params(n: usize, r_max: Option<f32>) -> PairParams {
-    PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), _p: [0; 2] }
+    PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), tau: [0.0; 2] }
 }
 
 /// L_A from the sample distances `dbar [N, N]`, the structure sums `s [N, N]` and the floored
@@ -689,6 +689,36 @@ pub fn pair_loss_var(dbar: &Var, s: &Var, wsum: &Var, r_max: Option<f32>) -> Res
         Ok(vec![Some(gd), Some(gs), Some(gw)])
     });
     Ok((l, out))
+}
+
+/// The importance budget `C_w = mean_A [relu(tau_lo - mw_A)^2 + relu(mw_A - tau_hi)^2]` of the
+/// per-sample mean importances `mw [N]`, on the tape (shaders/atom_pairs.wgsl: one dispatch each
+/// way).
+pub fn budget_var(mw: &Var, tau_lo: f32, tau_hi: f32) -> Result<Var> {
+    const OP: &str = "atom_budget";
+    mw.value().expect(OP, DType::F32)?;
+    let n = match mw.shape() {
+        &[n] if n >= 1 => n,
+        s => return Err(Error::shape(OP, format!("needs mean importances [N], got {s:?}"))),
+    };
+    let dev = mw.value().device();
+    let c = Tensor::empty(dev, OP, &[], DType::F32)?;
+    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [tau_lo, tau_hi] };
+    // One workgroup: a fixed-order sum over the N samples.
+    dev.dispatch(&PAIRS, "budget", &[], bytemuck::bytes_of(&p), &[mw.value().bind(), c.bind()], [1, 1, 1]);
+    let m = mw.value().clone();
+    Ok(mw.tape().op(c, &[mw], move |g| {
+        let gm = Tensor::empty(m.device(), "atom_budget_backward", &[n], DType::F32)?;
+        m.device().dispatch(
+            &PAIRS,
+            "budget_backward",
+            &[],
+            bytemuck::bytes_of(&p),
+            &[m.bind(), g.bind(), gm.bind()],
+            groups_1d(n, WG),
+        );
+        Ok(vec![Some(gm)])
+    }))
 }
 
 /// f64 references on flat row-major data.
