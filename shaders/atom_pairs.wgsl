@@ -13,6 +13,9 @@
 // budget / budget_backward: the importance budget C_w = mean_A [relu(tau_lo - mw_A)^2 +
 // relu(mw_A - tau_hi)^2] of the per-sample mean importances mw [N], and
 // dC/dmw_A = dC (2 relu(mw_A - tau_hi) - 2 relu(tau_lo - mw_A)) / N.
+// spread_scale / spread_scale_backward: the latents at unit RMS spread, y = z / r with
+// r = sqrt(mean_{A,d} (z_Ad - zbar_d)^2 + 1e-12) (zbar: the column means), and
+// dz = gy / r - (sum gy z) / r^2 (z - zbar) / (N D r).
 // The sums are one workgroup: every sum is a strided partial per invocation in a fixed order,
 // then a fixed tree through workgroup memory, so results are deterministic (no atomics). The
 // work is O(N^2) scalar arithmetic (microseconds), where the same algebra as separate tensor
@@ -25,6 +28,8 @@
 //                       7 gs_mat [N, N], 8 gwsum [N] (write)
 //   budget:             1 mw [N] (read), 2 c_w [1] (write)
 //   budget_backward:    1 mw [N], 2 gc [1] (read), 3 gmw [N] (write)
+//   spread_scale:       1 z [N, D] (read), 2 y [N, D], 3 zbar [D], 4 r [1] (write)
+//   spread_scale_backward: 1 z, 2 gy [N, D], 3 zbar, 4 r (read), 5 gz [N, D] (write)
 // Workgroup: 256 x 1 x 1, a single workgroup (grid 1 x 1 x 1); invocation t takes pairs
 // t, t + 256, .. of the flat [N, N] index and samples t, t + 256, ... budget_backward (no sums):
 // one invocation per sample, grid ceil(N / 256).
@@ -34,6 +39,10 @@ struct Params {
     inv_r2: f32, // 1 / r_max^2 of the soft floor, 0 without it
     tau_lo: f32, // budget bounds
     tau_hi: f32,
+    dim: u32,    // spread_scale: D
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -57,6 +66,16 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> c_w: array<f32>;
 @group(0) @binding(2) var<storage, read> gc: array<f32>;
 @group(0) @binding(3) var<storage, read_write> gmw: array<f32>;
+
+// spread_scale, spread_scale_backward
+@group(0) @binding(1) var<storage, read> sz: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> szbar: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sr: array<f32>;
+@group(0) @binding(2) var<storage, read> sgy: array<f32>;
+@group(0) @binding(3) var<storage, read> szbar_in: array<f32>;
+@group(0) @binding(4) var<storage, read> sr_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sgz: array<f32>;
 
 var<workgroup> red_a: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
@@ -211,4 +230,39 @@ fn budget_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let lo = max(p.tau_lo - mw[a], 0.0);
     let hi = max(mw[a] - p.tau_hi, 0.0);
     gmw[a] = gc[0] * (2.0 * hi - 2.0 * lo) / f32(p.ns);
+}
+
+@compute @workgroup_size(256)
+fn spread_scale(@builtin(local_invocation_index) t: u32) {
+    let n = p.ns;
+    let d = p.dim;
+    for (var c = t; c < d; c += 256u) {
+        var m = 0.0;
+        for (var a = 0u; a < n; a++) { m += sz[a * d + c]; }
+        szbar[c] = m / f32(n);
+    }
+    storageBarrier(); // the column means are visible to the whole workgroup
+    var acc = 0.0;
+    for (var i = t; i < n * d; i += 256u) {
+        let v = sz[i] - szbar[i % d];
+        acc += v * v;
+    }
+    let total = sum2(t, acc, 0.0);
+    let r = sqrt(total.x / f32(n * d) + 1e-12);
+    for (var i = t; i < n * d; i += 256u) { sy[i] = sz[i] / r; }
+    if (t == 0u) { sr[0] = r; }
+}
+
+@compute @workgroup_size(256)
+fn spread_scale_backward(@builtin(local_invocation_index) t: u32) {
+    let n = p.ns;
+    let d = p.dim;
+    var acc = 0.0;
+    for (var i = t; i < n * d; i += 256u) { acc += sgy[i] * sz[i]; }
+    let total = sum2(t, acc, 0.0);
+    let r = sr_in[0];
+    let k = total.x / (r * r) / (f32(n * d) * r);
+    for (var i = t; i < n * d; i += 256u) {
+        sgz[i] = sgy[i] / r - k * (sz[i] - szbar_in[i % d]);
+    }
 }

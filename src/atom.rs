@@ -21,7 +21,7 @@
 
 use crate::autodiff::Var;
 use crate::error::{Error, Result};
-use crate::ops::atom::{budget_var, pair_loss_var, structure_var};
+use crate::ops::atom::{budget_var, pair_loss_var, spread_scale_var, structure_var};
 use crate::tensor::Tensor;
 
 pub use crate::ops::atom::{importance, Norm, TokenMask};
@@ -181,7 +181,7 @@ fn check_batch(op: &'static str, z: &Var, h: &Var, w: &Var, mask: &TokenMask) ->
 pub fn atom_terms(z: &Var, h: &Var, w: &Var, mask: &TokenMask, cfg: &AtomConfig) -> Result<AtomTerms> {
     cfg.validate()?;
     check_batch("atom_loss", z, h, w, mask)?;
-    let z = if cfg.normalize { normalize_scale(z)? } else { z.clone() };
+    let z = if cfg.normalize { spread_scale_var(z)? } else { z.clone() };
     let dbar = z.pdist(Norm::Floored, cfg.eps)?;
     let wm = w.mask_tokens(mask)?;
     let wsum = wm.sum(1, false)?;
@@ -192,13 +192,6 @@ pub fn atom_terms(z: &Var, h: &Var, w: &Var, mask: &TokenMask, cfg: &AtomConfig)
     let (l_a, pairs) = pair_loss_var(&dbar, &sm, &wa, cfg.r_max)?;
     let (c_w, mean_w) = budget(&wm, mask, cfg.tau_lo, cfg.tau_hi)?;
     Ok(AtomTerms { l_a, c_w, stats: pairs.stats, k: pairs.k, kappa: pairs.kappa, dbar, mean_w })
-}
-
-/// `z / sqrt(mean((z - mean_A z)^2) + 1e-12)`: the batch at unit RMS spread (in the graph).
-fn normalize_scale(z: &Var) -> Result<Var> {
-    let zc = z.sub(&z.mean(0, true)?)?;
-    let rms = zc.mul(&zc)?.mean_all()?.affine(1.0, 1e-12)?.sqrt()?;
-    z.div(&rms)
 }
 
 /// L_A alone.

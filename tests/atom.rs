@@ -438,6 +438,41 @@ fn budget_matches_reference_and_finite_differences() {
     }
 }
 
+/// The latents at unit RMS spread (`spread_scale_var`, the loss's `normalize`) against their f64
+/// definition, forward and gradient (central differences of sum(G y) for a random G), for sizes
+/// past one pass of the workgroup along N D and along D.
+#[test]
+fn spread_scale_matches_reference_and_finite_differences() {
+    let dev = device();
+    let mut rng = Rng::new(46);
+    for (n, d) in [(2, 1), (5, 3), (33, 70), (3, 300)] {
+        let z = rng.vec(n * d, -2.0, 2.0);
+        let gw = rng.vec(n * d, -1.0, 1.0);
+        let reference = |z: &[f64]| -> Vec<f64> {
+            let zbar: Vec<f64> = (0..d).map(|c| (0..n).map(|a| z[a * d + c]).sum::<f64>() / n as f64).collect();
+            let ms = (0..n * d).map(|i| (z[i] - zbar[i % d]).powi(2)).sum::<f64>() / (n * d) as f64;
+            let r = (ms + 1e-12).sqrt();
+            z.iter().map(|v| v / r).collect()
+        };
+        let tape = Tape::new();
+        let v = tape.leaf(upload(&dev, &z, &[n, d]));
+        let y = kern::spread_scale_var(&v).unwrap();
+        assert_close(&format!("spread_scale [{n}, {d}]"), &y.value().to_vec().unwrap(), &reference(&z), 1e-5, 1e-5);
+        let g = y.mul(&tape.constant(upload(&dev, &gw, &[n, d]))).unwrap().sum_all().unwrap().backward().unwrap();
+        let got = g.get(&v).unwrap().to_vec().unwrap();
+        let want: Vec<f64> = (0..n * d)
+            .map(|i| {
+                let (mut up, mut down) = (z.clone(), z.clone());
+                up[i] += 1e-6;
+                down[i] -= 1e-6;
+                let f = |y: Vec<f64>| y.iter().zip(&gw).map(|(a, b)| a * b).sum::<f64>();
+                (f(reference(&up)) - f(reference(&down))) / 2e-6
+            })
+            .collect();
+        assert_close(&format!("spread_scale [{n}, {d}] gradient"), &got, &want, 1e-4, 1e-3);
+    }
+}
+
 #[test]
 fn grad_check_whole_loss_z_h_u_c() {
     // tau bounds around 0.5 so that C_w is active for some samples and not for others

@@ -582,6 +582,8 @@ struct PairParams {
     ns: u32,
     inv_r2: f32,
     tau: [f32; 2],
+    dim: u32,
+    _p: [u32; 3],
 }
 
 /// What [`pair_loss`] computes from `dbar`, `S` and the importance sums `W`.
@@ -616,7 +618,7 @@ fn check_pairs(op: &'static str, dbar: &Tensor, s: &Tensor, wsum: &Tensor) -> Re
 }
 
 fn pair_params(n: usize, r_max: Option<f32>) -> PairParams {
-    PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), tau: [0.0; 2] }
+    PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), tau: [0.0; 2], dim: 0, _p: [0; 3] }
 }
 
 /// L_A from the sample distances `dbar [N, N]`, the structure sums `s [N, N]` and the floored
@@ -703,7 +705,7 @@ pub fn budget_var(mw: &Var, tau_lo: f32, tau_hi: f32) -> Result<Var> {
     };
     let dev = mw.value().device();
     let c = Tensor::empty(dev, OP, &[], DType::F32)?;
-    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [tau_lo, tau_hi] };
+    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [tau_lo, tau_hi], dim: 0, _p: [0; 3] };
     // One workgroup: a fixed-order sum over the N samples.
     dev.dispatch(&PAIRS, "budget", &[], bytemuck::bytes_of(&p), &[mw.value().bind(), c.bind()], [1, 1, 1]);
     let m = mw.value().clone();
@@ -718,6 +720,40 @@ pub fn budget_var(mw: &Var, tau_lo: f32, tau_hi: f32) -> Result<Var> {
             groups_1d(n, WG),
         );
         Ok(vec![Some(gm)])
+    }))
+}
+
+/// The latents `z [N, D]` at unit RMS spread, `z / sqrt(mean((z - mean_A z)^2) + 1e-12)`, on the
+/// tape (shaders/atom_pairs.wgsl: one dispatch each way).
+pub fn spread_scale_var(z: &Var) -> Result<Var> {
+    const OP: &str = "atom_spread_scale";
+    let (n, d) = check_latents(OP, z.value())?;
+    let dev = z.value().device();
+    let y = Tensor::empty(dev, OP, &[n, d], DType::F32)?;
+    let zbar = Tensor::empty(dev, OP, &[d], DType::F32)?;
+    let r = Tensor::empty(dev, OP, &[1], DType::F32)?;
+    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [0.0; 2], dim: d as u32, _p: [0; 3] };
+    // One workgroup: column means, then a fixed-order sum of squares, then the division.
+    dev.dispatch(
+        &PAIRS,
+        "spread_scale",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[z.value().bind(), y.bind(), zbar.bind(), r.bind()],
+        [1, 1, 1],
+    );
+    let zv = z.value().clone();
+    Ok(z.tape().op(y, &[z], move |g| {
+        let gz = Tensor::empty(zv.device(), "atom_spread_scale_backward", &[n, d], DType::F32)?;
+        zv.device().dispatch(
+            &PAIRS,
+            "spread_scale_backward",
+            &[],
+            bytemuck::bytes_of(&p),
+            &[zv.bind(), g.bind(), zbar.bind(), r.bind(), gz.bind()],
+            [1, 1, 1],
+        );
+        Ok(vec![Some(gz)])
     }))
 }
 
