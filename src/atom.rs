@@ -1,5 +1,6 @@
 //! The atom-modeling regulariser (shared/spec/atom-modeling.md) and its baselines, assembled from
-//! tape ops on top of the kernels in [`crate::ops::atom`].
+//! tape ops on top of the kernels in [`crate::ops::atom`] (the pair algebra from d̄, S and W to
+//! L_A, the budget C_w and the latents' normalisation are one fused op each).
 //!
 //! For latents `z [N, D]`, tokens `h [N, n, m]`, importances `w [N, n]` and token counts (a
 //! [`TokenMask`]), with off-diagonal means `mean_{A != B}`:

@@ -2,8 +2,10 @@
 //! distances of the hinge baselines), the importance-weighted all-pairs token distance
 //! `S[A, B] = sum_i sum_j w_Ai w_Bj d_ij(A, B)` (the dominant term, tiled like a matrix product and
 //! never storing the N x N x n x n distances), their gathered gradients, token masking, and the
-//! importance head. The loss itself is assembled from tape ops in [`crate::atom`]. The f64 reference
-//! is [`cpu`].
+//! importance head; and (`shaders/atom_pairs.wgsl`) L_A's pair algebra from d̄, S and the
+//! importance sums ([`pair_loss`]), the importance budget ([`budget_var`]) and the latents'
+//! normalisation ([`spread_scale_var`]), one small dispatch each way. The loss itself is assembled
+//! from these in [`crate::atom`]. The f64 reference is [`cpu`].
 //!
 //! Padding: per-sample token counts live in a [`TokenMask`] (validated on the host); tokens
 //! `i >= counts[A]` are never read by the kernels and get exactly zero gradient.
