@@ -1,5 +1,6 @@
 // L_A's pair algebra in one dispatch each way (shared/spec/atom-modeling.md), from the sample
-// distances dbar [N, N], the structure sums S [N, N] and the floored importance sums W [N]:
+// distances dbar [N, N], the structure sums S [N, N] and the importance sums W [N] (floored
+// inside: W := max(W, w_floor), no gradient below the floor):
 //   s      = mean_{A != B} dbar_AB                      batch length scale
 //   dfl_AB = sqrt(dbar_AB^2 + s^2 inv_r2)               soft floor (inv_r2 = 1 / r_max^2; 0: dfl = dbar)
 //   k_AB   = S_AB / (W_A W_B),  mk = mean_{A != B} k_AB,  kappa_AB = k_AB / mk
@@ -40,7 +41,7 @@ struct Params {
     tau_lo: f32, // budget bounds
     tau_hi: f32,
     dim: u32,    // spread_scale: D
-    _p0: u32,
+    w_floor: f32, // pair_loss: the floor of the importance sums W
     _p1: u32,
     _p2: u32,
 }
@@ -97,12 +98,17 @@ fn sum2(t: u32, a: f32, b: f32) -> vec2<f32> {
     return r;
 }
 
+// Sample a's importance sum with the floor, max(W, floor) written as W + relu(floor - W).
+fn wfl(a: u32) -> f32 {
+    return wsum[a] + max(p.w_floor - wsum[a], 0.0);
+}
+
 // One pair's quantities, given s and mk: (dfl, r, k, kappa).
 fn pair(idx: u32, a: u32, b: u32, s: f32, mk: f32) -> vec4<f32> {
     let d = dbar[idx];
     var dfl = d;
     if (p.inv_r2 > 0.0) { dfl = sqrt(d * d + s * s * p.inv_r2); }
-    let k = s_mat[idx] / (wsum[a] * wsum[b]);
+    let k = s_mat[idx] / (wfl(a) * wfl(b));
     return vec4<f32>(dfl, s / dfl, k, k / mk);
 }
 
@@ -120,7 +126,7 @@ fn pair_loss(@builtin(local_invocation_index) t: u32) {
         let b = idx % n;
         if (a != b) {
             sd += dbar[idx];
-            sk += s_mat[idx] / (wsum[a] * wsum[b]);
+            sk += s_mat[idx] / (wfl(a) * wfl(b));
         }
     }
     let sums = sum2(t, sd, sk);
@@ -189,7 +195,7 @@ fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
             var dd = gdfl;
             if (p.inv_r2 > 0.0) { dd = gdfl * dbar[idx] / q.x; }
             gd = dd + gs / np;
-            gsm = (g.y / mk + gmk / np) / (wsum[a] * wsum[b]);
+            gsm = (g.y / mk + gmk / np) / (wfl(a) * wfl(b));
         }
         gdbar[idx] = gd;
         gs_mat[idx] = gsm;
@@ -207,7 +213,8 @@ fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
                 acc += (pair_grads(q2, gu).y / mk + gmk / np) * q2.z;
             }
         }
-        gwsum[c] = -acc / wsum[c];
+        // max(W, floor) passes the gradient only above the floor (as W + relu(floor - W) does)
+        gwsum[c] = select(-acc / wfl(c), 0.0, p.w_floor - wsum[c] > 0.0);
     }
 }
 

@@ -186,11 +186,9 @@ pub fn atom_terms(z: &Var, h: &Var, w: &Var, mask: &TokenMask, cfg: &AtomConfig)
     let dbar = z.pdist(Norm::Floored, cfg.eps)?;
     let wm = w.mask_tokens(mask)?;
     let wsum = wm.sum(1, false)?;
-    // max(W, floor) as W + relu(floor - W): exactly W above the floor.
-    let wa = wsum.add(&wsum.affine(-1.0, W_FLOOR)?.relu()?)?;
     let sm = structure_var(h, &wm, mask, cfg.eps)?;
-    // s, the soft floor, k, kappa, U and their means: one kernel each way.
-    let (l_a, pairs) = pair_loss_var(&dbar, &sm, &wa, cfg.r_max)?;
+    // max(W, W_FLOOR), s, the soft floor, k, kappa, U and their means: one kernel each way.
+    let (l_a, pairs) = pair_loss_var(&dbar, &sm, &wsum, cfg.r_max, W_FLOOR)?;
     let (c_w, mean_w) = budget(&wm, mask, cfg.tau_lo, cfg.tau_hi)?;
     Ok(AtomTerms { l_a, c_w, stats: pairs.stats, k: pairs.k, kappa: pairs.kappa, dbar, mean_w })
 }

@@ -360,28 +360,31 @@ fn pair_loss_matches_reference_and_finite_differences() {
                 // symmetric, as the kernels make them
             }
         }
-        let wsum = rng.vec(n, 0.3, 4.0);
+        let mut wsum = rng.vec(n, 0.3, 4.0);
+        wsum[n - 1] = 1e-7; // below the floor: taken as the floor, no gradient
+        let floor = atom::W_FLOOR;
         let inv_r2 = r_max.map_or(0.0, |r| (1.0 / (r * r)) as f64);
         let (dt, st, wt) = (upload(&dev, &dbar, &[n, n]), upload(&dev, &sm, &[n, n]), upload(&dev, &wsum, &[n]));
-        let out = kern::pair_loss(&dt, &st, &wt, r_max).unwrap();
-        let (l, s, mk, k, kappa) = cpu::pair_loss(&dbar, &sm, &wsum, inv_r2);
+        let out = kern::pair_loss(&dt, &st, &wt, r_max, floor).unwrap();
+        let (l, s, mk, k, kappa) = cpu::pair_loss(&dbar, &sm, &wsum, inv_r2, floor as f64);
         assert_close(&format!("{what}: L_A"), &out.loss.to_vec().unwrap(), &[l], 1e-6, 1e-5);
         assert_close(&format!("{what}: s, mean k"), &out.stats.to_vec().unwrap(), &[s, mk], 1e-6, 1e-5);
         assert_close(&format!("{what}: k"), &out.k.to_vec().unwrap(), &k, 1e-6, 1e-5);
         assert_close(&format!("{what}: kappa"), &out.kappa.to_vec().unwrap(), &kappa, 1e-6, 1e-5);
         let g = 1.7;
         let (gd, gs, gw) =
-            kern::pair_loss_backward(&dt, &st, &wt, &out.stats, &upload(&dev, &[g], &[]), r_max).unwrap();
+            kern::pair_loss_backward(&dt, &st, &wt, &out.stats, &upload(&dev, &[g], &[]), r_max, floor).unwrap();
         let (gd, gs, gw) = (gd.to_vec().unwrap(), gs.to_vec().unwrap(), gw.to_vec().unwrap());
         // Central differences of g * L_A, entry by entry (both mirror entries of a symmetric
         // input are separate inputs here, as in the kernel's gradient).
         let fd = |which: usize, i: usize| -> f64 {
             let mut v = [dbar.clone(), sm.clone(), wsum.clone()];
-            let h = 1e-6 * v[which][i].abs().max(1.0);
+            // (a step that stays below the floor for the W that sits there)
+            let h = if v[which][i] < 1e-4 { 0.1 * v[which][i] } else { 1e-6 * v[which][i].abs().max(1.0) };
             v[which][i] += h;
-            let up = cpu::pair_loss(&v[0], &v[1], &v[2], inv_r2).0;
+            let up = cpu::pair_loss(&v[0], &v[1], &v[2], inv_r2, floor as f64).0;
             v[which][i] -= 2.0 * h;
-            let down = cpu::pair_loss(&v[0], &v[1], &v[2], inv_r2).0;
+            let down = cpu::pair_loss(&v[0], &v[1], &v[2], inv_r2, floor as f64).0;
             g * (up - down) / (2.0 * h)
         };
         let pick = |len: usize, rng: &mut Rng| -> Vec<usize> {
@@ -405,8 +408,9 @@ fn pair_loss_matches_reference_and_finite_differences() {
         for (name, have, want) in &checks {
             assert_close(&format!("{what}: {name}"), have, want, 2e-4 * scale + 1e-6 / (n * n) as f64, 2e-3);
         }
-        // No mean reads the diagonal: its gradients are exactly 0.
+        // No mean reads the diagonal: its gradients are exactly 0; nor does W pass one below the floor.
         assert!((0..n).all(|a| gd[a * n + a] == 0.0 && gs[a * n + a] == 0.0), "{what}: diagonal gradients");
+        assert_eq!(gw[n - 1], 0.0, "{what}: gradient of W below the floor");
     }
 }
 

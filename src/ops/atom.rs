@@ -585,7 +585,8 @@ struct PairParams {
     inv_r2: f32,
     tau: [f32; 2],
     dim: u32,
-    _p: [u32; 3],
+    w_floor: f32,
+    _p: [u32; 2],
 }
 
 /// What [`pair_loss`] computes from `dbar`, `S` and the importance sums `W`.
@@ -619,14 +620,21 @@ fn check_pairs(op: &'static str, dbar: &Tensor, s: &Tensor, wsum: &Tensor) -> Re
     Ok(n)
 }
 
-fn pair_params(n: usize, r_max: Option<f32>) -> PairParams {
-    PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), tau: [0.0; 2], dim: 0, _p: [0; 3] }
+fn pair_params(n: usize, r_max: Option<f32>, w_floor: f32) -> PairParams {
+    PairParams {
+        ns: n as u32,
+        inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)),
+        tau: [0.0; 2],
+        dim: 0,
+        w_floor,
+        _p: [0; 2],
+    }
 }
 
-/// L_A from the sample distances `dbar [N, N]`, the structure sums `s [N, N]` and the floored
-/// importance sums `wsum [N]`, with the soft floor `r_max` (shaders/atom_pairs.wgsl): one
-/// dispatch for the whole pair algebra.
-pub fn pair_loss(dbar: &Tensor, s: &Tensor, wsum: &Tensor, r_max: Option<f32>) -> Result<PairLoss> {
+/// L_A from the sample distances `dbar [N, N]`, the structure sums `s [N, N]` and the importance
+/// sums `wsum [N]` (taken as `max(W, w_floor)`), with the soft floor `r_max`
+/// (shaders/atom_pairs.wgsl): one dispatch for the whole pair algebra.
+pub fn pair_loss(dbar: &Tensor, s: &Tensor, wsum: &Tensor, r_max: Option<f32>, w_floor: f32) -> Result<PairLoss> {
     const OP: &str = "atom_pair_loss";
     let n = check_pairs(OP, dbar, s, wsum)?;
     let dev = dbar.device();
@@ -636,7 +644,7 @@ pub fn pair_loss(dbar: &Tensor, s: &Tensor, wsum: &Tensor, r_max: Option<f32>) -
         k: Tensor::empty(dev, OP, &[n, n], DType::F32)?,
         kappa: Tensor::empty(dev, OP, &[n, n], DType::F32)?,
     };
-    let p = pair_params(n, r_max);
+    let p = pair_params(n, r_max, w_floor);
     // One workgroup: O(N^2) scalar work, reduced in a fixed order.
     dev.dispatch(
         &PAIRS,
@@ -658,6 +666,7 @@ pub fn pair_loss_backward(
     stats: &Tensor,
     g: &Tensor,
     r_max: Option<f32>,
+    w_floor: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "atom_pair_loss_backward";
     let n = check_pairs(OP, dbar, s, wsum)?;
@@ -671,7 +680,7 @@ pub fn pair_loss_backward(
     let gd = Tensor::empty(dev, OP, &[n, n], DType::F32)?;
     let gs = Tensor::empty(dev, OP, &[n, n], DType::F32)?;
     let gw = Tensor::empty(dev, OP, &[n], DType::F32)?;
-    let p = pair_params(n, r_max);
+    let p = pair_params(n, r_max, w_floor);
     dev.dispatch(
         &PAIRS,
         "pair_loss_backward",
@@ -685,11 +694,11 @@ pub fn pair_loss_backward(
 
 /// [`pair_loss`] on the tape: L_A as a scalar Var (gradients flow to `dbar`, `s` and `wsum`),
 /// and the forward's other outputs as plain tensors.
-pub fn pair_loss_var(dbar: &Var, s: &Var, wsum: &Var, r_max: Option<f32>) -> Result<(Var, PairLoss)> {
-    let out = pair_loss(dbar.value(), s.value(), wsum.value(), r_max)?;
+pub fn pair_loss_var(dbar: &Var, s: &Var, wsum: &Var, r_max: Option<f32>, w_floor: f32) -> Result<(Var, PairLoss)> {
+    let out = pair_loss(dbar.value(), s.value(), wsum.value(), r_max, w_floor)?;
     let (d, sv, w, stats) = (dbar.value().clone(), s.value().clone(), wsum.value().clone(), out.stats.clone());
     let l = dbar.tape().op(out.loss.clone(), &[dbar, s, wsum], move |g| {
-        let (gd, gs, gw) = pair_loss_backward(&d, &sv, &w, &stats, g, r_max)?;
+        let (gd, gs, gw) = pair_loss_backward(&d, &sv, &w, &stats, g, r_max, w_floor)?;
         Ok(vec![Some(gd), Some(gs), Some(gw)])
     });
     Ok((l, out))
@@ -707,7 +716,7 @@ pub fn budget_var(mw: &Var, tau_lo: f32, tau_hi: f32) -> Result<Var> {
     };
     let dev = mw.value().device();
     let c = Tensor::empty(dev, OP, &[], DType::F32)?;
-    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [tau_lo, tau_hi], dim: 0, _p: [0; 3] };
+    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [tau_lo, tau_hi], dim: 0, w_floor: 0.0, _p: [0; 2] };
     // One workgroup: a fixed-order sum over the N samples.
     dev.dispatch(&PAIRS, "budget", &[], bytemuck::bytes_of(&p), &[mw.value().bind(), c.bind()], [1, 1, 1]);
     let m = mw.value().clone();
@@ -734,7 +743,7 @@ pub fn spread_scale_var(z: &Var) -> Result<Var> {
     let y = Tensor::empty(dev, OP, &[n, d], DType::F32)?;
     let zbar = Tensor::empty(dev, OP, &[d], DType::F32)?;
     let r = Tensor::empty(dev, OP, &[1], DType::F32)?;
-    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [0.0; 2], dim: d as u32, _p: [0; 3] };
+    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [0.0; 2], dim: d as u32, w_floor: 0.0, _p: [0; 2] };
     // One workgroup: column means, then a fixed-order sum of squares, then the division.
     dev.dispatch(
         &PAIRS,
@@ -764,8 +773,16 @@ pub mod cpu {
     use super::Norm;
 
     /// L_A's pair algebra (see [`super::pair_loss`]): (L_A, s, mean k, k, kappa) from `dbar
-    /// [N, N]`, `s [N, N]`, `wsum [N]`; `inv_r2` = 1 / r_max^2 (0: no soft floor).
-    pub fn pair_loss(dbar: &[f64], s: &[f64], wsum: &[f64], inv_r2: f64) -> (f64, f64, f64, Vec<f64>, Vec<f64>) {
+    /// [N, N]`, `s [N, N]`, `wsum [N]` (floored at `w_floor`); `inv_r2` = 1 / r_max^2 (0: no soft
+    /// floor).
+    pub fn pair_loss(
+        dbar: &[f64],
+        s: &[f64],
+        wsum: &[f64],
+        inv_r2: f64,
+        w_floor: f64,
+    ) -> (f64, f64, f64, Vec<f64>, Vec<f64>) {
+        let wsum: Vec<f64> = wsum.iter().map(|&w| w.max(w_floor)).collect();
         let n = wsum.len();
         let np = (n * (n - 1)) as f64;
         let k: Vec<f64> = (0..n * n).map(|i| s[i] / (wsum[i / n] * wsum[i % n])).collect();
