@@ -28,6 +28,10 @@
 //   sum_splits:         out[e] = sum over s (increasing) of part[s * total + e]
 //   mask_tokens:        y[A, i, ...] = x[A, i, ...] where i < cnt[A], else exactly 0 (a select, so
 //                       NaN/Inf in padding never leaks); its own gradient.
+//   importance:         the importance head w[A, i] = sigmoid(h_Ai . u + c) for real tokens, exactly 0
+//                       for padding (whose h is never read); importance_dh: dh[A, i, k] = gz_Ai u_k,
+//                       importance_duc: du[k] = sum over real tokens of gz h[., k] and
+//                       dc = sum gz, with gz = g w (1 - w) on real tokens (gathered, in order).
 //
 // Precision: the register-blocked kernels use direct differences (h_Ai - h_Bj)^2. The Gram form
 // |a|^2 + |b|^2 - 2 a.b cancels for near-identical tokens (relative error ~1e-7 |h|^2 / d^2), and with
@@ -54,9 +58,13 @@
 //   structure_backward: 1 h, 2 w, 3 cnt (u32), 4 g (read), 5 dh, 6 dw (write)
 //   sum_splits:         1 part (read), 2 out (write)
 //   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
+//   importance:         1 h, 2 u, 3 c, 4 cnt (read), 5 w (write)
+//   importance_dh:      1 w, 2 g, 3 u, 4 cnt (read), 5 dh (write)
+//   importance_duc:     1 w, 2 g, 3 h, 4 cnt (read), 5 du [m], 6 dc [1] (write)
 // Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
 // barriers). pdist, pdist_backward: 64 invocations, one per 4 x 4 output block (block row fastest);
-// pdist_coef, structure_reduce, sum_splits, mask_tokens: 256 invocations, one per output element.
+// pdist_coef, structure_reduce, sum_splits, mask_tokens, importance*: 256 invocations, one per
+// output element (importance: per token; importance_duc: per k, looping every token).
 // structure_partial: 64 invocations, one per (upper-triangle pair A <= B, i-tile), the i-tile
 // fastest, so the lanes of a SIMD group share the pair and run the same number of j-tiles;
 // structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest
@@ -785,6 +793,65 @@ fn mask_tokens(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let a = tok / p.nt;
     let i = tok % p.nt;
     mt_y[idx] = select(0.0, mt_x[idx], i < mt_cnt[a]);
+}
+
+// importance, importance_dh, importance_duc
+@group(0) @binding(1) var<storage, read> im_h: array<f32>;
+@group(0) @binding(2) var<storage, read> im_u: array<f32>;
+@group(0) @binding(3) var<storage, read> im_c: array<f32>;
+@group(0) @binding(4) var<storage, read> im_cnt: array<u32>;
+@group(0) @binding(5) var<storage, read_write> im_w: array<f32>;
+@group(0) @binding(1) var<storage, read> ig_w: array<f32>;
+@group(0) @binding(2) var<storage, read> ig_g: array<f32>;
+@group(0) @binding(3) var<storage, read> ig_u: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ig_out: array<f32>;
+@group(0) @binding(3) var<storage, read> iu_h: array<f32>;
+@group(0) @binding(6) var<storage, read_write> iu_dc: array<f32>;
+
+// Whether token `tok` of the flat [N * n] list is a real token.
+fn real_token(tok: u32) -> bool {
+    return tok % p.nt < im_cnt[tok / p.nt];
+}
+
+@compute @workgroup_size(256)
+fn importance(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let tok = flat(gid, nwg, 256u);
+    if (tok >= p.total) { return; }
+    var w = 0.0;
+    if (real_token(tok)) {
+        var x = 0.0;
+        for (var k = 0u; k < p.m; k++) { x = fma(im_h[tok * p.m + k], im_u[k], x); }
+        w = 1.0 / (1.0 + exp(-(x + im_c[0])));
+    }
+    im_w[tok] = w;
+}
+
+// g w (1 - w) of a real token, 0 for padding.
+fn gz(tok: u32, g: f32) -> f32 {
+    let w = ig_w[tok];
+    return select(0.0, g * (w * (1.0 - w)), real_token(tok));
+}
+
+@compute @workgroup_size(256)
+fn importance_dh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    if (idx >= p.total * p.m) { return; }
+    let tok = idx / p.m;
+    ig_out[idx] = gz(tok, ig_g[tok]) * ig_u[idx % p.m];
+}
+
+@compute @workgroup_size(256)
+fn importance_duc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let k = flat(gid, nwg, 256u);
+    if (k > p.m) { return; }
+    var acc = 0.0;
+    for (var tok = 0u; tok < p.total; tok++) {
+        if (real_token(tok)) {
+            let z = gz(tok, ig_g[tok]);
+            acc += select(z * iu_h[tok * p.m + min(k, p.m - 1u)], z, k == p.m);
+        }
+    }
+    if (k < p.m) { ig_out[k] = acc; } else { iu_dc[0] = acc; }
 }
 
 // ---- Gram-form structure kernels for GPU adapters (`ops::atom::StructureKernel::Gram`) ----

@@ -282,6 +282,23 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
             }
         }
     }
+    // Its gradients: finite, against the reference's chain rule, and exactly 0 on padded tokens.
+    let tape = Tape::new();
+    let (hv, uv, cv) =
+        (tape.leaf(ht.clone()), tape.leaf(upload(&dev, &u, &[m])), tape.leaf(upload(&dev, &[0.3], &[1])));
+    let gw = rng.vec(counts.len() * n, -1.0, 1.0);
+    let imp = atom::importance(&hv, &uv, &cv, &mask).unwrap();
+    let grads =
+        imp.mul(&tape.constant(upload(&dev, &gw, &[counts.len(), n]))).unwrap().sum_all().unwrap().backward().unwrap();
+    let (dh, du, dc) = [&hv, &uv, &cv].map(|v| grads.get(v).unwrap().to_vec().unwrap()).into();
+    let w = cpu::importance(&hz, &u, 0.3, &counts, n);
+    let gz: Vec<f64> =
+        (0..w.len()).map(|t| if t % n < counts[t / n] { gw[t] * w[t] * (1.0 - w[t]) } else { 0.0 }).collect();
+    let want_dh: Vec<f64> = (0..w.len() * m).map(|i| gz[i / m] * u[i % m]).collect();
+    let want_du: Vec<f64> = (0..m).map(|k| (0..w.len()).map(|t| gz[t] * hz[t * m + k]).sum()).collect();
+    assert_close("importance dh", &dh, &want_dh, 1e-6, 1e-5);
+    assert_close("importance du", &du, &want_du, 1e-5, 1e-4);
+    assert_close("importance dc", &dc, &[gz.iter().sum::<f64>()], 1e-5, 1e-4);
 }
 
 // ---------------------------------------------------------------- gradient checks

@@ -573,9 +573,47 @@ pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
             format!("tokens h {:?} need u [{m}] and c [1], got u {:?} and c {:?}", h.shape(), u.shape(), c.shape()),
         ));
     }
-    let hm = h.mask_tokens(mask)?.reshape(&[n * t, m])?;
-    let logits = hm.matmul(&u.reshape(&[m, 1])?)?.reshape(&[n, t])?.add(&c.reshape(&[1])?)?;
-    logits.sigmoid()?.mask_tokens(mask)
+    for v in [h, u, c] {
+        v.value().expect(OP, DType::F32)?;
+    }
+    let dev = h.value().device();
+    let w = Tensor::empty(dev, OP, &[n, t], DType::F32)?;
+    let p = Params { ns: n as u32, nt: t as u32, m: m as u32, total: (n * t) as u32, ..Params::new() };
+    // One invocation per token.
+    dev.dispatch(
+        &SHADER,
+        "importance",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[h.value().bind(), u.value().bind(), c.value().bind(), mask.counts_gpu.bind(), w.bind()],
+        groups_1d(n * t, WG),
+    );
+    let (hv, uv, wv, cnt) = (h.value().clone(), u.value().clone(), w.clone(), mask.counts_gpu.clone());
+    let cshape = c.shape().to_vec();
+    Ok(h.tape().op(w, &[h, u, c], move |g| {
+        let dev = hv.device();
+        let dh = Tensor::empty(dev, "atom_importance_backward", &[n, t, m], DType::F32)?;
+        // dh per element; du and dc gathered per output over every token, in order.
+        dev.dispatch(
+            &SHADER,
+            "importance_dh",
+            &[],
+            bytemuck::bytes_of(&p),
+            &[wv.bind(), g.bind(), uv.bind(), cnt.bind(), dh.bind()],
+            groups_1d(n * t * m, WG),
+        );
+        let du = Tensor::empty(dev, "atom_importance_backward", &[m], DType::F32)?;
+        let dc = Tensor::empty(dev, "atom_importance_backward", &cshape, DType::F32)?;
+        dev.dispatch(
+            &SHADER,
+            "importance_duc",
+            &[],
+            bytemuck::bytes_of(&p),
+            &[wv.bind(), g.bind(), hv.bind(), cnt.bind(), du.bind(), dc.bind()],
+            groups_1d(m + 1, WG),
+        );
+        Ok(vec![Some(dh), Some(du), Some(dc)])
+    }))
 }
 
 #[repr(C)]
