@@ -561,8 +561,9 @@ pub fn structure_var(h: &Var, w: &Var, mask: &TokenMask, eps: f32) -> Result<Var
 }
 
 /// The importance head `w [N, n] = sigmoid(h . u + c)` for tokens `h [N, n, m]`, `u [m]`, `c [1]`,
-/// with padded entries exactly 0 (padded tokens are masked before and after, so whatever they
-/// hold never reaches w or the gradients).
+/// with padded entries exactly 0: the kernels never read a padded token, so whatever it holds
+/// never reaches w or the gradients (one dispatch forward, two backward: dh per element, du and
+/// dc gathered over every token in order).
 pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
     const OP: &str = "atom_importance";
     mask.check(OP, "tokens h", h.value(), Some(3))?;
