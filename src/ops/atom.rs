@@ -632,7 +632,7 @@ struct PairParams {
 pub struct PairLoss {
     /// L_A, shape [].
     pub loss: Tensor,
-    /// `[s, mean_{A != B} k]`, shape [2].
+    /// `[s, mean_{A != B} k]`, shape `[2]`.
     pub stats: Tensor,
     /// k_AB = S_AB / (W_A W_B), `[N, N]`.
     pub k: Tensor,
