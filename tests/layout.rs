@@ -104,6 +104,21 @@ fn layout_gradients_match_finite_differences() {
         },
         1e-3,
     );
+    // Attention's head split of a fused projection [N, L, 3 d] (d = 4, 2 heads): against slice,
+    // reshape and permute of the reference, for every part.
+    let qkv = rng.vec(2 * 3 * 12, -1.0, 1.0);
+    for part in 0..3 {
+        grad_check(
+            &format!("split_heads part {part}"),
+            &[(qkv.clone(), vec![2, 3, 12])],
+            &[true],
+            move |v| v[0].split_heads(part, 3, 2),
+            move |i| {
+                cpu::permute(&cpu::slice(&i[0], &[2, 3, 12], 2, 4 * part, 4 * part + 4), &[2, 3, 2, 2], &[0, 2, 1, 3]).0
+            },
+            1e-3,
+        );
+    }
     grad_check(
         "broadcast_to",
         &[(rng.vec(3, -1.0, 1.0), vec![3, 1])],

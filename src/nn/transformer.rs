@@ -128,10 +128,8 @@ impl Transformer {
         for (bi, b) in self.blocks.iter().enumerate() {
             let s = |i: u64| sub_seed(seed, 10 * bi as u64 + i);
             let qkv = b.qkv.forward(tape, &b.ln1.forward(tape, &x)?)?; // [N, L, 3d]
-            let split = |k: usize| -> Result<Var> {
-                qkv.slice(2, k * d, (k + 1) * d)?.reshape(&[n, l, heads, dh])?.permute(&[0, 2, 1, 3])
-            };
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?); // [N, H, L, dh]
+            let (q, k, v) =
+                (qkv.split_heads(0, 3, heads)?, qkv.split_heads(1, 3, heads)?, qkv.split_heads(2, 3, heads)?); // [N, H, L, dh]
             let scores = q.matmul_t(&k, false, true)?.scale(1.0 / (dh as f32).sqrt())?; // [N, H, L, L]
             let att = scores.softmax(Some(key_mask))?.dropout(p, s(1), training)?;
             let o = att.matmul(&v)?.permute(&[0, 2, 1, 3])?.reshape(&[n, l, d])?;

@@ -132,6 +132,51 @@ pub fn slice(x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor
     Ok(y)
 }
 
+/// Part `part` of `parts` equal column blocks of `x [N, L, parts * d]`, split into `heads` heads:
+/// `[N, heads, L, d / heads]` (attention's q, k or v from a fused projection), one strided copy
+/// where a slice, a reshape and a permute took two.
+pub fn split_heads(x: &Tensor, part: usize, parts: usize, heads: usize) -> Result<Tensor> {
+    let (n, l, dh) = heads_shape("split_heads", x.shape(), part, parts, heads)?;
+    let cols = x.shape()[2];
+    let y = Tensor::empty(x.device(), "split_heads", &[n, heads, l, dh], x.dtype())?;
+    let shape = [n, heads, l, dh];
+    copy_strided("split_heads", x, part * heads * dh, &[l * cols, dh, cols, 1], &shape, &y, 0, &strides(&shape))?;
+    Ok(y)
+}
+
+/// The gradient of [`split_heads`]: `g [N, heads, L, dh]` written into zeros of `[N, L, parts * d]`
+/// at part `part`'s columns.
+pub fn merge_heads_into_part(g: &Tensor, part: usize, parts: usize) -> Result<Tensor> {
+    let &[n, heads, l, dh] = g.shape() else {
+        return Err(Error::shape("split_heads", format!("gradient must be [N, heads, L, dh], got {:?}", g.shape())));
+    };
+    let cols = parts * heads * dh;
+    let y = Tensor::zeros(g.device(), &[n, l, cols])?;
+    copy_strided("split_heads", g, 0, &strides(g.shape()), g.shape(), &y, part * heads * dh, &[l * cols, dh, cols, 1])?;
+    Ok(y)
+}
+
+fn heads_shape(
+    op: &'static str,
+    s: &[usize],
+    part: usize,
+    parts: usize,
+    heads: usize,
+) -> Result<(usize, usize, usize)> {
+    match *s {
+        [n, l, c] if parts > 0 && heads > 0 && part < parts && c % (parts * heads) == 0 => {
+            Ok((n, l, c / (parts * heads)))
+        }
+        _ => Err(Error::shape(
+            op,
+            format!(
+                "part {part} of {parts}, {heads} heads: needs [N, L, C] with C a multiple of {}, got {s:?}",
+                parts * heads
+            ),
+        )),
+    }
+}
+
 /// Zeros of `shape` with `x` written at `start..` of `axis` (the gradient of `slice`).
 pub fn pad_axis(x: &Tensor, shape: &[usize], axis: usize, start: usize) -> Result<Tensor> {
     // Padding only the last axis to whole vec4s: one pass (the conv and atom kernels' operands).
@@ -225,6 +270,11 @@ impl Var {
         let y = self.value().reshape(shape)?;
         let old = self.shape().to_vec();
         Ok(self.tape().op(y, &[self], move |gy| Ok(vec![Some(gy.reshape(&old)?)])))
+    }
+    /// [`split_heads`]; gradient: the incoming one written into part `part`'s columns of zeros.
+    pub fn split_heads(&self, part: usize, parts: usize, heads: usize) -> Result<Var> {
+        let y = split_heads(self.value(), part, parts, heads)?;
+        Ok(self.tape().op(y, &[self], move |gy| Ok(vec![Some(merge_heads_into_part(gy, part, parts)?)])))
     }
     /// Gradient: the inverse permutation.
     pub fn permute(&self, perm: &[usize]) -> Result<Var> {
