@@ -1,6 +1,8 @@
-// L_A's pair algebra in one dispatch each way (shared/spec/atom-modeling.md), from the sample
-// distances dbar [N, N], the structure sums S [N, N] and the importance sums W [N] (floored
-// inside: W := max(W, w_floor), no gradient below the floor):
+// The atom-modeling loss's small fused ops (shared/spec/atom-modeling.md), one dispatch each way:
+// L_A's pair algebra, the importance budget and the latents' normalisation.
+// pair_loss / pair_loss_backward: from the sample distances dbar [N, N], the structure sums
+// S [N, N] and the importance sums W [N] (floored inside: W := max(W, w_floor), no gradient
+// below the floor):
 //   s      = mean_{A != B} dbar_AB                      batch length scale
 //   dfl_AB = sqrt(dbar_AB^2 + s^2 inv_r2)               soft floor (inv_r2 = 1 / r_max^2; 0: dfl = dbar)
 //   k_AB   = S_AB / (W_A W_B),  mk = mean_{A != B} k_AB,  kappa_AB = k_AB / mk
@@ -10,7 +12,8 @@
 //   gU = dL / P (P = N (N - 1) pairs), gr = gU (2 r - 2 kappa), gkappa = -2 r gU
 //   gmk = -sum_P gkappa k / mk^2,  gk = gkappa / mk + gmk / P
 //   gdfl = -gr s / dfl^2,  gs = sum_P (gr / dfl + gdfl s inv_r2 / dfl)
-//   d dbar = gdfl dbar / dfl + gs / P,  dS = gk / (W_A W_B),  dW_C = -sum_B (gk k)_CB + (gk k)_BC / W_C
+//   d dbar = gdfl dbar / dfl + gs / P,  dS = gk / (W_A W_B),
+//   dW_C = -(sum_{B != C} (gk k)_CB + (gk k)_BC) / W_C   (0 below the floor)
 // budget / budget_backward: the importance budget C_w = mean_A [relu(tau_lo - mw_A)^2 +
 // relu(mw_A - tau_hi)^2] of the per-sample mean importances mw [N], and
 // dC/dmw_A = dC (2 relu(mw_A - tau_hi) - 2 relu(tau_lo - mw_A)) / N.
