@@ -618,7 +618,7 @@ pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct PairParams {
     ns: u32,
     inv_r2: f32,
@@ -660,14 +660,7 @@ fn check_pairs(op: &'static str, dbar: &Tensor, s: &Tensor, wsum: &Tensor) -> Re
 }
 
 fn pair_params(n: usize, r_max: Option<f32>, w_floor: f32) -> PairParams {
-    PairParams {
-        ns: n as u32,
-        inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)),
-        tau: [0.0; 2],
-        dim: 0,
-        w_floor,
-        _p: [0; 2],
-    }
+    PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), w_floor, ..Default::default() }
 }
 
 /// L_A from the sample distances `dbar [N, N]`, the structure sums `s [N, N]` and the importance
@@ -755,7 +748,7 @@ pub fn budget_var(mw: &Var, tau_lo: f32, tau_hi: f32) -> Result<Var> {
     };
     let dev = mw.value().device();
     let c = Tensor::empty(dev, OP, &[], DType::F32)?;
-    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [tau_lo, tau_hi], dim: 0, w_floor: 0.0, _p: [0; 2] };
+    let p = PairParams { ns: n as u32, tau: [tau_lo, tau_hi], ..Default::default() };
     // One workgroup: a fixed-order sum over the N samples.
     dev.dispatch(&PAIRS, "budget", &[], bytemuck::bytes_of(&p), &[mw.value().bind(), c.bind()], [1, 1, 1]);
     let m = mw.value().clone();
@@ -782,7 +775,7 @@ pub fn spread_scale_var(z: &Var) -> Result<Var> {
     let y = Tensor::empty(dev, OP, &[n, d], DType::F32)?;
     let zbar = Tensor::empty(dev, OP, &[d], DType::F32)?;
     let r = Tensor::empty(dev, OP, &[1], DType::F32)?;
-    let p = PairParams { ns: n as u32, inv_r2: 0.0, tau: [0.0; 2], dim: d as u32, w_floor: 0.0, _p: [0; 2] };
+    let p = PairParams { ns: n as u32, dim: d as u32, ..Default::default() };
     // One workgroup: column means, then a fixed-order sum of squares, then the division.
     dev.dispatch(
         &PAIRS,

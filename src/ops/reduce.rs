@@ -224,10 +224,12 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
         if target != n && target != 1 {
             return Err(Error::shape("sum_to", format!("cannot sum {gs:?} to {shape:?}")));
         }
+        if n == 1 {
+            continue;
+        }
         let summed = target != n;
         match view.last_mut() {
-            _ if n == 1 => {}
-            Some(last) if last.1 == summed && summed => last.0 *= n,
+            Some(last) if last.1 && summed => last.0 *= n,
             _ => view.push((n, summed)),
         }
     }
