@@ -9,8 +9,9 @@
 //! PyTorch: the batch is gathered on the host and uploaded inside the step (as `train::fit` does),
 //! but no file is read or decoded. `cargo bench -- --profile train/` adds, under each training
 //! step, where its GPU time goes: kernels by their summed GPU time over 3 profiled steps
-//! (`Device::set_profiling`: timestamps around every dispatch). `--unchecked` compiles every
-//! kernel without wgpu's runtime checks (`Device::set_shader_checks(false)`), to time both forms.
+//! (`Device::set_profiling`: timestamps around every dispatch). `--checked` / `--unchecked`
+//! compile every kernel with / without wgpu's runtime checks (`Device::set_shader_checks`; the
+//! default is the adapter's: off on GPUs, on for CPU adapters), to time both forms.
 
 use atomgrad::data::fashion::{FashionData, FashionOrigin, ImageSet, PIXELS};
 use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
@@ -211,7 +212,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let quick = args.iter().any(|a| a == "--quick");
     let profile = args.iter().any(|a| a == "--profile");
-    let unchecked = args.iter().any(|a| a == "--unchecked");
+    let checks = if args.iter().any(|a| a == "--checked") {
+        Some(true)
+    } else if args.iter().any(|a| a == "--unchecked") {
+        Some(false)
+    } else {
+        None
+    };
     let filter = args.into_iter().filter(|a| !a.starts_with("--")).collect();
     let dev = Device::new().unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -219,11 +226,11 @@ fn main() {
     });
     let gpu = dev.class() == atomgrad::device::AdapterClass::Gpu;
     println!("adapter: {}", dev.describe());
-    if unchecked {
-        // Every kernel, the ceiling probes included, compiled without wgpu's runtime checks.
-        dev.set_shader_checks(false);
-        println!("shader checks: off (--unchecked)");
+    if let Some(on) = checks {
+        // Every kernel, the ceiling probes included, compiled with or without wgpu's runtime checks.
+        dev.set_shader_checks(on);
     }
+    println!("shader checks: {}", if dev.shader_checks() { "on" } else { "off" });
     let mut b = Bench {
         dev: dev.clone(),
         filter,

@@ -220,6 +220,12 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     #[serde(default)]
     mixed_precision: bool,
+    /// Compile the kernels with wgpu's runtime checks (index clamps, loop counters): the default
+    /// on CPU adapters; GPUs run without them, the kernels guarding their own accesses. Same
+    /// results, slower; for chasing a suspected out-of-bounds kernel.
+    #[arg(long)]
+    #[serde(skip)]
+    shader_checks: bool,
     /// Print only the final summary.
     #[arg(long)]
     #[serde(skip)]
@@ -247,6 +253,7 @@ fn info(dev: &Device) {
     println!("type:      {:?}", i.device_type);
     println!("driver:    {} {}", i.driver, i.driver_info);
     println!("class:     {:?} (selects the kernels: barrier-free ones on CPU adapters)", dev.class());
+    println!("checks:    wgpu's shader runtime checks {}", if dev.shader_checks() { "on" } else { "off" });
     let l = dev.limits();
     println!("limits:");
     println!("  max_buffer_size                    {}", l.max_buffer_size);
@@ -357,7 +364,13 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
             let (run, config, ck) = Run::resume(&dir, display)?;
             let saved: TrainArgs = serde_json::from_value(config)
                 .map_err(|e| Error::data(dir.join("config.json"), format!("not a `train` configuration: {e}")))?;
-            a = TrainArgs { max_steps: a.max_steps, detect_anomaly: a.detect_anomaly, quiet: a.quiet, ..saved };
+            a = TrainArgs {
+                max_steps: a.max_steps,
+                detect_anomaly: a.detect_anomaly,
+                quiet: a.quiet,
+                shader_checks: a.shader_checks,
+                ..saved
+            };
             (Some(run), ck)
         }
         None => {
@@ -367,6 +380,9 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
         }
     };
     dev.set_mixed_precision(a.mixed_precision)?;
+    if a.shader_checks {
+        dev.set_shader_checks(true);
+    }
     let (epochs, batch, lr) = (a.epochs.unwrap_or(1), a.batch.unwrap_or(1), a.lr.unwrap_or(0.0) as f32);
     let lambda = a.lambda.unwrap_or(0.1) as f32;
     let method = Method::parse_list(&[a.method.clone().unwrap_or_default()])?[0];

@@ -62,6 +62,34 @@ fn pooled_buffers_are_reused_after_a_submit() {
     drop(b);
 }
 
+/// Eager code that records many large ops without a sync keeps every dropped buffer until the
+/// next submit; past the release limit an allocation submits first, so memory stays bounded and
+/// the results are the same.
+#[test]
+fn dropped_buffers_past_the_release_limit_are_submitted_and_reused() {
+    let dev = own_device();
+    dev.set_release_limit(8 << 20);
+    let n = 1 << 20; // 4 MiB per tensor
+    let before = dev.stats();
+    let mut last = None;
+    for i in 0..20 {
+        let t = Tensor::from_slice(&dev, &[i as f32; 4], &[4]).unwrap();
+        let big = Tensor::zeros(&dev, &[n]).unwrap();
+        last = Some((t, big)); // the previous pair is dropped unsynced
+    }
+    let s = dev.stats();
+    // 20 x 4 MiB recorded; at most the 8 MiB held back plus the live pair were ever created.
+    assert!(
+        s.bytes_created - before.bytes_created <= (16 << 20),
+        "{} bytes created",
+        s.bytes_created - before.bytes_created
+    );
+    assert!(s.submits > before.submits, "no submit on the way");
+    let (t, big) = last.unwrap();
+    assert_eq!(t.to_vec().unwrap(), vec![19.0; 4]);
+    assert!(big.to_vec().unwrap().iter().all(|&v| v == 0.0));
+}
+
 #[test]
 fn profiling_times_every_dispatch_per_kernel_and_changes_no_result() {
     let dev = own_device(); // the mode is per device: keep it away from the shared one

@@ -40,9 +40,9 @@ def main():
         text = read(os.path.join(out, n))
         if n.startswith("bench"):
             case = None
-            # The bench-unchecked stage times cases of the other stages with wgpu's shader checks
-            # off: its names get " unchecked" so both forms stand side by side.
-            suffix = " unchecked" if n.startswith("bench-unchecked") else ""
+            # The bench-checked stage times cases of the other stages with wgpu's shader checks
+            # on (off is the GPU default): its names get " checked" so both forms stand side by side.
+            suffix = " checked" if n.startswith("bench-checked") else ""
             for line in text.splitlines():
                 c = re.match(r"ceiling: FMA (\d+\.\d+) GFLOP/s, copy (\d+\.\d+) GB/s", line)
                 if c:
@@ -119,7 +119,7 @@ def main():
     # Opt-in or newer kernels timed beside the current default (decide which to adopt from these).
     alternatives = []
     for name, v in sorted(ours.items()):
-        for tag, base_tag in ((" unchecked", ""), ("Coop16Packed ", "Coop16 "), (" gram", ""), (" gemm", ""), (" b8", ""), (" r8", ""),
+        for tag, base_tag in ((" checked", ""), ("Coop16Packed ", "Coop16 "), (" gram", ""), (" gemm", ""), (" b8", ""), (" r8", ""),
                               (" Team", " PerRow"),
                               (" gemm-conv gram-atom", "")):
             if tag in name and (name.replace(tag, base_tag, 1)) in ours:
