@@ -161,7 +161,7 @@ run_tests() { # $1 = phase budget in seconds, then test names
 if [ "$GPU" = 1 ]; then
   run_tests "${GPU_SH_TEST_BUDGET:-100}" $FAST_TESTS
   stage bench-train 150 "$BIN/kernels" $BENCH_FLAGS --profile train/
-  stage bench-matmul-atom 120 "$BIN/kernels" $BENCH_FLAGS matmul/ atom/
+  stage bench-matmul-atom 120 "$BIN/kernels" $BENCH_FLAGS --profile matmul/ atom/
   stage bench-mixed 60 "$BIN/kernels" $BENCH_FLAGS mixed/
   # The same kernels compiled with wgpu's runtime checks (index clamps, loop counters; off by
   # default on GPUs).

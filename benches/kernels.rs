@@ -9,7 +9,8 @@
 //! PyTorch: the batch is gathered on the host and uploaded inside the step (as `train::fit` does),
 //! but no file is read or decoded. `cargo bench -- --profile train/` adds, under each training
 //! step, where its GPU time goes: kernels by their summed GPU time over 3 profiled steps
-//! (`Device::set_profiling`: timestamps around every dispatch). `--checked` / `--unchecked`
+//! (`Device::set_profiling`: timestamps around every dispatch; the `atom/L_A` cases too).
+//! `--checked` / `--unchecked`
 //! compile every kernel with / without wgpu's runtime checks (`Device::set_shader_checks`; the
 //! default is the adapter's: off on GPUs, on for CPU adapters), to time both forms.
 
@@ -32,7 +33,7 @@ struct Bench {
     budget: f64,
     peak_gflops: f64,
     peak_gbs: f64,
-    /// `--profile`: print the per-kernel GPU time of each training step.
+    /// `--profile`: print the per-kernel GPU time of each training step and L_A case.
     profile: bool,
 }
 
@@ -65,11 +66,11 @@ impl Bench {
         }
     }
 
-    fn flops(&self, name: &str, flops: f64, f: impl FnMut()) {
+    fn flops(&self, name: &str, flops: f64, mut f: impl FnMut()) {
         if !self.wants(name) {
             return;
         }
-        let s = self.time(f);
+        let s = self.time(&mut f);
         let g = flops / s / 1e9;
         println!(
             "{name:<44} {:>10.3} ms {:>10.2} GFLOP/s {:>6.1}% of FMA ceiling",
@@ -77,6 +78,14 @@ impl Bench {
             g,
             100.0 * g / self.peak_gflops
         );
+        if self.profile && name.starts_with("atom/L_A") {
+            // Which of L_A's kernels take its time (the other cases are one or two kernels).
+            self.print_profile(3, || {
+                f();
+                self.dev.flush().unwrap();
+                f64::NAN
+            });
+        }
     }
 
     fn bytes(&self, name: &str, bytes: f64, f: impl FnMut()) {
@@ -325,9 +334,10 @@ fn main() {
             });
         }
         // The opt-in f16 tensor-core kernel, under its own prefix so it can run (and fail) apart.
-        // Coop16Packed's time includes packing both operands to f16 (two more dispatches).
+        // Coop16Packed's and Coop16Wide's times include packing both operands to f16 (two more
+        // dispatches).
         if dev.has_coop16() {
-            for v in [Coop16, Coop16Packed] {
+            for v in [Coop16, Coop16Packed, Coop16Wide] {
                 b.flops(&format!("mixed/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
                     drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
                 });

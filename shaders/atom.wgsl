@@ -30,8 +30,10 @@
 //                       NaN/Inf in padding never leaks); its own gradient.
 //   importance:         the importance head w[A, i] = sigmoid(h_Ai . u + c) for real tokens, exactly 0
 //                       for padding (whose h is never read); importance_dh: dh[A, i, k] = gz_Ai u_k,
-//                       importance_duc: du[k] = sum over real tokens of gz h[., k] and
-//                       dc = sum gz, with gz = g w (1 - w) on real tokens (gathered, in order).
+//                       importance_duc_part: part[c, k] = sum over the real tokens of chunk c (64
+//                       tokens, in order) of gz h[., k] (k < m) or gz (k = m), with gz = g w (1 - w);
+//                       importance_duc_sum: du[k] = sum over c (increasing) of part[c, k], dc = the
+//                       same at k = m (gathered: one invocation per output, a fixed order).
 //
 // Precision: the register-blocked kernels use direct differences (h_Ai - h_Bj)^2. The Gram form
 // |a|^2 + |b|^2 - 2 a.b cancels for near-identical tokens (relative error ~1e-7 |h|^2 / d^2), and with
@@ -60,11 +62,12 @@
 //   mask_tokens:        1 x, 2 cnt (u32) (read), 3 y (write)
 //   importance:         1 h, 2 u, 3 c, 4 cnt (read), 5 w (write)
 //   importance_dh:      1 w, 2 g, 3 u, 4 cnt (read), 5 dh (write)
-//   importance_duc:     1 w, 2 g, 3 h, 4 cnt (read), 5 du [m], 6 dc [1] (write)
+//   importance_duc_part: 1 w, 2 g, 3 h, 4 cnt (read), 5 part [chunks, m + 1] (write)
+//   importance_duc_sum: 1 part (read), 2 du [m], 3 dc [1] (write)
 // Workgroup: 1-D, no shared memory and no barriers (CPU rasterisers such as lavapipe serialise
 // barriers). pdist, pdist_backward: 64 invocations, one per 4 x 4 output block (block row fastest);
 // pdist_coef, structure_reduce, sum_splits, mask_tokens, importance*: 256 invocations, one per
-// output element (importance: per token; importance_duc: per k, looping every token).
+// output element (importance: per token; importance_duc_part: per (chunk, k); _sum: per k).
 // structure_partial: 64 invocations, one per (upper-triangle pair A <= B, i-tile), the i-tile
 // fastest, so the lanes of a SIMD group share the pair and run the same number of j-tiles;
 // structure_backward: 64 invocations, one per (split, A, i-tile, dim chunk), the chunk fastest
@@ -806,7 +809,8 @@ fn mask_tokens(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 @group(0) @binding(3) var<storage, read> ig_u: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ig_out: array<f32>;
 @group(0) @binding(3) var<storage, read> iu_h: array<f32>;
-@group(0) @binding(6) var<storage, read_write> iu_dc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ds_du: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ds_dc: array<f32>;
 
 // Whether token `tok` of the flat [N * n] list is a real token.
 fn real_token(tok: u32) -> bool {
@@ -840,18 +844,34 @@ fn importance_dh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     ig_out[idx] = gz(tok, ig_g[tok]) * ig_u[idx % p.m];
 }
 
+// Tokens per chunk of importance_duc_part: one invocation sums one chunk for one output.
+const DUC_CHUNK: u32 = 64u;
+
 @compute @workgroup_size(256)
-fn importance_duc(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let k = flat(gid, nwg, 256u);
-    if (k > p.m) { return; }
+fn importance_duc_part(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat(gid, nwg, 256u);
+    let chunks = (p.total + DUC_CHUNK - 1u) / DUC_CHUNK;
+    if (idx >= chunks * (p.m + 1u)) { return; }
+    let k = idx % (p.m + 1u);
+    let t0 = (idx / (p.m + 1u)) * DUC_CHUNK;
     var acc = 0.0;
-    for (var tok = 0u; tok < p.total; tok++) {
+    for (var tok = t0; tok < min(t0 + DUC_CHUNK, p.total); tok++) {
         if (real_token(tok)) {
             let z = gz(tok, ig_g[tok]);
             acc += select(z * iu_h[tok * p.m + min(k, p.m - 1u)], z, k == p.m);
         }
     }
-    if (k < p.m) { ig_out[k] = acc; } else { iu_dc[0] = acc; }
+    ig_out[idx] = acc;
+}
+
+@compute @workgroup_size(256)
+fn importance_duc_sum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let k = flat(gid, nwg, 256u);
+    if (k > p.m) { return; }
+    let chunks = (p.total + DUC_CHUNK - 1u) / DUC_CHUNK;
+    var acc = 0.0;
+    for (var c = 0u; c < chunks; c++) { acc += ig_w[c * (p.m + 1u) + k]; }
+    if (k < p.m) { ds_du[k] = acc; } else { ds_dc[0] = acc; }
 }
 
 // ---- Gram-form structure kernels for GPU adapters (`ops::atom::StructureKernel::Gram`) ----

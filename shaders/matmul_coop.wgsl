@@ -24,6 +24,9 @@
 // stride and sb_b / sb_k = B's, in vec4<f16> units (sa_b, sb_b = 0: broadcast). Its
 // epilogue repeats mm_coop16's (naga's SPIR-V writer is picky about coopStore operands, so the
 // form measured on the H200 is kept verbatim); the next GPU run keeps the faster of the two.
+//
+// mm_coop16w: mm_coop16p's operands, tile and panels with 128 invocations = 4 subgroups of 64 x 64
+// (4 x 4 accumulators): 8 fragment loads per 16 MMAs instead of 6 per 8 (described at its code).
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -429,6 +432,259 @@ fn mm_coop16p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             let i = lane * 8u + e;
             let r = r0 + (q / 2u) * 16u + i / 16u;
             let col = q0 + (q % 2u) * 16u + i % 16u;
+            if (r < p.m && col < p.n) { c[base + r * p.n + col] = sc[sg * 256u + i]; }
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- mm_coop16w: packed operands, 64 x 64 per subgroup ----
+// As mm_coop16p (same packed operands, Params, 128 x 128 tile, panels and grid), with 128
+// invocations = 4 subgroups, subgroup s owning the 64 x 64 block at rows 64 (s / 2), columns
+// 64 (s % 2): 4 x 4 accumulators, so each 16-wide K step loads 8 fragments for 16 MMAs (mm_coop16p:
+// 6 for 8). Each invocation stages 8 + 8 vec4<f16> of the next panels.
+
+fn wa_src(t: u32, e: u32, bi: u32, row0: u32, k0: u32) -> u32 {
+    let idx = t + e * 128u;
+    return bi * p.sa_b + (row0 + idx / 8u) * p.sa_m + k0 / 4u + idx % 8u;
+}
+fn wb_src(t: u32, e: u32, bi: u32, col0: u32, k0: u32) -> u32 {
+    let idx = t + e * 128u;
+    return bi * p.sb_b + (k0 + idx / 32u) * p.sb_k + col0 / 4u + idx % 32u;
+}
+fn wput_a(buf: u32, t: u32, e: u32, v: vec4<f16>) {
+    let idx = t + e * 128u;
+    let o = buf * PA + (idx / 8u) * LDA + (idx % 8u) * 4u;
+    sa[o] = v.x;
+    sa[o + 1u] = v.y;
+    sa[o + 2u] = v.z;
+    sa[o + 3u] = v.w;
+}
+fn wput_b(buf: u32, t: u32, e: u32, v: vec4<f16>) {
+    let idx = t + e * 128u;
+    let o = buf * PB + (idx / 32u) * LDB + (idx % 32u) * 4u;
+    sb[o] = v.x;
+    sb[o + 1u] = v.y;
+    sb[o + 2u] = v.z;
+    sb[o + 3u] = v.w;
+}
+
+@compute @workgroup_size(128)
+fn mm_coop16w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let bi = wid.z;
+    let row0 = wid.y * TILE;
+    let col0 = wid.x * TILE;
+    let sg = t / 32u;
+    let wr = (sg / 2u) * 64u; // this subgroup's rows within the tile
+    let wc = (sg % 2u) * 64u; // and columns
+
+    var c00 = MC();
+    var c01 = MC();
+    var c02 = MC();
+    var c03 = MC();
+    var c10 = MC();
+    var c11 = MC();
+    var c12 = MC();
+    var c13 = MC();
+    var c20 = MC();
+    var c21 = MC();
+    var c22 = MC();
+    var c23 = MC();
+    var c30 = MC();
+    var c31 = MC();
+    var c32 = MC();
+    var c33 = MC();
+
+    // Prologue: the panels at k = 0 into buffer 0.
+    wput_a(0u, t, 0u, ap[wa_src(t, 0u, bi, row0, 0u)]);
+    wput_a(0u, t, 1u, ap[wa_src(t, 1u, bi, row0, 0u)]);
+    wput_a(0u, t, 2u, ap[wa_src(t, 2u, bi, row0, 0u)]);
+    wput_a(0u, t, 3u, ap[wa_src(t, 3u, bi, row0, 0u)]);
+    wput_a(0u, t, 4u, ap[wa_src(t, 4u, bi, row0, 0u)]);
+    wput_a(0u, t, 5u, ap[wa_src(t, 5u, bi, row0, 0u)]);
+    wput_a(0u, t, 6u, ap[wa_src(t, 6u, bi, row0, 0u)]);
+    wput_a(0u, t, 7u, ap[wa_src(t, 7u, bi, row0, 0u)]);
+    wput_b(0u, t, 0u, bp[wb_src(t, 0u, bi, col0, 0u)]);
+    wput_b(0u, t, 1u, bp[wb_src(t, 1u, bi, col0, 0u)]);
+    wput_b(0u, t, 2u, bp[wb_src(t, 2u, bi, col0, 0u)]);
+    wput_b(0u, t, 3u, bp[wb_src(t, 3u, bi, col0, 0u)]);
+    wput_b(0u, t, 4u, bp[wb_src(t, 4u, bi, col0, 0u)]);
+    wput_b(0u, t, 5u, bp[wb_src(t, 5u, bi, col0, 0u)]);
+    wput_b(0u, t, 6u, bp[wb_src(t, 6u, bi, col0, 0u)]);
+    wput_b(0u, t, 7u, bp[wb_src(t, 7u, bi, col0, 0u)]);
+    workgroupBarrier();
+
+    var ra0 = vec4<f16>();
+    var ra1 = vec4<f16>();
+    var ra2 = vec4<f16>();
+    var ra3 = vec4<f16>();
+    var ra4 = vec4<f16>();
+    var ra5 = vec4<f16>();
+    var ra6 = vec4<f16>();
+    var ra7 = vec4<f16>();
+    var rb0 = vec4<f16>();
+    var rb1 = vec4<f16>();
+    var rb2 = vec4<f16>();
+    var rb3 = vec4<f16>();
+    var rb4 = vec4<f16>();
+    var rb5 = vec4<f16>();
+    var rb6 = vec4<f16>();
+    var rb7 = vec4<f16>();
+    var buf = 0u;
+    for (var k0 = 0u; k0 < p.k; k0 += KS) {
+        let more = k0 + KS < p.k;
+        if (more) {
+            let k1 = k0 + KS;
+            ra0 = ap[wa_src(t, 0u, bi, row0, k1)];
+            ra1 = ap[wa_src(t, 1u, bi, row0, k1)];
+            ra2 = ap[wa_src(t, 2u, bi, row0, k1)];
+            ra3 = ap[wa_src(t, 3u, bi, row0, k1)];
+            ra4 = ap[wa_src(t, 4u, bi, row0, k1)];
+            ra5 = ap[wa_src(t, 5u, bi, row0, k1)];
+            ra6 = ap[wa_src(t, 6u, bi, row0, k1)];
+            ra7 = ap[wa_src(t, 7u, bi, row0, k1)];
+            rb0 = bp[wb_src(t, 0u, bi, col0, k1)];
+            rb1 = bp[wb_src(t, 1u, bi, col0, k1)];
+            rb2 = bp[wb_src(t, 2u, bi, col0, k1)];
+            rb3 = bp[wb_src(t, 3u, bi, col0, k1)];
+            rb4 = bp[wb_src(t, 4u, bi, col0, k1)];
+            rb5 = bp[wb_src(t, 5u, bi, col0, k1)];
+            rb6 = bp[wb_src(t, 6u, bi, col0, k1)];
+            rb7 = bp[wb_src(t, 7u, bi, col0, k1)];
+        }
+        let oa = buf * PA + wr * LDA;
+        let ob = buf * PB + wc;
+        for (var kk = 0u; kk < KS; kk += 16u) {
+            let b0 = coopLoadT<MB>(&sb[ob + kk * LDB + 0u], LDB);
+            let b1 = coopLoadT<MB>(&sb[ob + kk * LDB + 16u], LDB);
+            let b2 = coopLoadT<MB>(&sb[ob + kk * LDB + 32u], LDB);
+            let b3 = coopLoadT<MB>(&sb[ob + kk * LDB + 48u], LDB);
+            let a0 = coopLoadT<MA>(&sa[oa + 0u * LDA + kk], LDA);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c02 = coopMultiplyAdd(a0, b2, c02);
+            c03 = coopMultiplyAdd(a0, b3, c03);
+            let a1 = coopLoadT<MA>(&sa[oa + 16u * LDA + kk], LDA);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+            c12 = coopMultiplyAdd(a1, b2, c12);
+            c13 = coopMultiplyAdd(a1, b3, c13);
+            let a2 = coopLoadT<MA>(&sa[oa + 32u * LDA + kk], LDA);
+            c20 = coopMultiplyAdd(a2, b0, c20);
+            c21 = coopMultiplyAdd(a2, b1, c21);
+            c22 = coopMultiplyAdd(a2, b2, c22);
+            c23 = coopMultiplyAdd(a2, b3, c23);
+            let a3 = coopLoadT<MA>(&sa[oa + 48u * LDA + kk], LDA);
+            c30 = coopMultiplyAdd(a3, b0, c30);
+            c31 = coopMultiplyAdd(a3, b1, c31);
+            c32 = coopMultiplyAdd(a3, b2, c32);
+            c33 = coopMultiplyAdd(a3, b3, c33);
+        }
+        if (more) {
+            let nb = 1u - buf;
+            wput_a(nb, t, 0u, ra0);
+            wput_a(nb, t, 1u, ra1);
+            wput_a(nb, t, 2u, ra2);
+            wput_a(nb, t, 3u, ra3);
+            wput_a(nb, t, 4u, ra4);
+            wput_a(nb, t, 5u, ra5);
+            wput_a(nb, t, 6u, ra6);
+            wput_a(nb, t, 7u, ra7);
+            wput_b(nb, t, 0u, rb0);
+            wput_b(nb, t, 1u, rb1);
+            wput_b(nb, t, 2u, rb2);
+            wput_b(nb, t, 3u, rb3);
+            wput_b(nb, t, 4u, rb4);
+            wput_b(nb, t, 5u, rb5);
+            wput_b(nb, t, 6u, rb6);
+            wput_b(nb, t, 7u, rb7);
+        }
+        // The next panel is complete and nobody reads the current one any more.
+        workgroupBarrier();
+        buf = 1u - buf;
+    }
+
+    let base = bi * p.m * p.n;
+    let r0 = row0 + wr;
+    let q0 = col0 + wc;
+    if (row0 + TILE <= p.m && col0 + TILE <= p.n) {
+        let ldc = p.n;
+        let v00 = c00;
+        let o00 = base + (r0 + 0u) * p.n + q0 + 0u;
+        coopStoreT(v00, &c[o00], ldc);
+        let v01 = c01;
+        let o01 = base + (r0 + 0u) * p.n + q0 + 16u;
+        coopStoreT(v01, &c[o01], ldc);
+        let v02 = c02;
+        let o02 = base + (r0 + 0u) * p.n + q0 + 32u;
+        coopStoreT(v02, &c[o02], ldc);
+        let v03 = c03;
+        let o03 = base + (r0 + 0u) * p.n + q0 + 48u;
+        coopStoreT(v03, &c[o03], ldc);
+        let v10 = c10;
+        let o10 = base + (r0 + 16u) * p.n + q0 + 0u;
+        coopStoreT(v10, &c[o10], ldc);
+        let v11 = c11;
+        let o11 = base + (r0 + 16u) * p.n + q0 + 16u;
+        coopStoreT(v11, &c[o11], ldc);
+        let v12 = c12;
+        let o12 = base + (r0 + 16u) * p.n + q0 + 32u;
+        coopStoreT(v12, &c[o12], ldc);
+        let v13 = c13;
+        let o13 = base + (r0 + 16u) * p.n + q0 + 48u;
+        coopStoreT(v13, &c[o13], ldc);
+        let v20 = c20;
+        let o20 = base + (r0 + 32u) * p.n + q0 + 0u;
+        coopStoreT(v20, &c[o20], ldc);
+        let v21 = c21;
+        let o21 = base + (r0 + 32u) * p.n + q0 + 16u;
+        coopStoreT(v21, &c[o21], ldc);
+        let v22 = c22;
+        let o22 = base + (r0 + 32u) * p.n + q0 + 32u;
+        coopStoreT(v22, &c[o22], ldc);
+        let v23 = c23;
+        let o23 = base + (r0 + 32u) * p.n + q0 + 48u;
+        coopStoreT(v23, &c[o23], ldc);
+        let v30 = c30;
+        let o30 = base + (r0 + 48u) * p.n + q0 + 0u;
+        coopStoreT(v30, &c[o30], ldc);
+        let v31 = c31;
+        let o31 = base + (r0 + 48u) * p.n + q0 + 16u;
+        coopStoreT(v31, &c[o31], ldc);
+        let v32 = c32;
+        let o32 = base + (r0 + 48u) * p.n + q0 + 32u;
+        coopStoreT(v32, &c[o32], ldc);
+        let v33 = c33;
+        let o33 = base + (r0 + 48u) * p.n + q0 + 48u;
+        coopStoreT(v33, &c[o33], ldc);
+        return;
+    }
+    // Edge tile: through workgroup memory, one 16 x 16 accumulator at a time, masked.
+    for (var q = 0u; q < 16u; q++) {
+        switch q {
+            case 0u: { let o = sg * 256u; let v = c00; coopStoreT(v, &sc[o], 16u); }
+            case 1u: { let o = sg * 256u; let v = c01; coopStoreT(v, &sc[o], 16u); }
+            case 2u: { let o = sg * 256u; let v = c02; coopStoreT(v, &sc[o], 16u); }
+            case 3u: { let o = sg * 256u; let v = c03; coopStoreT(v, &sc[o], 16u); }
+            case 4u: { let o = sg * 256u; let v = c10; coopStoreT(v, &sc[o], 16u); }
+            case 5u: { let o = sg * 256u; let v = c11; coopStoreT(v, &sc[o], 16u); }
+            case 6u: { let o = sg * 256u; let v = c12; coopStoreT(v, &sc[o], 16u); }
+            case 7u: { let o = sg * 256u; let v = c13; coopStoreT(v, &sc[o], 16u); }
+            case 8u: { let o = sg * 256u; let v = c20; coopStoreT(v, &sc[o], 16u); }
+            case 9u: { let o = sg * 256u; let v = c21; coopStoreT(v, &sc[o], 16u); }
+            case 10u: { let o = sg * 256u; let v = c22; coopStoreT(v, &sc[o], 16u); }
+            case 11u: { let o = sg * 256u; let v = c23; coopStoreT(v, &sc[o], 16u); }
+            case 12u: { let o = sg * 256u; let v = c30; coopStoreT(v, &sc[o], 16u); }
+            case 13u: { let o = sg * 256u; let v = c31; coopStoreT(v, &sc[o], 16u); }
+            case 14u: { let o = sg * 256u; let v = c32; coopStoreT(v, &sc[o], 16u); }
+            default: { let o = sg * 256u; let v = c33; coopStoreT(v, &sc[o], 16u); }
+        }
+        workgroupBarrier();
+        let lane = t % 32u;
+        for (var e = 0u; e < 8u; e++) {
+            let i = lane * 8u + e;
+            let r = r0 + (q / 4u) * 16u + i / 16u;
+            let col = q0 + (q % 4u) * 16u + i % 16u;
             if (r < p.m && col < p.n) { c[base + r * p.n + col] = sc[sg * 256u + i]; }
         }
         workgroupBarrier();

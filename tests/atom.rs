@@ -301,6 +301,38 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
     assert_close("importance dc", &dc, &[gz.iter().sum::<f64>()], 1e-5, 1e-4);
 }
 
+/// The importance head's du and dc are summed over 64-token chunks and then over the chunks:
+/// token counts that span several chunks, a partial last one and padding inside chunks.
+#[test]
+fn importance_gradients_over_many_token_chunks() {
+    let dev = device();
+    let mut rng = Rng::new(11);
+    for (ns, n, m) in [(7, 23, 5), (3, 64, 9), (5, 70, 1)] {
+        let counts: Vec<usize> = (0..ns).map(|a| 1 + (a * 13 + 5) % n).collect();
+        let h = rng.vec(ns * n * m, -1.0, 1.0);
+        let u = rng.vec(m, -1.0, 1.0);
+        let gw = rng.vec(ns * n, -1.0, 1.0);
+        let mask = TokenMask::new(&dev, &counts, n).unwrap();
+        let tape = Tape::new();
+        let (hv, uv, cv) = (
+            tape.leaf(upload(&dev, &h, &[ns, n, m])),
+            tape.leaf(upload(&dev, &u, &[m])),
+            tape.leaf(upload(&dev, &[-0.2], &[1])),
+        );
+        let imp = atom::importance(&hv, &uv, &cv, &mask).unwrap();
+        let loss = imp.mul(&tape.constant(upload(&dev, &gw, &[ns, n]))).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let w = cpu::importance(&h, &u, -0.2, &counts, n);
+        let gz: Vec<f64> =
+            (0..w.len()).map(|t| if t % n < counts[t / n] { gw[t] * w[t] * (1.0 - w[t]) } else { 0.0 }).collect();
+        let want_du: Vec<f64> = (0..m).map(|k| (0..w.len()).map(|t| gz[t] * h[t * m + k]).sum()).collect();
+        let du = grads.get(&uv).unwrap().to_vec().unwrap();
+        let dc = grads.get(&cv).unwrap().to_vec().unwrap();
+        assert_close(&format!("importance du {ns}x{n}x{m}"), &du, &want_du, 1e-5, 1e-4);
+        assert_close(&format!("importance dc {ns}x{n}x{m}"), &dc, &[gz.iter().sum::<f64>()], 1e-5, 1e-4);
+    }
+}
+
 // ---------------------------------------------------------------- gradient checks
 
 #[test]

@@ -43,19 +43,21 @@ fn every_shader_validates_with_naga() {
                     continue;
                 }
             };
-        // With the index clamping wgpu's Vulkan backend asks for.
-        let restrict = naga::proc::BoundsCheckPolicy::Restrict;
-        let opts = naga::back::spv::Options {
-            bounds_check_policies: naga::proc::BoundsCheckPolicies {
-                index: restrict,
-                buffer: restrict,
-                image_load: restrict,
-                binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-            },
-            ..Default::default()
-        };
-        if let Err(e) = naga::back::spv::write_vec(&module, &info, &opts, None) {
-            failures.push(format!("{}: SPIR-V output: {e}", path.display()));
+        // With the index clamping wgpu's Vulkan backend asks for (CPU adapters) and without it
+        // (GPUs, `Device::set_shader_checks`).
+        for policy in [naga::proc::BoundsCheckPolicy::Restrict, naga::proc::BoundsCheckPolicy::Unchecked] {
+            let opts = naga::back::spv::Options {
+                bounds_check_policies: naga::proc::BoundsCheckPolicies {
+                    index: policy,
+                    buffer: policy,
+                    image_load: policy,
+                    binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+                },
+                ..Default::default()
+            };
+            if let Err(e) = naga::back::spv::write_vec(&module, &info, &opts, None) {
+                failures.push(format!("{}: SPIR-V output ({policy:?}): {e}", path.display()));
+            }
         }
         // Each file opens with a comment saying what it computes, its bindings and workgroup layout.
         assert!(src.starts_with("//"), "{} must open with a comment describing it", path.display());

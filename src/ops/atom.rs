@@ -562,8 +562,8 @@ pub fn structure_var(h: &Var, w: &Var, mask: &TokenMask, eps: f32) -> Result<Var
 
 /// The importance head `w [N, n] = sigmoid(h . u + c)` for tokens `h [N, n, m]`, `u [m]`, `c [1]`,
 /// with padded entries exactly 0: the kernels never read a padded token, so whatever it holds
-/// never reaches w or the gradients (one dispatch forward, two backward: dh per element, du and
-/// dc gathered over every token in order).
+/// never reaches w or the gradients (one dispatch forward, three backward: dh per element, du and
+/// dc gathered over 64-token chunks, then over the chunks, in order).
 pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
     const OP: &str = "atom_importance";
     mask.check(OP, "tokens h", h.value(), Some(3))?;
@@ -603,14 +603,26 @@ pub fn importance(h: &Var, u: &Var, c: &Var, mask: &TokenMask) -> Result<Var> {
             &[wv.bind(), g.bind(), uv.bind(), cnt.bind(), dh.bind()],
             groups_1d(n * t * m, WG),
         );
+        // du and dc: partial sums over 64-token chunks (one invocation per chunk and output, so
+        // a GPU has work for every lane), then each output sums its chunks in order.
+        let chunks = (n * t).div_ceil(64);
+        let part = Tensor::empty(dev, "atom_importance_backward", &[chunks, m + 1], DType::F32)?;
+        dev.dispatch(
+            &SHADER,
+            "importance_duc_part",
+            &[],
+            bytemuck::bytes_of(&p),
+            &[wv.bind(), g.bind(), hv.bind(), cnt.bind(), part.bind()],
+            groups_1d(chunks * (m + 1), WG),
+        );
         let du = Tensor::empty(dev, "atom_importance_backward", &[m], DType::F32)?;
         let dc = Tensor::empty(dev, "atom_importance_backward", &cshape, DType::F32)?;
         dev.dispatch(
             &SHADER,
-            "importance_duc",
+            "importance_duc_sum",
             &[],
             bytemuck::bytes_of(&p),
-            &[wv.bind(), g.bind(), hv.bind(), cnt.bind(), du.bind(), dc.bind()],
+            &[part.bind(), du.bind(), dc.bind()],
             groups_1d(m + 1, WG),
         );
         Ok(vec![Some(dh), Some(du), Some(dc)])

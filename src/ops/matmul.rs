@@ -49,6 +49,10 @@ pub enum Variant {
     /// extra dispatches): the product's inner loop then loads aligned halves without bounds
     /// checks or conversions. Opt-in, beside `Coop16` until a GPU run shows which is faster.
     Coop16Packed,
+    /// As `Coop16Packed` with 64 x 64 of C per subgroup (4 x 4 tensor-core tiles, 128
+    /// invocations per workgroup): twice the multiply-adds per fragment load. Opt-in, beside the
+    /// other two until a GPU run shows which is fastest.
+    Coop16Wide,
 }
 
 impl Variant {
@@ -170,8 +174,9 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
     }
     let vec4 = vec4_form(m, ka, n, trans_a, trans_b);
     let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, ka, batch, vec4));
-    if v == Variant::Coop16Packed && dev.has_coop16() {
-        return coop16_packed(a, b, &p, ba, bb, c);
+    if matches!(v, Variant::Coop16Packed | Variant::Coop16Wide) && dev.has_coop16() {
+        let entry = if v == Variant::Coop16Wide { "mm_coop16w" } else { "mm_coop16p" };
+        return coop16_packed(entry, a, b, &p, ba, bb, c);
     }
     let (shader, mut entry, tile) = match v {
         Variant::Blocked => (&SHADER, "mm_blocked", 32),
@@ -179,7 +184,7 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         Variant::Tiled => (&SHADER, "mm_tiled", 64),
         Variant::Tiled128 => (&SHADER, "mm_tiled128", 128),
         Variant::Coop16 if dev.has_coop16() => (&COOP, "mm_coop16", 128),
-        Variant::Coop16 | Variant::Coop16Packed => {
+        Variant::Coop16 | Variant::Coop16Packed | Variant::Coop16Wide => {
             return Err(Error::Gpu(format!(
                 "matmul: {} has no 16x16 f16 cooperative matrices with 32-wide subgroups",
                 dev.info().name
@@ -242,9 +247,10 @@ pub fn split_k(class: AdapterClass, tiles: u32, k: usize) -> usize {
     s
 }
 
-/// `mm_coop16p` for the product `p` describes (A's batch `ba`, B's `bb`) into `c`: both
-/// operands packed to zero-padded f16 (M and N to 128, K to 32), then the tensor-core kernel.
-fn coop16_packed(a: &Tensor, b: &Tensor, p: &Params, ba: usize, bb: usize, c: Tensor) -> Result<Tensor> {
+/// `entry` (`mm_coop16p` or `mm_coop16w`) for the product `p` describes (A's batch `ba`, B's `bb`)
+/// into `c`: both operands packed to zero-padded f16 (M and N to 128, K to 32), then the
+/// tensor-core kernel.
+fn coop16_packed(entry: &str, a: &Tensor, b: &Tensor, p: &Params, ba: usize, bb: usize, c: Tensor) -> Result<Tensor> {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let (mp, np, kp) = (m.next_multiple_of(128), n.next_multiple_of(128), k.next_multiple_of(32));
     let ap = pack_strided(a, [ba, m, k], [p.sa_b, p.sa_m, p.sa_k], [mp, kp])?;
@@ -265,7 +271,7 @@ fn coop16_packed(a: &Tensor, b: &Tensor, p: &Params, ba: usize, bb: usize, c: Te
         return Err(Error::shape("matmul", format!("result {m} x {n} exceeds the dispatch grid")));
     }
     let dev = a.device();
-    dev.dispatch(&COOP, "mm_coop16p", &[], bytemuck::bytes_of(&q), &[ap.bind(), bp.bind(), c.bind()], groups);
+    dev.dispatch(&COOP, entry, &[], bytemuck::bytes_of(&q), &[ap.bind(), bp.bind(), c.bind()], groups);
     Ok(c)
 }
 
