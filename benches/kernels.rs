@@ -334,10 +334,9 @@ fn main() {
             });
         }
         // The opt-in f16 tensor-core kernel, under its own prefix so it can run (and fail) apart.
-        // Coop16Packed's and Coop16Wide's times include packing both operands to f16 (two more
-        // dispatches).
+        // Coop16Packed's time includes packing both operands to f16 (two more dispatches).
         if dev.has_coop16() {
-            for v in [Coop16, Coop16Packed, Coop16Wide] {
+            for v in [Coop16, Coop16Packed] {
                 b.flops(&format!("mixed/{v:?} {s}x{s}x{s}"), 2.0 * (s * s * s) as f64, || {
                     drop(matmul::matmul_with(v, &a, &c, false, false).unwrap())
                 });
@@ -537,6 +536,21 @@ fn main() {
             });
         }
         dev.set_structure_kernel(None);
+        // The Gram backward alone with the samples B in more or fewer parts than the default
+        // (`default_splits`: about 2^10 workgroups), where it is the GPU default.
+        if gpu && n >= 64 {
+            let g = rand(&dev, &mut rng, &[nb, nb]);
+            let def = atomgrad::ops::atom::default_splits(&dev, StructureKernel::Gram, nb, n, m);
+            for s in [def, 8, 16, 32, 64] {
+                let tag = if s == def { format!("default {s}") } else { s.to_string() };
+                b.flops(&format!("atom/structure-backward gram splits={tag} N={nb} n={n} m={m}"), 4.0 * pairs, || {
+                    drop(
+                        atomgrad::ops::atom::structure_backward_with(StructureKernel::Gram, s, &h, &w, &mask, &g, 1e-3)
+                            .unwrap(),
+                    )
+                });
+            }
+        }
     }
 
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.

@@ -86,7 +86,7 @@ fn coop16_matches_reference_within_f16_rounding() {
     let mut rng = Rng::new(14);
     let x = upload(&dev, &[1.0; 6], &[2, 3]);
     if !dev.has_coop16() {
-        for v in [Variant::Coop16, Variant::Coop16Packed, Variant::Coop16Wide] {
+        for v in [Variant::Coop16, Variant::Coop16Packed] {
             let e = matmul::matmul_with(v, &x, &x, false, true).unwrap_err().to_string();
             assert!(e.contains("cooperative matrices"), "{e}");
         }
@@ -95,9 +95,7 @@ fn coop16_matches_reference_within_f16_rounding() {
         return;
     }
     let sizes = [(1, 1, 1), (33, 17, 65), (128, 128, 128), (130, 70, 259), (256, 512, 128), (300, 1000, 200)];
-    for (v, (m, k, n)) in
-        [Variant::Coop16, Variant::Coop16Packed, Variant::Coop16Wide].into_iter().flat_map(|v| sizes.map(|s| (v, s)))
-    {
+    for (v, (m, k, n)) in [Variant::Coop16, Variant::Coop16Packed].into_iter().flat_map(|v| sizes.map(|s| (v, s))) {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             for batch in [1, 3] {
                 let a = rng.vec(batch * m * k, -1.0, 1.0);
@@ -125,7 +123,7 @@ fn coop16_matches_reference_within_f16_rounding() {
     }
     // A weight matrix broadcast over a batch (as the tape's linear layers use it), on both sides.
     let (m, k, n, bt) = (130, 70, 150, 3);
-    for v in [Variant::Coop16, Variant::Coop16Packed, Variant::Coop16Wide] {
+    for v in [Variant::Coop16, Variant::Coop16Packed] {
         for (ba, bb) in [(1, bt), (bt, 1)] {
             let a = rng.vec(ba * m * k, -1.0, 1.0);
             let b = rng.vec(bb * k * n, -1.0, 1.0);

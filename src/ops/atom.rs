@@ -271,30 +271,34 @@ pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<T
 /// Which structure kernels compute S and its gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StructureKernel {
-    /// Barrier-free, register-blocked, 4 x 4 tokens per invocation: the GPU default (measured on
-    /// an H200 at 1.8 TFLOP/s effective, docs/PERFORMANCE.md).
+    /// Barrier-free, register-blocked, 4 x 4 tokens per invocation (on an H200 1.4-7.7x slower
+    /// than `Registers8`; kept as the simplest form and for comparison).
     Registers,
     /// The same with 8 x 8 tokens per invocation (16 loads per 64 token pairs and dim): the CPU
-    /// default (on lavapipe L_A forward + backward 1.4-2x faster than 4 x 4).
+    /// default (on lavapipe L_A forward + backward 1.4-2x faster than 4 x 4) and the GPU default
+    /// where the Gram tiles would be mostly empty.
     Registers8,
     /// Gram form for GPUs: `|a - b|^2 = |a|^2 + |b|^2 - 2 a.b` on centred tokens, 64 x 64 token
     /// tiles through workgroup memory like a matmul, near pairs recomputed from differences
-    /// (`shaders/atom.wgsl`). Tiles hold one sample's tokens, so it pays off for n > 32. Opt-in
-    /// with `Device::set_structure_kernel` until a GPU measurement shows it faster.
+    /// (`shaders/atom.wgsl`). Tiles hold one sample's tokens: the GPU default where they are at
+    /// least 7/8 full (H200, L_A forward + backward at N = 256, n = 64, m = 64: 8.8 ms against
+    /// `Registers8`'s 12.2; at n = 49, a 77% full tile, `Registers8` was faster: 3.8 vs 6.7 ms).
     Gram,
 }
 
 impl StructureKernel {
     /// The kernels for `n` padded tokens per sample on this device: the one asked for with
-    /// `Device::set_structure_kernel` (Gram only where its tiles fill and the adapter offers its
-    /// 32 KiB of workgroup memory), else the adapter class's default.
+    /// `Device::set_structure_kernel` (Gram only where the adapter offers its 32 KiB of workgroup
+    /// memory and n > 32), else the adapter class's default: `Registers8` on CPU adapters; on
+    /// GPUs `Gram` where its 64-token tiles are at least 7/8 full, else `Registers8`.
     pub fn for_device(dev: &Device, n: usize) -> StructureKernel {
         let gram_fits = n > 32 && dev.limits().max_compute_workgroup_storage_size >= GRAM_WORKGROUP_BYTES;
+        let gram_full = gram_fits && 8 * n >= 7 * n.next_multiple_of(GRAM_TILE);
         match dev.structure_kernel() {
             Some(StructureKernel::Gram) if gram_fits => StructureKernel::Gram,
             Some(k) if k != StructureKernel::Gram => k,
-            _ if dev.class() == AdapterClass::Cpu => StructureKernel::Registers8,
-            _ => StructureKernel::Registers,
+            _ if dev.class() == AdapterClass::Gpu && gram_full => StructureKernel::Gram,
+            _ => StructureKernel::Registers8,
         }
     }
 }

@@ -47,12 +47,10 @@ pub enum Variant {
     Coop16,
     /// As `Coop16`, on operands first packed to zero-padded f16 (shaders/pack_f16.wgsl, two
     /// extra dispatches): the product's inner loop then loads aligned halves without bounds
-    /// checks or conversions. Opt-in, beside `Coop16` until a GPU run shows which is faster.
+    /// checks or conversions. What mixed precision uses for products of at least 2^31
+    /// multiply-adds (H200: 151 TFLOP/s at 4096, 2.0x `Coop16`; at 1024 both 0.03 ms, below
+    /// that the packing costs more than it saves).
     Coop16Packed,
-    /// As `Coop16Packed` with 64 x 64 of C per subgroup (4 x 4 tensor-core tiles, 128
-    /// invocations per workgroup): twice the multiply-adds per fragment load. Opt-in, beside the
-    /// other two until a GPU run shows which is fastest.
-    Coop16Wide,
 }
 
 impl Variant {
@@ -174,9 +172,8 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
     }
     let vec4 = vec4_form(m, ka, n, trans_a, trans_b);
     let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, ka, batch, vec4));
-    if matches!(v, Variant::Coop16Packed | Variant::Coop16Wide) && dev.has_coop16() {
-        let entry = if v == Variant::Coop16Wide { "mm_coop16w" } else { "mm_coop16p" };
-        return coop16_packed(entry, a, b, &p, ba, bb, c);
+    if v == Variant::Coop16Packed && dev.has_coop16() {
+        return coop16_packed(a, b, &p, ba, bb, c);
     }
     let (shader, mut entry, tile) = match v {
         Variant::Blocked => (&SHADER, "mm_blocked", 32),
@@ -184,7 +181,7 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         Variant::Tiled => (&SHADER, "mm_tiled", 64),
         Variant::Tiled128 => (&SHADER, "mm_tiled128", 128),
         Variant::Coop16 if dev.has_coop16() => (&COOP, "mm_coop16", 128),
-        Variant::Coop16 | Variant::Coop16Packed | Variant::Coop16Wide => {
+        Variant::Coop16 | Variant::Coop16Packed => {
             return Err(Error::Gpu(format!(
                 "matmul: {} has no 16x16 f16 cooperative matrices with 32-wide subgroups",
                 dev.info().name
@@ -247,10 +244,9 @@ pub fn split_k(class: AdapterClass, tiles: u32, k: usize) -> usize {
     s
 }
 
-/// `entry` (`mm_coop16p` or `mm_coop16w`) for the product `p` describes (A's batch `ba`, B's `bb`)
-/// into `c`: both operands packed to zero-padded f16 (M and N to 128, K to 32), then the
-/// tensor-core kernel.
-fn coop16_packed(entry: &str, a: &Tensor, b: &Tensor, p: &Params, ba: usize, bb: usize, c: Tensor) -> Result<Tensor> {
+/// `mm_coop16p` for the product `p` describes (A's batch `ba`, B's `bb`) into `c`: both
+/// operands packed to zero-padded f16 (M and N to 128, K to 32), then the tensor-core kernel.
+fn coop16_packed(a: &Tensor, b: &Tensor, p: &Params, ba: usize, bb: usize, c: Tensor) -> Result<Tensor> {
     let (m, n, k) = (p.m as usize, p.n as usize, p.k as usize);
     let (mp, np, kp) = (m.next_multiple_of(128), n.next_multiple_of(128), k.next_multiple_of(32));
     let ap = pack_strided(a, [ba, m, k], [p.sa_b, p.sa_m, p.sa_k], [mp, kp])?;
@@ -271,7 +267,7 @@ fn coop16_packed(entry: &str, a: &Tensor, b: &Tensor, p: &Params, ba: usize, bb:
         return Err(Error::shape("matmul", format!("result {m} x {n} exceeds the dispatch grid")));
     }
     let dev = a.device();
-    dev.dispatch(&COOP, entry, &[], bytemuck::bytes_of(&q), &[ap.bind(), bp.bind(), c.bind()], groups);
+    dev.dispatch(&COOP, "mm_coop16p", &[], bytemuck::bytes_of(&q), &[ap.bind(), bp.bind(), c.bind()], groups);
     Ok(c)
 }
 
@@ -335,10 +331,19 @@ impl Var {
     /// `op(self) x op(other)` with optional transposes of the last two dims.
     pub fn matmul_t(&self, other: &Var, trans_a: bool, trans_b: bool) -> Result<Var> {
         let (a, b) = (self.value().clone(), other.value().clone());
-        // Forward on f16 tensor cores when the device opted in to mixed precision; the backward
-        // products stay f32.
+        // Forward on f16 tensor cores when the device opted in to mixed precision (operands
+        // packed first for large products, `Variant::Coop16Packed`); the backward products stay f32.
         let c = if a.device().mixed_precision() {
-            matmul_with(Variant::Coop16, &a, &b, trans_a, trans_b)?
+            // rows x cols of op(a) and cols of op(b) (shapes are checked by matmul_with).
+            let last2 = |t: &Tensor| match t.shape() {
+                [.., r, c] => (*r as u64, *c as u64),
+                _ => (1, 1),
+            };
+            let ((ar, ac), (br, bc)) = (last2(&a), last2(&b));
+            let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
+            let n = if trans_b { br } else { bc };
+            let big = m * n * k >= 1 << 31;
+            matmul_with(if big { Variant::Coop16Packed } else { Variant::Coop16 }, &a, &b, trans_a, trans_b)?
         } else {
             matmul(&a, &b, trans_a, trans_b)?
         };
