@@ -915,9 +915,10 @@ const NEAR: f32 = 0.00390625; // 1 / 256: below this fraction of q_Ai + q_Bj, re
 @group(0) @binding(6) var<storage, read_write> gm_dh: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gm_dw: array<f32>;
 
-// Tokens of B: g_hb[k * 64 + (j ^ (k & 31))] = h_B,j0+j[q0 + k], centred (- h_00[q0 + k]) for the
-// Gram, raw for the backward's product (0 for dims past m and padded tokens). The XOR swizzle keeps both access patterns free of bank conflicts: the
-// Gram reads 4 tokens j at one dim k, the backward's product reads one token j at 16 dims.
+// Tokens of B: for the Gram g_hb[k * 64 + (j ^ (k & 31))] = h_B,j0+j[q0 + k] - h_00[q0 + k]
+// (centred; the XOR swizzle keeps the Gram's reads of 4 tokens j at one dim k free of bank
+// conflicts), for the backward's product raw and token-major (stage_raw); 0 for dims past m and
+// padded tokens.
 var<workgroup> g_hb: array<f32, 4096>;
 // Scratch: the A panel [GK][16] (vec4 over 4 tokens i) during the Gram; then the c tile [64 j][16]
 // (vec4 over tokens i); at the end the per-invocation partial sums.
@@ -946,14 +947,24 @@ fn token_dim(s: u32, tok: u32, cnt: u32, k: u32, centre: bool) -> f32 {
     return v;
 }
 
-// Stages dims q0 .. q0 + 63 of tokens j0 .. j0 + 63 of sample b into g_hb (16 values per invocation;
-// consecutive invocations read consecutive dims).
-fn stage_b(t: u32, b: u32, j0: u32, cb: u32, q0: u32, centre: bool) {
+// Stages dims q0 .. q0 + 63 of tokens j0 .. j0 + 63 of sample b, centred, into g_hb for the Gram
+// (16 values per invocation; consecutive invocations read consecutive dims).
+fn stage_b(t: u32, b: u32, j0: u32, cb: u32, q0: u32) {
     for (var e = 0u; e < 16u; e++) {
         let q = t + 256u * e;
         let j = q / GT;
         let k = q % GT;
-        g_hb[k * GT + (j ^ (k & 31u))] = token_dim(b, j0 + j, cb, q0 + k, centre);
+        g_hb[k * GT + (j ^ (k & 31u))] = token_dim(b, j0 + j, cb, q0 + k, true);
+    }
+}
+
+// The same tokens raw, token-major (g_hb[j * 64 + k]), for the backward's second product, where
+// invocation (ti, tj) reads dims 4tj .. 4tj + 3 of one token j: 16 consecutive floats per row of
+// invocations, the other row reading the same (a broadcast).
+fn stage_raw(t: u32, b: u32, j0: u32, cb: u32, q0: u32) {
+    for (var e = 0u; e < 16u; e++) {
+        let q = t + 256u * e;
+        g_hb[q] = token_dim(b, j0 + q / GT, cb, q0 + q % GT, false);
     }
 }
 
@@ -968,17 +979,18 @@ fn gram_d2(t: u32, a: u32, i0: u32, ca: u32, b: u32, j0: u32, cb: u32) -> mat4x4
     var g3 = vec4<f32>(0.0);
     for (var q0 = 0u; q0 < p.m; q0 += GT) {
         workgroupBarrier(); // the previous readers of g_hb and g_sc are done
-        stage_b(t, b, j0, cb, q0, true);
-        for (var k0 = 0u; k0 < min(GT, p.m - q0); k0 += GK) {
-            // The A panel: 64 tokens x 8 dims, 2 values per invocation.
-            for (var e = 0u; e < 2u; e++) {
+        stage_b(t, b, j0, cb, q0);
+        let kq = min(GT, p.m - q0);
+        for (var k0 = 0u; k0 < kq; k0 += GK) {
+            // The A panel: 64 tokens x GK dims, GK / 4 values per invocation.
+            for (var e = 0u; e < GK / 4u; e++) {
                 let q = t + 256u * e;
                 let i = q / GK;
                 let kk = q % GK;
                 g_sc[kk * 16u + i / 4u][i % 4u] = token_dim(a, i0 + i, ca, q0 + k0 + kk, true);
             }
             workgroupBarrier();
-            for (var kk = 0u; kk < GK; kk++) {
+            for (var kk = 0u; kk < min(GK, kq - k0); kk++) {
                 let k = k0 + kk;
                 let av = g_sc[kk * 16u + ti];
                 let s = k & 31u;
@@ -1058,21 +1070,28 @@ fn structure_gram(
     let wb = tile_weights(b, j0 + 4u * (t % 16u), cb);
     let part = dot(wa, vec4<f32>(dot(sqrt(d2[0] + e), wb), dot(sqrt(d2[1] + e), wb),
         dot(sqrt(d2[2] + e), wb), dot(sqrt(d2[3] + e), wb)));
-    // Tree sum in a fixed order (deterministic), in g_hb once every invocation is done reading it.
+    // Sums in a fixed order (deterministic), in g_hb once every invocation is done reading it:
+    // 16 invocations add up 16 partial sums each, then invocation 0 their 16 (3 barriers, not 9).
     workgroupBarrier();
     g_hb[t] = part;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s) { g_hb[t] += g_hb[t + s]; }
-        workgroupBarrier();
+    if (t < 16u) {
+        var r = 0.0;
+        for (var x = 0u; x < 16u; x++) { r += g_hb[16u * t + x]; }
+        g_hb[256u + t] = r;
     }
-    if (t == 0u) { gm_part[out] = g_hb[0]; }
+    workgroupBarrier();
+    if (t == 0u) {
+        var r = 0.0;
+        for (var x = 0u; x < 16u; x++) { r += g_hb[256u + x]; }
+        gm_part[out] = r;
+    }
 }
 
-// Raw dims k, k + 16, k + 32, k + 48 of token tok of sample s (0 past m and for padding).
+// Raw dims k .. k + 3 of token tok of sample s (0 past m and for padding).
 fn own_dims(s: u32, tok: u32, cnt: u32, k: u32) -> vec4<f32> {
-    return vec4<f32>(token_dim(s, tok, cnt, k, false), token_dim(s, tok, cnt, k + 16u, false),
-        token_dim(s, tok, cnt, k + 32u, false), token_dim(s, tok, cnt, k + 48u, false));
+    return vec4<f32>(token_dim(s, tok, cnt, k, false), token_dim(s, tok, cnt, k + 1u, false),
+        token_dim(s, tok, cnt, k + 2u, false), token_dim(s, tok, cnt, k + 3u, false));
 }
 
 @compute @workgroup_size(256)
@@ -1095,7 +1114,7 @@ fn structure_backward_gram(
     let ti = t / 16u;
     let tj = t % 16u;
     let k0 = kc * GT;
-    // acc[r][d]: sum_j c_ij (h_Ai - h_Bj)[k0 + tj + 16 d] for token i = i0 + 4ti + r
+    // acc[r][d]: sum_j c_ij (h_Ai - h_Bj)[k0 + 4tj + d] for token i = i0 + 4ti + r
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -1103,10 +1122,10 @@ fn structure_backward_gram(
     var dwp = vec4<f32>(0.0); // sum over this invocation's j of Gs w_Bj d_ij, per token i
     // The invocation's 4 tokens i at its 4 output dims (raw, like g_hb in the second product).
     let ib = i0 + 4u * ti;
-    let ha0 = own_dims(a, ib, ca, k0 + tj);
-    let ha1 = own_dims(a, ib + 1u, ca, k0 + tj);
-    let ha2 = own_dims(a, ib + 2u, ca, k0 + tj);
-    let ha3 = own_dims(a, ib + 3u, ca, k0 + tj);
+    let ha0 = own_dims(a, ib, ca, k0 + 4u * tj);
+    let ha1 = own_dims(a, ib + 1u, ca, k0 + 4u * tj);
+    let ha2 = own_dims(a, ib + 2u, ca, k0 + 4u * tj);
+    let ha3 = own_dims(a, ib + 3u, ca, k0 + 4u * tj);
     if (i0 < ca) {
         for (var b = b_lo; b < b_hi; b++) {
             let g = gm_g[a * p.ns + b] + gm_g[b * p.ns + a];
@@ -1114,7 +1133,7 @@ fn structure_backward_gram(
             for (var j0 = 0u; j0 < cb; j0 += GT) {
                 let d2 = gram_d2(t, a, i0, ca, b, j0, cb);
                 // The raw tokens of B at this workgroup's 64 output dims.
-                stage_b(t, b, j0, cb, k0, false);
+                stage_raw(t, b, j0, cb, k0);
                 let e = vec4<f32>(p.eps2);
                 let gw = g * tile_weights(b, j0 + 4u * tj, cb);
                 let d0 = sqrt(d2[0] + e);
@@ -1134,8 +1153,8 @@ fn structure_backward_gram(
                 workgroupBarrier();
                 for (var j = 0u; j < GT; j++) {
                     let cv = g_sc[j * 16u + ti];
-                    let hv = vec4<f32>(g_hb[tj * GT + (j ^ tj)], g_hb[(tj + 16u) * GT + (j ^ (tj + 16u))],
-                        g_hb[(tj + 32u) * GT + (j ^ tj)], g_hb[(tj + 48u) * GT + (j ^ (tj + 16u))]);
+                    let o = j * GT + 4u * tj;
+                    let hv = vec4<f32>(g_hb[o], g_hb[o + 1u], g_hb[o + 2u], g_hb[o + 3u]);
                     acc0 = fma(vec4<f32>(cv.x), ha0 - hv, acc0);
                     acc1 = fma(vec4<f32>(cv.y), ha1 - hv, acc1);
                     acc2 = fma(vec4<f32>(cv.z), ha2 - hv, acc2);
@@ -1160,7 +1179,7 @@ fn structure_backward_gram(
         let valid = i < ca;
         let row = (split * p.ns + a) * p.nt + i;
         for (var d = 0u; d < 4u; d++) {
-            let k = k0 + tj + 16u * d;
+            let k = k0 + 4u * tj + d;
             if (k < p.m) {
                 let v = wa[r] * accs[r][d];
                 gm_dh[row * p.m + k] = select(0.0, v, valid);
