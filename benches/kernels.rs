@@ -436,10 +436,9 @@ fn main() {
                 drop(conv::conv2d_backward_weight_with(&dy, &x, (3, 3), (1, 1), (1, 1), plan).unwrap())
             });
         }
-        // The weight-gradient form the adapter does not default to (CPUs: rows, GPUs: taps).
-        let (other, name) = if gpu { (conv::WeightKernel::Rows, "rows") } else { (conv::WeightKernel::Taps, "taps") };
-        b.flops(&format!("conv/backward-weight {name} {tag}"), flops, || {
-            let plan = conv::WeightPlan { kernel: Some(other), ..Default::default() };
+        // The per-tap weight-gradient form (the default is the rows form where it fits).
+        b.flops(&format!("conv/backward-weight taps {tag}"), flops, || {
+            let plan = conv::WeightPlan { kernel: Some(conv::WeightKernel::Taps), ..Default::default() };
             drop(conv::conv2d_backward_weight_with(&dy, &x, (3, 3), (1, 1), (1, 1), plan).unwrap())
         });
         {
@@ -500,11 +499,18 @@ fn main() {
         &[(64, 16, 32), (64, 49, 32), (128, 16, 32), (64, 16, 64)]
     };
     // Latent distances of L_A and the hinge baselines (tiny latents: per-dispatch cost shows).
-    for (nb, d) in [(64usize, 2usize), (128, 16)] {
+    // And the Fashion CNN's latents (128 of 3136 dims), on GPUs also without splitting the dims.
+    for (nb, d) in [(64usize, 2usize), (128, 16), (128, 3136)] {
         let z = rand(&dev, &mut rng, &[nb, d]);
-        b.bytes(&format!("atom/pdist N={nb} D={d}"), 4.0 * (nb * d + nb * nb) as f64, || {
+        let bytes = 4.0 * (nb * d + nb * nb) as f64;
+        b.bytes(&format!("atom/pdist N={nb} D={d}"), bytes, || {
             drop(atomgrad::ops::atom::pdist(&z, atomgrad::ops::atom::Norm::Floored, 1e-3).unwrap())
         });
+        if gpu {
+            b.bytes(&format!("atom/pdist unsplit N={nb} D={d}"), bytes, || {
+                drop(atomgrad::ops::atom::pdist_with(&z, atomgrad::ops::atom::Norm::Floored, 1e-3, 1).unwrap())
+            });
+        }
     }
     for &(nb, n, m) in grid {
         let h = rand(&dev, &mut rng, &[nb, n, m]);
@@ -513,9 +519,9 @@ fn main() {
         let mask = atomgrad::atom::TokenMask::new(&dev, &vec![n; nb], n).unwrap();
         let pairs = (nb * nb * n * n * m) as f64;
         let cfg = atomgrad::atom::AtomConfig::default();
-        // The adapter's default structure kernels and the alternatives to it: on GPUs the 8 x 8
-        // register blocks ("r8", the CPU default) and, where the tokens fill its tiles (n > 32),
-        // the Gram form ("gram"), each opt-in until measured faster.
+        // The adapter's default structure kernels and, on GPUs, each form it picks from: the 8 x 8
+        // register blocks ("r8") and, where the tokens fill its tiles (n > 32), the Gram form
+        // ("gram"); `StructureKernel::for_device` takes Gram where its tiles are >= 7/8 full.
         let mut kernels = vec![(None, "")];
         if gpu {
             kernels.push((Some(StructureKernel::Registers8), " r8"));

@@ -2,6 +2,9 @@
 //   pdist:              dbar[A, B] = |z_A - z_B| for latents z [N, D]; NORM (override) picks the distance:
 //                       0 = sqrt(|.|_2^2 + eps^2) (the loss's floored distance), 1 = |.|_1, 2 = |.|_2.
 //                       One invocation per 4 x 4 block of pairs (A, B), 8 loads per 16 differences.
+//                       For long latents on GPUs the dims are split into p.splits runs of p.chunks:
+//                       each part writes its raw sums (PART) and pdist_finish adds them in order
+//                       and takes the distance (a block per invocation alone keeps too few busy).
 //   pdist_coef:         coef[B, A] = (G[A, B] + G[B, A]) / dbar[A, B] (NORM 0, 2; 0 where dbar = 0) or
 //                       G[A, B] + G[B, A] (NORM 1): the pair's weight in the gradient, once per pair.
 //   pdist_backward:     dz[A, d] = sum_B coef[B, A] * (z_A - z_B)[d] (NORM 0, 2) or
@@ -52,7 +55,8 @@
 // two samples, each row with its own Gs), so no tile is mostly past a sample's last token.
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
-//   pdist:              1 z (read), 2 dbar (write)
+//   pdist:              1 z (read), 2 dbar (write; PART: parts [splits, N, N])
+//   pdist_finish:       1 parts (read), 2 dbar (write); 256 invocations, one per pair
 //   pdist_coef:         1 dbar, 2 g (read), 3 coef (write)
 //   pdist_backward:     1 z, 2 coef (read), 3 dz (write)
 //   structure_partial:  1 h, 2 w, 3 cnt (u32) (read), 4 part (write)
@@ -91,6 +95,8 @@ struct Params {
 }
 
 override NORM: u32 = 0u;
+// pdist: write each part's raw sums (squares or absolute values) for pdist_finish.
+override PART: bool = false;
 
 // Output dims per structure_backward invocation (the size of its private accumulator).
 const MC: u32 = 32u;
@@ -144,9 +150,12 @@ fn finish_dist(acc: vec4<f32>) -> vec4<f32> {
 
 @compute @workgroup_size(64)
 fn pdist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = flat(gid, nwg, 64u);
+    let flat_idx = flat(gid, nwg, 64u);
     let blocks = (p.ns + 3u) / 4u;
-    if (idx >= blocks * blocks) { return; }
+    if (flat_idx >= blocks * blocks * p.splits) { return; }
+    // Part `part` of `p.splits` sums dims [part * p.chunks, ...) (PART: raw sums for pdist_finish).
+    let part = flat_idx / (blocks * blocks);
+    let idx = flat_idx % (blocks * blocks);
     let a0 = (idx % blocks) * 4u;
     let b0 = (idx / blocks) * 4u;
     // acc[i][j] for the pair (a0 + i, b0 + j). (z_A - z_B) is the exact negation of (z_B - z_A)
@@ -155,7 +164,7 @@ fn pdist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var d = 0u; d < p.m; d++) {
+    for (var d = part * p.chunks; d < min(p.m, (part + 1u) * p.chunks); d++) {
         let za = z4(a0, d);
         let zb = z4(b0, d);
         let e0 = za.x - zb;
@@ -174,12 +183,24 @@ fn pdist(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
             acc3 = fma(e3, e3, acc3);
         }
     }
-    let rows = mat4x4<f32>(finish_dist(acc0), finish_dist(acc1), finish_dist(acc2), finish_dist(acc3));
+    var rows = mat4x4<f32>(acc0, acc1, acc2, acc3);
+    if (!PART) { rows = mat4x4<f32>(finish_dist(acc0), finish_dist(acc1), finish_dist(acc2), finish_dist(acc3)); }
+    let o = part * p.ns * p.ns;
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            if (a0 + i < p.ns && b0 + j < p.ns) { pd_out[(a0 + i) * p.ns + b0 + j] = rows[i][j]; }
+            if (a0 + i < p.ns && b0 + j < p.ns) { pd_out[o + (a0 + i) * p.ns + b0 + j] = rows[i][j]; }
         }
     }
+}
+
+// dbar[e] = the distance from the parts' sums, added in order (part 0 first).
+@compute @workgroup_size(256)
+fn pdist_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = flat(gid, nwg, 256u);
+    if (e >= p.ns * p.ns) { return; }
+    var acc = 0.0;
+    for (var s = 0u; s < p.splits; s++) { acc += pd_z[s * p.ns * p.ns + e]; }
+    pd_out[e] = finish_dist(vec4<f32>(acc)).x;
 }
 
 @compute @workgroup_size(256)

@@ -401,7 +401,7 @@ impl Device {
         *self.inner.structure_kernel.lock().unwrap()
     }
     /// Opt-in: conv2d (`Var::conv2d`, forward and both gradients) through im2col and the matmul
-    /// cores, meant for GPUs; off by default until measured faster than the direct kernels.
+    /// cores; off by default (on an H200 the Fashion CNN step took 0.57 ms with it, 0.47 without).
     pub fn set_gemm_conv(&self, on: bool) {
         self.inner.gemm_conv.store(on, Ordering::Relaxed);
     }

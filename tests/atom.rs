@@ -67,18 +67,26 @@ fn pdist_forward_and_backward_match_reference() {
     let mut rng = Rng::new(1);
     // sizes around the kernels' 4 x 4 blocks: one partial block, several with a partial last
     for ns in [2usize, 3, 5, 9] {
-        for d in [1usize, 2, 9, 17] {
+        for d in [1usize, 2, 9, 17, 200] {
             let z = rng.vec(ns * d, -1.0, 1.0);
             let g = rng.vec(ns * ns, -1.0, 1.0);
             let zt = upload(&dev, &z, &[ns, d]);
             for norm in [Norm::Floored, Norm::L1, Norm::L2] {
                 let what = format!("pdist {norm:?} N {ns} D {d}");
                 let y = kern::pdist(&zt, norm, 1e-3).unwrap();
-                let yv = y.to_vec().unwrap();
-                assert_close(&what, &yv, &cpu::pdist(&z, d, norm, 1e-3), 1e-6, 1e-5);
-                for a in 0..ns {
-                    for b in 0..ns {
-                        assert_eq!(yv[a * ns + b].to_bits(), yv[b * ns + a].to_bits(), "{what}: not bit-symmetric");
+                // The dims split into parts (GPUs, long latents), added in order by pdist_finish.
+                let split = kern::pdist_with(&zt, norm, 1e-3, 3).unwrap();
+                for (form, t) in [("", &y), (" in 3 parts", &split)] {
+                    let yv = t.to_vec().unwrap();
+                    assert_close(&format!("{what}{form}"), &yv, &cpu::pdist(&z, d, norm, 1e-3), 1e-6, 1e-5);
+                    for a in 0..ns {
+                        for b in 0..ns {
+                            assert_eq!(
+                                yv[a * ns + b].to_bits(),
+                                yv[b * ns + a].to_bits(),
+                                "{what}{form}: not bit-symmetric"
+                            );
+                        }
                     }
                 }
                 let dz = kern::pdist_backward(&zt, &y, &upload(&dev, &g, &[ns, ns]), norm).unwrap();

@@ -193,18 +193,67 @@ fn check_latents(op: &'static str, z: &Tensor) -> Result<(usize, usize)> {
 /// for [`Norm::Floored`], 0 otherwise). `eps` is used by `Floored` only.
 pub fn pdist(z: &Tensor, norm: Norm, eps: f32) -> Result<Tensor> {
     let (n, d) = check_latents("atom_pdist", z)?;
+    pdist_with(z, norm, eps, pdist_splits(z.device().class(), n, d))
+}
+
+/// Parts the latent dims of [`pdist`] are split into: 1 on CPU adapters; on GPUs enough for
+/// about 2^14 invocations (one per 4 x 4 block of pairs and part), each part at least 64 dims
+/// (the CNN's 128 latents of 3136 dims: 16 parts, where one block per invocation kept 1024
+/// invocations busy).
+pub fn pdist_splits(class: AdapterClass, n: usize, d: usize) -> usize {
+    match class {
+        AdapterClass::Cpu => 1,
+        AdapterClass::Gpu => (1usize << 14).div_ceil(n.div_ceil(4).pow(2)).min(d / 64).max(1),
+    }
+}
+
+/// [`pdist`] with the latent dims split into `splits` parts (summed in order by `pdist_finish`;
+/// the same distances up to summation order).
+pub fn pdist_with(z: &Tensor, norm: Norm, eps: f32, splits: usize) -> Result<Tensor> {
+    let (n, d) = check_latents("atom_pdist", z)?;
     check_eps("atom_pdist", eps, false)?;
     let dev = z.device();
     let out = Tensor::empty(dev, "atom_pdist", &[n, n], DType::F32)?;
-    let p = Params { ns: n as u32, m: d as u32, eps2: eps * eps, ..Params::new() };
-    // One invocation per 4 x 4 block of pairs.
+    let dc = d.div_ceil(splits.clamp(1, d.max(1)));
+    let splits = d.div_ceil(dc.max(1)).max(1);
+    let p = Params {
+        ns: n as u32,
+        m: d as u32,
+        eps2: eps * eps,
+        chunks: dc as u32,
+        splits: splits as u32,
+        ..Params::new()
+    };
+    let blocks = n.div_ceil(4) * n.div_ceil(4);
+    if splits == 1 {
+        // One invocation per 4 x 4 block of pairs.
+        dev.dispatch(
+            &SHADER,
+            "pdist",
+            &[("NORM", norm.code()), ("PART", 0.0)],
+            bytemuck::bytes_of(&p),
+            &[z.bind(), out.bind()],
+            groups_1d(blocks, WG_STRUCT),
+        );
+        return Ok(out);
+    }
+    // One invocation per block and part, then one per pair adds the parts in order.
+    let parts = Tensor::empty(dev, "atom_pdist", &[splits, n, n], DType::F32)?;
     dev.dispatch(
         &SHADER,
         "pdist",
+        &[("NORM", norm.code()), ("PART", 1.0)],
+        bytemuck::bytes_of(&p),
+        &[z.bind(), parts.bind()],
+        groups_1d(blocks * splits, WG_STRUCT),
+    );
+    dev.dispatch(
+        &SHADER,
+        "pdist_finish",
         &[("NORM", norm.code())],
         bytemuck::bytes_of(&p),
-        &[z.bind(), out.bind()],
-        groups_1d(n.div_ceil(4) * n.div_ceil(4), WG_STRUCT),
+        &[parts.bind(), out.bind()],
+        groups_1d(n * n, WG),
     );
     Ok(out)
 }

@@ -292,12 +292,13 @@ fn busy_target(class: AdapterClass) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightKernel {
     /// `conv_backward_weight`: one invocation per block of up to 8 x 8 channels and one tap,
-    /// scalar loads (the GPU default, measured there).
+    /// scalar loads (where the rows form does not fit).
     Taps,
     /// `conv_backward_weight_rows`: one invocation per block of up to 8 x 4 channels and a whole
     /// kernel row, on rows padded to whole vec4s (two small copies per call): per 4 output
-    /// columns 1 / (KW x 4) of the loads per multiply-add (the CPU default, where loads cost more
-    /// than arithmetic). Needs 3 * stride + kernel width <= 16.
+    /// columns 1 / (KW x 4) of the loads per multiply-add: the default on every adapter where it
+    /// fits (lavapipe, where loads cost more than arithmetic; H200: the CNN's layers 0.054 vs
+    /// 0.059 ms and 0.080 vs 0.135 ms against `Taps`). Needs 3 * stride + kernel width <= 16.
     Rows,
 }
 
@@ -306,10 +307,11 @@ const ROW_WINDOW: usize = 16;
 
 impl WeightKernel {
     /// The default for this geometry on this adapter class.
-    fn pick(g: &Geom, class: AdapterClass) -> Self {
-        match class {
-            AdapterClass::Cpu if Self::fits(g) => WeightKernel::Rows,
-            _ => WeightKernel::Taps,
+    fn pick(g: &Geom) -> Self {
+        if Self::fits(g) {
+            WeightKernel::Rows
+        } else {
+            WeightKernel::Taps
         }
     }
 
@@ -426,7 +428,8 @@ fn default_input_blocks(g: &Geom, c: AdapterClass) -> (usize, usize) {
 
 /// The largest default register block side. On lavapipe 8 x 8 blocks (64 sums, 16 loads per
 /// 64 multiply-adds) ran the CNN's convolutions about 2x faster than 4 x 4 (docs/PERFORMANCE.md);
-/// GPUs keep the 4 x 4 blocks they were measured with until 8 x 8 is measured there.
+/// on an H200 8 x 8 was slower or equal on the CNN's layers (forward 0.038 vs 0.020 ms on the
+/// first, input gradient 0.137 vs 0.103 ms on the second), so GPUs keep 4 x 4.
 fn block_cap(c: AdapterClass) -> usize {
     match c {
         AdapterClass::Cpu => 8,
@@ -437,7 +440,7 @@ fn block_cap(c: AdapterClass) -> usize {
 /// The weight gradient with the default kernel, blocks and splits.
 fn weight_grad(op: &'static str, dy: &Tensor, x: &Tensor, g: &Geom) -> Result<Tensor> {
     let class = x.device().class();
-    let kernel = WeightKernel::pick(g, class);
+    let kernel = WeightKernel::pick(g);
     let blocks = kernel.blocks(g, class);
     let splits = auto_splits(g, class, kernel.invocations(g, blocks));
     backward_weight_raw(op, dy, x, g, splits, blocks, kernel)
@@ -578,7 +581,7 @@ pub fn conv2d_backward_weight_with(
     const OP: &str = "conv2d_backward_weight";
     let g = backward_weight_geom(dy, x, kernel, stride, padding)?;
     let class = x.device().class();
-    let form = plan.kernel.unwrap_or_else(|| WeightKernel::pick(&g, class));
+    let form = plan.kernel.unwrap_or_else(|| WeightKernel::pick(&g));
     if form == WeightKernel::Rows && !WeightKernel::fits(&g) {
         return Err(Error::shape(
             OP,
