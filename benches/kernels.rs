@@ -512,6 +512,22 @@ fn main() {
             });
         }
     }
+    // The latents' unit-RMS normalisation forward and backward (with the bench's product and
+    // sum; counted as six passes over [N, D]), on GPUs also as one workgroup each way.
+    {
+        let (nb, d) = (128usize, 3136usize);
+        let z = rand(&dev, &mut rng, &[nb, d]);
+        let gy = rand(&dev, &mut rng, &[nb, d]);
+        let forms: &[(bool, &str)] = if gpu { &[(true, ""), (false, " one-workgroup")] } else { &[(false, "")] };
+        for &(many, tag) in forms {
+            b.bytes(&format!("atom/spread-scale{tag} N={nb} D={d}"), 4.0 * 6.0 * (nb * d) as f64, || {
+                let tape = Tape::new();
+                let v = tape.leaf(z.clone());
+                let y = atomgrad::ops::atom::spread_scale_var_with(&v, many).unwrap();
+                drop(y.mul(&tape.constant(gy.clone())).unwrap().sum_all().unwrap().backward().unwrap());
+            });
+        }
+    }
     for &(nb, n, m) in grid {
         let h = rand(&dev, &mut rng, &[nb, n, m]);
         let w = Tensor::rand_uniform(&dev, &[nb, n], 0.05, 0.95, 1).unwrap();

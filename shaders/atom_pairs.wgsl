@@ -34,9 +34,18 @@
 //   budget_backward:    1 mw [N], 2 gc [1] (read), 3 gmw [N] (write)
 //   spread_scale:       1 z [N, D] (read), 2 y [N, D], 3 zbar [D], 4 r [1] (write)
 //   spread_scale_backward: 1 z, 2 gy [N, D], 3 zbar, 4 r (read), 5 gz [N, D] (write)
+//   spread_cols:        1 z (read), 2 zbar [D], 3 colsum [D] (write)
+//   spread_r:           1 colsum (read), 2 r [1] (write)
+//   spread_apply:       1 z (read), 2 y (write), 3 r (read)
+//   spread_dots:        1 z, 2 gy (read), 3 colsum [D] (write)
+//   spread_k:           1 colsum (read), 2 k [1] (write), 3 r (read)
+//   spread_apply_backward: 1 z, 2 gy, 3 zbar, 4 r, 5 k (read), 6 gz (write)
 // Workgroup: 256 x 1 x 1, a single workgroup (grid 1 x 1 x 1); invocation t takes pairs
 // t, t + 256, .. of the flat [N, N] index and samples t, t + 256, ... budget_backward (no sums):
 // one invocation per sample, grid ceil(N / 256).
+// The many-workgroup spread kernels (end of file): spread_r and spread_k one workgroup;
+// spread_cols and spread_dots one invocation per column, the apply kernels one per element
+// (grids folded into y past 65535 workgroups).
 
 struct Params {
     ns: u32,     // N samples
@@ -80,6 +89,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read> szbar_in: array<f32>;
 @group(0) @binding(4) var<storage, read> sr_in: array<f32>;
 @group(0) @binding(5) var<storage, read_write> sgz: array<f32>;
+// spread_cols, spread_r, spread_apply, spread_dots, spread_k, spread_apply_backward (many
+// workgroups, for large latents on GPUs)
+@group(0) @binding(2) var<storage, read_write> mzbar: array<f32>; // spread_cols: zbar
+@group(0) @binding(3) var<storage, read_write> mcol: array<f32>; // spread_cols, spread_dots: column sums
+@group(0) @binding(1) var<storage, read> mcol_in: array<f32>; // spread_r, spread_k: column sums
+@group(0) @binding(2) var<storage, read_write> mout: array<f32>; // spread_r: r; spread_k: k
+@group(0) @binding(3) var<storage, read> mr: array<f32>; // spread_apply, spread_k: r [1]
+@group(0) @binding(5) var<storage, read> mk: array<f32>; // spread_apply_backward: k [1]
+@group(0) @binding(6) var<storage, read_write> mgz: array<f32>; // spread_apply_backward: gz
 
 var<workgroup> red_a: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
@@ -275,4 +293,72 @@ fn spread_scale_backward(@builtin(local_invocation_index) t: u32) {
     for (var i = t; i < n * d; i += 256u) {
         sgz[i] = sgy[i] / r - k * (sz[i] - szbar_in[i % d]);
     }
+}
+
+// ---- The same normalisation over many workgroups (large latents on GPUs) ----
+// Forward: spread_cols (one invocation per column c: zbar[c] and the column's sum of squared
+// deviations, each over the samples in order), spread_r (one workgroup: r from the column sums,
+// a fixed tree), spread_apply (one invocation per element: y = z / r). Backward: spread_dots
+// (per column: sum_A gy z), spread_k (one workgroup: k = (sum gy z) / r^2 / (N D r)),
+// spread_apply_backward (per element). Deterministic; the sums differ from the one-workgroup
+// kernels only in their order.
+
+@compute @workgroup_size(256)
+fn spread_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c = gid.x + gid.y * nwg.x * 256u;
+    if (c >= p.dim) { return; }
+    var m = 0.0;
+    for (var a = 0u; a < p.ns; a++) { m += sz[a * p.dim + c]; }
+    m = m / f32(p.ns);
+    mzbar[c] = m;
+    var acc = 0.0;
+    for (var a = 0u; a < p.ns; a++) {
+        let v = sz[a * p.dim + c] - m;
+        acc += v * v;
+    }
+    mcol[c] = acc;
+}
+
+@compute @workgroup_size(256)
+fn spread_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c = gid.x + gid.y * nwg.x * 256u;
+    if (c >= p.dim) { return; }
+    var acc = 0.0;
+    for (var a = 0u; a < p.ns; a++) { acc += sgy[a * p.dim + c] * sz[a * p.dim + c]; }
+    mcol[c] = acc;
+}
+
+// The sum of the columns' partial sums: strided per invocation, then the fixed tree.
+fn col_total(t: u32) -> f32 {
+    var acc = 0.0;
+    for (var c = t; c < p.dim; c += 256u) { acc += mcol_in[c]; }
+    return sum2(t, acc, 0.0).x;
+}
+
+@compute @workgroup_size(256)
+fn spread_r(@builtin(local_invocation_index) t: u32) {
+    let total = col_total(t);
+    if (t == 0u) { mout[0] = sqrt(total / f32(p.ns * p.dim) + 1e-12); }
+}
+
+@compute @workgroup_size(256)
+fn spread_k(@builtin(local_invocation_index) t: u32) {
+    let total = col_total(t);
+    let r = mr[0];
+    if (t == 0u) { mout[0] = total / (r * r) / (f32(p.ns * p.dim) * r); }
+}
+
+@compute @workgroup_size(256)
+fn spread_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.ns * p.dim) { return; }
+    sy[i] = sz[i] / mr[0];
+}
+
+@compute @workgroup_size(256)
+fn spread_apply_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.ns * p.dim) { return; }
+    let r = sr_in[0];
+    mgz[i] = sgy[i] / r - mk[0] * (sz[i] - szbar_in[i % p.dim]);
 }

@@ -501,7 +501,7 @@ fn budget_matches_reference_and_finite_differences() {
 
 /// The latents at unit RMS spread (`spread_scale_var`, the loss's `normalize`) against their f64
 /// definition, forward and gradient (central differences of sum(G y) for a random G), for sizes
-/// past one pass of the workgroup along N D and along D.
+/// past one pass of the workgroup along N D and along D, in both forms.
 #[test]
 fn spread_scale_matches_reference_and_finite_differences() {
     let dev = device();
@@ -515,12 +515,6 @@ fn spread_scale_matches_reference_and_finite_differences() {
             let r = (ms + 1e-12).sqrt();
             z.iter().map(|v| v / r).collect()
         };
-        let tape = Tape::new();
-        let v = tape.leaf(upload(&dev, &z, &[n, d]));
-        let y = kern::spread_scale_var(&v).unwrap();
-        assert_close(&format!("spread_scale [{n}, {d}]"), &y.value().to_vec().unwrap(), &reference(&z), 1e-5, 1e-5);
-        let g = y.mul(&tape.constant(upload(&dev, &gw, &[n, d]))).unwrap().sum_all().unwrap().backward().unwrap();
-        let got = g.get(&v).unwrap().to_vec().unwrap();
         let want: Vec<f64> = (0..n * d)
             .map(|i| {
                 let (mut up, mut down) = (z.clone(), z.clone());
@@ -530,7 +524,16 @@ fn spread_scale_matches_reference_and_finite_differences() {
                 (f(reference(&up)) - f(reference(&down))) / 2e-6
             })
             .collect();
-        assert_close(&format!("spread_scale [{n}, {d}] gradient"), &got, &want, 1e-4, 1e-3);
+        // One workgroup each way (CPU adapters, small latents) and many (large latents on GPUs).
+        for many in [false, true] {
+            let what = format!("spread_scale [{n}, {d}] many workgroups: {many}");
+            let tape = Tape::new();
+            let v = tape.leaf(upload(&dev, &z, &[n, d]));
+            let y = kern::spread_scale_var_with(&v, many).unwrap();
+            assert_close(&what, &y.value().to_vec().unwrap(), &reference(&z), 1e-5, 1e-5);
+            let g = y.mul(&tape.constant(upload(&dev, &gw, &[n, d]))).unwrap().sum_all().unwrap().backward().unwrap();
+            assert_close(&format!("{what}, gradient"), &g.get(&v).unwrap().to_vec().unwrap(), &want, 1e-4, 1e-3);
+        }
     }
 }
 

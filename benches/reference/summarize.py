@@ -119,7 +119,7 @@ def main():
     # Opt-in or newer kernels timed beside the current default (decide which to adopt from these).
     alternatives = []
     for name, v in sorted(ours.items()):
-        for tag, base_tag in ((" checked", ""), ("Coop16Packed ", "Coop16 "), (" gram", ""), (" gemm", ""), (" taps", ""), (" unsplit", ""), (" b8", ""), (" r8", ""),
+        for tag, base_tag in ((" checked", ""), ("Coop16Packed ", "Coop16 "), (" gram", ""), (" gemm", ""), (" taps", ""), (" unsplit", ""), (" one-workgroup", ""), (" b8", ""), (" r8", ""),
                               (" Team", " PerRow"),
                               (" gemm-conv gram-atom", "")):
             if tag in name and (name.replace(tag, base_tag, 1)) in ours:
