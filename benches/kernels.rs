@@ -558,21 +558,6 @@ fn main() {
             });
         }
         dev.set_structure_kernel(None);
-        // The Gram backward alone with the samples B in more or fewer parts than the default
-        // (`default_splits`: about 2^10 workgroups), where it is the GPU default.
-        if gpu && n >= 64 {
-            let g = rand(&dev, &mut rng, &[nb, nb]);
-            let def = atomgrad::ops::atom::default_splits(&dev, StructureKernel::Gram, nb, n, m);
-            for s in [def, 8, 16, 32, 64] {
-                let tag = if s == def { format!("default {s}") } else { s.to_string() };
-                b.flops(&format!("atom/structure-backward gram splits={tag} N={nb} n={n} m={m}"), 4.0 * pairs, || {
-                    drop(
-                        atomgrad::ops::atom::structure_backward_with(StructureKernel::Gram, s, &h, &w, &mask, &g, 1e-3)
-                            .unwrap(),
-                    )
-                });
-            }
-        }
     }
 
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.

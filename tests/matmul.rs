@@ -90,6 +90,8 @@ fn coop16_matches_reference_within_f16_rounding() {
             let e = matmul::matmul_with(v, &x, &x, false, true).unwrap_err().to_string();
             assert!(e.contains("cooperative matrices"), "{e}");
         }
+        let e = matmul::matmul_mixed(&x, &x, false, true).unwrap_err().to_string();
+        assert!(e.contains("cooperative matrices"), "{e}");
         assert!(dev.set_mixed_precision(true).is_err());
         eprintln!("no 16x16 f16 cooperative matrices on {}: only the error path is checked", dev.info().name);
         return;
@@ -120,6 +122,14 @@ fn coop16_matches_reference_within_f16_rounding() {
                 }
             }
         }
+    }
+    // Mixed precision picks Coop16 for small products and Coop16Packed from 2^31 multiply-adds.
+    for ((m, k, n), v) in [((130, 70, 150), Variant::Coop16), ((1024, 1024, 2048), Variant::Coop16Packed)] {
+        let (a, b) =
+            (upload(&dev, &rng.vec(m * k, -1.0, 1.0), &[m, k]), upload(&dev, &rng.vec(k * n, -1.0, 1.0), &[k, n]));
+        let got = matmul::matmul_mixed(&a, &b, false, false).unwrap().to_vec().unwrap();
+        let want = matmul::matmul_with(v, &a, &b, false, false).unwrap().to_vec().unwrap();
+        assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "mixed {m}x{k}x{n} is not {v:?}");
     }
     // A weight matrix broadcast over a batch (as the tape's linear layers use it), on both sides.
     let (m, k, n, bt) = (130, 70, 150, 3);

@@ -102,15 +102,29 @@ fn as_batched(op: &'static str, s: &[usize]) -> Result<(usize, usize, usize)> {
 
 /// `op(A) x op(B)` where op transposes the last two dims when asked, on the adapter's default core.
 pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
-    matmul_impl(None, a, b, trans_a, trans_b)
+    matmul_impl(Choice::Default, a, b, trans_a, trans_b)
 }
 
 /// As [`matmul`] with an explicit kernel (tests check every one on every adapter).
 pub fn matmul_with(v: Variant, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
-    matmul_impl(Some(v), a, b, trans_a, trans_b)
+    matmul_impl(Choice::Fixed(v), a, b, trans_a, trans_b)
 }
 
-fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+/// As [`matmul`] on f16 tensor cores with f32 accumulation (mixed precision): `Coop16Packed`
+/// for products of at least 2^31 multiply-adds, `Coop16` below.
+pub fn matmul_mixed(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    matmul_impl(Choice::Mixed, a, b, trans_a, trans_b)
+}
+
+/// How [`matmul_impl`] picks its kernel.
+#[derive(Clone, Copy)]
+enum Choice {
+    Default,
+    Mixed,
+    Fixed(Variant),
+}
+
+fn matmul_impl(choice: Choice, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
     a.expect("matmul", DType::F32)?;
     b.expect("matmul", DType::F32)?;
     let (ba, ra, ca) = as_batched("matmul", a.shape())?;
@@ -171,7 +185,12 @@ fn matmul_impl(v: Option<Variant>, a: &Tensor, b: &Tensor, trans_a: bool, trans_
         return Ok(c);
     }
     let vec4 = vec4_form(m, ka, n, trans_a, trans_b);
-    let v = v.unwrap_or_else(|| Variant::for_size(dev.class(), m, n, ka, batch, vec4));
+    let v = match choice {
+        Choice::Default => Variant::for_size(dev.class(), m, n, ka, batch, vec4),
+        Choice::Mixed if (m * n) as u64 * ka as u64 >= 1 << 31 => Variant::Coop16Packed,
+        Choice::Mixed => Variant::Coop16,
+        Choice::Fixed(v) => v,
+    };
     if v == Variant::Coop16Packed && dev.has_coop16() {
         return coop16_packed(a, b, &p, ba, bb, c);
     }
@@ -331,19 +350,10 @@ impl Var {
     /// `op(self) x op(other)` with optional transposes of the last two dims.
     pub fn matmul_t(&self, other: &Var, trans_a: bool, trans_b: bool) -> Result<Var> {
         let (a, b) = (self.value().clone(), other.value().clone());
-        // Forward on f16 tensor cores when the device opted in to mixed precision (operands
-        // packed first for large products, `Variant::Coop16Packed`); the backward products stay f32.
+        // Forward on f16 tensor cores when the device opted in to mixed precision; the backward
+        // products stay f32.
         let c = if a.device().mixed_precision() {
-            // rows x cols of op(a) and cols of op(b) (shapes are checked by matmul_with).
-            let last2 = |t: &Tensor| match t.shape() {
-                [.., r, c] => (*r as u64, *c as u64),
-                _ => (1, 1),
-            };
-            let ((ar, ac), (br, bc)) = (last2(&a), last2(&b));
-            let (m, k) = if trans_a { (ac, ar) } else { (ar, ac) };
-            let n = if trans_b { br } else { bc };
-            let big = m * n * k >= 1 << 31;
-            matmul_with(if big { Variant::Coop16Packed } else { Variant::Coop16 }, &a, &b, trans_a, trans_b)?
+            matmul_mixed(&a, &b, trans_a, trans_b)?
         } else {
             matmul(&a, &b, trans_a, trans_b)?
         };
