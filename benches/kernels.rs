@@ -536,13 +536,15 @@ fn main() {
         let pairs = (nb * nb * n * n * m) as f64;
         let cfg = atomgrad::atom::AtomConfig::default();
         // The adapter's default structure kernels and, on GPUs, each form it picks from: the 8 x 8
-        // register blocks ("r8") and, where the tokens fill its tiles (n > 32), the Gram form
-        // ("gram"); `StructureKernel::for_device` takes Gram where its tiles are >= 7/8 full.
+        // register blocks ("r8") and, where the tokens fill its tiles (n > 32), the Gram forms on
+        // 64- and 128-token tiles ("gram", "gram128"); `StructureKernel::for_device` takes Gram128
+        // where its half-tiles are >= 7/8 full.
         let mut kernels = vec![(None, "")];
         if gpu {
             kernels.push((Some(StructureKernel::Registers8), " r8"));
             if n > 32 {
                 kernels.push((Some(StructureKernel::Gram), " gram"));
+                kernels.push((Some(StructureKernel::Gram128), " gram128"));
             }
         }
         for (kernel, tag) in kernels {

@@ -140,7 +140,9 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
         let rs = cpu::structure(&b.h, &b.w, &b.counts, n, m, eps);
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
+        for kernel in
+            [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
+        {
             let what = format!("structure {kernel:?} N {ns} n {n} m {m} counts {:?}", b.counts);
             let s = kern::structure_with(kernel, &ht, &wt, &mask, eps as f32).unwrap().to_vec().unwrap();
             assert_close(&what, &s, &rs, 1e-5, 1e-5);
@@ -215,7 +217,9 @@ fn gram_form_keeps_precision_for_near_duplicates_and_offsets() {
         let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, 1e-3);
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
+        for kernel in
+            [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
+        {
             let what = format!("{kernel:?}, offset {offset}");
             let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
             assert_close(&format!("{what}: S"), &s, &rs, 1e-5, 1e-5);
@@ -242,7 +246,9 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
     let mask = TokenMask::new(&dev, &counts, n).unwrap();
     let (ht, wt) = (upload(&dev, &h, &[ns, n, m]), upload(&dev, &w, &[ns, n]));
     let g = upload(&dev, &rng.vec(ns * ns, -1.0, 1.0), &[ns, ns]);
-    for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
+    for kernel in
+        [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
+    {
         let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
         assert!(s.iter().all(|v| v.is_finite()), "{kernel:?}: NaN padding leaked into S: {s:?}");
         assert_close("S with NaN padding", &s, &cpu::structure(&h, &w, &counts, n, m, 1e-3), 1e-5, 1e-5);
@@ -559,11 +565,11 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
     let b = batch(&mut rng, ns, n, m, d, 0.0);
     let u = rng.vec(m, -1.0, 1.0);
     let cfg = AtomConfig::default();
-    let run = |gram: bool| -> Vec<Vec<f32>> {
-        dev.set_structure_kernel(Some(if gram { StructureKernel::Gram } else { StructureKernel::Registers }));
+    let run = |kernel: StructureKernel| -> Vec<Vec<f32>> {
+        dev.set_structure_kernel(Some(kernel));
         let tape = Tape::new();
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
-        assert_eq!(StructureKernel::for_device(&dev, n) == StructureKernel::Gram, gram);
+        assert_eq!(StructureKernel::for_device(&dev, n), kernel);
         let z = tape.leaf(upload(&dev, &b.z, &[ns, d]));
         let h = tape.leaf(upload(&dev, &b.h, &[ns, n, m]));
         let uv = tape.leaf(upload(&dev, &u, &[m]));
@@ -575,15 +581,18 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
         out.extend([&z, &h, &uv, &c].map(|v| g.get(v).unwrap().to_vec().unwrap()));
         out
     };
-    let (reg, gram) = (run(false), run(true));
-    dev.set_structure_kernel(None);
+    let reg = run(StructureKernel::Registers);
     let r = lref::atom_terms(&b.z, d, &b.h, &cpu::importance(&b.h, &u, 0.1f32 as f64, &b.counts, n), &b.counts, &cfg);
-    assert_close("L_A, Gram kernels", &gram[0], &[r.l_a], 1e-5, 1e-4);
     assert_close("L_A, register kernels", &reg[0], &[r.l_a], 1e-5, 1e-4);
-    for (what, i) in [("dz", 1), ("dh", 2), ("du", 3), ("dc", 4)] {
-        let want: Vec<f64> = reg[i].iter().map(|&v| v as f64).collect();
-        assert_close(&format!("{what}: Gram vs register kernels"), &gram[i], &want, 1e-5, 1e-3);
+    for kernel in [StructureKernel::Gram, StructureKernel::Gram128] {
+        let gram = run(kernel);
+        assert_close(&format!("L_A, {kernel:?} kernels"), &gram[0], &[r.l_a], 1e-5, 1e-4);
+        for (what, i) in [("dz", 1), ("dh", 2), ("du", 3), ("dc", 4)] {
+            let want: Vec<f64> = reg[i].iter().map(|&v| v as f64).collect();
+            assert_close(&format!("{what}: {kernel:?} vs register kernels"), &gram[i], &want, 1e-5, 1e-3);
+        }
     }
+    dev.set_structure_kernel(None);
 }
 
 #[test]
@@ -924,7 +933,9 @@ fn forward_and_backward_are_bit_identical_across_runs() {
     let (ht, wt) = (upload(&dev, &b.h, &[5, 7, 33]), upload(&dev, &b.w, &[5, 7]));
     let g = upload(&dev, &rng.vec(25, -1.0, 1.0), &[5, 5]);
     let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-    for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram] {
+    for kernel in
+        [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
+    {
         let once = || {
             let (dh, dw) = kern::structure_backward_with(kernel, 3, &ht, &wt, &mask, &g, 1e-3).unwrap();
             (bits(&dh), bits(&dw), bits(&kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap()))

@@ -17,6 +17,7 @@ use crate::tensor::{DType, Tensor};
 
 crate::shader!(SHADER = "atom");
 crate::shader!(PAIRS = "atom_pairs");
+crate::shader!(GRAM128 = "atom_gram");
 
 /// Output dims per `structure_backward` invocation (`MC` in the shader).
 const MC: usize = 32;
@@ -333,20 +334,29 @@ pub enum StructureKernel {
     /// least 7/8 full (H200, L_A forward + backward at N = 256, n = 64, m = 64: 8.8 ms against
     /// `Registers8`'s 12.2; at n = 49, a 77% full tile, `Registers8` was faster: 3.8 vs 6.7 ms).
     Gram,
+    /// Gram form on 128 x 128 tiles with 8 x 8 results per invocation, like the 128-tile matmul
+    /// (`shaders/atom_gram.wgsl`): four workgroup-memory loads per 64 multiply-adds where `Gram`
+    /// takes five per 16, from tokens laid out once per call for straight vec4 staging. The GPU
+    /// default where `Gram` was (not yet timed on a GPU: see docs/PERFORMANCE.md).
+    Gram128,
 }
 
 impl StructureKernel {
     /// The kernels for `n` padded tokens per sample on this device: the one asked for with
-    /// `Device::set_structure_kernel` (Gram only where the adapter offers its 32 KiB of workgroup
+    /// `Device::set_structure_kernel` (a Gram form only where the adapter offers its workgroup
     /// memory and n > 32), else the adapter class's default: `Registers8` on CPU adapters; on
-    /// GPUs `Gram` where its 64-token tiles are at least 7/8 full, else `Registers8`.
+    /// GPUs `Gram128` where its 64-token half-tiles are at least 7/8 full, else `Registers8`.
     pub fn for_device(dev: &Device, n: usize) -> StructureKernel {
-        let gram_fits = n > 32 && dev.limits().max_compute_workgroup_storage_size >= GRAM_WORKGROUP_BYTES;
-        let gram_full = gram_fits && 8 * n >= 7 * n.next_multiple_of(GRAM_TILE);
+        let storage = dev.limits().max_compute_workgroup_storage_size;
+        let fits = |k: StructureKernel| match k {
+            StructureKernel::Gram => n > 32 && storage >= GRAM_WORKGROUP_BYTES,
+            StructureKernel::Gram128 => n > 32 && storage >= GRAM128_WORKGROUP_BYTES,
+            _ => true,
+        };
+        let full = 8 * n >= 7 * n.next_multiple_of(GRAM_TILE);
         match dev.structure_kernel() {
-            Some(StructureKernel::Gram) if gram_fits => StructureKernel::Gram,
-            Some(k) if k != StructureKernel::Gram => k,
-            _ if dev.class() == AdapterClass::Gpu && gram_full => StructureKernel::Gram,
+            Some(k) if fits(k) => k,
+            _ if dev.class() == AdapterClass::Gpu && full && fits(StructureKernel::Gram128) => StructureKernel::Gram128,
             _ => StructureKernel::Registers8,
         }
     }
@@ -356,6 +366,104 @@ impl StructureKernel {
 const GRAM_TILE: usize = 64;
 /// Workgroup memory of the Gram kernels (`g_hb` and `g_sc` in the shader).
 const GRAM_WORKGROUP_BYTES: u32 = 32 << 10;
+/// Workgroup memory of the Gram128 kernels (`sm` in `shaders/atom_gram.wgsl`).
+const GRAM128_WORKGROUP_BYTES: u32 = 24 << 10;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GramParams {
+    ns: u32,
+    nt: u32,
+    m: u32,
+    mp: u32,
+    tiles: u32,
+    h2: u32,
+    eps2: f32,
+    chunks: u32,
+    total: u32,
+    bper: u32,
+    _pad: [u32; 2],
+}
+
+/// The Gram128 kernels' inputs, laid out once per call by `gram_prep`: the tokens centred and
+/// k-major per half-tile of 64 (`ht`), raw and token-major (`hr`), and per row its squared norm,
+/// weight and realness (`rows`); padding is exactly 0.
+struct Gram128Input {
+    ht: Tensor,
+    hr: Tensor,
+    rows: Tensor,
+    p: GramParams,
+}
+
+impl Gram128Input {
+    fn new(op: &'static str, h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Gram128Input> {
+        let (n, t, m) = (mask.samples(), mask.tokens(), h.shape()[2]);
+        let tiles = t.div_ceil(GRAM_TILE);
+        let h2 = (n * tiles).next_multiple_of(2);
+        let mp = m.next_multiple_of(8);
+        let rows_all = h2 * GRAM_TILE;
+        if (rows_all * mp).max(h2 * h2) > u32::MAX as usize {
+            return Err(Error::shape(op, format!("tokens {:?} too large for the Gram128 kernels", h.shape())));
+        }
+        let dev = h.device();
+        let ht = Tensor::empty(dev, op, &[h2, mp, GRAM_TILE], DType::F32)?;
+        let hr = Tensor::empty(dev, op, &[rows_all, mp], DType::F32)?;
+        let rows = Tensor::empty(dev, op, &[3, rows_all], DType::F32)?;
+        let p = GramParams {
+            ns: n as u32,
+            nt: t as u32,
+            m: m as u32,
+            mp: mp as u32,
+            tiles: tiles as u32,
+            h2: h2 as u32,
+            eps2: eps * eps,
+            chunks: m.div_ceil(GRAM_TILE) as u32,
+            total: rows_all as u32,
+            bper: 0,
+            _pad: [0; 2],
+        };
+        // One invocation per row of the padded list: centres, pads and transposes it.
+        dev.dispatch(
+            &GRAM128,
+            "gram_prep",
+            &[],
+            bytemuck::bytes_of(&p),
+            &[h.bind(), w.bind(), mask.counts_gpu.bind(), ht.bind(), hr.bind(), rows.bind()],
+            groups_1d(rows_all, WG),
+        );
+        Ok(Gram128Input { ht, hr, rows, p })
+    }
+
+    /// Row tiles of 128 (two half-tiles).
+    fn row_tiles(&self) -> usize {
+        self.p.h2 as usize / 2
+    }
+}
+
+/// [`structure_with`] on the Gram128 kernels: one workgroup per upper-triangle pair of row tiles,
+/// then the fixed-order sum per entry of S.
+fn structure_gram128(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
+    const OP: &str = "atom_structure";
+    let x = Gram128Input::new(OP, h, w, mask, eps)?;
+    let dev = h.device();
+    let (n, h2, rt) = (mask.samples(), x.p.h2 as usize, x.row_tiles());
+    let part = Tensor::empty(dev, OP, &[h2, h2], DType::F32)?;
+    let pairs = rt * (rt + 1) / 2;
+    let p = GramParams { total: pairs as u32, ..x.p };
+    // One workgroup of 256 per tile pair, folded as a 1-wide grid.
+    dev.dispatch(
+        &GRAM128,
+        "gram_forward",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x.ht.bind(), x.hr.bind(), x.rows.bind(), part.bind()],
+        groups_1d(pairs, 1),
+    );
+    let s = Tensor::empty(dev, OP, &[n, n], DType::F32)?;
+    let p = GramParams { total: (n * n) as u32, ..x.p };
+    dev.dispatch(&GRAM128, "gram_reduce", &[], bytemuck::bytes_of(&p), &[part.bind(), s.bind()], groups_1d(n * n, WG));
+    Ok(s)
+}
 
 /// The Gram kernels' extra input `q [N, n]`: squared norms of the tokens centred on token 0 of
 /// sample 0 (0 for padding); `None` for the register-blocked kernels.
@@ -398,6 +506,9 @@ fn vec4_rows(kernel: StructureKernel, h: &Tensor, m: usize) -> Result<(Tensor, u
 pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
     let (n, t, m) = check_structure("atom_structure", h, w, mask)?;
     check_eps("atom_structure", eps, true)?;
+    if kernel == StructureKernel::Gram128 {
+        return structure_gram128(h, w, mask, eps);
+    }
     let dev = h.device();
     let (entry, tiles, parts, wg_size, workers) = match kernel {
         // One invocation per (upper-triangle pair, 4- or 8-token tile of A).
@@ -415,6 +526,7 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
             let tiles = t.div_ceil(GRAM_TILE);
             ("structure_gram", tiles, tiles * tiles, 1, n * (n + 1) / 2 * tiles * tiles)
         }
+        StructureKernel::Gram128 => unreachable!("handled above"),
     };
     if workers > u32::MAX as usize {
         return Err(Error::shape("atom_structure", format!("tokens {:?} are too many for one dispatch", h.shape())));
@@ -462,6 +574,11 @@ pub fn default_splits(dev: &Device, kernel: StructureKernel, samples: usize, tok
         StructureKernel::Registers => (samples * tokens.div_ceil(4) * m.div_ceil(MC), GPU_BACKWARD_INVOCATIONS),
         StructureKernel::Registers8 => (samples * tokens.div_ceil(8) * m.div_ceil(MC), GPU_BACKWARD_INVOCATIONS),
         StructureKernel::Gram => (samples * tokens.div_ceil(GRAM_TILE) * m.div_ceil(GRAM_TILE), GPU_GRAM_WORKGROUPS),
+        // Row tiles of 128 x chunks of 64 dims; splits cut the column tiles.
+        StructureKernel::Gram128 => {
+            let rt = (samples * tokens.div_ceil(GRAM_TILE)).div_ceil(2);
+            (rt * m.div_ceil(GRAM_TILE), GPU_GRAM_WORKGROUPS)
+        }
     };
     let by_mem = SPLIT_BYTES / (4 * samples * tokens * m).max(1);
     aim.div_ceil(base.max(1)).min(by_mem).clamp(1, samples.max(1))
@@ -500,6 +617,38 @@ pub fn structure_backward_with(
             format!("gradient {:?} does not fit tokens {:?}: needs [{n}, {n}]", g.shape(), h.shape()),
         ));
     }
+    let dev = h.device();
+    let (dh, dw, splits) = if kernel == StructureKernel::Gram128 {
+        gram128_backward(splits, h, w, mask, g, eps)?
+    } else {
+        structure_backward_parts(kernel, splits, h, w, mask, g, eps)?
+    };
+    if splits == 1 {
+        return Ok((dh.reshape(&[n, t, m])?, dw.reshape(&[n, t])?));
+    }
+    let sum = |part: &Tensor, shape: &[usize]| -> Result<Tensor> {
+        let out = Tensor::empty(dev, OP, shape, DType::F32)?;
+        let e = out.numel();
+        let p = Params { total: e as u32, splits: splits as u32, ..Params::new() };
+        dev.dispatch(&SHADER, "sum_splits", &[], bytemuck::bytes_of(&p), &[part.bind(), out.bind()], groups_1d(e, WG));
+        Ok(out)
+    };
+    Ok((sum(&dh, &[n, t, m])?, sum(&dw, &[n, t])?))
+}
+
+/// The split partial gradients `(dh [splits, N, n, m], dw [splits, N, n], splits)` of the
+/// register and 64-tile Gram kernels (samples B split into at most N parts).
+fn structure_backward_parts(
+    kernel: StructureKernel,
+    splits: usize,
+    h: &Tensor,
+    w: &Tensor,
+    mask: &TokenMask,
+    g: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, usize)> {
+    const OP: &str = "atom_structure_backward";
+    let (n, t, m) = (mask.samples(), mask.tokens(), h.shape()[2]);
     let bper = n.div_ceil(splits.clamp(1, n));
     let splits = n.div_ceil(bper);
     let dev = h.device();
@@ -518,6 +667,7 @@ pub fn structure_backward_with(
             let tiles = t.div_ceil(GRAM_TILE);
             ("structure_backward_gram", tiles, n * tiles, m.div_ceil(GRAM_TILE), 1)
         }
+        StructureKernel::Gram128 => unreachable!("gram128_backward"),
     };
     let total = splits * per_split * chunks;
     if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
@@ -551,17 +701,45 @@ pub fn structure_backward_with(
     binds.extend(q.as_ref().map(Tensor::bind));
     binds.extend([g.bind(), dh.bind(), dw.bind()]);
     dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(total, wg_size));
-    if splits == 1 {
-        return Ok((dh.reshape(&[n, t, m])?, dw.reshape(&[n, t])?));
+    Ok((dh, dw, splits))
+}
+
+/// The Gram128 backward's split partial gradients: one workgroup per (split, row tile of 128,
+/// chunk of 64 output dims), the column tiles cut into at most `row_tiles` splits.
+fn gram128_backward(
+    splits: usize,
+    h: &Tensor,
+    w: &Tensor,
+    mask: &TokenMask,
+    g: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, usize)> {
+    const OP: &str = "atom_structure_backward";
+    let x = Gram128Input::new(OP, h, w, mask, eps)?;
+    let (n, t, m, rt) = (mask.samples(), mask.tokens(), h.shape()[2], x.row_tiles());
+    let bper = rt.div_ceil(splits.clamp(1, rt));
+    let splits = rt.div_ceil(bper);
+    let total = splits * rt * x.p.chunks as usize;
+    if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
+        return Err(Error::shape(
+            OP,
+            format!("tokens {:?} in {splits} splits are too large for one dispatch", h.shape()),
+        ));
     }
-    let sum = |part: &Tensor, shape: &[usize]| -> Result<Tensor> {
-        let out = Tensor::empty(dev, OP, shape, DType::F32)?;
-        let e = out.numel();
-        let p = Params { total: e as u32, splits: splits as u32, ..Params::new() };
-        dev.dispatch(&SHADER, "sum_splits", &[], bytemuck::bytes_of(&p), &[part.bind(), out.bind()], groups_1d(e, WG));
-        Ok(out)
-    };
-    Ok((sum(&dh, &[n, t, m])?, sum(&dw, &[n, t])?))
+    let dev = h.device();
+    let dh = Tensor::empty(dev, OP, &[splits, n, t, m], DType::F32)?;
+    let dw = Tensor::empty(dev, OP, &[splits, n, t], DType::F32)?;
+    let p = GramParams { total: total as u32, bper: bper as u32, ..x.p };
+    // One workgroup of 256 per (split, row tile, dim chunk), folded as a 1-wide grid.
+    dev.dispatch(
+        &GRAM128,
+        "gram_backward",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[x.ht.bind(), x.hr.bind(), x.rows.bind(), g.bind(), dh.bind(), dw.bind()],
+        groups_1d(total, 1),
+    );
+    Ok((dh, dw, splits))
 }
 
 /// `x [N, n, ..]` with every padded token (`i >= counts[A]`) set to exactly 0.
