@@ -148,19 +148,26 @@ fn outer8(acc: Acc, a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) 
 
 // The centred dot products of row tile R against column tile C (invocation t's 8 x 8 block):
 // per panel of BK dims, 256 invocations stage one vec4 of each operand (rows of half-tile
-// 2R + v / 16 at dim k0 + kk), then 8 outer products. Starts and ends with a barrier, so the
+// 2R + v / 16 at dim k0 + kk), then 8 outer products; the next panel's vec4s are loaded before
+// those, so their latency hides behind the arithmetic. Starts and ends with a barrier, so the
 // workgroup memory is free before and after.
 fn gram_tile(t: u32, rt: u32, ct: u32) -> Acc {
     let ty = t / 16u;
     let tx = t % 16u;
-    let kk = t / 32u;
-    let v = t % 32u;
+    let at = (2u * rt + (t % 32u) / 16u) * p.mp * 16u + (t / 32u) * 16u + t % 16u;
+    let bt = (2u * ct + (t % 32u) / 16u) * p.mp * 16u + (t / 32u) * 16u + t % 16u;
+    var na = ht4[at];
+    var nb = ht4[bt];
     var acc: Acc;
     for (var k0 = 0u; k0 < p.mp; k0 += BK) {
         workgroupBarrier();
-        sm[t] = ht4[((2u * rt + v / 16u) * p.mp + k0 + kk) * 16u + v % 16u];
-        sm[256u + t] = ht4[((2u * ct + v / 16u) * p.mp + k0 + kk) * 16u + v % 16u];
+        sm[t] = na;
+        sm[256u + t] = nb;
         workgroupBarrier();
+        if (k0 + BK < p.mp) {
+            na = ht4[at + (k0 + BK) * 16u];
+            nb = ht4[bt + (k0 + BK) * 16u];
+        }
         for (var j = 0u; j < BK; j++) {
             acc = outer8(acc, sm[j * 32u + ty], sm[j * 32u + 16u + ty], sm[256u + j * 32u + tx],
                 sm[256u + j * 32u + 16u + tx]);
@@ -170,9 +177,9 @@ fn gram_tile(t: u32, rt: u32, ct: u32) -> Acc {
     return acc;
 }
 
-// Distances of row r (norm qr) to rows c .. c + 3 (norms qc) from their dot products g: q_r + q_c
-// - 2 g clamped at 0; exactly 0 for a row against itself; recomputed from the raw rows where
-// the Gram form cancelled. Then sqrt(d^2 + eps^2).
+// d^2 + eps^2 of row r (norm qr) to rows c .. c + 3 (norms qc) from their dot products g, with
+// d^2 = q_r + q_c - 2 g clamped at 0, exactly 0 for a row against itself, and recomputed from
+// the raw rows where the Gram form cancelled.
 fn dist4(g: vec4<f32>, r: u32, qr: f32, c: u32, qc: vec4<f32>) -> vec4<f32> {
     let qs = qr + qc;
     let d2 = qs - 2.0 * g;
@@ -189,10 +196,10 @@ fn dist4(g: vec4<f32>, r: u32, qr: f32, c: u32, qc: vec4<f32>) -> vec4<f32> {
             out[x] = (acc.x + acc.y) + (acc.z + acc.w);
         }
     }
-    return sqrt(out + vec4<f32>(p.eps2));
+    return out + vec4<f32>(p.eps2);
 }
 
-// The 4 x 4 block of rows r .. r + 3 (dot products g0..g3 against columns c .. c + 3).
+// dist4 of the 4 x 4 block of rows r .. r + 3 (dot products g0..g3 against columns c .. c + 3).
 struct Block {
     d0: vec4<f32>,
     d1: vec4<f32>,
@@ -207,12 +214,12 @@ fn dist_block(g0: vec4<f32>, g1: vec4<f32>, g2: vec4<f32>, g3: vec4<f32>, r: u32
         dist4(g3, r + 3u, qr.w, c, qc));
 }
 
-// Weighted sum of a block's distances: sum w_r w_c d.
+// Weighted sum of a block's distances: sum w_r w_c d (d = the root of dist4's value).
 fn block_sum(b: Block, r: u32, c: u32) -> f32 {
     let n4 = p.h2 * 16u;
     let wr = rows4[n4 + r / 4u];
     let wc = rows4[n4 + c / 4u];
-    return dot(wr, vec4<f32>(dot(b.d0, wc), dot(b.d1, wc), dot(b.d2, wc), dot(b.d3, wc)));
+    return dot(wr, vec4<f32>(dot(sqrt(b.d0), wc), dot(sqrt(b.d1), wc), dot(sqrt(b.d2), wc), dot(sqrt(b.d3), wc)));
 }
 
 // (R, C) with R <= C of upper-triangle tile pair q = C (C + 1) / 2 + R.
@@ -286,7 +293,8 @@ fn gs(ha: u32, hb: u32) -> f32 {
     return gb_g[a * p.ns + b] + gb_g[b * p.ns + a];
 }
 
-// A block's coefficients c = gs w_c / d (in place of its distances) and sum_c gs w_c d per row.
+// A block's coefficients c = gs w_c / d (in place of dist4's values) and sum_c gs w_c d per row:
+// one inverse square root per pair gives both d = x / sqrt(x) and 1 / d.
 struct Coef {
     b: Block,
     dw: vec4<f32>,
@@ -294,8 +302,12 @@ struct Coef {
 
 fn coef_block(b: Block, c: u32, g: f32) -> Coef {
     let gw = g * rows4[p.h2 * 16u + c / 4u];
-    return Coef(Block(gw / b.d0, gw / b.d1, gw / b.d2, gw / b.d3),
-        vec4<f32>(dot(gw, b.d0), dot(gw, b.d1), dot(gw, b.d2), dot(gw, b.d3)));
+    let i0 = inverseSqrt(b.d0);
+    let i1 = inverseSqrt(b.d1);
+    let i2 = inverseSqrt(b.d2);
+    let i3 = inverseSqrt(b.d3);
+    return Coef(Block(gw * i0, gw * i1, gw * i2, gw * i3),
+        vec4<f32>(dot(gw, b.d0 * i0), dot(gw, b.d1 * i1), dot(gw, b.d2 * i2), dot(gw, b.d3 * i3)));
 }
 
 // Writes the coefficients of column x (0..3) of blocks top (rows 4ty..) and bottom (64 + 4ty..) as
