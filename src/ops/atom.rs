@@ -330,9 +330,10 @@ pub enum StructureKernel {
     Registers8,
     /// Gram form for GPUs: `|a - b|^2 = |a|^2 + |b|^2 - 2 a.b` on centred tokens, 64 x 64 token
     /// tiles through workgroup memory like a matmul, near pairs recomputed from differences
-    /// (`shaders/atom.wgsl`). Tiles hold one sample's tokens: the GPU default where they are at
-    /// least 7/8 full (H200, L_A forward + backward at N = 256, n = 64, m = 64: 8.8 ms against
-    /// `Registers8`'s 12.2; at n = 49, a 77% full tile, `Registers8` was faster: 3.8 vs 6.7 ms).
+    /// (`shaders/atom.wgsl`). Tiles hold one sample's tokens (H200, L_A forward + backward at
+    /// N = 256, n = 64, m = 64: 8.8 ms against `Registers8`'s 12.2; at n = 49, a 77% full tile,
+    /// `Registers8` was faster: 3.8 vs 6.7 ms). The GPU default until `Gram128`; kept beside it
+    /// until a GPU run compares the two.
     Gram,
     /// Gram form on 128 x 128 tiles with 8 x 8 results per invocation, like the 128-tile matmul
     /// (`shaders/atom_gram.wgsl`): four workgroup-memory loads per 64 multiply-adds where `Gram`
