@@ -221,18 +221,15 @@ fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
         gdbar[idx] = gd;
         gs_mat[idx] = gsm;
     }
-    // Pass 3: each sample's W, through its row and column of k.
+    // Pass 3: each sample's W, through its row and column of gk k = dS S (dS = gk / (W_A W_B) as
+    // pass 2 wrote it, 0 on the diagonal; read back after the barriers instead of recomputing two
+    // pairs per term).
+    storageBarrier();
+    workgroupBarrier();
     for (var c = t; c < n; c += 256u) {
         var acc = 0.0;
         for (var b = 0u; b < n; b++) {
-            if (b != c) {
-                let i1 = c * n + b;
-                let q1 = pair(i1, c, b, s, mk);
-                acc += (pair_grads(q1, gu).y / mk + gmk / np) * q1.z;
-                let i2 = b * n + c;
-                let q2 = pair(i2, b, c, s, mk);
-                acc += (pair_grads(q2, gu).y / mk + gmk / np) * q2.z;
-            }
+            acc += gs_mat[c * n + b] * s_mat[c * n + b] + gs_mat[b * n + c] * s_mat[b * n + c];
         }
         // max(W, floor) passes the gradient only above the floor (as W + relu(floor - W) does)
         gwsum[c] = select(-acc / wfl(c), 0.0, p.w_floor - wsum[c] > 0.0);

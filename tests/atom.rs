@@ -408,19 +408,23 @@ fn grad_check_loss(seed: u64, ns: usize, n: usize, m: usize, d: usize, cfg: Atom
 /// The fused pair algebra (`pair_loss`, one dispatch each way) against its f64 reference: L_A, s,
 /// mean k, k and kappa forward, and the gradients of L_A with respect to dbar, S and W against
 /// central differences of the reference (every entry for small N; sampled entries for N = 300,
-/// which spans more than one pass of the workgroup), with and without the soft floor.
+/// which spans more than one pass of the workgroup), with and without the soft floor, on symmetric
+/// inputs (as L_A makes them) and on asymmetric ones.
 #[test]
 fn pair_loss_matches_reference_and_finite_differences() {
     let dev = device();
     let mut rng = Rng::new(44);
-    for (n, r_max) in [(2, None), (5, None), (5, Some(2.0f32)), (37, Some(20.0)), (300, None), (300, Some(3.0))] {
-        let what = format!("pair_loss N {n} r_max {r_max:?}");
+    let cases = [(2, None, true), (5, None, true), (5, Some(2.0f32), true), (37, Some(20.0), true), (300, None, true)];
+    // symmetric, as the kernels make them, and not (the algebra does not assume it)
+    for (n, r_max, sym) in cases.into_iter().chain([(300, Some(3.0), true), (6, None, false), (7, Some(2.0), false)]) {
+        let what = format!("pair_loss N {n} r_max {r_max:?} symmetric {sym}");
         let mut dbar = rng.vec(n * n, 0.2, 2.0);
         let mut sm = rng.vec(n * n, 0.5, 3.0);
         for a in 0..n {
             for b in 0..a {
-                (dbar[a * n + b], sm[a * n + b]) = (dbar[b * n + a], sm[b * n + a]);
-                // symmetric, as the kernels make them
+                if sym {
+                    (dbar[a * n + b], sm[a * n + b]) = (dbar[b * n + a], sm[b * n + a]);
+                }
             }
         }
         let mut wsum = rng.vec(n, 0.3, 4.0);
