@@ -45,8 +45,16 @@ fn inverse_index_lists_positions_in_order() {
     assert_eq!(idx.len(), 6);
     assert_eq!(idx.ids.shape(), &[2, 3]);
     assert_eq!(idx.ids.to_vec_u32().unwrap(), ids);
-    assert_eq!(idx.offsets.to_vec_u32().unwrap(), [0, 2, 2, 5, 5, 6]);
     assert_eq!(idx.positions.to_vec_u32().unwrap(), [1, 5, 0, 2, 4, 3]);
+    // one chunk per id read (ids 0, 2, 4), none for the unread ids 1 and 3
+    assert_eq!(idx.chunks.to_vec_u32().unwrap(), [0, 2, 5, 6, 6, 6]); // padded to 6 / 32 + min(6, 5) chunks
+    assert_eq!(idx.row_chunks.to_vec_u32().unwrap(), [0, 1, 1, 2, 2, 3]);
+    // an id read 70 times: chunks of 32, 32 and 6 positions
+    let ids: Vec<u32> = (0..72).map(|p| if p == 3 || p == 40 { 0 } else { 1 }).collect();
+    let idx = Indices::new(&dev, &ids, &[72], 3).unwrap();
+    assert_eq!(embedding::CHUNK, 32);
+    assert_eq!(idx.chunks.to_vec_u32().unwrap(), [0, 2, 34, 66, 72, 72]); // 72 / 32 + min(72, 3)
+    assert_eq!(idx.row_chunks.to_vec_u32().unwrap(), [0, 1, 4, 4]);
 }
 
 #[test]
@@ -96,4 +104,27 @@ fn bad_ids_and_shapes_are_errors() {
     assert!(e.contains("embedding") && e.contains("[3, 2]") && e.contains("[2]"), "{e}");
     let t = tape.leaf(Tensor::zeros(&dev, &[8]).unwrap());
     assert!(t.embedding(&idx).unwrap_err().to_string().contains("[8]"));
+}
+
+/// Batches of the same shape whose ids spread differently (one frequent id, then many distinct
+/// ones) give the backward pass the same buffers: once warm, a step creates no bind group.
+#[test]
+fn batches_with_other_id_spreads_reuse_every_bind_group() {
+    let dev = own_device(); // counts this device's bind groups only
+    let mut rng = Rng::new(44);
+    let (v, d, n) = (300, 8, 256);
+    let table = upload(&dev, &rng.vec(v * d, -1.0, 1.0), &[v, d]);
+    let gy = upload(&dev, &rng.vec(n * d, -1.0, 1.0), &[n, d]);
+    for step in 0..8 {
+        let ids: Vec<u32> = (0..n).map(|p| if step % 2 == 0 && p % 4 != 0 { 0 } else { rng.below(v) as u32 }).collect();
+        let before = dev.stats();
+        let idx = Indices::new(&dev, &ids, &[n], v).unwrap();
+        drop(embedding::embedding(&table, &idx).unwrap());
+        drop(embedding::embedding_backward(&gy, &idx, d).unwrap());
+        drop(idx);
+        dev.flush().unwrap();
+        if step >= 2 {
+            assert_eq!(dev.stats().bind_groups_created, before.bind_groups_created, "step {step} created bind groups");
+        }
+    }
 }

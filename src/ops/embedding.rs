@@ -20,23 +20,32 @@ struct Params {
     _pad: u32,
 }
 
-/// Token ids on the GPU with their inverse index: `positions[offsets[v]..offsets[v + 1]]` are
-/// the (flat, increasing) output positions that read vocabulary row `v`.
+/// Positions per chunk of the inverse index (`embedding_backward_part` sums one chunk per
+/// invocation, so no invocation walks a frequent id's whole list).
+pub const CHUNK: usize = 32;
+
+/// Token ids on the GPU with their inverse index: `positions` lists the (flat, increasing) output
+/// positions grouped by the id they read, cut into chunks of at most [`CHUNK`] positions of one id:
+/// chunk `k` is `positions[chunks[k]..chunks[k + 1]]`, and vocabulary row `v`'s chunks are
+/// `row_chunks[v]..row_chunks[v + 1]`.
 #[derive(Clone, Debug)]
 pub struct Indices {
     /// The ids, U32, of shape `shape`.
     pub ids: Tensor,
-    /// U32 `[V + 1]`: where each vocabulary row's positions start in `positions`.
-    pub offsets: Tensor,
     /// U32 `[n]`: output positions grouped by the id they read, increasing within a group.
     pub positions: Tensor,
+    /// U32 `[K + 1]`: where each chunk starts in `positions` (and where the last one ends); the
+    /// chunks past the last row's are empty.
+    pub chunks: Tensor,
+    /// U32 `[V + 1]`: where each vocabulary row's chunks start.
+    pub row_chunks: Tensor,
     /// The shape of the ids (the output is `[..shape, D]`).
     pub shape: Vec<usize>,
 }
 
 impl Indices {
     /// Uploads `ids` (row-major, of `shape`) after checking every id `< vocab`, and builds the
-    /// inverse index (a stable counting sort by id).
+    /// inverse index (a stable counting sort by id, then chunks of [`CHUNK`]).
     pub fn new(dev: &Device, ids: &[u32], shape: &[usize], vocab: usize) -> Result<Indices> {
         if ids.len() != numel(shape) {
             return Err(Error::shape(
@@ -68,17 +77,33 @@ impl Indices {
             positions[next[id as usize] as usize] = p as u32;
             next[id as usize] += 1;
         }
+        let mut chunks = Vec::with_capacity(ids.len() / CHUNK + 1);
+        let mut row_chunks = Vec::with_capacity(vocab + 1);
+        for v in 0..vocab {
+            row_chunks.push(chunks.len() as u32);
+            chunks.extend((offsets[v]..offsets[v + 1]).step_by(CHUNK));
+        }
+        row_chunks.push(chunks.len() as u32);
+        // Padded with empty chunks to its bound (each id read adds at most one partial chunk), so
+        // the buffer's size, and with it a training step's bind groups, depends on the shape only.
+        chunks.resize(Self::max_chunks(ids.len(), vocab) + 1, ids.len() as u32);
         Ok(Indices {
             ids: Tensor::from_u32(dev, ids, shape)?,
-            offsets: Tensor::from_u32(dev, &offsets, &[vocab + 1])?,
             positions: Tensor::from_u32(dev, &positions, &[ids.len()])?,
+            chunks: Tensor::from_u32(dev, &chunks, &[chunks.len()])?,
+            row_chunks: Tensor::from_u32(dev, &row_chunks, &[vocab + 1])?,
             shape: shape.to_vec(),
         })
     }
 
+    /// The most chunks `n` ids from a vocabulary of `vocab` can need.
+    fn max_chunks(n: usize, vocab: usize) -> usize {
+        n / CHUNK + n.min(vocab)
+    }
+
     /// The vocabulary size the ids were checked against.
     pub fn vocab(&self) -> usize {
-        self.offsets.numel() - 1
+        self.row_chunks.numel() - 1
     }
     /// Number of ids.
     pub fn len(&self) -> usize {
@@ -129,23 +154,36 @@ pub fn embedding(table: &Tensor, idx: &Indices) -> Result<Tensor> {
 }
 
 /// The table's gradient `[V, D]`: for each row, the sum of `gy` over the positions that read
-/// it, in increasing order; rows never read get 0.
+/// it, in increasing order (per chunk of [`CHUNK`], then the chunks in order); rows never read
+/// get 0.
 pub fn embedding_backward(gy: &Tensor, idx: &Indices, d: usize) -> Result<Tensor> {
     let mut shape = idx.shape.clone();
     shape.push(d);
     if gy.shape() != shape.as_slice() {
         return Err(Error::shape("embedding_backward", format!("gradient {:?} vs output {shape:?}", gy.shape())));
     }
-    let v = idx.vocab();
+    let (v, k) = (idx.vocab(), idx.chunks.numel() - 1);
     let dev = gy.device();
+    let part = Tensor::empty(dev, "embedding_backward", &[k.max(1), d], DType::F32)?;
+    let p = Params { n: (k * d) as u32, d: d as u32, vocab: v as u32, _pad: 0 };
+    // One invocation per (chunk, column).
+    dev.dispatch(
+        &SHADER,
+        "embedding_backward_part",
+        &[],
+        bytemuck::bytes_of(&p),
+        &[gy.bind(), idx.chunks.bind(), idx.positions.bind(), part.bind()],
+        groups_1d(k * d, WG),
+    );
     let g = Tensor::empty(dev, "embedding_backward", &[v, d], DType::F32)?;
-    let p = Params { n: (v * d) as u32, d: d as u32, vocab: v as u32, _pad: 0 };
+    let p = Params { n: (v * d) as u32, ..p };
+    // One invocation per (vocabulary row, column).
     dev.dispatch(
         &SHADER,
         "embedding_backward",
         &[],
         bytemuck::bytes_of(&p),
-        &[gy.bind(), idx.offsets.bind(), idx.positions.bind(), g.bind()],
+        &[part.bind(), idx.row_chunks.bind(), g.bind()],
         groups_1d(v * d, WG),
     );
     Ok(g)
