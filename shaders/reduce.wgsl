@@ -5,12 +5,16 @@
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
 //   reduce_rows:  1 x (read), 2 y (write)    y[o, i] = scale * (op over l of x[o, l, i])
+//   reduce_team:  1 x (read), 2 y (write)    as reduce_rows, for inner == 1 (a contiguous axis)
 //   reduce_tree:  1 x (read), 2 y (write)    y[o, c, i] = op over l in chunk c (scale on the last pass)
 //   argmax_rows:  1 x (read), 2 idx (u32 write)
 //   max_backward: 1 gy (read), 2 idx (u32 read), 3 gx (write)  gx[o, l, i] = gy[o, i] if l == idx[o, i]
 // Workgroup: rows/argmax/max_backward: 256 x 1 x 1, one invocation per output (or input) element,
-// grid folded into y past 65535 groups. reduce_tree: 256 lanes, one workgroup per (o, i, chunk),
-// each lane strides through its chunk, then a shared-memory tree halves 256 -> 1.
+// grid folded into y past 65535 groups. reduce_team (GPUs): 32 lanes per output, 8 outputs per
+// workgroup (output (wid.x + wid.y * nwg.x) * 8 + t / 32): lane l reads l, l + 32, .. so a
+// team's loads coalesce (one invocation per output reads 4 len bytes apart from its neighbours),
+// then a tree halves 32 -> 1. reduce_tree: 256 lanes, one workgroup per (o, i, chunk), each lane
+// strides through its chunk, then a shared-memory tree halves 256 -> 1.
 // Override constant OP: 0 = sum, 1 = max, 2 = sum of squares.
 
 struct Params {
@@ -74,6 +78,34 @@ fn reduce_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         at += p.inner;
     }
     y[t] = finish(acc);
+}
+
+@compute @workgroup_size(256)
+fn reduce_team(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let o = (wid.x + wid.y * nwg.x) * 8u + t / 32u;
+    let lane = t % 32u;
+    let live = o < p.n; // outputs past the end still join the barriers
+    var acc = identity();
+    if (live) {
+        for (var l = lane; l < p.len; l += 32u) {
+            acc = combine(acc, x[o * p.len + l]);
+        }
+    }
+    tree[t] = acc;
+    workgroupBarrier();
+    for (var s = 16u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            tree[t] = merge(tree[t], tree[t + s]);
+        }
+        workgroupBarrier();
+    }
+    if (live && lane == 0u) {
+        y[o] = finish(tree[t]);
+    }
 }
 
 @compute @workgroup_size(256)

@@ -1,6 +1,6 @@
 //! Reductions against the f64 reference: rows and tree paths, odd sizes, gradients.
 mod common;
-use atomgrad::ops::reduce::{self, cpu, Reduce};
+use atomgrad::ops::reduce::{self, cpu, Form, Reduce};
 use atomgrad::rng::Rng;
 use common::*;
 
@@ -10,18 +10,36 @@ fn reductions_match_reference_on_both_paths() {
     let mut rng = Rng::new(5);
     // [outer, len, inner]: many outputs (rows path), few outputs over long axes (tree path,
     // one chunk and several chunks), size-1 dims.
-    let shapes: [&[usize]; 7] =
-        [&[3, 5, 7], &[1, 1, 1], &[600, 3], &[2, 1000, 1], &[1, 40000, 2], &[1, 100_001], &[33, 1, 9]];
+    let shapes: [&[usize]; 9] = [
+        &[3, 5, 7],
+        &[1, 1, 1],
+        &[600, 3],
+        &[2, 1000, 1],
+        &[1, 40000, 2],
+        &[1, 100_001],
+        &[33, 1, 9],
+        &[13, 97], // team form: 8 outputs per workgroup and a partial workgroup, rows of 3 lanes' worth
+        &[3, 5, 33],
+    ];
     for shape in shapes {
         let n: usize = shape.iter().product();
         let x = rng.vec(n, -1.0, 1.0);
         let t = upload(&dev, &x, shape);
         for axis in 0..shape.len() {
             for op in [Reduce::Sum, Reduce::Mean, Reduce::Max, Reduce::SumSq] {
-                let y = reduce::reduce(&t, axis, op, false).unwrap().to_vec().unwrap();
                 let r = cpu::reduce(&x, shape, axis, op);
                 let len = shape[axis] as f64;
+                let y = reduce::reduce(&t, axis, op, false).unwrap().to_vec().unwrap();
                 assert_close(&format!("{op:?} {shape:?} axis {axis}"), &y, &r, 1e-6 * len.sqrt() * 4.0, 1e-5);
+                // and the forms this adapter would not pick: rows up to the longest axis any
+                // adapter gives it, the team form on contiguous axes, the tree
+                let contiguous = shape[axis + 1..].iter().product::<usize>() == 1;
+                let forms = [(Form::Rows, shape[axis] <= 4096), (Form::Team, contiguous), (Form::Tree, true)];
+                for form in forms.into_iter().filter(|f| f.1).map(|f| f.0) {
+                    let y = reduce::reduce_with(form, &t, axis, op, false).unwrap().to_vec().unwrap();
+                    let what = format!("{op:?} {shape:?} axis {axis} {form:?}");
+                    assert_close(&what, &y, &r, 1e-6 * len.sqrt() * 4.0, 1e-5);
+                }
             }
             let a = reduce::argmax(&t, axis, false).unwrap().to_vec_u32().unwrap();
             assert_eq!(a, cpu::argmax(&x, shape, axis), "argmax {shape:?} axis {axis}");
@@ -88,4 +106,8 @@ fn bad_axis_is_an_error_not_a_panic() {
     let t = upload(&dev, &[1.0, 2.0], &[2]);
     let e = reduce::reduce(&t, 3, Reduce::Sum, false).unwrap_err().to_string();
     assert!(e.contains("reduce") && e.contains("axis 3"), "{e}");
+    // the team form over an axis that is not contiguous
+    let t = upload(&dev, &[0.5; 24], &[2, 3, 4]);
+    let e = reduce::reduce_with(Form::Team, &t, 1, Reduce::Sum, false).unwrap_err().to_string();
+    assert!(e.contains("reduce") && e.contains("team") && e.contains("[2, 3, 4]"), "{e}");
 }

@@ -1,8 +1,6 @@
 //! Reductions over one axis (`shaders/reduce.wgsl`): sum, mean, sum of squares, max, argmax,
-//! and `sum_to` (summing a broadcast gradient back to an operand's shape). Many outputs (on CPU
-//! adapters also any axis up to 4,096 long): one invocation per output loops over the axis; few
-//! outputs over a long axis: one workgroup per output chunk with a shared-memory tree, then a
-//! second pass over the chunks.
+//! and `sum_to` (summing a broadcast gradient back to an operand's shape), in one of three
+//! [`Form`]s: one invocation per output, a team of 32 per output, or a tree over chunks.
 
 use crate::autodiff::Var;
 use crate::device::{groups_1d, AdapterClass, WG};
@@ -39,6 +37,8 @@ const ROWS_MIN_OUTPUTS: usize = 512;
 /// workgroup barriers cost lavapipe about 0.5 ms per dispatch (the synthetic task's bias
 /// gradients over 512 rows), a loop over a few thousand elements microseconds.
 const CPU_ROWS_MAX_LEN: usize = 4096;
+/// Shortest contiguous axis the team form takes on GPUs (as the softmax teams).
+const TEAM_MIN_LEN: usize = 64;
 /// Axis elements per workgroup of the tree pass.
 const TREE_CHUNK: usize = 256 * 64;
 
@@ -67,20 +67,60 @@ fn code(op: Reduce) -> f64 {
     }
 }
 
-/// Reduces `x` over `axis`.
+/// How [`reduce`] walks the axis of `[outer, len, inner]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// One invocation per output loops over the axis: many outputs, short axes, and on CPU
+    /// adapters any axis up to 4,096 long (no barriers).
+    Rows,
+    /// 32 invocations per output read a contiguous axis (`inner == 1`) coalesced and merge in a
+    /// fixed tree: GPUs, axes of 64 or more where `Rows` would be picked (the CNN's bias
+    /// gradients over H W).
+    Team,
+    /// Few outputs over a long axis: one workgroup per chunk of 16,384 elements with a
+    /// shared-memory tree, then `Rows` over the chunks.
+    Tree,
+}
+
+impl Form {
+    /// The form for this adapter and shape.
+    pub fn for_device(class: AdapterClass, outputs: usize, len: usize, inner: usize) -> Form {
+        let cpu_rows = class == AdapterClass::Cpu && len <= CPU_ROWS_MAX_LEN;
+        if !(outputs >= ROWS_MIN_OUTPUTS || len <= 256 || cpu_rows) {
+            Form::Tree
+        } else if class == AdapterClass::Gpu && inner == 1 && len >= TEAM_MIN_LEN {
+            Form::Team
+        } else {
+            Form::Rows
+        }
+    }
+}
+
+/// Reduces `x` over `axis` in the adapter's [`Form`].
 pub fn reduce(x: &Tensor, axis: usize, op: Reduce, keepdim: bool) -> Result<Tensor> {
+    let (outer, len, inner) = split("reduce", x.shape(), axis)?;
+    reduce_with(Form::for_device(x.device().class(), outer * inner, len, inner), x, axis, op, keepdim)
+}
+
+/// As [`reduce`] in the given form (`Team` needs `axis` to be the last non-1 dim).
+pub fn reduce_with(form: Form, x: &Tensor, axis: usize, op: Reduce, keepdim: bool) -> Result<Tensor> {
     x.expect("reduce", DType::F32)?;
     let (outer, len, inner) = split("reduce", x.shape(), axis)?;
     if len == 0 {
         return Err(Error::shape("reduce", format!("cannot reduce an empty axis of {:?}", x.shape())));
+    }
+    if form == Form::Team && inner != 1 {
+        return Err(Error::shape(
+            "reduce",
+            format!("the team form needs a contiguous axis: axis {axis} of {:?} is not", x.shape()),
+        ));
     }
     let dev = x.device();
     let scale = if op == Reduce::Mean { 1.0 / len as f32 } else { 1.0 };
     let outputs = outer * inner;
     let y = Tensor::empty(dev, "reduce", &out_shape(x.shape(), axis, keepdim), DType::F32)?;
     let constants = [("OP", code(op))];
-    let cpu_rows = dev.class() == AdapterClass::Cpu && len <= CPU_ROWS_MAX_LEN;
-    if outputs >= ROWS_MIN_OUTPUTS || len <= 256 || cpu_rows {
+    if form != Form::Tree {
         let p = Params {
             outer: outer as u32,
             len: len as u32,
@@ -91,13 +131,15 @@ pub fn reduce(x: &Tensor, axis: usize, op: Reduce, keepdim: bool) -> Result<Tens
             chunks: 1,
             _pad: 0,
         };
+        // Rows: one invocation per output; Team: 8 outputs of 32 lanes per workgroup.
+        let (entry, per_group) = if form == Form::Team { ("reduce_team", WG / 32) } else { ("reduce_rows", WG) };
         dev.dispatch(
             &SHADER,
-            "reduce_rows",
+            entry,
             &constants,
             bytemuck::bytes_of(&p),
             &[x.bind(), y.bind()],
-            groups_1d(outputs, WG),
+            groups_1d(outputs, per_group),
         );
         return Ok(y);
     }
