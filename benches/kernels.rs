@@ -320,7 +320,18 @@ fn main() {
     b.bytes(&format!("reduce/sum-cols [{rows},1024] axis 0"), 4.0 * n as f64, || {
         drop(reduce::reduce(&xm, 0, reduce::Reduce::Sum, false).unwrap())
     });
-    drop((x, y, xm));
+    // The CNN's conv bias gradient over H W (batch 128, 16 channels, 28 x 28): the adapter's form
+    // (GPUs: team) and on GPUs also one invocation per output.
+    let g = rand(&dev, &mut rng, &[128, 16, 784]);
+    b.bytes("reduce/sum-hw [128,16,784] axis 2", 4.0 * g.numel() as f64, || {
+        drop(reduce::reduce(&g, 2, reduce::Reduce::Sum, false).unwrap())
+    });
+    if gpu {
+        b.bytes("reduce/sum-hw rows [128,16,784] axis 2", 4.0 * g.numel() as f64, || {
+            drop(reduce::reduce_with(reduce::Form::Rows, &g, 2, reduce::Reduce::Sum, false).unwrap())
+        });
+    }
+    drop((x, y, xm, g));
 
     // Matmul: 2 M N K flops, both cores at sizes that are and are not tile multiples.
     let sizes: &[usize] = if gpu { &[256, 1000, 1024, 2048, 4096] } else { &[128, 255, 256, 512] };

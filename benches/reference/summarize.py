@@ -120,7 +120,7 @@ def main():
     alternatives = []
     for name, v in sorted(ours.items()):
         for tag, base_tag in ((" checked", ""), ("Coop16Packed ", "Coop16 "), (" gram128", ""), (" gram", ""), (" gemm", ""), (" taps", ""), (" unsplit", ""), (" one-workgroup", ""), (" b8", ""), (" r8", ""),
-                              (" Team", " PerRow"),
+                              (" Team", " PerRow"), (" rows", ""),
                               (" gemm-conv gram-atom", "")):
             if tag in name and (name.replace(tag, base_tag, 1)) in ours:
                 d = ours[name.replace(tag, base_tag, 1)]
