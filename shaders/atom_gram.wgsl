@@ -21,9 +21,9 @@
 //                  hr [h2 * 64, mp] = the same raw, token-major; rows [3, h2 * 64] = (q = |centred
 //                  row|^2, w, 1 if real). Padding (rows that are not real, dims past m; mp = m
 //                  rounded up to 8) is exactly 0 and never read from h or w.
-//   gram_forward:  part[hr_ * h2 + hc] = the terms of S between half-tiles hr_ <= hc (and, for a
-//                  tile on the diagonal, the unused pair hr_ = hc + 1): one workgroup per tile pair
-//                  R <= C of the rt = h2 / 2 row tiles (upper triangle).
+//   gram_forward:  part[a * h2 + b] = the terms of S between half-tiles a <= b (and, for a tile
+//                  on the diagonal, the unused pair a = b + 1): one workgroup per tile pair R <= C
+//                  of the rt = h2 / 2 row tiles (upper triangle).
 //   gram_reduce:   S[A, B] = sum over it, jt (increasing) of part[min * h2 + max] of half-tiles
 //                  lo * tiles + it and hi * tiles + jt, (lo, hi) = (min(A, B), max(A, B)): the same
 //                  terms in the same order for S[A, B] and S[B, A], so S is bit-symmetric.
