@@ -637,6 +637,17 @@ pub fn structure_backward_with(
     Ok((sum(&dh, &[n, t, m])?, sum(&dw, &[n, t])?))
 }
 
+/// The backward's workgroups or invocations (`total`) and partial gradients must fit u32 indices.
+fn check_split_sizes(h: &Tensor, splits: usize, total: usize) -> Result<()> {
+    if total > u32::MAX as usize || splits * h.numel() > u32::MAX as usize {
+        return Err(Error::shape(
+            "atom_structure_backward",
+            format!("tokens {:?} in {splits} splits are too large for one dispatch", h.shape()),
+        ));
+    }
+    Ok(())
+}
+
 /// The split partial gradients `(dh [splits, N, n, m], dw [splits, N, n], splits)` of the
 /// register and 64-tile Gram kernels (samples B split into at most N parts).
 fn structure_backward_parts(
@@ -671,12 +682,7 @@ fn structure_backward_parts(
         StructureKernel::Gram128 => unreachable!("gram128_backward"),
     };
     let total = splits * per_split * chunks;
-    if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("tokens {:?} in {splits} splits are too large for one dispatch", h.shape()),
-        ));
-    }
+    check_split_sizes(h, splits, total)?;
     let dh = Tensor::empty(dev, OP, &[splits, n, t, m], DType::F32)?;
     let dw = Tensor::empty(dev, OP, &[splits, n, t], DType::F32)?;
     let p = Params {
@@ -721,12 +727,7 @@ fn gram128_backward(
     let bper = rt.div_ceil(splits.clamp(1, rt));
     let splits = rt.div_ceil(bper);
     let total = splits * rt * x.p.chunks as usize;
-    if total > u32::MAX as usize || splits * n * t * m > u32::MAX as usize {
-        return Err(Error::shape(
-            OP,
-            format!("tokens {:?} in {splits} splits are too large for one dispatch", h.shape()),
-        ));
-    }
+    check_split_sizes(h, splits, total)?;
     let dev = h.device();
     let dh = Tensor::empty(dev, OP, &[splits, n, t, m], DType::F32)?;
     let dw = Tensor::empty(dev, OP, &[splits, n, t], DType::F32)?;
