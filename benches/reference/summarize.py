@@ -128,6 +128,22 @@ def main():
                                      "default_ms": d["ms"], "speedup": d["ms"] / v["ms"] if v["ms"] else None})
                 break
 
+    # Issue 7's targets, each with its verdict: (target, measured, goal, unit).
+    mm = atomgrad_matmul(4096)
+    targets = [
+        ("f32 matmul 4096 >= 25 TFLOP/s", mm, 25.0, "TFLOP/s"),
+        ("f16 tensor cores 4096 >= 100 TFLOP/s", atomgrad_matmul(4096, "mixed/Coop16(Packed)?"), 100.0, "TFLOP/s"),
+    ]
+    for tag in ("", " gram", " gram128"):
+        a = ours.get(f"atom/L_A-forward+backward{tag} N=256 n=64 m=64")
+        targets.append((f"L_A fwd+bwd{tag} N=256 n=64 m=64 >= half the f32 matmul rate", a and a["rate"] / 1e3,
+                        mm and mm / 2, "TFLOP/s"))
+    for name, a, p, unit, higher in rows:
+        if name in ("Fashion CNN step cross-entropy b128 vs eager", "DCGAN G+D step b128"):
+            targets.append((f"{name}: no slower than PyTorch", a, p, unit))
+    verdicts = [{"target": t, "measured": v, "goal": g, "unit": u,
+                 "met": None if v is None or g is None else v >= g} for t, v, g, u in targets]
+
     table = []
     for name, a, p, unit, higher in rows:
         ratio = (a / p if higher else p / a) if a and p else None
@@ -148,6 +164,7 @@ def main():
         "pytorch_refs": refs,
         "table": table,
         "alternatives": alternatives,
+        "issue_7_targets": verdicts,
         "step_profiles": profiles,
         "ceilings": ceilings,
         "ratio": "atomgrad throughput / PyTorch throughput (time ratio for ms rows); > 1 = atomgrad faster",
@@ -186,6 +203,10 @@ def main():
         print("\nalternatives beside the default (speedup > 1: the alternative is faster):")
         for x in alternatives:
             print(f"  {x['name']}: {x['ms']:.4g} ms vs {x['default_ms']:.4g} ms, speedup {x['speedup']:.2f}x")
+    print("\nissue 7's targets:")
+    for v in verdicts:
+        verdict = {None: "not measured", True: "met", False: "NOT met"}[v["met"]]
+        print(f"  {v['target']}: {fmt(v['measured'])} {v['unit']} (goal {fmt(v['goal'])}): {verdict}")
     print(f"full results: {os.path.join(out, 'results.json')}")
 
 
