@@ -597,9 +597,10 @@ pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, 
     structure_backward_with(kernel, splits, h, w, mask, g, eps)
 }
 
-/// As [`structure_backward`] with the samples B split into `splits` parts (at most N) whose
-/// partial gradients are summed in a fixed order; every split count gives the same result up to
-/// rounding, and each one is deterministic.
+/// As [`structure_backward`] with the samples B split into `splits` parts (at most N; for
+/// `Gram128` B's 128-token tiles, at most their count) whose partial gradients are summed in a
+/// fixed order; every split count gives the same result up to rounding, and each one is
+/// deterministic.
 pub fn structure_backward_with(
     kernel: StructureKernel,
     splits: usize,
