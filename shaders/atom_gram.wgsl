@@ -199,7 +199,8 @@ fn dist4(g: vec4<f32>, r: u32, qr: f32, c: u32, qc: vec4<f32>) -> vec4<f32> {
     return out + vec4<f32>(p.eps2);
 }
 
-// dist4 of the 4 x 4 block of rows r .. r + 3 (dot products g0..g3 against columns c .. c + 3).
+// A 4 x 4 block, rows r .. r + 3 against columns c .. c + 3 (d0: row r): dist4's values
+// d^2 + eps^2 (dist_block, from the dot products g0..g3), or coef_block's coefficients.
 struct Block {
     d0: vec4<f32>,
     d1: vec4<f32>,
