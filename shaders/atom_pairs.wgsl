@@ -41,8 +41,10 @@
 //   spread_k:           1 colsum (read), 2 k [1] (write), 3 r (read)
 //   spread_apply_backward: 1 z, 2 gy, 3 zbar, 4 r, 5 k (read), 6 gz (write)
 // Workgroup: 256 x 1 x 1, a single workgroup (grid 1 x 1 x 1); invocation t takes pairs
-// t, t + 256, .. of the flat [N, N] index and samples t, t + 256, ... budget_backward (no sums):
-// one invocation per sample, grid ceil(N / 256).
+// t, t + 256, .. of the flat [N, N] index and samples t, t + 256, ... pair_loss and
+// pair_loss_backward: PT x 1 x 1 (override, 1024 where the adapter allows: N = 256 gives each
+// invocation 64 pairs per pass instead of 256), strides of PT. budget_backward (no sums): one
+// invocation per sample, grid ceil(N / 256).
 // The many-workgroup spread kernels (end of file): spread_r and spread_k one workgroup;
 // spread_cols and spread_dots one invocation per column, the apply kernels one per element
 // (grids folded into y past 65535 workgroups).
@@ -99,15 +101,19 @@ struct Params {
 @group(0) @binding(5) var<storage, read> mk: array<f32>; // spread_apply_backward: k [1]
 @group(0) @binding(6) var<storage, read_write> mgz: array<f32>; // spread_apply_backward: gz
 
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
+// Invocations of the pair_loss workgroups (a power of two, 256 or 1024); the other one-workgroup
+// kernels are 256 wide and keep the default.
+override PT: u32 = 256u;
 
-// The workgroup's sums of (a, b) over its 256 invocations, in a fixed tree order.
+var<workgroup> red_a: array<f32, 1024>;
+var<workgroup> red_b: array<f32, 1024>;
+
+// The workgroup's sums of (a, b) over its PT invocations, in a fixed tree order.
 fn sum2(t: u32, a: f32, b: f32) -> vec2<f32> {
     red_a[t] = a;
     red_b[t] = b;
     workgroupBarrier();
-    for (var h = 128u; h > 0u; h >>= 1u) {
+    for (var h = PT / 2u; h > 0u; h >>= 1u) {
         if (t < h) {
             red_a[t] += red_a[t + h];
             red_b[t] += red_b[t + h];
@@ -137,12 +143,12 @@ fn pairs() -> f32 {
     return f32(p.ns) * f32(p.ns - 1u);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(PT)
 fn pair_loss(@builtin(local_invocation_index) t: u32) {
     let n = p.ns;
     var sd = 0.0;
     var sk = 0.0;
-    for (var idx = t; idx < n * n; idx += 256u) {
+    for (var idx = t; idx < n * n; idx += PT) {
         let a = idx / n;
         let b = idx % n;
         if (a != b) {
@@ -154,7 +160,7 @@ fn pair_loss(@builtin(local_invocation_index) t: u32) {
     let s = sums.x / pairs();
     let mk = sums.y / pairs();
     var su = 0.0;
-    for (var idx = t; idx < n * n; idx += 256u) {
+    for (var idx = t; idx < n * n; idx += PT) {
         let a = idx / n;
         let b = idx % n;
         let q = pair(idx, a, b, s, mk);
@@ -178,7 +184,7 @@ fn pair_grads(q: vec4<f32>, gu: f32) -> vec2<f32> {
     return vec2<f32>(gu * (2.0 * q.y - 2.0 * q.w), -2.0 * q.y * gu);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(PT)
 fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
     let n = p.ns;
     let s = stats_in[0];
@@ -188,7 +194,7 @@ fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
     // Pass 1: the two sums every pair's gradient needs.
     var amk = 0.0;
     var as_ = 0.0;
-    for (var idx = t; idx < n * n; idx += 256u) {
+    for (var idx = t; idx < n * n; idx += PT) {
         let a = idx / n;
         let b = idx % n;
         if (a != b) {
@@ -204,7 +210,7 @@ fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
     let gmk = -sums.x / (mk * mk);
     let gs = sums.y;
     // Pass 2: each pair's gradients.
-    for (var idx = t; idx < n * n; idx += 256u) {
+    for (var idx = t; idx < n * n; idx += PT) {
         let a = idx / n;
         let b = idx % n;
         var gd = 0.0;
@@ -226,7 +232,7 @@ fn pair_loss_backward(@builtin(local_invocation_index) t: u32) {
     // pairs per term).
     storageBarrier();
     workgroupBarrier();
-    for (var c = t; c < n; c += 256u) {
+    for (var c = t; c < n; c += PT) {
         var acc = 0.0;
         for (var b = 0u; b < n; b++) {
             acc += gs_mat[c * n + b] * s_mat[c * n + b] + gs_mat[b * n + c] * s_mat[b * n + c];

@@ -905,6 +905,17 @@ fn check_pairs(op: &'static str, dbar: &Tensor, s: &Tensor, wsum: &Tensor) -> Re
     Ok(n)
 }
 
+/// Invocations of the one-workgroup pair-loss kernels (`PT` in the shader): 1024 where the
+/// adapter allows it (a quarter of the pairs per invocation and pass), else 256.
+fn pair_threads(dev: &Device) -> f64 {
+    let l = dev.limits();
+    if l.max_compute_invocations_per_workgroup >= 1024 && l.max_compute_workgroup_size_x >= 1024 {
+        1024.0
+    } else {
+        256.0
+    }
+}
+
 fn pair_params(n: usize, r_max: Option<f32>, w_floor: f32) -> PairParams {
     PairParams { ns: n as u32, inv_r2: r_max.map_or(0.0, |r| 1.0 / (r * r)), w_floor, ..Default::default() }
 }
@@ -927,7 +938,7 @@ pub fn pair_loss(dbar: &Tensor, s: &Tensor, wsum: &Tensor, r_max: Option<f32>, w
     dev.dispatch(
         &PAIRS,
         "pair_loss",
-        &[],
+        &[("PT", pair_threads(dev))],
         bytemuck::bytes_of(&p),
         &[dbar.bind(), s.bind(), wsum.bind(), out.loss.bind(), out.stats.bind(), out.k.bind(), out.kappa.bind()],
         [1, 1, 1],
@@ -962,7 +973,7 @@ pub fn pair_loss_backward(
     dev.dispatch(
         &PAIRS,
         "pair_loss_backward",
-        &[],
+        &[("PT", pair_threads(dev))],
         bytemuck::bytes_of(&p),
         &[dbar.bind(), s.bind(), wsum.bind(), stats.bind(), g.bind(), gd.bind(), gs.bind(), gw.bind()],
         [1, 1, 1],
