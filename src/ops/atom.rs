@@ -507,9 +507,6 @@ fn vec4_rows(kernel: StructureKernel, h: &Tensor, m: usize) -> Result<(Tensor, u
 pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
     let (n, t, m) = check_structure("atom_structure", h, w, mask)?;
     check_eps("atom_structure", eps, true)?;
-    if kernel == StructureKernel::Gram128 {
-        return structure_gram128(h, w, mask, eps);
-    }
     let dev = h.device();
     let (entry, tiles, parts, wg_size, workers) = match kernel {
         // One invocation per (upper-triangle pair, 4- or 8-token tile of A).
@@ -527,7 +524,7 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
             let tiles = t.div_ceil(GRAM_TILE);
             ("structure_gram", tiles, tiles * tiles, 1, n * (n + 1) / 2 * tiles * tiles)
         }
-        StructureKernel::Gram128 => unreachable!("handled above"),
+        StructureKernel::Gram128 => return structure_gram128(h, w, mask, eps),
     };
     if workers > u32::MAX as usize {
         return Err(Error::shape("atom_structure", format!("tokens {:?} are too many for one dispatch", h.shape())));
@@ -620,11 +617,7 @@ pub fn structure_backward_with(
         ));
     }
     let dev = h.device();
-    let (dh, dw, splits) = if kernel == StructureKernel::Gram128 {
-        gram128_backward(splits, h, w, mask, g, eps)?
-    } else {
-        structure_backward_parts(kernel, splits, h, w, mask, g, eps)?
-    };
+    let (dh, dw, splits) = structure_backward_parts(kernel, splits, h, w, mask, g, eps)?;
     if splits == 1 {
         return Ok((dh.reshape(&[n, t, m])?, dw.reshape(&[n, t])?));
     }
@@ -649,8 +642,8 @@ fn check_split_sizes(h: &Tensor, splits: usize, total: usize) -> Result<()> {
     Ok(())
 }
 
-/// The split partial gradients `(dh [splits, N, n, m], dw [splits, N, n], splits)` of the
-/// register and 64-tile Gram kernels (samples B split into at most N parts).
+/// The split partial gradients `(dh [splits, N, n, m], dw [splits, N, n], splits)`: samples B
+/// split into at most N parts (Gram128: [`gram128_backward`]).
 fn structure_backward_parts(
     kernel: StructureKernel,
     splits: usize,
@@ -662,8 +655,6 @@ fn structure_backward_parts(
 ) -> Result<(Tensor, Tensor, usize)> {
     const OP: &str = "atom_structure_backward";
     let (n, t, m) = (mask.samples(), mask.tokens(), h.shape()[2]);
-    let bper = n.div_ceil(splits.clamp(1, n));
-    let splits = n.div_ceil(bper);
     let dev = h.device();
     // Registers: one invocation per (split, A, 4 tokens, 32 dims); Gram: one workgroup per
     // (split, A, 64 tokens, 64 dims), folded as a 1-wide grid.
@@ -680,8 +671,10 @@ fn structure_backward_parts(
             let tiles = t.div_ceil(GRAM_TILE);
             ("structure_backward_gram", tiles, n * tiles, m.div_ceil(GRAM_TILE), 1)
         }
-        StructureKernel::Gram128 => unreachable!("gram128_backward"),
+        StructureKernel::Gram128 => return gram128_backward(splits, h, w, mask, g, eps),
     };
+    let bper = n.div_ceil(splits.clamp(1, n));
+    let splits = n.div_ceil(bper);
     let total = splits * per_split * chunks;
     check_split_sizes(h, splits, total)?;
     let dh = Tensor::empty(dev, OP, &[splits, n, t, m], DType::F32)?;
