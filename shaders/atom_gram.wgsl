@@ -29,9 +29,11 @@
 //                  terms in the same order for S[A, B] and S[B, A], so S is bit-symmetric.
 //   gram_backward: split `split` of the column tiles C (bper each) of dh [splits, N, n, m] and
 //                  dw [splits, N, n]: one workgroup per (split, row tile R, chunk of 64 output
-//                  dims), looping C in increasing order; per C the Gram tile, then the coefficients
-//                  c_ij = Gs w_Bj / d_ij in four column phases of 32 through workgroup memory
-//                  against B's raw rows at the chunk's dims. Padded rows get exactly 0.
+//                  dims), looping C in increasing order; per column half-tile of C the 128 x 64
+//                  Gram tile (8 x 4 per invocation: the backward's other state fills the
+//                  registers), then the coefficients c_ij = Gs w_Bj / d_ij in two column phases
+//                  of 32 through workgroup memory against B's raw rows at the chunk's dims.
+//                  Padded rows get exactly 0.
 //
 // Bindings (group 0): 0 = Params (uniform); then per entry point
 //   gram_prep:     1 h [N, n, m], 2 w [N, n], 3 cnt [N] (u32) (read), 4 ht, 5 hr, 6 rows (write)
@@ -171,6 +173,51 @@ fn gram_tile(t: u32, rt: u32, ct: u32) -> Acc {
         for (var j = 0u; j < BK; j++) {
             acc = outer8(acc, sm[j * 32u + ty], sm[j * 32u + 16u + ty], sm[256u + j * 32u + tx],
                 sm[256u + j * 32u + 16u + tx]);
+        }
+    }
+    workgroupBarrier();
+    return acc;
+}
+
+// The 8 x 4 results of gram_half: h0..h3 rows 4ty + 0..3, h4..h7 rows 64 + 4ty + 0..3, against
+// columns 4tx .. 4tx + 3 of one column half-tile.
+struct Acc4 {
+    h0: vec4<f32>, h1: vec4<f32>, h2: vec4<f32>, h3: vec4<f32>,
+    h4: vec4<f32>, h5: vec4<f32>, h6: vec4<f32>, h7: vec4<f32>,
+}
+
+fn outer4(acc: Acc4, a0: vec4<f32>, a1: vec4<f32>, b: vec4<f32>) -> Acc4 {
+    var r = acc;
+    r.h0 = fma(vec4<f32>(a0.x), b, r.h0); r.h1 = fma(vec4<f32>(a0.y), b, r.h1);
+    r.h2 = fma(vec4<f32>(a0.z), b, r.h2); r.h3 = fma(vec4<f32>(a0.w), b, r.h3);
+    r.h4 = fma(vec4<f32>(a1.x), b, r.h4); r.h5 = fma(vec4<f32>(a1.y), b, r.h5);
+    r.h6 = fma(vec4<f32>(a1.z), b, r.h6); r.h7 = fma(vec4<f32>(a1.w), b, r.h7);
+    return r;
+}
+
+// gram_tile against one column half-tile hc only (128 x 64, 8 x 4 per invocation): half the
+// registers of the full tile, for the backward, whose other state fills them. A panel as in
+// gram_tile; the half-tile's panel is 128 vec4s, staged by invocations 0..127.
+fn gram_half(t: u32, rt: u32, hc: u32) -> Acc4 {
+    let ty = t / 16u;
+    let tx = t % 16u;
+    let at = (2u * rt + (t % 32u) / 16u) * p.mp * 16u + (t / 32u) * 16u + t % 16u;
+    let bt = hc * p.mp * 16u + (t / 16u) * 16u + t % 16u; // t < 128: dim t / 16, vec4 t % 16
+    var na = ht4[at];
+    var nb = vec4<f32>(0.0);
+    if (t < 128u) { nb = ht4[bt]; }
+    var acc: Acc4;
+    for (var k0 = 0u; k0 < p.mp; k0 += BK) {
+        workgroupBarrier();
+        sm[t] = na;
+        if (t < 128u) { sm[256u + t] = nb; }
+        workgroupBarrier();
+        if (k0 + BK < p.mp) {
+            na = ht4[at + (k0 + BK) * 16u];
+            if (t < 128u) { nb = ht4[bt + (k0 + BK) * 16u]; }
+        }
+        for (var j = 0u; j < BK; j++) {
+            acc = outer4(acc, sm[j * 32u + ty], sm[j * 32u + 16u + ty], sm[256u + j * 16u + tx]);
         }
     }
     workgroupBarrier();
@@ -368,44 +415,42 @@ fn gram_backward(
     var dw1 = vec4<f32>(0.0);
     let c_end = min(rt_count, (split + 1u) * p.bper);
     for (var ct = split * p.bper; ct < c_end; ct++) {
-        let acc = gram_tile(t, rt, ct);
-        let c0 = 2u * ct * 64u + 4u * tx;
-        let c1 = c0 + 64u;
-        let k00 = coef_block(dist_block(acc.c0, acc.c2, acc.c4, acc.c6, r0, c0), c0, gs(2u * rt, 2u * ct));
-        let k01 = coef_block(dist_block(acc.c1, acc.c3, acc.c5, acc.c7, r0, c1), c1, gs(2u * rt, 2u * ct + 1u));
-        let k10 = coef_block(dist_block(acc.c8, acc.c10, acc.c12, acc.c14, r1, c0), c0, gs(2u * rt + 1u, 2u * ct));
-        let k11 = coef_block(dist_block(acc.c9, acc.c11, acc.c13, acc.c15, r1, c1), c1, gs(2u * rt + 1u, 2u * ct + 1u));
-        dw0 += k00.dw + k01.dw;
-        dw1 += k10.dw + k11.dw;
-        // Four phases of 32 columns: 64 * (ph / 2) + 32 * (ph % 2) .. + 31, written by the
-        // invocations whose columns they are (tx / 8 == ph % 2).
-        for (var ph = 0u; ph < 4u; ph++) {
-            if (tx / 8u == ph % 2u) {
-                for (var x = 0u; x < 4u; x++) {
-                    let j = 4u * (tx % 8u) + x;
-                    if (ph < 2u) { put_coef(k00.b, k10.b, j, ty, x); } else { put_coef(k01.b, k11.b, j, ty, x); }
+        // Column half-tiles 2 ct and 2 ct + 1 one after the other, each in two phases of 32
+        // columns written by the invocations whose columns they are (tx / 8 == ph).
+        for (var hc = 2u * ct; hc < 2u * ct + 2u; hc++) {
+            let acc = gram_half(t, rt, hc);
+            let c0 = hc * 64u + 4u * tx;
+            let k0 = coef_block(dist_block(acc.h0, acc.h1, acc.h2, acc.h3, r0, c0), c0, gs(2u * rt, hc));
+            let k1 = coef_block(dist_block(acc.h4, acc.h5, acc.h6, acc.h7, r1, c0), c0, gs(2u * rt + 1u, hc));
+            dw0 += k0.dw;
+            dw1 += k1.dw;
+            for (var ph = 0u; ph < 2u; ph++) {
+                if (tx / 8u == ph) {
+                    for (var x = 0u; x < 4u; x++) {
+                        put_coef(k0.b, k1.b, 4u * (tx % 8u) + x, ty, x);
+                    }
                 }
+                // B's raw rows of this phase at the chunk's 64 dims: 32 rows x 16 vec4s, 2 per invocation.
+                let cr = hc * 64u + 32u * ph;
+                for (var e = t; e < 512u; e += 256u) {
+                    sm[1024u + e] = raw4(cr + e / 16u, kc * 64u + 4u * (e % 16u));
+                }
+                workgroupBarrier();
+                for (var j = 0u; j < 32u; j++) {
+                    let ca = sm[j * 32u + ty];
+                    let cb = sm[j * 32u + 16u + ty];
+                    let hb = sm[1024u + j * 16u + tx];
+                    v0 = fma(vec4<f32>(ca.x), ha0 - hb, v0);
+                    v1 = fma(vec4<f32>(ca.y), ha1 - hb, v1);
+                    v2 = fma(vec4<f32>(ca.z), ha2 - hb, v2);
+                    v3 = fma(vec4<f32>(ca.w), ha3 - hb, v3);
+                    v4 = fma(vec4<f32>(cb.x), ha4 - hb, v4);
+                    v5 = fma(vec4<f32>(cb.y), ha5 - hb, v5);
+                    v6 = fma(vec4<f32>(cb.z), ha6 - hb, v6);
+                    v7 = fma(vec4<f32>(cb.w), ha7 - hb, v7);
+                }
+                workgroupBarrier();
             }
-            // B's raw rows of this phase at the chunk's 64 dims: 32 rows x 16 vec4s, 2 per invocation.
-            let cr = 2u * ct * 64u + 64u * (ph / 2u) + 32u * (ph % 2u);
-            for (var e = t; e < 512u; e += 256u) {
-                sm[1024u + e] = raw4(cr + e / 16u, kc * 64u + 4u * (e % 16u));
-            }
-            workgroupBarrier();
-            for (var j = 0u; j < 32u; j++) {
-                let ca = sm[j * 32u + ty];
-                let cb = sm[j * 32u + 16u + ty];
-                let hb = sm[1024u + j * 16u + tx];
-                v0 = fma(vec4<f32>(ca.x), ha0 - hb, v0);
-                v1 = fma(vec4<f32>(ca.y), ha1 - hb, v1);
-                v2 = fma(vec4<f32>(ca.z), ha2 - hb, v2);
-                v3 = fma(vec4<f32>(ca.w), ha3 - hb, v3);
-                v4 = fma(vec4<f32>(cb.x), ha4 - hb, v4);
-                v5 = fma(vec4<f32>(cb.y), ha5 - hb, v5);
-                v6 = fma(vec4<f32>(cb.z), ha6 - hb, v6);
-                v7 = fma(vec4<f32>(cb.w), ha7 - hb, v7);
-            }
-            workgroupBarrier();
         }
     }
     // dw: each row's 16 partial sums (tx = 0..15) in order.
