@@ -547,14 +547,12 @@ fn main() {
         let pairs = (nb * nb * n * n * m) as f64;
         let cfg = atomgrad::atom::AtomConfig::default();
         // The adapter's default structure kernels and, on GPUs, each form it picks from: the 8 x 8
-        // register blocks ("r8") and, where the tokens fill its tiles (n > 32), the Gram forms on
-        // 64- and 128-token tiles ("gram", "gram128"); `StructureKernel::for_device` takes Gram128
-        // where its half-tiles are >= 7/8 full.
+        // register blocks ("r8") and, for n > 32, the Gram form ("gram128");
+        // `StructureKernel::for_device` says which it takes where.
         let mut kernels = vec![(None, "")];
         if gpu {
             kernels.push((Some(StructureKernel::Registers8), " r8"));
             if n > 32 {
-                kernels.push((Some(StructureKernel::Gram), " gram"));
                 kernels.push((Some(StructureKernel::Gram128), " gram128"));
             }
         }
@@ -641,7 +639,7 @@ fn main() {
                 let name = format!("train/fashion CNN {tag} batch {batch} gemm-conv gram-atom");
                 if b.wants(&name) {
                     dev.set_gemm_conv(true);
-                    dev.set_structure_kernel(Some(StructureKernel::Gram));
+                    dev.set_structure_kernel(Some(StructureKernel::Gram128));
                     let mut l = FashionLearner::new(&dev, &data, &cfg, method, 0).unwrap();
                     let (mut step, mut r) = (0, Rng::new(1));
                     b.step(&name, batch, || learner_step(&dev, &mut l, batch, &mut step, &mut r));

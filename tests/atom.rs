@@ -127,9 +127,9 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
         }
     }
     cases.push((3, 9, 70)); // three chunks of output dims in the backward pass
-    cases.push((3, 40, 70)); // one partial Gram tile of tokens, two chunks of dims (one partial)
-    cases.push((2, 64, 17)); // exactly one Gram tile
-    cases.push((3, 130, 9)); // three Gram tiles, the last with 2 tokens
+    cases.push((3, 40, 70)); // one partial Gram half-tile of tokens, two chunks of dims (one partial)
+    cases.push((2, 64, 17)); // exactly one Gram half-tile
+    cases.push((3, 130, 9)); // three Gram half-tiles, the last with 2 tokens
     cases.push((3, 12, 36)); // m a multiple of 4 (the 8-token kernels' vec4 rows unpadded), two chunks
     cases.push((4, 17, 8));
     for (ns, n, m) in cases {
@@ -140,9 +140,7 @@ fn structure_forward_and_backward_match_reference_on_odd_sizes() {
         let rs = cpu::structure(&b.h, &b.w, &b.counts, n, m, eps);
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        for kernel in
-            [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
-        {
+        for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram128] {
             let what = format!("structure {kernel:?} N {ns} n {n} m {m} counts {:?}", b.counts);
             let s = kern::structure_with(kernel, &ht, &wt, &mask, eps as f32).unwrap().to_vec().unwrap();
             assert_close(&what, &s, &rs, 1e-5, 1e-5);
@@ -196,7 +194,7 @@ fn structure_backward_on_full_samples_matches_reference() {
 
 /// The Gram kernels' precision where the Gram form cancels: a near-duplicate sample (tokens
 /// 1e-4 apart), exact duplicates, the A == B diagonal with a nonzero gradient weight, and features
-/// sharing a large offset. Both kernels against the f64 reference at the usual tolerances.
+/// sharing a large offset. Every kernel against the f64 reference at the usual tolerances.
 #[test]
 fn gram_form_keeps_precision_for_near_duplicates_and_offsets() {
     let dev = device();
@@ -217,9 +215,7 @@ fn gram_form_keeps_precision_for_near_duplicates_and_offsets() {
         let (rh, rw) = cpu::structure_backward(&b.h, &b.w, &b.counts, n, m, &g, 1e-3);
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         let (ht, wt) = (upload(&dev, &b.h, &[ns, n, m]), upload(&dev, &b.w, &[ns, n]));
-        for kernel in
-            [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
-        {
+        for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram128] {
             let what = format!("{kernel:?}, offset {offset}");
             let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
             assert_close(&format!("{what}: S"), &s, &rs, 1e-5, 1e-5);
@@ -246,9 +242,7 @@ fn padding_is_never_read_and_gets_exactly_zero_gradient() {
     let mask = TokenMask::new(&dev, &counts, n).unwrap();
     let (ht, wt) = (upload(&dev, &h, &[ns, n, m]), upload(&dev, &w, &[ns, n]));
     let g = upload(&dev, &rng.vec(ns * ns, -1.0, 1.0), &[ns, ns]);
-    for kernel in
-        [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
-    {
+    for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram128] {
         let s = kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap().to_vec().unwrap();
         assert!(s.iter().all(|v| v.is_finite()), "{kernel:?}: NaN padding leaked into S: {s:?}");
         assert_close("S with NaN padding", &s, &cpu::structure(&h, &w, &counts, n, m, 1e-3), 1e-5, 1e-5);
@@ -559,8 +553,8 @@ fn grad_check_whole_loss_z_h_u_c() {
     grad_check_loss(9, 3, 7, 1, 9, AtomConfig { r_max: Some(2.0), tau_lo: 0.6, tau_hi: 0.9, ..AtomConfig::default() });
 }
 
-/// The Gram kernels through the whole loss (`Device::set_structure_kernel`, n > 32): L_A matches the
-/// reference and every gradient (z, h, u, c) the register-blocked kernels'.
+/// The 8-token and Gram kernels through the whole loss (`Device::set_structure_kernel`, n > 32): L_A
+/// matches the reference and every gradient (z, h, u, c) the 4-token register kernels'.
 #[test]
 fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
     let dev = own_device(); // the flag must not reach the tests sharing `device()`
@@ -573,7 +567,7 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
         dev.set_structure_kernel(Some(kernel));
         let tape = Tape::new();
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
-        assert_eq!(StructureKernel::for_device(&dev, n), kernel);
+        assert_eq!(StructureKernel::for_device(&dev, n, m), kernel);
         let z = tape.leaf(upload(&dev, &b.z, &[ns, d]));
         let h = tape.leaf(upload(&dev, &b.h, &[ns, n, m]));
         let uv = tape.leaf(upload(&dev, &u, &[m]));
@@ -588,7 +582,7 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
     let reg = run(StructureKernel::Registers);
     let r = lref::atom_terms(&b.z, d, &b.h, &cpu::importance(&b.h, &u, 0.1f32 as f64, &b.counts, n), &b.counts, &cfg);
     assert_close("L_A, register kernels", &reg[0], &[r.l_a], 1e-5, 1e-4);
-    for kernel in [StructureKernel::Gram, StructureKernel::Gram128] {
+    for kernel in [StructureKernel::Registers8, StructureKernel::Gram128] {
         let gram = run(kernel);
         assert_close(&format!("L_A, {kernel:?} kernels"), &gram[0], &[r.l_a], 1e-5, 1e-4);
         for (what, i) in [("dz", 1), ("dh", 2), ("du", 3), ("dc", 4)] {
@@ -937,9 +931,7 @@ fn forward_and_backward_are_bit_identical_across_runs() {
     let (ht, wt) = (upload(&dev, &b.h, &[5, 7, 33]), upload(&dev, &b.w, &[5, 7]));
     let g = upload(&dev, &rng.vec(25, -1.0, 1.0), &[5, 5]);
     let bits = |t: &Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-    for kernel in
-        [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram, StructureKernel::Gram128]
-    {
+    for kernel in [StructureKernel::Registers, StructureKernel::Registers8, StructureKernel::Gram128] {
         let once = || {
             let (dh, dw) = kern::structure_backward_with(kernel, 3, &ht, &wt, &mask, &g, 1e-3).unwrap();
             (bits(&dh), bits(&dw), bits(&kern::structure_with(kernel, &ht, &wt, &mask, 1e-3).unwrap()))

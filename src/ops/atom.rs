@@ -64,8 +64,7 @@ impl Params {
 /// Invocations the register-blocked backward pass aims for on a GPU (it splits the samples B to
 /// get there).
 const GPU_BACKWARD_INVOCATIONS: usize = 1 << 15;
-/// Workgroups (of 256) the Gram backward pass aims for: several per multiprocessor of a large GPU,
-/// which holds about 7 of them at 32 KiB of workgroup memory each.
+/// Workgroups (of 256) the Gram backward pass aims for: several per multiprocessor of a large GPU.
 const GPU_GRAM_WORKGROUPS: usize = 1 << 10;
 /// Most bytes the split partial gradients may take.
 const SPLIT_BYTES: usize = 256 << 20;
@@ -309,13 +308,21 @@ fn check_structure(op: &'static str, h: &Tensor, w: &Tensor, mask: &TokenMask) -
     Ok((n, t, m))
 }
 
+/// The token dim m of tokens `h [N, n, m]` (0 for other shapes, which the ops then reject).
+fn token_dim(h: &Tensor) -> usize {
+    match h.shape() {
+        &[_, _, m] => m,
+        _ => 0,
+    }
+}
+
 /// The dominant term of the atom loss: `S [N, N]` with
 /// `S[A, B] = sum_{i < n_A} sum_{j < n_B} w_Ai w_Bj sqrt(|h_Ai - h_Bj|^2 + eps^2)` for tokens
 /// `h [N, n, m]` and importances `w [N, n]`, all pairs including A == B; S is bit-symmetric.
 /// Two or three dispatches (partials per token tile, then a fixed-order sum); the benchmark can
 /// call this directly.
 pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<Tensor> {
-    structure_with(StructureKernel::for_device(h.device(), mask.tokens()), h, w, mask, eps)
+    structure_with(StructureKernel::for_device(h.device(), mask.tokens(), token_dim(h)), h, w, mask, eps)
 }
 
 /// Which structure kernels compute S and its gradients.
@@ -326,35 +333,32 @@ pub enum StructureKernel {
     Registers,
     /// The same with 8 x 8 tokens per invocation (16 loads per 64 token pairs and dim): the CPU
     /// default (on lavapipe L_A forward + backward 1.4-2x faster than 4 x 4) and the GPU default
-    /// where the Gram tiles would be mostly empty.
+    /// where the Gram tiles would be mostly padding.
     Registers8,
-    /// Gram form for GPUs: `|a - b|^2 = |a|^2 + |b|^2 - 2 a.b` on centred tokens, 64 x 64 token
-    /// tiles through workgroup memory like a matmul, near pairs recomputed from differences
-    /// (`shaders/atom.wgsl`). Tiles hold one sample's tokens (H200, L_A forward + backward at
-    /// N = 256, n = 64, m = 64: 8.8 ms against `Registers8`'s 12.2; at n = 49, a 77% full tile,
-    /// `Registers8` was faster: 3.8 vs 6.7 ms). The GPU default until `Gram128`; kept beside it
-    /// until a GPU run compares the two.
-    Gram,
-    /// Gram form on 128 x 128 tiles with 8 x 8 results per invocation, like the 128-tile matmul
-    /// (`shaders/atom_gram.wgsl`): four workgroup-memory loads per 64 multiply-adds where `Gram`
-    /// takes five per 16, from tokens laid out once per call for straight vec4 staging. The GPU
-    /// default where `Gram` was (not yet timed on a GPU: see docs/PERFORMANCE.md).
+    /// Gram form for GPUs (`shaders/atom_gram.wgsl`): `|a - b|^2 = |a|^2 + |b|^2 - 2 a.b` on
+    /// centred tokens, the dot products on 128 x 128 tiles with 8 x 8 results per invocation like
+    /// the 128-tile matmul, near pairs recomputed from differences. Samples are padded to 64-token
+    /// half-tiles. H100, L_A forward + backward: N = 256, n = 64, m = 64 6.0 ms (`Registers8`
+    /// 13.0); N = 128, n = 49, m = 64 1.64 ms (2.35); N = 256, n = 49, m = 32 5.2 ms (3.9).
     Gram128,
 }
 
 impl StructureKernel {
-    /// The kernels for `n` padded tokens per sample on this device: the one asked for with
-    /// `Device::set_structure_kernel` (a Gram form only where the adapter offers its workgroup
+    /// The kernels for `n` padded tokens of `m` dims per sample on this device: the one asked for
+    /// with `Device::set_structure_kernel` (`Gram128` only where the adapter offers its workgroup
     /// memory and n > 32), else the adapter class's default: `Registers8` on CPU adapters; on
-    /// GPUs `Gram128` where its 64-token half-tiles are at least 7/8 full, else `Registers8`.
-    pub fn for_device(dev: &Device, n: usize) -> StructureKernel {
+    /// GPUs `Gram128` where its 64-token half-tiles are at least 7/8 full, or 3/4 full with
+    /// m >= 64 (the padded pairs' cost, which does not grow with m, then pays off: n = 49 was
+    /// 1.4x faster than `Registers8` at m = 64 and 1.3x slower at m = 32 on an H100), else
+    /// `Registers8`.
+    pub fn for_device(dev: &Device, n: usize, m: usize) -> StructureKernel {
         let storage = dev.limits().max_compute_workgroup_storage_size;
         let fits = |k: StructureKernel| match k {
-            StructureKernel::Gram => n > 32 && storage >= GRAM_WORKGROUP_BYTES,
             StructureKernel::Gram128 => n > 32 && storage >= GRAM128_WORKGROUP_BYTES,
             _ => true,
         };
-        let full = 8 * n >= 7 * n.next_multiple_of(GRAM_TILE);
+        let padded = n.next_multiple_of(GRAM_TILE);
+        let full = 8 * n >= 7 * padded || (m >= 64 && 4 * n >= 3 * padded);
         match dev.structure_kernel() {
             Some(k) if fits(k) => k,
             _ if dev.class() == AdapterClass::Gpu && full && fits(StructureKernel::Gram128) => StructureKernel::Gram128,
@@ -363,10 +367,8 @@ impl StructureKernel {
     }
 }
 
-/// Tokens per side of a Gram tile (`GT` in the shader).
+/// Tokens per half-tile of the Gram128 kernels (a tile side is two).
 const GRAM_TILE: usize = 64;
-/// Workgroup memory of the Gram kernels (`g_hb` and `g_sc` in the shader).
-const GRAM_WORKGROUP_BYTES: u32 = 32 << 10;
 /// Workgroup memory of the Gram128 kernels (`sm` in `shaders/atom_gram.wgsl`).
 const GRAM128_WORKGROUP_BYTES: u32 = 24 << 10;
 
@@ -466,33 +468,6 @@ fn structure_gram128(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Resu
     Ok(s)
 }
 
-/// The Gram kernels' extra input `q [N, n]`: squared norms of the tokens centred on token 0 of
-/// sample 0 (0 for padding); `None` for the register-blocked kernels.
-fn gram_norms(
-    kernel: StructureKernel,
-    h: &Tensor,
-    mask: &TokenMask,
-    n: usize,
-    t: usize,
-    m: usize,
-) -> Result<Option<Tensor>> {
-    if kernel != StructureKernel::Gram {
-        return Ok(None);
-    }
-    let dev = h.device();
-    let q = Tensor::empty(dev, "atom_token_norms", &[n, t], DType::F32)?;
-    let p = Params { nt: t as u32, m: m as u32, total: (n * t) as u32, ..Params::new() };
-    dev.dispatch(
-        &SHADER,
-        "token_norms",
-        &[],
-        bytemuck::bytes_of(&p),
-        &[h.bind(), mask.counts_gpu.bind(), q.bind()],
-        groups_1d(n * t, WG),
-    );
-    Ok(Some(q))
-}
-
 /// The tokens as the 8-token kernels read them: rows of whole vec4s, `m` zero-padded to a
 /// multiple of 4 where needed (zero dims add nothing to a distance), and the vec4s per row.
 fn vec4_rows(kernel: StructureKernel, h: &Tensor, m: usize) -> Result<(Tensor, u32)> {
@@ -508,24 +483,13 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
     let (n, t, m) = check_structure("atom_structure", h, w, mask)?;
     check_eps("atom_structure", eps, true)?;
     let dev = h.device();
-    let (entry, tiles, parts, wg_size, workers) = match kernel {
-        // One invocation per (upper-triangle pair, 4- or 8-token tile of A).
-        StructureKernel::Registers => {
-            let tiles = t.div_ceil(4);
-            ("structure_partial", tiles, tiles, WG_STRUCT, n * (n + 1) / 2 * tiles)
-        }
-        StructureKernel::Registers8 => {
-            let tiles = t.div_ceil(8);
-            ("structure_partial8", tiles, tiles, WG_STRUCT, n * (n + 1) / 2 * tiles)
-        }
-        // One workgroup per (upper-triangle pair, tile of 64 tokens i, tile j), written as
-        // "invocations" of a 1-wide grid so groups_1d folds it the same way.
-        StructureKernel::Gram => {
-            let tiles = t.div_ceil(GRAM_TILE);
-            ("structure_gram", tiles, tiles * tiles, 1, n * (n + 1) / 2 * tiles * tiles)
-        }
+    // One invocation per (upper-triangle pair, 4- or 8-token tile of A).
+    let (entry, tiles) = match kernel {
+        StructureKernel::Registers => ("structure_partial", t.div_ceil(4)),
+        StructureKernel::Registers8 => ("structure_partial8", t.div_ceil(8)),
         StructureKernel::Gram128 => return structure_gram128(h, w, mask, eps),
     };
+    let (parts, workers) = (tiles, n * (n + 1) / 2 * tiles);
     if workers > u32::MAX as usize {
         return Err(Error::shape("atom_structure", format!("tokens {:?} are too many for one dispatch", h.shape())));
     }
@@ -539,13 +503,10 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
         total: workers as u32,
         ..Params::new()
     };
-    let q = gram_norms(kernel, h, mask, n, t, m)?;
     let (h, mv) = vec4_rows(kernel, h, m)?;
     p.mv = mv;
-    let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
-    binds.extend(q.as_ref().map(Tensor::bind));
-    binds.push(part.bind());
-    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(workers, wg_size));
+    let binds = [h.bind(), w.bind(), mask.counts_gpu.bind(), part.bind()];
+    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(workers, WG_STRUCT));
     let s = Tensor::empty(dev, "atom_structure", &[n, n], DType::F32)?;
     p.total = (n * n) as u32;
     p.tiles = parts as u32;
@@ -562,7 +523,7 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
 
 /// How many parts [`structure_backward`] splits the samples B into on this adapter: 1 on CPU
 /// adapters (lavapipe has few cores and no use for more invocations), enough on a GPU for about
-/// 2^15 invocations (2^10 workgroups of the Gram kernel), bounded by the memory of the partial
+/// 2^15 invocations (2^10 workgroups of the Gram128 kernel), bounded by the memory of the partial
 /// gradients.
 pub fn default_splits(dev: &Device, kernel: StructureKernel, samples: usize, tokens: usize, m: usize) -> usize {
     if dev.class() == AdapterClass::Cpu {
@@ -571,7 +532,6 @@ pub fn default_splits(dev: &Device, kernel: StructureKernel, samples: usize, tok
     let (base, aim) = match kernel {
         StructureKernel::Registers => (samples * tokens.div_ceil(4) * m.div_ceil(MC), GPU_BACKWARD_INVOCATIONS),
         StructureKernel::Registers8 => (samples * tokens.div_ceil(8) * m.div_ceil(MC), GPU_BACKWARD_INVOCATIONS),
-        StructureKernel::Gram => (samples * tokens.div_ceil(GRAM_TILE) * m.div_ceil(GRAM_TILE), GPU_GRAM_WORKGROUPS),
         // Row tiles of 128 x chunks of 64 dims; splits cut the column tiles.
         StructureKernel::Gram128 => {
             let rt = (samples * tokens.div_ceil(GRAM_TILE)).div_ceil(2);
@@ -586,7 +546,7 @@ pub fn default_splits(dev: &Device, kernel: StructureKernel, samples: usize, tok
 /// (gathered per (sample, 4-token tile, chunk of 32 dims); padded tokens get exactly 0), with the
 /// adapter's [`default_splits`].
 pub fn structure_backward(h: &Tensor, w: &Tensor, mask: &TokenMask, g: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
-    let kernel = StructureKernel::for_device(h.device(), mask.tokens());
+    let kernel = StructureKernel::for_device(h.device(), mask.tokens(), token_dim(h));
     let splits = match h.shape() {
         &[n, t, m] => default_splits(h.device(), kernel, n, t, m),
         _ => 1,
@@ -656,23 +616,14 @@ fn structure_backward_parts(
     const OP: &str = "atom_structure_backward";
     let (n, t, m) = (mask.samples(), mask.tokens(), h.shape()[2]);
     let dev = h.device();
-    // Registers: one invocation per (split, A, 4 tokens, 32 dims); Gram: one workgroup per
-    // (split, A, 64 tokens, 64 dims), folded as a 1-wide grid.
-    // Registers8: one invocation per (split, 8 rows of the flat [N * n] token list, 32 dims).
-    let (entry, tiles, per_split, chunks, wg_size) = match kernel {
-        StructureKernel::Registers => {
-            ("structure_backward", t.div_ceil(4), n * t.div_ceil(4), m.div_ceil(MC), WG_STRUCT)
-        }
-        StructureKernel::Registers8 => {
-            let tiles = (n * t).div_ceil(8);
-            ("structure_backward8", tiles, tiles, m.div_ceil(MC), WG_STRUCT)
-        }
-        StructureKernel::Gram => {
-            let tiles = t.div_ceil(GRAM_TILE);
-            ("structure_backward_gram", tiles, n * tiles, m.div_ceil(GRAM_TILE), 1)
-        }
+    // Registers: one invocation per (split, A, 4 tokens, 32 dims); Registers8: one invocation
+    // per (split, 8 rows of the flat [N * n] token list, 32 dims).
+    let (entry, tiles, per_split) = match kernel {
+        StructureKernel::Registers => ("structure_backward", t.div_ceil(4), n * t.div_ceil(4)),
+        StructureKernel::Registers8 => ("structure_backward8", (n * t).div_ceil(8), (n * t).div_ceil(8)),
         StructureKernel::Gram128 => return gram128_backward(splits, h, w, mask, g, eps),
     };
+    let chunks = m.div_ceil(MC);
     let bper = n.div_ceil(splits.clamp(1, n));
     let splits = n.div_ceil(bper);
     let total = splits * per_split * chunks;
@@ -695,13 +646,10 @@ fn structure_backward_parts(
         flatb: (t >= 8 && mask.counts.iter().all(|&c| c == t)) as u32,
         ..Params::new()
     };
-    let q = gram_norms(kernel, h, mask, n, t, m)?;
     let (h, mv) = vec4_rows(kernel, h, m)?;
     let p = Params { mv, ..p };
-    let mut binds = vec![h.bind(), w.bind(), mask.counts_gpu.bind()];
-    binds.extend(q.as_ref().map(Tensor::bind));
-    binds.extend([g.bind(), dh.bind(), dw.bind()]);
-    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(total, wg_size));
+    let binds = [h.bind(), w.bind(), mask.counts_gpu.bind(), g.bind(), dh.bind(), dw.bind()];
+    dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(total, WG_STRUCT));
     Ok((dh, dw, splits))
 }
 
