@@ -33,7 +33,7 @@ struct Bench {
     budget: f64,
     peak_gflops: f64,
     peak_gbs: f64,
-    /// `--profile`: print the per-kernel GPU time of each training step and L_A case.
+    /// `--profile`: print the per-kernel GPU time of each training step and atom case.
     profile: bool,
 }
 
@@ -47,10 +47,22 @@ impl Bench {
         self.wants(prefix) || self.filter.iter().any(|f| f.starts_with(prefix))
     }
 
-    /// Seconds per call of `f`: one warm-up, then batches until the time budget is spent.
+    /// Seconds per call of `f`: warm-up calls (one on CPU adapters; on GPUs for at least 0.1 s,
+    /// see below), then batches until the time budget is spent.
     fn time(&self, mut f: impl FnMut()) -> f64 {
-        f();
-        self.dev.sync().unwrap();
+        // A GPU left idle (here while the host builds the next case) drops its clock (an H100 idled
+        // at 345 of 1980 MHz); twice on 2026-11-27 an H100 timed the CNN + atom step 3.8x slower
+        // in every kernel. Busy calls first, so the timing starts at speed (ten runs with this
+        // saw no slow step, but neither did ten without it: the cause is not pinned down).
+        let warm = if self.dev.class() == atomgrad::device::AdapterClass::Gpu { 0.1 } else { 0.0 };
+        let t = Instant::now();
+        loop {
+            f();
+            self.dev.sync().unwrap();
+            if t.elapsed().as_secs_f64() >= warm {
+                break;
+            }
+        }
         let mut iters = 1usize;
         loop {
             let t = Instant::now();
@@ -78,8 +90,13 @@ impl Bench {
             g,
             100.0 * g / self.peak_gflops
         );
-        if self.profile && name.starts_with("atom/L_A") {
-            // Which of L_A's kernels take its time (the other cases are one or two kernels).
+        self.atom_profile(name, f);
+    }
+
+    /// Under `--profile`, which kernels an atom case's time goes to (L_A's many; the latent
+    /// distances split or not; the rest's one or two kernels against the host's share).
+    fn atom_profile(&self, name: &str, mut f: impl FnMut()) {
+        if self.profile && name.starts_with("atom/") {
             self.print_profile(3, || {
                 f();
                 self.dev.flush().unwrap();
@@ -88,11 +105,11 @@ impl Bench {
         }
     }
 
-    fn bytes(&self, name: &str, bytes: f64, f: impl FnMut()) {
+    fn bytes(&self, name: &str, bytes: f64, mut f: impl FnMut()) {
         if !self.wants(name) {
             return;
         }
-        let s = self.time(f);
+        let s = self.time(&mut f);
         let g = bytes / s / 1e9;
         println!(
             "{name:<44} {:>10.3} ms {:>10.2} GB/s    {:>6.1}% of copy ceiling",
@@ -100,6 +117,7 @@ impl Bench {
             g,
             100.0 * g / self.peak_gbs
         );
+        self.atom_profile(name, f);
     }
 
     /// A whole training step of `batch` samples: time per step, samples/s, and the dispatches and
