@@ -489,11 +489,11 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
         StructureKernel::Registers8 => ("structure_partial8", t.div_ceil(8)),
         StructureKernel::Gram128 => return structure_gram128(h, w, mask, eps),
     };
-    let (parts, workers) = (tiles, n * (n + 1) / 2 * tiles);
+    let workers = n * (n + 1) / 2 * tiles;
     if workers > u32::MAX as usize {
         return Err(Error::shape("atom_structure", format!("tokens {:?} are too many for one dispatch", h.shape())));
     }
-    let part = Tensor::empty(dev, "atom_structure", &[n, n, parts], DType::F32)?;
+    let part = Tensor::empty(dev, "atom_structure", &[n, n, tiles], DType::F32)?;
     let mut p = Params {
         ns: n as u32,
         nt: t as u32,
@@ -509,7 +509,6 @@ pub fn structure_with(kernel: StructureKernel, h: &Tensor, w: &Tensor, mask: &To
     dev.dispatch(&SHADER, entry, &[], bytemuck::bytes_of(&p), &binds, groups_1d(workers, WG_STRUCT));
     let s = Tensor::empty(dev, "atom_structure", &[n, n], DType::F32)?;
     p.total = (n * n) as u32;
-    p.tiles = parts as u32;
     dev.dispatch(
         &SHADER,
         "structure_reduce",
