@@ -68,7 +68,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -455,28 +455,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     c.sum()
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f =
-        fs::OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))
-}
-
-/// Makes renames and removals in `file`'s directory durable (best effort: some platforms and
-/// filesystems cannot open or sync a directory).
-fn sync_dir(file: &Path) {
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
+use crate::fsio::{sync_dir, temp_path, write_synced};
 
 /// Reads a whole file that is expected to be `expect` bytes long (or at most `max`), checking
 /// the size before allocating.

@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod experiments;
+pub mod fsio;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -27,11 +27,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind};
-use std::fs;
-use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// Size of every chart (image grids size themselves to their content).
@@ -199,35 +196,7 @@ pub fn image_grid(
     render(path, (gw, gh), |root| grid_draw(root, &g, images, overlay.map(|o| (o, &heat_dims[..])), labels))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside the target is written, synced and
-/// renamed over it. On failure the temporary file is removed and an existing target is untouched.
-pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let path = path.as_ref();
-    let io = |msg: String| Error::Io { path: path.display().to_string(), msg };
-    let name = path.file_name().ok_or_else(|| io("not a file name".into()))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{}.{}-{n}.tmp", name.to_string_lossy(), std::process::id()));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| io(format!("cannot create temporary file {}: {e}", tmp.display())))?;
-    let written = file.write_all(bytes).and_then(|_| file.sync_all());
-    drop(file);
-    let result = match written {
-        Err(e) => Err(io(format!("writing temporary file {}: {e}", tmp.display()))),
-        Ok(()) => fs::rename(&tmp, path).map_err(|e| io(format!("cannot replace it with {}: {e}", tmp.display()))),
-    };
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+pub use crate::fsio::write_atomic;
 
 // ---------------------------------------------------------------------------------------------
 // Rendering harness

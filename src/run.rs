@@ -6,7 +6,7 @@
 
 use crate::checkpoint::{self, Checkpoint, CheckpointSet};
 use crate::error::{Error, Result};
-use crate::plot::write_atomic;
+use crate::fsio::{self, write_atomic};
 use crate::tensor::Tensor;
 use crate::train::{EpochReport, Hooks};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -90,6 +90,8 @@ pub struct Run {
     last_line: std::time::Instant,
     /// The batch the display started counting at (not 1 in a resumed epoch).
     first_batch: usize,
+    /// An outer progress bar (a comparison's) that counts this run's steps too.
+    outer: Option<ProgressBar>,
 }
 
 /// Lines mode prints a progress line at most this often within an epoch.
@@ -107,7 +109,9 @@ impl Run {
     }
 
     /// Reopens a run folder written by [`Run::create`]: its configuration and latest checkpoint
-    /// (`None` when it was stopped before its first one).
+    /// (`None` when it was stopped before its first one). A checkpoint saved with other options
+    /// than the folder's is refused; `metrics.jsonl` is cut back to the lines the checkpoint
+    /// covers (a stop between a metrics line and its checkpoint would otherwise repeat it).
     pub fn resume(dir: &Path, display: Display) -> Result<(Run, Value, Option<Checkpoint>)> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -115,6 +119,25 @@ impl Run {
             .map_err(|e| Error::data(&path, format!("not valid JSON ({e}); was this folder written by `train`?")))?;
         let run = Run::open(dir, &config, display)?;
         let ck = run.ckpts.latest()?.map(|p| checkpoint::load(&p)).transpose()?;
+        let step = match &ck {
+            Some(ck) => {
+                if ck.sidecar.get("options") != Some(&config) {
+                    return Err(Error::data(
+                        &ck.path,
+                        format!("this checkpoint was saved with other options than {}: not this run's", path.display()),
+                    ));
+                }
+                ck.sidecar.get("step").and_then(Value::as_u64).unwrap_or(0)
+            }
+            None => 0,
+        };
+        let metrics = dir.join("metrics.jsonl");
+        let lines = fsio::read_json_lines(&metrics)?;
+        let kept: Vec<Value> =
+            lines.iter().filter(|l| l.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step)).cloned().collect();
+        if kept.len() != lines.len() || metrics.is_file() {
+            fsio::write_json_lines(&metrics, &kept)?;
+        }
         Ok((run, config, ck))
     }
 
@@ -139,7 +162,13 @@ impl Run {
             epoch_start: std::time::Instant::now(),
             last_line: std::time::Instant::now(),
             first_batch: 1,
+            outer: None,
         })
+    }
+
+    /// Makes every step of this run also advance `bar` (a comparison's progress over its runs).
+    pub fn attach(&mut self, bar: ProgressBar) {
+        self.outer = Some(bar);
     }
 
     pub fn dir(&self) -> &Path {
@@ -162,9 +191,10 @@ impl Run {
         }
     }
 
-    /// Appends one JSON object to `metrics.jsonl`, flushed at once so an interrupted run keeps it.
+    /// Appends one JSON object (with a `"step"` field, which resume trims by) to `metrics.jsonl`,
+    /// in one synced write.
     pub fn log(&self, line: &Value) -> Result<()> {
-        crate::experiments::log_metrics(&self.dir, std::slice::from_ref(line))
+        fsio::append_line(&self.dir.join("metrics.jsonl"), &line.to_string())
     }
 
     /// Adds `fields` (a JSON object) to the sidecar of every checkpoint from now on (e.g. what
@@ -192,7 +222,7 @@ impl Run {
         self.step
     }
 
-    /// Writes `loss.png` and `accuracy.png` (per epoch) into the run folder.
+    /// Writes `loss.png` and `accuracy.png` (validation and test, per epoch) into the run folder.
     pub fn curves(&self, title: &str, history: &[EpochReport]) -> Result<()> {
         let series = |name: &str, f: &dyn Fn(&EpochReport) -> f64| crate::plot::Series {
             name: name.to_string(),
@@ -201,14 +231,9 @@ impl Run {
         };
         let loss = [series("training loss", &|r| r.train_loss)];
         crate::plot::line_plot(self.dir.join("loss.png"), &format!("{title}: training loss"), "epoch", "loss", &loss)?;
-        let acc = [series("test accuracy", &|r| 100.0 * r.test_accuracy)];
-        crate::plot::line_plot(
-            self.dir.join("accuracy.png"),
-            &format!("{title}: test accuracy"),
-            "epoch",
-            "accuracy (%)",
-            &acc,
-        )
+        let acc =
+            [series("validation", &|r| 100.0 * r.val_accuracy), series("test", &|r| 100.0 * r.test_accuracy)];
+        crate::plot::line_plot(self.dir.join("accuracy.png"), &format!("{title}: accuracy"), "epoch", "accuracy (%)", &acc)
     }
 
     /// Clears the bar (before the final summary).
@@ -220,6 +245,9 @@ impl Run {
 impl Hooks for Run {
     fn after_step(&mut self, step: usize, epoch: usize, batch: usize, batches: usize) {
         self.step = step;
+        if let Some(b) = &self.outer {
+            b.inc(1);
+        }
         // The bar counts samples (the run's batch size from its options), so its rate reads in
         // samples per second.
         let per = self.meta["options"].get("batch").and_then(Value::as_u64).unwrap_or(1).max(1);
@@ -253,14 +281,15 @@ impl Hooks for Run {
     fn after_epoch(&mut self, r: &EpochReport) -> Result<()> {
         self.log(&serde_json::to_value(r).expect("EpochReport serialises"))?;
         let line = format!(
-            "epoch {:>3}  step {:>6}  loss {:.4}  test acc {:.2}%  {:.0} samples/s",
+            "epoch {:>3}  step {:>6}  loss {:.4}  val acc {:.2}%  test acc {:.2}%  {:.0} samples/s",
             r.epoch + 1,
-            r.steps,
+            r.step,
             r.train_loss,
+            100.0 * r.val_accuracy,
             100.0 * r.test_accuracy,
             r.samples_per_sec
         );
-        self.bar.set_message(format!("last: loss {:.4}, acc {:.2}%", r.train_loss, 100.0 * r.test_accuracy));
+        self.bar.set_message(format!("last: loss {:.4}, val acc {:.2}%", r.train_loss, 100.0 * r.val_accuracy));
         self.say(&line);
         Ok(())
     }

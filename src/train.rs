@@ -20,6 +20,7 @@ use serde_json::Value;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MoonsConfig {
     pub train: usize,
+    pub val: usize,
     pub test: usize,
     pub noise: f64,
     pub hidden: usize,
@@ -31,7 +32,7 @@ pub struct MoonsConfig {
 
 impl Default for MoonsConfig {
     fn default() -> Self {
-        MoonsConfig { train: 2048, test: 1000, noise: 0.1, hidden: 64, epochs: 20, batch: 64, lr: 1e-2, seed: 0 }
+        MoonsConfig { train: 2048, val: 500, test: 1000, noise: 0.1, hidden: 64, epochs: 20, batch: 64, lr: 1e-2, seed: 0 }
     }
 }
 
@@ -50,8 +51,8 @@ impl MoonsConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(&format!("lr must be a positive number, got {}", self.lr));
         }
-        if self.hidden == 0 || self.test == 0 || self.epochs == 0 {
-            return bad("hidden, test and epochs must be at least 1");
+        if self.hidden == 0 || self.val == 0 || self.test == 0 || self.epochs == 0 {
+            return bad("hidden, val, test and epochs must be at least 1");
         }
         Ok(())
     }
@@ -70,8 +71,16 @@ pub trait Learner {
     /// `tape` and returns the scalar loss. `rng` is the run's host RNG (augmentation), saved in
     /// checkpoints so a resumed run draws the same numbers.
     fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var>;
-    /// The held-out metric after each epoch (accuracy: higher is better).
-    fn evaluate(&mut self) -> Result<f64>;
+    /// Accuracy on the validation split (what selects epochs and hyperparameters) and on the test
+    /// split (reported, never used to choose anything), after each epoch.
+    fn evaluate(&mut self) -> Result<Eval>;
+}
+
+/// Held-out accuracies of one evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Eval {
+    pub val: f64,
+    pub test: f64,
 }
 
 /// How [`fit`] runs.
@@ -92,8 +101,10 @@ pub struct EpochReport {
     /// 0-based.
     pub epoch: usize,
     /// Optimizer steps taken so far.
-    pub steps: usize,
+    pub step: usize,
     pub train_loss: f64,
+    /// Validation accuracy: the checkpoint metric and the selection criterion.
+    pub val_accuracy: f64,
     pub test_accuracy: f64,
     /// Training samples per second over this epoch (excluding evaluation).
     pub samples_per_sec: f64,
@@ -168,7 +179,8 @@ pub struct Fitted {
 /// submits once; the loss is summed on the GPU and read back once per epoch. A non-finite epoch
 /// loss stops training with an error naming the step (the last checkpoint, written at the end of
 /// the previous epoch, stays as it was). At each epoch end, and when a hook asks to stop, the
-/// whole state is handed to [`Hooks::checkpoint`].
+/// whole state is handed to [`Hooks::checkpoint`] (at epoch ends with the validation accuracy
+/// as its metric).
 pub fn fit(
     dev: &Device,
     learner: &mut dyn Learner,
@@ -249,18 +261,20 @@ pub fn fit(
                 ),
             });
         }
+        let eval = learner.evaluate()?;
         let r = EpochReport {
             epoch: e,
-            steps: at.step,
+            step: at.step,
             train_loss,
-            test_accuracy: learner.evaluate()?,
+            val_accuracy: eval.val,
+            test_accuracy: eval.test,
             samples_per_sec: ((per_epoch - start) * opts.batch) as f64 / seconds,
         };
         hooks.after_epoch(&r)?;
         at.history.push(r);
         at.epoch += 1;
         at.pos = 0;
-        let metric = at.history.last().map(|r| r.test_accuracy);
+        let metric = at.history.last().map(|r| r.val_accuracy);
         save(dev, learner, &at, &rng, &order, &loss_sum, hooks, metric)?;
         if hooks.should_stop() && at.epoch < opts.epochs {
             return Ok(Fitted { history: at.history, stopped: true });
@@ -313,6 +327,7 @@ pub struct Moons {
     pub model: Mlp,
     opt: Adam,
     train: Dataset,
+    val: Dataset,
     test: Dataset,
 }
 
@@ -326,6 +341,7 @@ impl Moons {
             model,
             opt,
             train: moons(cfg.train, cfg.noise, cfg.seed),
+            val: moons(cfg.val, cfg.noise, cfg.seed ^ 0x7a1),
             test: moons(cfg.test, cfg.noise, cfg.seed ^ 0x7e57),
         })
     }
@@ -348,8 +364,11 @@ impl Learner for Moons {
         let y = Tensor::from_u32(dev, &by, &[idx.len()])?;
         self.model.forward(tape, &x)?.cross_entropy(&y)
     }
-    fn evaluate(&mut self) -> Result<f64> {
-        Ok(accuracy(&self.dev, &self.model, &self.test)? as f64)
+    fn evaluate(&mut self) -> Result<Eval> {
+        Ok(Eval {
+            val: accuracy(&self.dev, &self.model, &self.val)? as f64,
+            test: accuracy(&self.dev, &self.model, &self.test)? as f64,
+        })
     }
 }
 

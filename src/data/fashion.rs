@@ -4,6 +4,8 @@
 //! Three sources (see [`FashionSource`]): the full 60,000/10,000 set from Debian's
 //! `dataset-fashion-mnist` package, a directory given by the user, or the official 10,000-image test
 //! files bundled in `assets/fashion-mnist/` (compiled into the binary), split 8,000/2,000 here.
+//! Every source then holds out a tenth of each class of its training images as the validation
+//! split ([`VAL_SPLIT_SEED`]): 54,000 / 6,000 for the full set, 7,200 / 800 for the bundled one.
 //!
 //! The reader checks everything it relies on — magic numbers, 28x28 dimensions, image and label
 //! counts agreeing, labels below 10, the exact decompressed length and the gzip CRC — and reports a
@@ -33,6 +35,10 @@ pub const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
 pub const BUNDLED_SPLIT_SEED: u64 = 20170828;
 /// Test images per class in the bundled split (the official test set has exactly 1,000 per class).
 pub const BUNDLED_TEST_PER_CLASS: usize = 200;
+/// Seed of the validation split held out from the training images (fixed, like the test split).
+pub const VAL_SPLIT_SEED: u64 = 20261207;
+/// The share of each class's training images held out for validation: 1 / `VAL_DIVISOR`.
+pub const VAL_DIVISOR: usize = 10;
 
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte.gz";
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte.gz";
@@ -103,6 +109,8 @@ impl ImageSet {
 #[derive(Clone, Debug)]
 pub struct FashionData {
     pub train: ImageSet,
+    /// Held out from the training images (stratified by class): model selection reads this.
+    pub val: ImageSet,
     pub test: ImageSet,
     pub origin: FashionOrigin,
 }
@@ -113,14 +121,15 @@ impl FashionData {
     }
     /// One line for logs: which files, and the split sizes.
     pub fn description(&self) -> String {
-        let (tr, te) = (self.train.len(), self.test.len());
+        let (tr, va, te) = (self.train.len(), self.val.len(), self.test.len());
+        let val = format!("validation held out from train: 1/{VAL_DIVISOR} of each class, seed {VAL_SPLIT_SEED}");
         match &self.origin {
             FashionOrigin::Full(dir) => {
-                format!("Fashion-MNIST, full official set from {} ({tr} train / {te} test)", dir.display())
+                format!("Fashion-MNIST, full official set from {} ({tr} train / {va} val / {te} test; {val})", dir.display())
             }
             FashionOrigin::Bundled => format!(
-                "Fashion-MNIST, bundled official test set ({BUNDLED_DIR}) split {tr} train / {te} test \
-                 (stratified, {BUNDLED_TEST_PER_CLASS} test images per class, seed {BUNDLED_SPLIT_SEED})"
+                "Fashion-MNIST, bundled official test set ({BUNDLED_DIR}) split {tr} train / {va} val / {te} test \
+                 (stratified, {BUNDLED_TEST_PER_CLASS} test images per class, seed {BUNDLED_SPLIT_SEED}; {val})"
             ),
         }
     }
@@ -145,7 +154,20 @@ pub fn load_fashion(source: FashionSource) -> Result<FashionData> {
 fn load_dir(dir: &Path) -> Result<FashionData> {
     let train = read_pair(&find(dir, TRAIN_IMAGES)?, &find(dir, TRAIN_LABELS)?)?;
     let test = read_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?)?;
-    Ok(FashionData { train: normalise(&train), test: normalise(&test), origin: FashionOrigin::Full(dir.to_path_buf()) })
+    let (train, val) = hold_out_validation(&train);
+    Ok(FashionData { train, val, test: normalise(&test), origin: FashionOrigin::Full(dir.to_path_buf()) })
+}
+
+/// Splits training images into train and validation: 1 / [`VAL_DIVISOR`] of each class (of the
+/// smallest class's count, so every class gives the same number), with [`VAL_SPLIT_SEED`].
+pub fn hold_out_validation(train: &RawImages) -> (ImageSet, ImageSet) {
+    let mut counts = [0usize; 10];
+    for &l in &train.labels {
+        counts[l as usize] += 1;
+    }
+    let per_class = counts.iter().copied().filter(|&c| c > 0).min().unwrap_or(0) / VAL_DIVISOR;
+    let (tr, va) = stratified_split(&train.labels, per_class, VAL_SPLIT_SEED);
+    (normalise(&train.subset(&tr)), normalise(&train.subset(&va)))
 }
 
 /// `dir/name`, or `dir/name` without `.gz` when only the uncompressed file is there.
@@ -174,11 +196,8 @@ fn load_bundled() -> Result<FashionData> {
             format!("expected 1000 images of each class, got {}", class_counts(&all.labels)),
         ));
     }
-    Ok(FashionData {
-        train: normalise(&all.subset(&train_idx)),
-        test: normalise(&all.subset(&test_idx)),
-        origin: FashionOrigin::Bundled,
-    })
+    let (train, val) = hold_out_validation(&all.subset(&train_idx));
+    Ok(FashionData { train, val, test: normalise(&all.subset(&test_idx)), origin: FashionOrigin::Bundled })
 }
 
 fn class_counts(labels: &[u8]) -> String {

@@ -5,7 +5,8 @@
 //! The CSV has columns `category,text,movie_name,has_plot_and_reviews`; `category` is `fresh`
 //! (label 1), `rotten` (label 0) or `plot` (a plot summary, dropped). 12,808 rows are reviews.
 //!
-//! Train and test are split by movie so that no film is in both. Some films appear under two names
+//! Train, validation and test are split by movie so that no film is in two of them (the test
+//! split first, then the validation split from what is left, with seed + 1). Some films appear under two names
 //! with the same review texts (e.g. `el_crimen_del_padre_amaro` / `the_crime_of_padre_amaro`), so
 //! movies that share an identical review are first joined into one group, and groups are split.
 //!
@@ -55,12 +56,14 @@ pub struct ReviewsConfig {
     pub max_vocab: Option<usize>,
     /// Target share of reviews in the test split (whole movie groups are moved, so it is approximate).
     pub test_fraction: f64,
+    /// Target share of the remaining (non-test) reviews held out for validation, by movie group.
+    pub val_fraction: f64,
 }
 
 impl Default for ReviewsConfig {
     fn default() -> Self {
         // The longest review has 53 tokens, so 64 positions truncate nothing.
-        ReviewsConfig { seed: 0, max_len: 64, min_count: 2, max_vocab: None, test_fraction: 0.2 }
+        ReviewsConfig { seed: 0, max_len: 64, min_count: 2, max_vocab: None, test_fraction: 0.2, val_fraction: 0.1 }
     }
 }
 
@@ -75,6 +78,9 @@ impl ReviewsConfig {
         }
         if !(self.test_fraction > 0.0 && self.test_fraction < 1.0) {
             return bad(format!("test_fraction must be in (0, 1), got {}", self.test_fraction));
+        }
+        if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
+            return bad(format!("val_fraction must be in (0, 1), got {}", self.val_fraction));
         }
         Ok(())
     }
@@ -273,6 +279,8 @@ impl ReviewSplit {
 #[derive(Clone, Debug)]
 pub struct ReviewsData {
     pub train: ReviewSplit,
+    /// Held out from the training films: model selection reads this.
+    pub val: ReviewSplit,
     pub test: ReviewSplit,
     /// Built from the training split only.
     pub vocab: Vocab,
@@ -284,7 +292,7 @@ pub struct ReviewsData {
 impl ReviewsData {
     /// One line for logs: source, sizes, vocabulary.
     pub fn description(&self) -> String {
-        let (tr, te) = (&self.train, &self.test);
+        let (tr, va, te) = (&self.train, &self.val, &self.test);
         let fresh = |s: &ReviewSplit| s.labels.iter().filter(|&&l| l == 1).count();
         let cut = match self.config.max_vocab {
             Some(k) => format!(", at most {k} words"),
@@ -292,14 +300,18 @@ impl ReviewsData {
         };
         format!(
             "Rotten Tomatoes review snippets (Pang & Lee 2004) from {}: {} reviews split by movie (seed {}) into \
-             {} train ({} fresh, {} movies) / {} test ({} fresh, {} movies); vocabulary {} ids (train words seen \
-             >= {} times{cut}, plus <pad> and <unk>), {} positions ({} train reviews truncated)",
+             {} train ({} fresh, {} movies) / {} val ({} fresh, {} movies) / {} test ({} fresh, {} movies); \
+             vocabulary {} ids (train words seen >= {} times{cut}, plus <pad> and <unk>), {} positions ({} train \
+             reviews truncated)",
             self.source,
-            tr.len() + te.len(),
+            tr.len() + va.len() + te.len(),
             self.config.seed,
             tr.len(),
             fresh(tr),
             tr.movie_count(),
+            va.len(),
+            fresh(va),
+            va.movie_count(),
             te.len(),
             fresh(te),
             te.movie_count(),
@@ -323,22 +335,28 @@ pub fn load_reviews_with(path: Option<&Path>, config: &ReviewsConfig) -> Result<
         Some(p) => (read_corpus(p)?, p.display().to_string()),
         None => (parse_corpus(Path::new(BUNDLED_PATH), BUNDLED)?, format!("{BUNDLED_PATH} (bundled)")),
     };
-    let (train_idx, test_idx) = split_by_movie(&reviews, config.test_fraction, config.seed);
-    if train_idx.is_empty() || test_idx.is_empty() {
+    let (rest_idx, test_idx) = split_by_movie(&reviews, config.test_fraction, config.seed);
+    let rest: Vec<Review> = rest_idx.iter().map(|&i| reviews[i].clone()).collect();
+    let (train_pos, val_pos) = split_by_movie(&rest, config.val_fraction, config.seed.wrapping_add(1));
+    let train_idx: Vec<usize> = train_pos.iter().map(|&i| rest_idx[i]).collect();
+    let val_idx: Vec<usize> = val_pos.iter().map(|&i| rest_idx[i]).collect();
+    if train_idx.is_empty() || val_idx.is_empty() || test_idx.is_empty() {
         return Err(Error::data(
             &source,
             format!(
-                "{} reviews of {} movie groups cannot be split into non-empty train and test sets",
+                "{} reviews of {} movie groups cannot be split into non-empty train, validation and test sets",
                 reviews.len(),
                 movie_groups(&reviews).len()
             ),
         ));
     }
     let train: Vec<&Review> = train_idx.iter().map(|&i| &reviews[i]).collect();
+    let val: Vec<&Review> = val_idx.iter().map(|&i| &reviews[i]).collect();
     let test: Vec<&Review> = test_idx.iter().map(|&i| &reviews[i]).collect();
     let vocab = Vocab::build(train.iter().map(|r| r.text.as_str()), config.min_count, config.max_vocab);
     Ok(ReviewsData {
         train: ReviewSplit::encode(&train, &vocab, config.max_len),
+        val: ReviewSplit::encode(&val, &vocab, config.max_len),
         test: ReviewSplit::encode(&test, &vocab, config.max_len),
         vocab,
         source,

@@ -3,12 +3,13 @@
 
 use crate::atom::{AtomConfig, TokenMask};
 use crate::autodiff::{Tape, Var};
-use crate::checkpoint;
 use crate::data::fashion::{FashionData, ImageSet, COLS, PIXELS, ROWS};
 use crate::data::reviews::{ReviewSplit, ReviewsData};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::{nn_spacing, objective, Method};
+use crate::experiments::method::{objective, Method, Regularisers};
+use crate::experiments::protocol::{Classifier, Report};
+use crate::experiments::stats::nn_spacing;
 use crate::nn::cnn::Cnn;
 use crate::nn::transformer::{Transformer, TransformerConfig};
 use crate::nn::{sub_seed, Activation, Mlp};
@@ -17,9 +18,9 @@ use crate::ops::reduce::argmax;
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::{fit, FitOptions, Fitted, Learner, OnStep};
+use crate::train::{Eval, FitOptions, Learner};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassifyConfig {
@@ -32,7 +33,7 @@ pub struct ClassifyConfig {
     pub simclr_tau: f32,
     /// Use at most this many training samples (all when None).
     pub train_limit: Option<usize>,
-    /// Evaluate on at most this many test samples (all when None).
+    /// Evaluate on at most this many validation and this many test samples (all when None).
     pub test_limit: Option<usize>,
     /// CNN channels of the two blocks.
     pub channels: (usize, usize),
@@ -50,7 +51,7 @@ impl ClassifyConfig {
             epochs: 3,
             batch: 64,
             lr: 2e-3,
-            lambda: 0.1,
+            lambda: AtomConfig::default().lambda,
             margin: 1.0,
             simclr_tau: 0.5,
             train_limit: None,
@@ -68,7 +69,7 @@ impl ClassifyConfig {
             epochs: 6,
             batch: 64,
             lr: 1e-3,
-            lambda: 0.1,
+            lambda: AtomConfig::default().lambda,
             margin: 1.0,
             simclr_tau: 0.5,
             train_limit: None,
@@ -82,6 +83,9 @@ impl ClassifyConfig {
         }
     }
     pub fn validate(&self, train_len: usize) -> Result<()> {
+        if self.test_limit == Some(0) {
+            return Err(Error::Config("--test-limit must be at least 1 (an empty test set scores nothing)".into()));
+        }
         let n = self.train_limit.unwrap_or(train_len).min(train_len);
         if self.batch < 2 || self.batch > n {
             return Err(Error::Config(format!(
@@ -103,23 +107,6 @@ impl ClassifyConfig {
     pub fn fit_options(&self, seed: u64) -> FitOptions {
         FitOptions { epochs: self.epochs, batch: self.batch, seed: sub_seed(seed, 3), detect_anomaly: false }
     }
-}
-
-/// One training run's outcome.
-#[derive(Clone, Debug, Serialize)]
-pub struct ClassifyResult {
-    pub method: Method,
-    pub seed: u64,
-    pub test_accuracy: f64,
-    /// Test accuracy after each epoch.
-    pub curve: Vec<f64>,
-    /// Mean training loss of each epoch.
-    pub train_loss: Vec<f64>,
-    pub nn_spacing: f64,
-    pub train_samples_per_sec: f64,
-    /// Importance of each token of the first test samples (gated methods), for the maps.
-    #[serde(skip)]
-    pub importance: Option<Vec<Vec<f32>>>,
 }
 
 /// Samples shown in importance maps.
@@ -187,14 +174,17 @@ impl<'a> FashionLearner<'a> {
 }
 
 impl Classifier for FashionLearner<'_> {
-    fn model_tensors(&self) -> Vec<(String, Tensor)> {
-        self.model.tensors()
-    }
-    fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
-        eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, Some(keep))
-    }
-    fn latent_dim(&self) -> usize {
-        self.cfg.channels.1 * 49
+    /// On the test split: the latents' nearest-neighbour spacing (first 256 images); draws
+    /// `importance.png` (the first test images with each cell's importance) for gated methods.
+    fn report(&mut self, dir: &Path, _title: &str) -> Result<Report> {
+        let (_, z, maps) =
+            eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, Some(EXPLAIN_SAMPLES))?;
+        let mut report = Report::default();
+        report.metrics.insert("nn_spacing".into(), nn_spacing(&z, self.cfg.channels.1 * 49));
+        if let Some(maps) = maps {
+            fashion_importance_grid(&dir.join("importance.png"), &self.data.test, &maps, true)?;
+        }
+        Ok(report)
     }
 }
 
@@ -217,100 +207,27 @@ impl Learner for FashionLearner<'_> {
         let y = Tensor::from_u32(dev, &by, &[b])?;
         let out = model.forward(tape, &x, true, self.method.gated(), mask)?;
         let ce = out.logits.cross_entropy(&y)?;
-        objective(
-            self.method,
-            ce,
-            &out.z,
-            &out.h,
-            out.w.as_ref(),
-            mask,
-            &self.atom,
-            cfg.lambda,
-            cfg.margin,
-            cfg.simclr_tau,
-            step,
-            || {
-                let mut views = Vec::new();
-                for _ in 0..2 {
-                    let v = tape.constant(Tensor::from_slice(dev, &augment_images(&bx, rng), &[b, 1, ROWS, COLS])?);
-                    views.push(self.proj.forward(tape, &model.forward(tape, &v, true, false, mask)?.z)?);
-                }
-                Ok((views.remove(0), views.remove(0)))
-            },
-        )
+        let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: cfg.margin, tau: cfg.simclr_tau };
+        objective(self.method, ce, &out.z, &out.h, out.w.as_ref(), mask, reg, step, || {
+            let mut views = Vec::new();
+            for _ in 0..2 {
+                let v = tape.constant(Tensor::from_slice(dev, &augment_images(&bx, rng), &[b, 1, ROWS, COLS])?);
+                views.push(self.proj.forward(tape, &model.forward(tape, &v, true, false, mask)?.z)?);
+            }
+            Ok((views.remove(0), views.remove(0)))
+        })
     }
-    fn evaluate(&mut self) -> Result<f64> {
-        Ok(eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, None)?.0)
+    fn evaluate(&mut self) -> Result<Eval> {
+        let (dev, model, cfg, m) = (&self.dev, &self.model, &self.cfg, self.method);
+        Ok(Eval {
+            val: eval_fashion(dev, model, &self.data.val, cfg, m, None)?.0,
+            test: eval_fashion(dev, model, &self.data.test, cfg, m, None)?.0,
+        })
     }
 }
 
-/// The per-run summary of a fitted classifier.
-fn result(
-    method: Method,
-    seed: u64,
-    fitted: &Fitted,
-    acc: f64,
-    z: &[f32],
-    dim: usize,
-    w: Option<Vec<Vec<f32>>>,
-) -> ClassifyResult {
-    let n = fitted.history.len() as f64;
-    ClassifyResult {
-        method,
-        seed,
-        test_accuracy: acc,
-        curve: fitted.history.iter().map(|r| r.test_accuracy).collect(),
-        train_loss: fitted.history.iter().map(|r| r.train_loss).collect(),
-        nn_spacing: nn_spacing(z, dim),
-        train_samples_per_sec: n / fitted.history.iter().map(|r| 1.0 / r.samples_per_sec).sum::<f64>(),
-        importance: w,
-    }
-}
-
-/// What `compare` needs from a classifier beyond [`Learner`]: its model's tensors (saved for
-/// `explain`), the test scores with the first importance maps, and its latent width.
-pub trait Classifier: Learner {
-    fn model_tensors(&self) -> Vec<(String, Tensor)>;
-    #[allow(clippy::type_complexity)]
-    fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)>;
-    fn latent_dim(&self) -> usize;
-}
-
-/// Trains one classifier with the shared loop, saves its model to `save` (with `meta`) and
-/// scores it on the test set.
-fn run_classifier(
-    dev: &Device,
-    l: &mut dyn Classifier,
-    opts: &FitOptions,
-    save: Option<(&Path, serde_json::Value)>,
-    on_step: &mut dyn FnMut(),
-    (method, seed): (Method, u64),
-) -> Result<ClassifyResult> {
-    let fitted = fit(dev, l, opts, None, &mut OnStep(on_step))?;
-    if let Some((path, meta)) = save {
-        checkpoint::save(path, &l.model_tensors(), &meta)?;
-    }
-    let (acc, z, w) = l.explain(EXPLAIN_SAMPLES)?;
-    Ok(result(method, seed, &fitted, acc, &z, l.latent_dim(), w))
-}
-
-/// Trains the CNN with `method` and scores it on the test images.
-pub fn run_fashion(
-    dev: &Device,
-    data: &FashionData,
-    cfg: &ClassifyConfig,
-    method: Method,
-    seed: u64,
-    save: Option<&Path>,
-    on_step: &mut dyn FnMut(),
-) -> Result<ClassifyResult> {
-    let mut l = FashionLearner::new(dev, data, cfg, method, seed)?;
-    let save = save.map(|p| (p, checkpoint_meta("fashion", method, seed, cfg, &data.description())));
-    run_classifier(dev, &mut l, &cfg.fit_options(seed), save, on_step, (method, seed))
-}
-
-/// Test accuracy; with `keep`, also the latents of the first 256 test images and the importance
-/// maps of the first `keep`.
+/// Accuracy on (at most `cfg.test_limit` images of) a held-out split; with `keep`, also the
+/// latents of its first 256 images and the importance maps of the first `keep`.
 #[allow(clippy::type_complexity)]
 fn eval_fashion(
     dev: &Device,
@@ -321,6 +238,9 @@ fn eval_fashion(
     keep: Option<usize>,
 ) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
     let n = limit(test.len(), cfg.test_limit);
+    if n == 0 {
+        return Err(Error::Config("no held-out images to evaluate".into()));
+    }
     let chunk = 500;
     let mut correct = 0;
     let (mut z_keep, mut w_keep) = (Vec::new(), None);
@@ -411,15 +331,19 @@ impl<'a> SentimentLearner<'a> {
 }
 
 impl Classifier for SentimentLearner<'_> {
-    fn model_tensors(&self) -> Vec<(String, Tensor)> {
-        self.model.tensors()
-    }
-    fn explain(&self, keep: usize) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
+    /// On the test split: the latents' nearest-neighbour spacing (first 256 reviews); draws
+    /// `importance.html` (the first test reviews, words shaded by importance) for gated methods.
+    fn report(&mut self, dir: &Path, title: &str) -> Result<Report> {
         let vocab = self.data.vocab.len();
-        eval_sentiment(&self.dev, &self.model, &self.data.test, vocab, &self.cfg, self.method, Some(keep))
-    }
-    fn latent_dim(&self) -> usize {
-        self.cfg.d
+        let (_, z, maps) =
+            eval_sentiment(&self.dev, &self.model, &self.data.test, vocab, &self.cfg, self.method, Some(EXPLAIN_SAMPLES))?;
+        let mut report = Report::default();
+        report.metrics.insert("nn_spacing".into(), nn_spacing(&z, self.cfg.d));
+        if let Some(maps) = maps {
+            let title = format!("{title}: learned token importance");
+            sentiment_importance_html(&dir.join("importance.html"), self.data, &maps, &title)?;
+        }
+        Ok(report)
     }
 }
 
@@ -446,48 +370,24 @@ impl Learner for SentimentLearner<'_> {
         let dseed = sub_seed(self.seed, 1000 + step as u64);
         let out = model.forward(tape, &ids, &mask, true, self.method.gated(), dseed)?;
         let ce = out.logits.cross_entropy(&y)?;
-        objective(
-            self.method,
-            ce,
-            &out.z,
-            &out.h,
-            out.w.as_ref(),
-            &mask,
-            &self.atom,
-            cfg.lambda,
-            cfg.margin,
-            cfg.simclr_tau,
-            step,
-            || {
-                let mut views = Vec::new();
-                for v in 0..2u64 {
-                    let ids_v = Indices::new(dev, &token_dropout(&bt.ids, &bt.lengths, l, rng), &[b, l], vocab)?;
-                    let z = model.forward(tape, &ids_v, &mask, true, false, sub_seed(dseed, 7 + v))?.z;
-                    views.push(self.proj.forward(tape, &z)?);
-                }
-                Ok((views.remove(0), views.remove(0)))
-            },
-        )
+        let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: cfg.margin, tau: cfg.simclr_tau };
+        objective(self.method, ce, &out.z, &out.h, out.w.as_ref(), &mask, reg, step, || {
+            let mut views = Vec::new();
+            for v in 0..2u64 {
+                let ids_v = Indices::new(dev, &token_dropout(&bt.ids, &bt.lengths, l, rng), &[b, l], vocab)?;
+                let z = model.forward(tape, &ids_v, &mask, true, false, sub_seed(dseed, 7 + v))?.z;
+                views.push(self.proj.forward(tape, &z)?);
+            }
+            Ok((views.remove(0), views.remove(0)))
+        })
     }
-    fn evaluate(&mut self) -> Result<f64> {
-        let vocab = self.data.vocab.len();
-        Ok(eval_sentiment(&self.dev, &self.model, &self.data.test, vocab, &self.cfg, self.method, None)?.0)
+    fn evaluate(&mut self) -> Result<Eval> {
+        let (dev, model, cfg, m, vocab) = (&self.dev, &self.model, &self.cfg, self.method, self.data.vocab.len());
+        Ok(Eval {
+            val: eval_sentiment(dev, model, &self.data.val, vocab, cfg, m, None)?.0,
+            test: eval_sentiment(dev, model, &self.data.test, vocab, cfg, m, None)?.0,
+        })
     }
-}
-
-/// Trains the Transformer with `method` and scores it on the test reviews.
-pub fn run_sentiment(
-    dev: &Device,
-    data: &ReviewsData,
-    cfg: &ClassifyConfig,
-    method: Method,
-    seed: u64,
-    save: Option<&Path>,
-    on_step: &mut dyn FnMut(),
-) -> Result<ClassifyResult> {
-    let mut l = SentimentLearner::new(dev, data, cfg, method, seed)?;
-    let save = save.map(|p| (p, checkpoint_meta("sentiment", method, seed, cfg, &data.description())));
-    run_classifier(dev, &mut l, &cfg.fit_options(seed), save, on_step, (method, seed))
 }
 
 #[allow(clippy::type_complexity)]
@@ -501,6 +401,9 @@ fn eval_sentiment(
     keep: Option<usize>,
 ) -> Result<(f64, Vec<f32>, Option<Vec<Vec<f32>>>)> {
     let n = limit(test.labels.len(), cfg.test_limit);
+    if n == 0 {
+        return Err(Error::Config("no held-out reviews to evaluate".into()));
+    }
     let l = test.max_len;
     let chunk = 256;
     let mut correct = 0;
@@ -578,71 +481,4 @@ pub fn sentiment_importance_html(
         html.push_str("</p>\n");
     }
     crate::plot::write_atomic(path, html.as_bytes())
-}
-
-/// What a classifier checkpoint's sidecar records beside the tensors, so `explain` can rebuild it.
-pub fn checkpoint_meta(task: &str, method: Method, seed: u64, cfg: &ClassifyConfig, data: &str) -> serde_json::Value {
-    serde_json::json!({
-        "task": task,
-        "method": method.slug(),
-        "seed": seed,
-        "config": cfg,
-        "data": data,
-        "reviews_split_seed": 0,
-        "reviews_max_len": 64,
-    })
-}
-
-/// Rebuilds a classifier from a checkpoint written by `compare`, scores it on the test set and
-/// draws its importance maps (PNG grid for images, HTML for reviews) into `out`. Returns the
-/// test accuracy and the file written.
-pub fn explain(dev: &Device, path: &Path, data_dir: Option<&Path>, out: &Path) -> Result<(f64, PathBuf)> {
-    use crate::data::fashion::{load_fashion, FashionSource};
-    let mut ck = checkpoint::load(path)?;
-    if ck.sidecar.get("fit").is_some() {
-        // A checkpoint of `train`: the model's tensors are `model.*` (the SimCLR projection head,
-        // `proj.*`, is not part of the classifier).
-        ck = ck.select("model.");
-        ck.tensors.retain(|k, _| !k.starts_with("proj."));
-    }
-    let field = |k: &str| {
-        ck.sidecar.get(k).cloned().ok_or_else(|| {
-            Error::data(path, format!("sidecar has no {k:?}: not a classifier checkpoint from `compare` or `train`"))
-        })
-    };
-    let task = field("task")?.as_str().unwrap_or_default().to_string();
-    let method = Method::parse_list(&[field("method")?.as_str().unwrap_or_default().to_string()])?[0];
-    let cfg: ClassifyConfig = serde_json::from_value(field("config")?)
-        .map_err(|e| Error::data(path, format!("config in the sidecar: {e}")))?;
-    if !method.gated() {
-        return Err(Error::Config(format!(
-            "{}: method {:?} has no importance gate, so there is nothing to explain",
-            path.display(),
-            method.slug()
-        )));
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let title = format!("{} ({}): learned token importance", method.name(), path.display());
-    match task.as_str() {
-        "fashion" => {
-            let data = load_fashion(data_dir.map_or(FashionSource::Auto, |d| FashionSource::Dir(d.to_path_buf())))?;
-            let model = Cnn::new(dev, cfg.channels.0, cfg.channels.1, 10, 0)?;
-            ck.restore_into(&model.tensors())?;
-            let (acc, _, maps) = eval_fashion(dev, &model, &data.test, &cfg, method, Some(EXPLAIN_SAMPLES))?;
-            let file = out.join(format!("explain-{}.png", method.slug()));
-            fashion_importance_grid(&file, &data.test, &maps.unwrap_or_default(), true)?;
-            Ok((acc, file))
-        }
-        "sentiment" => {
-            let data = crate::data::reviews::load_reviews(data_dir, 0, 64)?;
-            let model = Transformer::new(dev, transformer_cfg(&data, &cfg), 0)?;
-            ck.restore_into(&model.tensors())?;
-            let (acc, _, maps) =
-                eval_sentiment(dev, &model, &data.test, data.vocab.len(), &cfg, method, Some(EXPLAIN_SAMPLES))?;
-            let file = out.join(format!("explain-{}.html", method.slug()));
-            sentiment_importance_html(&file, &data, &maps.unwrap_or_default(), &title)?;
-            Ok((acc, file))
-        }
-        t => Err(Error::data(path, format!("unknown task {t:?} in the sidecar (expected fashion or sentiment)"))),
-    }
 }

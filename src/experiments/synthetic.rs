@@ -10,19 +10,27 @@ use crate::atom::{importance, AtomConfig, TokenMask};
 use crate::autodiff::{Param, Tape, Var};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::{auc, nn_spacing, objective, Method};
+use crate::experiments::method::{objective, Method, Regularisers};
+use crate::experiments::protocol::{Classifier, Report};
+use crate::experiments::stats::{auc, nn_spacing};
 use crate::nn::{sub_seed, Activation, Linear, Mlp};
 use crate::ops::reduce::argmax;
 use crate::optim::{Adam, AdamConfig, Optimizer};
+use crate::plot;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::{fit, FitOptions, Learner, OnStep};
+use crate::train::{Eval, FitOptions, Learner};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SyntheticConfig {
     pub train: usize,
+    /// Validation samples, held out from the same generator as the training samples.
+    pub val: usize,
     pub test: usize,
+    /// Seed of the data set (fixed: seeds of a comparison vary the model and batch order, not the data).
+    pub data_seed: u64,
     /// Tokens per sample.
     pub tokens: usize,
     /// Features per token.
@@ -50,7 +58,9 @@ impl Default for SyntheticConfig {
     fn default() -> Self {
         SyntheticConfig {
             train: 2048,
+            val: 512,
             test: 1024,
+            data_seed: 0,
             tokens: 8,
             token_dim: 4,
             informative: vec![2, 5],
@@ -60,7 +70,7 @@ impl Default for SyntheticConfig {
             epochs: 12,
             batch: 64,
             lr: 3e-3,
-            lambda: 0.1,
+            lambda: AtomConfig::default().lambda,
             margin: 1.0,
             simclr_tau: 0.5,
             jitter: 0.1,
@@ -74,8 +84,8 @@ impl SyntheticConfig {
         if self.batch < 2 || self.batch > self.train {
             return bad(format!("batch must be in 2..={} (pairs need 2 samples), got {}", self.train, self.batch));
         }
-        if self.tokens == 0 || self.token_dim == 0 || self.m == 0 || self.hidden == 0 || self.test == 0 {
-            return bad("tokens, token_dim, m, hidden and test must be at least 1".into());
+        if self.tokens == 0 || self.token_dim == 0 || self.m == 0 || self.hidden == 0 || self.val == 0 || self.test == 0 {
+            return bad("tokens, token_dim, m, hidden, val and test must be at least 1".into());
         }
         if let Some(&p) = self.informative.iter().find(|&&p| p >= self.tokens) {
             return bad(format!("informative position {p} is not below tokens = {}", self.tokens));
@@ -94,9 +104,55 @@ impl SyntheticConfig {
 }
 
 /// Samples `[count, tokens, token_dim + tokens]` (features, then one-hot position) and labels.
+#[derive(Clone, Debug)]
 pub struct TokenData {
     pub x: Vec<f32>,
     pub y: Vec<u32>,
+}
+
+impl TokenData {
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+    /// The samples `range` (a contiguous slice).
+    fn slice(&self, range: std::ops::Range<usize>, per: usize) -> TokenData {
+        TokenData { x: self.x[range.start * per..range.end * per].to_vec(), y: self.y[range].to_vec() }
+    }
+}
+
+/// The task's data set: train and validation drawn from one stream (the validation samples are
+/// the last `val` of it), test from another, all from `data_seed`.
+#[derive(Clone, Debug)]
+pub struct SyntheticData {
+    pub train: TokenData,
+    pub val: TokenData,
+    pub test: TokenData,
+}
+
+impl SyntheticData {
+    pub fn generate(cfg: &SyntheticConfig) -> SyntheticData {
+        let per = cfg.tokens * cfg.input_dim();
+        let all = generate(cfg, cfg.train + cfg.val, sub_seed(cfg.data_seed, 10));
+        SyntheticData {
+            train: all.slice(0..cfg.train, per),
+            val: all.slice(cfg.train..cfg.train + cfg.val, per),
+            test: generate(cfg, cfg.test, sub_seed(cfg.data_seed, 11)),
+        }
+    }
+    pub fn description(&self, cfg: &SyntheticConfig) -> String {
+        format!(
+            "synthetic tokens (data seed {}): {} train / {} val / {} test samples of {} tokens, informative {:?}",
+            cfg.data_seed,
+            self.train.len(),
+            self.val.len(),
+            self.test.len(),
+            cfg.tokens,
+            cfg.informative
+        )
+    }
 }
 
 /// Class c in {0, 1}; informative tokens are N((2c - 1) signal e_1, I), the others N(0, I) for both
@@ -192,26 +248,6 @@ impl Model {
     }
 }
 
-/// What one trained model scores on the test set.
-#[derive(Clone, Debug, Serialize)]
-pub struct SyntheticResult {
-    pub method: Method,
-    pub seed: u64,
-    pub test_accuracy: f64,
-    /// Importance-recovery AUC (informative vs noise tokens); gated methods only.
-    pub auc: Option<f64>,
-    /// Mean importance per token position; gated methods only.
-    pub mean_importance: Option<Vec<f64>>,
-    /// Mean nearest-neighbour distance of test latents over their mean pairwise distance.
-    pub nn_spacing: f64,
-    /// Test latents (for the Figure 3a scatter plot) and labels.
-    #[serde(skip)]
-    pub latents: Vec<f32>,
-    #[serde(skip)]
-    pub labels: Vec<u32>,
-    pub final_train_loss: f64,
-}
-
 fn upload_batch(
     dev: &Device,
     cfg: &SyntheticConfig,
@@ -236,22 +272,33 @@ fn upload_batch(
 }
 
 /// The token model with one method's objective, as a [`Learner`].
-pub struct SyntheticLearner {
+pub struct SyntheticLearner<'a> {
     dev: Device,
     cfg: SyntheticConfig,
     method: Method,
     seed: u64,
-    train: TokenData,
-    test: TokenData,
+    data: &'a SyntheticData,
     pub model: Model,
     opt: Adam,
     atom: AtomConfig,
     mask: TokenMask,
-    last_loss: f64,
 }
 
-impl SyntheticLearner {
-    pub fn new(dev: &Device, cfg: &SyntheticConfig, method: Method, seed: u64) -> Result<SyntheticLearner> {
+/// What the model computes on a whole split.
+struct Outputs {
+    accuracy: f64,
+    latents: Vec<f32>,
+    importance: Option<Vec<f32>>,
+}
+
+impl<'a> SyntheticLearner<'a> {
+    pub fn new(
+        dev: &Device,
+        cfg: &SyntheticConfig,
+        data: &'a SyntheticData,
+        method: Method,
+        seed: u64,
+    ) -> Result<SyntheticLearner<'a>> {
         cfg.validate()?;
         let model = Model::new(dev, cfg, sub_seed(seed, 12))?;
         Ok(SyntheticLearner {
@@ -259,26 +306,33 @@ impl SyntheticLearner {
             cfg: cfg.clone(),
             method,
             seed,
-            train: generate(cfg, cfg.train, sub_seed(seed, 10)),
-            test: generate(cfg, cfg.test, sub_seed(seed, 11)),
+            data,
             opt: Adam::new(model.params(method), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?,
             atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
             mask: TokenMask::new(dev, &vec![cfg.tokens; cfg.batch], cfg.tokens)?,
             model,
-            last_loss: f64::NAN,
         })
-    }
-    /// Everything the comparison reports about the trained model.
-    pub fn result(&self) -> Result<SyntheticResult> {
-        evaluate(&self.dev, &self.cfg, &self.model, self.method, self.seed, &self.test, self.last_loss)
     }
     pub fn fit_options(&self) -> FitOptions {
         let (epochs, batch) = (self.cfg.epochs, self.cfg.batch);
         FitOptions { epochs, batch, seed: sub_seed(self.seed, 13), detect_anomaly: false }
     }
+    /// The model on a whole split (no grad).
+    fn outputs(&self, split: &TokenData) -> Result<Outputs> {
+        let n = split.len();
+        let tape = Tape::no_grad();
+        let mask = TokenMask::new(&self.dev, &vec![self.cfg.tokens; n], self.cfg.tokens)?;
+        let idx: Vec<usize> = (0..n).collect();
+        let x = tape.constant(upload_batch(&self.dev, &self.cfg, split, &idx, None)?);
+        let f = self.model.forward(&tape, &x, self.method.gated(), &mask)?;
+        let pred = argmax(f.logits.value(), 1, false)?.to_vec_u32()?;
+        let accuracy = pred.iter().zip(&split.y).filter(|(p, y)| p == y).count() as f64 / n as f64;
+        let importance = f.w.as_ref().map(|w| w.value().to_vec()).transpose()?;
+        Ok(Outputs { accuracy, latents: f.z.value().to_vec()?, importance })
+    }
 }
 
-impl Learner for SyntheticLearner {
+impl Learner for SyntheticLearner<'_> {
     fn tensors(&self) -> Vec<(String, Tensor)> {
         self.model.tensors()
     }
@@ -286,80 +340,42 @@ impl Learner for SyntheticLearner {
         &mut self.opt
     }
     fn train_len(&self) -> usize {
-        self.cfg.train
+        self.data.train.len()
     }
     fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var> {
-        let (dev, cfg, model, mask, train) = (&self.dev, &self.cfg, &self.model, &self.mask, &self.train);
+        let (dev, cfg, model, mask, train) = (&self.dev, &self.cfg, &self.model, &self.mask, &self.data.train);
         let x = tape.constant(upload_batch(dev, cfg, train, idx, None)?);
         let labels: Vec<u32> = idx.iter().map(|&i| train.y[i]).collect();
         let y = Tensor::from_u32(dev, &labels, &[idx.len()])?;
         let f = model.forward(tape, &x, self.method.gated(), mask)?;
         let ce = f.logits.cross_entropy(&y)?;
-        objective(
-            self.method,
-            ce,
-            &f.z,
-            &f.h,
-            f.w.as_ref(),
-            mask,
-            &self.atom,
-            cfg.lambda,
-            cfg.margin,
-            cfg.simclr_tau,
-            step,
-            || {
-                let mut views = Vec::new();
-                for _ in 0..2 {
-                    let xv = tape.constant(upload_batch(dev, cfg, train, idx, Some(&mut *rng))?);
-                    let zv = model.forward(tape, &xv, false, mask)?.z;
-                    views.push(model.proj.forward(tape, &zv)?);
-                }
-                Ok((views.remove(0), views.remove(0)))
-            },
-        )
+        let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: cfg.margin, tau: cfg.simclr_tau };
+        objective(self.method, ce, &f.z, &f.h, f.w.as_ref(), mask, reg, step, || {
+            let mut views = Vec::new();
+            for _ in 0..2 {
+                let xv = tape.constant(upload_batch(dev, cfg, train, idx, Some(&mut *rng))?);
+                let zv = model.forward(tape, &xv, false, mask)?.z;
+                views.push(model.proj.forward(tape, &zv)?);
+            }
+            Ok((views.remove(0), views.remove(0)))
+        })
     }
-    fn evaluate(&mut self) -> Result<f64> {
-        Ok(self.result()?.test_accuracy)
+    fn evaluate(&mut self) -> Result<Eval> {
+        Ok(Eval { val: self.outputs(&self.data.val)?.accuracy, test: self.outputs(&self.data.test)?.accuracy })
     }
 }
 
-/// Trains one method with one seed and scores it on the test set. `on_step` is called after
-/// every step (for progress display).
-pub fn run(
-    dev: &Device,
-    cfg: &SyntheticConfig,
-    method: Method,
-    seed: u64,
-    on_step: impl FnMut(),
-) -> Result<SyntheticResult> {
-    let mut l = SyntheticLearner::new(dev, cfg, method, seed)?;
-    let opts = l.fit_options();
-    let fitted = fit(dev, &mut l, &opts, None, &mut OnStep(on_step))?;
-    l.last_loss = fitted.history.last().map_or(f64::NAN, |r| r.train_loss);
-    l.result()
-}
-
-fn evaluate(
-    dev: &Device,
-    cfg: &SyntheticConfig,
-    model: &Model,
-    method: Method,
-    seed: u64,
-    test: &TokenData,
-    final_train_loss: f64,
-) -> Result<SyntheticResult> {
-    let n = test.y.len();
-    let tape = Tape::no_grad();
-    let mask = TokenMask::new(dev, &vec![cfg.tokens; n], cfg.tokens)?;
-    let idx: Vec<usize> = (0..n).collect();
-    let x = tape.constant(upload_batch(dev, cfg, test, &idx, None)?);
-    let f = model.forward(&tape, &x, method.gated(), &mask)?;
-    let pred = argmax(f.logits.value(), 1, false)?.to_vec_u32()?;
-    let acc = pred.iter().zip(&test.y).filter(|(p, y)| p == y).count() as f64 / n as f64;
-    let latents = f.z.value().to_vec()?;
-    let (auc_v, mean_imp) = match &f.w {
-        Some(w) => {
-            let w = w.value().to_vec()?;
+impl Classifier for SyntheticLearner<'_> {
+    /// On the test split: the importance-recovery AUC (informative vs noise tokens) and the mean
+    /// importance per position (gated methods), the latents' nearest-neighbour spacing; draws
+    /// `latent.png` (the seed's Figure 3a) and, gated, `importance.png` (Figure 3b).
+    fn report(&mut self, dir: &Path, title: &str) -> Result<Report> {
+        let (cfg, test) = (&self.cfg, &self.data.test);
+        let out = self.outputs(test)?;
+        let n = test.len();
+        let mut report = Report::default();
+        report.metrics.insert("nn_spacing".into(), nn_spacing(&out.latents, 2));
+        if let Some(w) = &out.importance {
             let (mut pos, mut neg) = (Vec::new(), Vec::new());
             let mut mean = vec![0.0; cfg.tokens];
             for a in 0..n {
@@ -373,19 +389,96 @@ fn evaluate(
                     }
                 }
             }
-            (Some(auc(&pos, &neg)), Some(mean))
+            report.metrics.insert("auc".into(), auc(&pos, &neg));
+            let labels: Vec<String> = (0..cfg.tokens).map(|i| format!("token {i}")).collect();
+            let hl: Vec<bool> = (0..cfg.tokens).map(|i| cfg.informative.contains(&i)).collect();
+            plot::bar_plot(
+                dir.join("importance.png"),
+                &format!("{title}: mean learned importance per position (informative highlighted)"),
+                &labels,
+                &mean,
+                None,
+                &hl,
+            )?;
+            report.importance = Some(mean);
         }
-        None => (None, None),
-    };
-    Ok(SyntheticResult {
-        method,
-        seed,
-        test_accuracy: acc,
-        auc: auc_v,
-        mean_importance: mean_imp,
-        nn_spacing: nn_spacing(&latents, 2),
-        latents,
-        labels: test.y.clone(),
-        final_train_loss,
-    })
+        let pts: Vec<(f64, f64, usize)> = test
+            .y
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (out.latents[2 * i] as f64, out.latents[2 * i + 1] as f64, c as usize))
+            .collect();
+        plot::scatter_plot(
+            dir.join("latent.png"),
+            &format!("{title}: test latents z (test accuracy {:.1}%)", 100.0 * out.accuracy),
+            &pts,
+            &["class 0".to_string(), "class 1".to_string()],
+            &[],
+        )?;
+        Ok(report)
+    }
+}
+
+/// The comparison's synthetic figures: per gated method the mean importance per position over
+/// seeds (`importance-<method>.png`, the seed's Figure 3b) and the pair energy (`energy.png`,
+/// Figure 2).
+pub fn compare_figures(
+    out: &Path,
+    rows: &[crate::experiments::compare::Row],
+    records: &[(std::path::PathBuf, crate::experiments::protocol::RunRecord)],
+) -> Result<()> {
+    let cfg = SyntheticConfig::default();
+    for row in rows {
+        let imp: Vec<&Vec<f64>> = records
+            .iter()
+            .filter(|(_, r)| r.options.method == row.method && r.options.lambda == row.lambda)
+            .filter_map(|(_, r)| r.report.importance.as_ref())
+            .collect();
+        if imp.is_empty() {
+            continue;
+        }
+        let k = imp[0].len();
+        let per_pos: Vec<Vec<f64>> = (0..k).map(|i| imp.iter().map(|m| m[i]).collect()).collect();
+        let means: Vec<f64> = per_pos.iter().map(|v| crate::experiments::stats::mean_std(v).0).collect();
+        let stds: Vec<f64> = per_pos.iter().map(|v| crate::experiments::stats::mean_std(v).1).collect();
+        let labels: Vec<String> = (0..k).map(|i| format!("token {i}")).collect();
+        let hl: Vec<bool> = (0..k).map(|i| cfg.informative.contains(&i)).collect();
+        plot::bar_plot(
+            out.join(format!("importance-{}.png", row.method.slug())),
+            &format!(
+                "{}: mean learned importance per position over {} seeds (informative highlighted)",
+                row.name,
+                imp.len()
+            ),
+            &labels,
+            &means,
+            Some(&stds),
+            &hl,
+        )?;
+    }
+    energy_figure(&out.join("energy.png"))
+}
+
+/// The seed's Figure 2: U(d̄) for several relative structure terms kappa at s = 1.
+pub fn energy_figure(path: &Path) -> Result<()> {
+    let series: Vec<plot::Series> = [0.5, 0.75, 1.0, 1.5, 2.0]
+        .iter()
+        .map(|&k| plot::Series {
+            name: format!("kappa = {k}"),
+            // Clipped at U = 2 so the minima at d = s / kappa stay visible next to the d -> 0 wall.
+            points: (1..=400)
+                .map(|i| 0.1 + i as f64 * 0.01)
+                .map(|d| (d, crate::atom::cpu::pair_energy(d, 1.0, k)))
+                .filter(|p| p.1 <= 2.0)
+                .collect(),
+            band: None,
+        })
+        .collect();
+    plot::line_plot(
+        path,
+        "Pair energy U(d) = (s/d)^2 - 2 kappa s/d, minimum at d = s/kappa (s = 1)",
+        "distance d / s",
+        "U",
+        &series,
+    )
 }

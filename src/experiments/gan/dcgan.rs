@@ -1,13 +1,14 @@
-//! DCGAN on Fashion-MNIST ([`FashionGan`], [`compare_fashion_gan`]): the same loop with
+//! DCGAN on Fashion-MNIST ([`FashionGan`], [`train_dcgan`]): the same loop with
 //! [`DcGenerator`] / [`DcDiscriminator`]; atom modeling gates the generator's 7x7 map. Generated
 //! images are scored in the features of the project's own Fashion-MNIST CNN ([`FeatureNet`],
-//! trained once per run folder with the classifier trainer and cached there as a checkpoint):
-//! the Fréchet distance between Gaussians fitted to real test and generated features
-//! ([`frechet_distance`]; NOT Inception FID, and comparable only between runs that share the
-//! feature network), the entropy of the CNN's predicted-class histogram ([`class_entropy`]; ln 10
-//! when every class is equally frequent) and the feature diversity (mean pairwise feature
-//! distance, generated over real). Each run saves its generator ([`save_generator`]); [`sample`]
-//! rebuilds one from its checkpoint and draws a grid.
+//! trained once per run or comparison folder and cached there as a checkpoint): the Fréchet
+//! distance between Gaussians fitted to real and generated features ([`frechet_distance`];
+//! validation images select the epoch, test images score the selected generator; NOT Inception
+//! FID, and comparable only between runs that share the feature network), the entropy of the
+//! CNN's predicted-class histogram ([`class_entropy`]; ln 10 when every class is equally
+//! frequent) and the feature diversity (mean pairwise feature distance, generated over real).
+//! Each run saves its selected generator ([`save_generator`]); [`sample`] rebuilds one from its
+//! checkpoint and draws a grid.
 
 use crate::atom::TokenMask;
 use crate::autodiff::Tape;
@@ -15,12 +16,14 @@ use crate::checkpoint;
 use crate::data::fashion::{FashionData, ImageSet, MEAN as FASHION_MEAN, PIXELS, STD as FASHION_STD};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::classify::{self, ClassifyConfig};
-use crate::experiments::{fmt_ms, mean_std, Method, Progress};
+use crate::experiments::classify::{ClassifyConfig, FashionLearner};
+use crate::experiments::protocol::{Report, RunRecord};
+use crate::experiments::task::{RunContext, RunOptions};
+use crate::experiments::Method;
 use crate::nn::cnn::Cnn;
 use crate::nn::gan::{DcDiscriminator, DcGenerator, Generator};
 use crate::nn::sub_seed;
-use crate::plot::{self, write_atomic};
+use crate::plot;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -57,40 +60,46 @@ impl RealSource for ImageSource {
     }
 }
 
-/// `atomgrad train --task gan`: one DCGAN in a run folder, scored after every epoch in the
-/// feature CNN (trained once into the folder; best checkpoint by the lowest Fréchet feature
-/// distance); writes the final sample grid and `generator.safetensors` for `atomgrad sample`.
-/// Returns the summary line, or `None` when stopped early.
+/// `train --task gan` (and each run of `compare --task gan`): one DCGAN in a run folder, scored
+/// after every epoch by the Fréchet feature distance of `eval_samples` images from fixed noise to
+/// the validation images (best checkpoint: the lowest); the generator of the best epoch is then
+/// scored against the test images on fresh noise, drawn (`samples.png`, and `importance.png` for
+/// gated methods) and saved as `generator.safetensors` for `atomgrad sample`. The feature CNN is
+/// trained once into `ctx.shared` (else the run folder). `None` when stopped early.
 pub fn train_dcgan(
     dev: &Device,
     data: &FashionData,
     cfg: &FashionGanConfig,
-    method: Method,
-    seed: u64,
+    opts: &RunOptions,
     run: &mut crate::run::Run,
     resume: Option<&checkpoint::Checkpoint>,
-) -> Result<Option<String>> {
+    ctx: &RunContext,
+) -> Result<Option<RunRecord>> {
+    let (method, seed) = (opts.method, opts.seed);
     let mut gan = FashionGan::fashion(dev, cfg, &data.train, method, seed)?;
-    gan.detect_anomaly = run.detect_anomaly();
-    let features = FeatureNet::prepare(dev, data, &cfg.feature_cnn, &run.dir().join("feature-cnn.safetensors"))?;
+    gan.detect_anomaly = ctx.detect_anomaly;
+    let shared = ctx.shared.clone().unwrap_or_else(|| run.dir().to_path_buf());
+    let features = FeatureNet::prepare(dev, data, &cfg.feature_cnn, &shared.join("feature-cnn.safetensors"))?;
     run.say(&format!(
         "feature CNN: {:.2}% test accuracy ({})",
         100.0 * features.test_accuracy,
         features.checkpoint.display()
     ));
     let per_epoch = cfg.train_limit.map_or(data.train.len(), |l| l.min(data.train.len())) / cfg.batch;
-    let eval_seed = sub_seed(seed, 6);
-    let mut score = |gan: &FashionGan| -> Result<(serde_json::Value, Option<f64>)> {
-        let q = features.quality(&gan.generate(cfg.eval_samples, eval_seed)?)?;
+    let val_seed = sub_seed(seed, 6);
+    let mut score = |gan: &FashionGan| -> Result<(serde_json::Value, f64)> {
+        let q = features.quality(&gan.generate(cfg.eval_samples, val_seed)?, Split::Val)?;
         let m = serde_json::json!({
             "epoch": gan.iteration() / per_epoch, "frechet": q.frechet, "class_entropy": q.class_entropy,
             "diversity": q.diversity,
         });
-        Ok((m, Some(-q.frechet)))
+        Ok((m, q.frechet))
     };
-    if fit_gan(&mut gan, cfg.epochs * per_epoch, per_epoch, resume, run, &mut score)? {
+    if fit_gan(&mut gan, cfg.epochs * per_epoch, per_epoch, resume, run, &mut score, false)? {
         return Ok(None);
     }
+    let history = history_from_metrics(run.dir())?;
+    gan.restore(&checkpoint::load(&run.best_path())?)?;
     let (samples, w) = gan.generate_with_importance(cfg.grid, sub_seed(seed, 5))?;
     let dir = run.dir().to_path_buf();
     plot::image_grid(dir.join("samples.png"), &tiles(&samples), 28, 28, 8, None, None)?;
@@ -102,15 +111,13 @@ pub fn train_dcgan(
         )?;
     }
     save_generator(&dir.join("generator.safetensors"), &gan, cfg, seed, &data.description())?;
-    let q = features.quality(&gan.generate(cfg.eval_samples, eval_seed)?)?;
-    Ok(Some(format!(
-        "DCGAN {} (seed {seed}): Fréchet feature distance {:.3} (own CNN features, not Inception FID), class \
-         entropy {:.3}, diversity {:.3}",
-        gan_method_name(method),
-        q.frechet,
-        q.class_entropy,
-        q.diversity
-    )))
+    let q = features.quality(&gan.generate(cfg.eval_samples, sub_seed(seed, 7))?, Split::Test)?;
+    let mut report = Report::default();
+    report.metrics.insert("class_entropy".into(), q.class_entropy);
+    report.metrics.insert("diversity".into(), q.diversity);
+    let mut record = RunRecord::from_history(opts, history, report, false);
+    record.test = q.frechet;
+    Ok(Some(record))
 }
 
 /// Budget and model of the DCGAN run on Fashion-MNIST.
@@ -161,7 +168,7 @@ impl Default for FashionGanConfig {
             beta1: 0.5,
             beta2: 0.999,
             slope: 0.2,
-            lambda: 0.1,
+            lambda: crate::atom::AtomConfig::default().lambda,
             margin: 10.0,
             reg_batch: 32,
             train_limit: None,
@@ -256,11 +263,12 @@ impl Gan<DcGenerator, DcDiscriminator> {
 pub struct SampleQuality {
     /// Images scored.
     pub images: usize,
-    /// Fréchet feature distance to the real test images (NaN if a feature is not finite).
+    /// Fréchet feature distance to the real images of the split scored against (NaN if a
+    /// feature is not finite).
     pub frechet: f64,
     /// Entropy (nats) of the CNN's predicted classes; ln 10 = 2.303 when all ten are equally frequent.
     pub class_entropy: f64,
-    /// Mean pairwise feature distance of the images over that of the real test images.
+    /// Mean pairwise feature distance of the images over that of the split's real images.
     pub diversity: f64,
     /// Predicted class counts.
     pub class_counts: Vec<usize>,
@@ -269,8 +277,16 @@ pub struct SampleQuality {
 /// Seed of the feature CNN's training run.
 pub const FEATURE_CNN_SEED: u64 = 0;
 
-/// The project's Fashion-MNIST CNN ([`Cnn`], trained by [`classify::run_fashion`] with
-/// cross-entropy) as a feature extractor for generated images: the feature of an image is its
+/// Which real images generated ones are scored against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// The validation images (selection during training).
+    Val,
+    /// The test images (the selected generator's reported score).
+    Test,
+}
+
+/// The project's Fashion-MNIST CNN ([`Cnn`], trained with cross-entropy) as a feature extractor for generated images: the feature of an image is its
 /// last convolutional feature map (after batch norm, ReLU and max pooling) averaged over the 7x7
 /// cells, one value per channel (32 by default), which keeps the covariance well conditioned from
 /// a thousand images and its square root cheap. This is not Inception FID: distances are
@@ -289,36 +305,38 @@ pub struct FeatureNet {
     pub reused: bool,
     /// Seconds spent training (0 when reused) and scoring the test images.
     pub seconds: f64,
-    /// Real test images the reference statistics are fitted to.
-    pub real_images: usize,
-    real: Gaussian,
-    real_spread: f64,
+    /// Real images per split the reference statistics are fitted to (validation, test).
+    pub real_images: (usize, usize),
+    real: [Gaussian; 2],
+    real_spread: [f64; 2],
 }
 
 impl FeatureNet {
     /// Loads the CNN from `path` if a checkpoint there was trained with `cfg` on `data` (seed
-    /// [`FEATURE_CNN_SEED`], cross-entropy), else trains it with [`classify::run_fashion`] and
-    /// saves it there; then scores it on the test images and fits the real-feature Gaussian to
-    /// them.
+    /// [`FEATURE_CNN_SEED`], cross-entropy), else trains it (its last epoch) and saves it there;
+    /// then scores it on the test images and fits the real-feature Gaussians to the validation
+    /// and the test images.
     pub fn prepare(dev: &Device, data: &FashionData, cfg: &ClassifyConfig, path: &Path) -> Result<FeatureNet> {
         let t0 = std::time::Instant::now();
+        let meta = serde_json::json!({
+            "task": "fashion", "method": Method::Ce.slug(), "seed": FEATURE_CNN_SEED,
+            "data": data.description(), "config": cfg,
+        });
         let want = |ck: &checkpoint::Checkpoint| {
-            let s = &ck.sidecar;
-            s.get("task").and_then(|v| v.as_str()) == Some("fashion")
-                && s.get("method").and_then(|v| v.as_str()) == Some(Method::Ce.slug())
-                && s.get("seed").and_then(|v| v.as_u64()) == Some(FEATURE_CNN_SEED)
-                && s.get("data").and_then(|v| v.as_str()) == Some(data.description().as_str())
-                && s.get("config") == serde_json::to_value(cfg).ok().as_ref()
+            ["task", "method", "seed", "data", "config"].iter().all(|k| ck.sidecar.get(*k) == meta.get(*k))
         };
         let found =
             checkpoint::sidecar_path(path)?.exists() && checkpoint::load(path).map(|ck| want(&ck)).unwrap_or(false);
         if !found {
-            classify::run_fashion(dev, data, cfg, Method::Ce, FEATURE_CNN_SEED, Some(path), &mut || {})?;
+            let mut l = FashionLearner::new(dev, data, cfg, Method::Ce, FEATURE_CNN_SEED)?;
+            crate::train::fit(dev, &mut l, &cfg.fit_options(FEATURE_CNN_SEED), None, &mut ())?;
+            checkpoint::save(path, &l.model.tensors(), &meta)?;
         }
         let ck = checkpoint::load(path)?;
         let (c1, c2) = cfg.channels;
         let cnn = Cnn::new(dev, c1, c2, 10, 0)?;
         ck.restore_into(&cnn.tensors())?;
+        let empty = || Gaussian { dim: c2, mean: vec![], cov: vec![] };
         let mut net = FeatureNet {
             dev: dev.clone(),
             cnn,
@@ -327,15 +345,16 @@ impl FeatureNet {
             checkpoint: path.to_path_buf(),
             reused: found,
             seconds: 0.0,
-            real_images: data.test.len(),
-            real: Gaussian { dim: c2, mean: vec![], cov: vec![] },
-            real_spread: f64::NAN,
+            real_images: (data.val.len(), data.test.len()),
+            real: [empty(), empty()],
+            real_spread: [f64::NAN; 2],
         };
-        let (f, pred) = net.features(&data.test.x)?;
+        let (fv, _) = net.features(&data.val.x)?;
+        let (ft, pred) = net.features(&data.test.x)?;
         net.test_accuracy =
             pred.iter().zip(&data.test.y).filter(|(p, y)| p == y).count() as f64 / data.test.len() as f64;
-        net.real = Gaussian::fit(&f, c2)?;
-        net.real_spread = mean_pair_distance(&f, c2);
+        net.real = [Gaussian::fit(&fv, c2)?, Gaussian::fit(&ft, c2)?];
+        net.real_spread = [mean_pair_distance(&fv, c2), mean_pair_distance(&ft, c2)];
         net.seconds = t0.elapsed().as_secs_f64();
         Ok(net)
     }
@@ -365,11 +384,12 @@ impl FeatureNet {
         Ok((feats, preds))
     }
 
-    /// Scores images `[n, 784]` in the data set's normalisation against the real test images.
-    pub fn quality_normalised(&self, x: &[f32]) -> Result<SampleQuality> {
+    /// Scores images `[n, 784]` in the data set's normalisation against the real images of `split`.
+    pub fn quality_normalised(&self, x: &[f32], split: Split) -> Result<SampleQuality> {
+        let k = split as usize;
         let (f, pred) = self.features(x)?;
         let frechet = if f.iter().all(|v| v.is_finite()) {
-            frechet_distance(&self.real, &Gaussian::fit(&f, self.dim)?)?
+            frechet_distance(&self.real[k], &Gaussian::fit(&f, self.dim)?)?
         } else {
             f64::NAN
         };
@@ -381,57 +401,15 @@ impl FeatureNet {
             images: pred.len(),
             frechet,
             class_entropy: class_entropy(&pred, 10),
-            diversity: mean_pair_distance(&f, self.dim) / self.real_spread,
+            diversity: mean_pair_distance(&f, self.dim) / self.real_spread[k],
             class_counts,
         })
     }
 
-    /// Scores generated images `[n, 784]` in [-1, 1].
-    pub fn quality(&self, generated: &[f32]) -> Result<SampleQuality> {
-        self.quality_normalised(&from_tanh_range(generated))
+    /// Scores generated images `[n, 784]` in [-1, 1] against the real images of `split`.
+    pub fn quality(&self, generated: &[f32], split: Split) -> Result<SampleQuality> {
+        self.quality_normalised(&from_tanh_range(generated), split)
     }
-}
-
-// ---- DCGAN runs ----
-
-/// One epoch of a DCGAN run (one JSON line of `metrics.jsonl`).
-#[derive(Clone, Debug, Serialize)]
-pub struct FashionLogLine {
-    pub epoch: usize,
-    pub iter: usize,
-    /// Training seconds so far (scoring excluded).
-    pub seconds: f64,
-    pub loss: LossMeans,
-    /// Mean pairwise pixel distance of 256 generated images over that of 256 real test images: a
-    /// crude collapse indicator (near 0 = collapsed), not a quality measure.
-    pub pixel_diversity: f64,
-    /// Scores of `eval_samples` generated images in the feature CNN (when one was given).
-    pub quality: Option<SampleQuality>,
-}
-
-/// The outcome of one DCGAN run.
-#[derive(Clone, Debug, Serialize)]
-pub struct FashionGanResult {
-    pub method: Method,
-    pub seed: u64,
-    pub log: Vec<FashionLogLine>,
-    pub diverged_at: Option<usize>,
-    /// Training seconds (per-epoch scoring excluded).
-    pub seconds: f64,
-    pub iters_per_sec: f64,
-    /// The saved generator (with a run folder).
-    pub checkpoint: Option<PathBuf>,
-    /// Mean importance over the cells of the scored images (gated methods).
-    pub importance_mean: Option<f64>,
-    /// The fixed-noise sample grid after training, `[grid, 784]` in [0, 1].
-    #[serde(skip)]
-    pub samples: Vec<f32>,
-    /// The gate over the 7x7 map of each grid image (gated methods), row-major 49 values each.
-    #[serde(skip)]
-    pub importance: Option<Vec<Vec<f32>>>,
-    /// Every importance of the last scored images (`eval_samples x 49`, gated methods).
-    #[serde(skip)]
-    pub importance_scores: Vec<f64>,
 }
 
 /// Images `[n, 784]` in [-1, 1] as grid tiles in [0, 1].
@@ -443,123 +421,6 @@ fn tiles(x: &[f32]) -> Vec<Vec<f32>> {
 /// heat map (each map scaled to its own range by [`plot::image_grid`]).
 fn importance_grid(path: &Path, images: &[Vec<f32>], maps: &[Vec<f32>]) -> Result<()> {
     plot::image_grid(path, images, 28, 28, 8, Some(maps), None)
-}
-
-fn importance_histogram(path: &Path, title: &str, scores: &[f64]) -> Result<()> {
-    plot::histogram(path, title, scores, 50)
-}
-
-/// Trains the DCGAN with one method and seed. After every epoch it scores `cfg.eval_samples`
-/// images generated from fixed noise with `features` (when given) and draws the fixed-noise grid.
-/// With `dir`, writes `metrics.jsonl` (one object per epoch), `loss.png`, `samples-epoch<k>.png`,
-/// `generator.safetensors` (+ `.json`, see [`save_generator`]) and, for the gated methods,
-/// `importance.png` (the final grid with the gate overlaid) and `importance-hist.png`.
-#[allow(clippy::too_many_arguments)]
-pub fn run_fashion(
-    dev: &Device,
-    data: &FashionData,
-    cfg: &FashionGanConfig,
-    method: Method,
-    seed: u64,
-    dir: Option<&Path>,
-    features: Option<&FeatureNet>,
-    on_iter: &mut dyn FnMut(usize),
-) -> Result<FashionGanResult> {
-    let mut gan = FashionGan::fashion(dev, cfg, &data.train, method, seed)?;
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    let n = cfg.train_limit.map_or(data.train.len(), |l| l.min(data.train.len()));
-    let per_epoch = n / cfg.batch;
-    let m = data.test.len().min(256);
-    let real_div = mean_pair_distance(&to_tanh_range(&data.test.x[..m * PIXELS]), PIXELS);
-    let (grid_seed, eval_seed) = (sub_seed(seed, 5), sub_seed(seed, 6));
-    let (mut train_s, mut log, mut jsonl, mut diverged_at) = (0.0, Vec::new(), String::new(), None);
-    let (mut samples, mut grid_w, mut eval_w) = (Vec::new(), None, None);
-    for epoch in 0..cfg.epochs {
-        let t0 = std::time::Instant::now();
-        for _ in 0..per_epoch {
-            gan.step()?;
-            on_iter(gan.iteration());
-        }
-        let loss = gan.take_losses()?;
-        train_s += t0.elapsed().as_secs_f64();
-        let (eval, w) = gan.generate_with_importance(cfg.eval_samples, eval_seed)?;
-        eval_w = w;
-        let pixel_diversity = mean_pair_distance(&eval[..eval.len().min(256 * PIXELS)], PIXELS) / real_div;
-        let quality = features.map(|f| f.quality(&eval)).transpose()?;
-        (samples, grid_w) = gan.generate_with_importance(cfg.grid, grid_seed)?;
-        let line = FashionLogLine {
-            epoch: epoch + 1,
-            iter: gan.iteration(),
-            seconds: train_s,
-            loss,
-            pixel_diversity,
-            quality,
-        };
-        let finite = [line.loss.d, line.loss.g, line.loss.reg].iter().all(|v| v.is_finite());
-        if let Some(d) = dir {
-            jsonl.push_str(&serde_json::to_string(&line).expect("serialisable"));
-            jsonl.push('\n');
-            write_atomic(d.join("metrics.jsonl"), jsonl.as_bytes())?;
-            plot::image_grid(
-                d.join(format!("samples-epoch{}.png", epoch + 1)),
-                &tiles(&samples),
-                28,
-                28,
-                8,
-                None,
-                None,
-            )?;
-        }
-        log.push(line);
-        if !finite {
-            diverged_at = Some(gan.iteration());
-            break;
-        }
-    }
-    let importance: Option<Vec<Vec<f32>>> = grid_w.map(|w| w.chunks_exact(49).map(|c| c.to_vec()).collect());
-    let importance_scores: Vec<f64> = eval_w.iter().flatten().map(|&v| v as f64).collect();
-    let importance_mean =
-        (!importance_scores.is_empty()).then(|| importance_scores.iter().sum::<f64>() / importance_scores.len() as f64);
-    let mut checkpoint = None;
-    if let Some(d) = dir {
-        let series = vec![
-            plot::Series::new("D loss", log.iter().map(|l| (l.epoch as f64, l.loss.d)).collect()),
-            plot::Series::new("G adversarial loss", log.iter().map(|l| (l.epoch as f64, l.loss.g)).collect()),
-        ];
-        plot::line_plot(
-            d.join("loss.png"),
-            &format!("DCGAN Fashion-MNIST, {} (seed {seed}): mean losses per epoch", gan_method_name(method)),
-            "epoch",
-            "loss",
-            &series,
-        )?;
-        if let Some(maps) = &importance {
-            importance_grid(&d.join("importance.png"), &tiles(&samples), maps)?;
-            importance_histogram(
-                &d.join("importance-hist.png"),
-                &format!("{} seed {seed}: gate on 7x7 cells, {} images", gan_method_name(method), cfg.eval_samples),
-                &importance_scores,
-            )?;
-        }
-        let path = d.join("generator.safetensors");
-        save_generator(&path, &gan, cfg, seed, &data.description())?;
-        checkpoint = Some(path);
-    }
-    Ok(FashionGanResult {
-        method,
-        seed,
-        iters_per_sec: gan.iteration() as f64 / train_s,
-        log,
-        diverged_at,
-        seconds: train_s,
-        checkpoint,
-        importance_mean,
-        samples: tiles(&samples).concat(),
-        importance,
-        importance_scores,
-    })
 }
 
 // ---- Generator checkpoints ----
@@ -610,7 +471,7 @@ pub fn load_generator(dev: &Device, path: &Path) -> Result<(DcGenerator, Method)
     };
     let (channels, noise) = (field("channels")?, field("noise")?);
     let slug = ck.sidecar.get("method").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    let method = Method::parse_list(&[slug])?[0];
+    let method = Method::parse(&slug)?;
     check_method(method)?;
     let g = DcGenerator::new(dev, noise, channels, 0)?;
     ck.restore_into(&g.tensors())?;
@@ -638,211 +499,4 @@ pub fn sample(dev: &Device, checkpoint: &Path, n: usize, seed: u64, out: &Path) 
     let cols = (1..=n).find(|c| c * c >= n).unwrap_or(1);
     plot::image_grid(&file, &tiles(&x), 28, 28, cols, None, None)?;
     Ok(file)
-}
-
-// ---- The comparison ----
-
-/// One row of the DCGAN table: a method over seeds (final-epoch values).
-#[derive(Clone, Debug, Serialize)]
-pub struct FashionGanRow {
-    pub method: Method,
-    pub name: &'static str,
-    pub seeds: Vec<u64>,
-    pub frechet: Vec<f64>,
-    pub class_entropy: Vec<f64>,
-    pub diversity: Vec<f64>,
-    pub pixel_diversity: Vec<f64>,
-    pub d_loss: Vec<f64>,
-    pub g_loss: Vec<f64>,
-    pub iters_per_sec: Vec<f64>,
-    pub diverged: usize,
-    /// The first seed's generator.
-    pub checkpoint: Option<PathBuf>,
-}
-
-/// Mean ± std band over runs of a per-epoch value, x = epoch.
-fn epoch_band(name: &str, runs: &[&FashionGanResult], f: impl Fn(&FashionLogLine) -> f64) -> plot::Series {
-    let len = runs.iter().map(|r| r.log.len()).min().unwrap_or(0);
-    let stats: Vec<(f64, f64)> =
-        (0..len).map(|i| mean_std(&runs.iter().map(|r| f(&r.log[i])).collect::<Vec<_>>())).collect();
-    plot::Series::new(name, stats.iter().enumerate().map(|(i, &(m, _))| ((i + 1) as f64, m)).collect())
-        .with_band(stats.iter().enumerate().map(|(i, &(m, s))| ((i + 1) as f64, m - s, m + s)).collect())
-}
-
-/// Trains every method for every seed on Fashion-MNIST and writes the run folder: the feature CNN
-/// (`feature-cnn.safetensors`, trained once and reused by later runs into the same folder with the
-/// same settings), `results.md` / `results.json` (Fréchet feature distance, class entropy, feature
-/// and pixel diversity, losses; mean ± std over seeds, with real training images scored the same
-/// way as a reference row), `frechet.png` (per epoch), `real.png`, for seed 0 of each method
-/// `samples-<method>.png` and, gated methods, `importance-<method>.png` / `importance-hist-<method>.png`,
-/// and per run `<method>/seed<k>/` (see [`run_fashion`], including `generator.safetensors`).
-pub fn compare_fashion_gan(
-    dev: &Device,
-    data: &FashionData,
-    cfg: &FashionGanConfig,
-    methods: &[Method],
-    seeds: &[u64],
-    out: &Path,
-    progress: Progress,
-) -> Result<String> {
-    cfg.validate(data.train.len())?;
-    for &m in methods {
-        check_method(m)?;
-    }
-    if seeds.is_empty() {
-        return Err(Error::Config("gan (fashion): need at least one seed".into()));
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let t0 = std::time::Instant::now();
-    let total = methods.len() * seeds.len();
-    progress(0, total, "feature CNN (trained once per run folder, then reused)");
-    let fnet = FeatureNet::prepare(dev, data, &cfg.feature_cnn, &out.join("feature-cnn.safetensors"))?;
-    let n_ref = cfg.eval_samples.min(data.train.len());
-    let reference = fnet.quality_normalised(&data.train.x[..n_ref * PIXELS])?;
-    let real: Vec<f32> = to_tanh_range(&data.test.x[..cfg.grid.min(data.test.len()) * PIXELS]);
-    plot::image_grid(out.join("real.png"), &tiles(&real), 28, 28, 8, None, None)?;
-    let (mut runs, mut rows) = (Vec::<FashionGanResult>::new(), Vec::new());
-    let mut done = 0;
-    for &method in methods {
-        let mut row = FashionGanRow {
-            method,
-            name: gan_method_name(method),
-            seeds: seeds.to_vec(),
-            frechet: vec![],
-            class_entropy: vec![],
-            diversity: vec![],
-            pixel_diversity: vec![],
-            d_loss: vec![],
-            g_loss: vec![],
-            iters_per_sec: vec![],
-            diverged: 0,
-            checkpoint: None,
-        };
-        for &seed in seeds {
-            progress(done, total, &format!("DCGAN {} seed {seed}", gan_method_name(method)));
-            let dir = out.join(method.slug()).join(format!("seed{seed}"));
-            let r = run_fashion(dev, data, cfg, method, seed, Some(&dir), Some(&fnet), &mut |_| {})?;
-            let last = r.log.last().expect("at least one epoch");
-            let q = last.quality.as_ref().expect("scored with the feature CNN");
-            row.frechet.push(q.frechet);
-            row.class_entropy.push(q.class_entropy);
-            row.diversity.push(q.diversity);
-            row.pixel_diversity.push(last.pixel_diversity);
-            row.d_loss.push(last.loss.d);
-            row.g_loss.push(last.loss.g);
-            row.iters_per_sec.push(r.iters_per_sec);
-            row.diverged += r.diverged_at.is_some() as usize;
-            if seed == seeds[0] {
-                row.checkpoint = r.checkpoint.clone();
-                let imgs: Vec<Vec<f32>> = r.samples.chunks_exact(PIXELS).map(|c| c.to_vec()).collect();
-                plot::image_grid(out.join(format!("samples-{}.png", method.slug())), &imgs, 28, 28, 8, None, None)?;
-                if let Some(maps) = &r.importance {
-                    importance_grid(&out.join(format!("importance-{}.png", method.slug())), &imgs, maps)?;
-                    importance_histogram(
-                        &out.join(format!("importance-hist-{}.png", method.slug())),
-                        &format!(
-                            "{} seed {seed}: gate on 7x7 cells, {} images",
-                            gan_method_name(method),
-                            cfg.eval_samples
-                        ),
-                        &r.importance_scores,
-                    )?;
-                }
-            }
-            runs.push(r);
-            done += 1;
-        }
-        rows.push(row);
-    }
-    progress(done, total, "plots");
-    let by = |m: Method| runs.iter().filter(|r| r.method == m).collect::<Vec<_>>();
-    let series: Vec<plot::Series> = methods
-        .iter()
-        .map(|&m| epoch_band(gan_method_name(m), &by(m), |l| l.quality.as_ref().map_or(f64::NAN, |q| q.frechet)))
-        .collect();
-    plot::line_plot(
-        out.join("frechet.png"),
-        "DCGAN Fashion-MNIST: Fréchet distance in the project's CNN features (not FID; mean ± std over seeds)",
-        "epoch",
-        "Fréchet feature distance",
-        &series,
-    )?;
-    let mut md = String::from(
-        "| method | Fréchet feature distance (↓) | class entropy (nats; ln 10 = 2.303) | feature diversity (generated / real) \
-         | pixel diversity (generated / real) | D loss | G adversarial loss | it/s |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-    );
-    md.push_str(&format!(
-        "| real training images (reference) | {:.3} | {:.3} | {:.3} | – | – | – | – |\n",
-        reference.frechet, reference.class_entropy, reference.diversity
-    ));
-    for r in &rows {
-        let div = if r.diverged > 0 { format!(" ({} diverged)", r.diverged) } else { String::new() };
-        md.push_str(&format!(
-            "| {}{} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r.name,
-            div,
-            fmt_ms(&r.frechet, 1.0, 3),
-            fmt_ms(&r.class_entropy, 1.0, 3),
-            fmt_ms(&r.diversity, 1.0, 3),
-            fmt_ms(&r.pixel_diversity, 1.0, 3),
-            fmt_ms(&r.d_loss, 1.0, 3),
-            fmt_ms(&r.g_loss, 1.0, 3),
-            fmt_ms(&r.iters_per_sec, 1.0, 2)
-        ));
-    }
-    let seconds = t0.elapsed().as_secs_f64();
-    let fc = &cfg.feature_cnn;
-    let feature_note = format!(
-        "Sample quality is scored in the features of the project's own Fashion-MNIST CNN (channels {}/{}, \
-         cross-entropy, {} epoch(s) on {} training images, seed {FEATURE_CNN_SEED}; test accuracy {:.2}% on {} \
-         test images; {}): the feature of an image is its last conv map averaged over the 7x7 cells ({}-d). The \
-         Fréchet feature distance is between Gaussians fitted to {} generated images and the {} real test images; \
-         it is NOT Inception FID and is comparable only within runs scored by this network. Class entropy: of \
-         the CNN's predicted classes of the generated images. Diversity: mean pairwise feature distance, generated \
-         over real test. The reference row scores {} real training images the same way.",
-        fc.channels.0,
-        fc.channels.1,
-        fc.epochs,
-        fc.train_limit.map_or(data.train.len(), |l| l.min(data.train.len())),
-        100.0 * fnet.test_accuracy,
-        data.test.len(),
-        if fnet.reused { "reused from feature-cnn.safetensors" } else { "trained for this run" },
-        fnet.dim,
-        cfg.eval_samples,
-        fnet.real_images,
-        n_ref
-    );
-    let header = format!(
-        "gan (DCGAN, Fashion-MNIST): {}; {} epochs, batch {}, noise {}, channels {}, Adam lr {} betas ({}, {}), \
-         lambda {}, regularisers on {} samples; {} seeds; {:.0} s on {}.\n\n{feature_note}\n\n",
-        data.description(),
-        cfg.epochs,
-        cfg.batch,
-        cfg.noise,
-        cfg.channels,
-        cfg.lr,
-        cfg.beta1,
-        cfg.beta2,
-        cfg.lambda,
-        cfg.settings().reg_batch,
-        seeds.len(),
-        seconds,
-        dev.describe()
-    );
-    let json = serde_json::json!({
-        "task": "gan", "data": data.description(), "config": cfg, "seeds": seeds,
-        "feature_cnn": {
-            "note": "the project's own Fashion-MNIST CNN, not Inception: the Fréchet distance is not FID",
-            "checkpoint": fnet.checkpoint, "reused": fnet.reused, "seed": FEATURE_CNN_SEED,
-            "test_accuracy": fnet.test_accuracy, "test_images": data.test.len(), "feature_dim": fnet.dim,
-            "features": "last conv map (after batch norm, ReLU, max pool) averaged over its 7x7 cells",
-            "seconds": fnet.seconds,
-        },
-        "reference_real_train": reference, "rows": rows, "runs": runs,
-        "adapter": dev.describe(), "seconds": seconds,
-    });
-    write_atomic(out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;
-    write_atomic(out.join("results.md"), format!("{header}{md}").as_bytes())?;
-    Ok(format!("{header}{md}"))
 }

@@ -19,8 +19,9 @@
 //! The pairwise terms (L_A, C_w, hinge) are computed on the first `reg_batch` samples of each
 //! generated batch (64 of 128 in the 2-D benchmark), as their cost grows with the batch squared.
 //!
-//! The two benchmarks live in `gan/ring.rs` (2-D mixtures: [`compare_gan2d`]) and `gan/dcgan.rs`
-//! (Fashion-MNIST: [`compare_fashion_gan`]); the sample-quality measures in `gan/metrics.rs`.
+//! The two benchmarks live in `gan/ring.rs` (2-D mixtures: [`train_gan2d`]) and `gan/dcgan.rs`
+//! (Fashion-MNIST: [`train_dcgan`]); the sample-quality measures in `gan/metrics.rs`. Both run
+//! through [`train_run`] for `train` and `compare`.
 
 mod dcgan;
 mod metrics;
@@ -34,6 +35,8 @@ use crate::autodiff::{Tape, Var};
 use crate::checkpoint;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::experiments::protocol::{Point, RunRecord};
+use crate::experiments::task::{Data, RunContext, RunOptions, Task};
 use crate::experiments::Method;
 use crate::nn::gan::{Discriminator, GenOut, Generator};
 use crate::nn::sub_seed;
@@ -45,19 +48,40 @@ use crate::tensor::Tensor;
 use serde::Serialize;
 use std::path::Path;
 
-/// The methods the GAN benchmark runs by default.
-pub const GAN_METHODS: [Method; 4] = [Method::Ce, Method::Gate, Method::HingeL2, Method::Atom];
-
-/// The method's name in GAN tables and plots ([`Method::Ce`] is the plain GAN).
-pub fn gan_method_name(m: Method) -> &'static str {
-    match m {
-        Method::Ce => "GAN",
-        Method::Gate => "GAN + gate only",
-        Method::HingeL1 => "GAN + hinge-L1",
-        Method::HingeL2 => "GAN + hinge-L2",
-        Method::SimClr => "GAN + SimCLR",
-        Method::Atom => "GAN + atom (L_A)",
+/// One run of a GAN task (`train`, and each run of `compare`): see [`train_gan2d`] and [`train_dcgan`].
+pub fn train_run(
+    dev: &Device,
+    opts: &RunOptions,
+    data: &Data,
+    run: &mut crate::run::Run,
+    resume: Option<&checkpoint::Checkpoint>,
+    ctx: &RunContext,
+) -> Result<Option<RunRecord>> {
+    match (opts.task, data) {
+        (Task::Gan2d, _) => {
+            let (cfg, mixture) = opts.gan2d();
+            train_gan2d(dev, &cfg, mixture, opts, run, resume, ctx)
+        }
+        (Task::Gan, Data::Fashion(d)) => train_dcgan(dev, d, &opts.dcgan(), opts, run, resume, ctx),
+        (t, _) => Err(Error::Config(format!("task {} is not a GAN task on this data", t.name()))),
     }
+}
+
+/// A GAN run's history from its `metrics.jsonl` (every logged interval, resumed parts included):
+/// the validation score `"val"` and the generator's adversarial loss of each interval.
+pub fn history_from_metrics(dir: &Path) -> Result<Vec<Point>> {
+    let lines = crate::fsio::read_json_lines(&dir.join("metrics.jsonl"))?;
+    Ok(lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Point {
+            epoch: i + 1,
+            step: l.get("step").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+            train_loss: l.get("loss").and_then(|v| v.get("g")).and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
+            val: l.get("val").and_then(|v| v.as_f64()).unwrap_or(f64::NAN),
+            test: None,
+        })
+        .collect())
 }
 
 fn check_method(m: Method) -> Result<()> {
@@ -400,16 +424,15 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
     }
 }
 
-/// Scores a GAN during training: metrics for the log line and the checkpoint metric (higher is
-/// better).
-pub type Score<'a, G, D> = dyn FnMut(&Gan<G, D>) -> Result<(serde_json::Value, Option<f64>)> + 'a;
+/// Scores a GAN during training: measures for the log line and the validation score.
+pub type Score<'a, G, D> = dyn FnMut(&Gan<G, D>) -> Result<(serde_json::Value, f64)> + 'a;
 
-/// Trains `gan` up to `iters` iterations inside a run folder (`atomgrad train --task gan2d|gan`):
-/// every `log_every` iterations the mean losses and `score`'s metrics go to `metrics.jsonl` and a
-/// checkpoint is saved (the last 2 kept, and the best by `score`'s metric, higher is better); a
-/// stop request (Ctrl-C, `--max-steps`) saves a checkpoint after the current iteration; `resume`
-/// continues bit-identically. Non-finite losses stop with an error naming the iteration. Returns
-/// whether it stopped early.
+/// Trains `gan` up to `iters` iterations inside a run folder: every `log_every` iterations the
+/// mean losses, `score`'s measures and its validation score (`"val"`) go to `metrics.jsonl` and a
+/// checkpoint is saved (the last 2 kept, and the best by the validation score, which
+/// `higher_is_better` orients); a stop request (Ctrl-C, `--max-steps`) saves a checkpoint after
+/// the current iteration; `resume` continues bit-identically. Non-finite losses stop with an
+/// error naming the iteration. Returns whether it stopped early.
 pub fn fit_gan<G: Generator, D: Discriminator>(
     gan: &mut Gan<G, D>,
     iters: usize,
@@ -417,6 +440,7 @@ pub fn fit_gan<G: Generator, D: Discriminator>(
     resume: Option<&checkpoint::Checkpoint>,
     run: &mut crate::run::Run,
     score: &mut Score<G, D>,
+    higher_is_better: bool,
 ) -> Result<bool> {
     use crate::train::Hooks;
     if let Some(ck) = resume {
@@ -445,14 +469,14 @@ pub fn fit_gan<G: Generator, D: Discriminator>(
                     ),
                 });
             }
-            let (metrics, metric) = score(gan)?;
-            let mut line = serde_json::json!({ "iter": it, "loss": loss });
+            let (metrics, val) = score(gan)?;
+            let mut line = serde_json::json!({ "step": it, "loss": loss, "val": val });
             if let (Some(l), serde_json::Value::Object(m)) = (line.as_object_mut(), metrics) {
                 l.extend(m);
             }
             run.log(&line)?;
             run.say(&format!("iter {it:>6}  D {:.4}  G {:.4}  reg {:.4}  {}", loss.d, loss.g, loss.reg, brief(&line)));
-            save(gan, run, metric)?;
+            save(gan, run, Some(if higher_is_better { val } else { -val }))?;
         } else if run.should_stop() {
             save(gan, run, None)?;
             return Ok(true);
@@ -467,12 +491,10 @@ pub fn fit_gan<G: Generator, D: Discriminator>(
 
 /// `loss.png` of a GAN run folder from its `metrics.jsonl` (all of it, resumed parts included).
 fn loss_curves(dir: &Path) -> Result<()> {
-    let path = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines = crate::fsio::read_json_lines(&dir.join("metrics.jsonl"))?;
     let series = |name: &str, key: &str| {
         let pts =
-            lines.iter().filter_map(|l| Some((l.get("iter")?.as_f64()?, l.get("loss")?.get(key)?.as_f64()?))).collect();
+            lines.iter().filter_map(|l| Some((l.get("step")?.as_f64()?, l.get("loss")?.get(key)?.as_f64()?))).collect();
         plot::Series::new(name, pts)
     };
     let all = [series("D loss", "d"), series("G adversarial loss", "g"), series("G regulariser", "reg")];
@@ -483,7 +505,7 @@ fn loss_curves(dir: &Path) -> Result<()> {
 fn brief(line: &serde_json::Value) -> String {
     let Some(o) = line.as_object() else { return String::new() };
     o.iter()
-        .filter(|(k, v)| *k != "iter" && *k != "loss" && v.is_number())
+        .filter(|(k, v)| *k != "step" && *k != "loss" && v.is_number())
         .map(|(k, v)| match v.as_u64() {
             Some(i) => format!("{k} {i}"),
             None => format!("{k} {:.4}", v.as_f64().unwrap_or(f64::NAN)),

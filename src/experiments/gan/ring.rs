@@ -1,16 +1,17 @@
-//! The 2-D mode-coverage benchmark ([`compare_gan2d`]): a ring of 8 Gaussians (radius 2, std 0.02) and a 5x5 grid of
+//! The 2-D mode-coverage benchmark ([`train_gan2d`]): a ring of 8 Gaussians (radius 2, std 0.02) and a 5x5 grid of
 //! 25 (spacing 2, centred, std 0.05); from 10,000 generated points, [`mode_stats`] counts the modes
 //! covered, the share of high-quality points and the KL divergence of the per-mode histogram from
 //! uniform.
 
-use crate::atom::AtomConfig;
 use crate::checkpoint;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::{fmt_ms, mean_std, Method, Progress};
+use crate::experiments::protocol::{Report, RunRecord};
+use crate::experiments::task::{RunContext, RunOptions};
+use crate::experiments::Method;
 use crate::nn::gan::{MlpDiscriminator, MlpGenerator};
 use crate::nn::sub_seed;
-use crate::plot::{self, write_atomic};
+use crate::plot;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -73,19 +74,19 @@ impl Mixture {
         }
         out
     }
-    pub fn parse_list(names: &[String]) -> Result<Vec<Mixture>> {
-        if names.is_empty() {
-            return Ok(Mixture::ALL.to_vec());
-        }
-        names
-            .iter()
-            .map(|n| {
-                Mixture::ALL
-                    .into_iter()
-                    .find(|m| m.slug() == n.trim())
-                    .ok_or_else(|| Error::Config(format!("gan2d: unknown mixture {n:?} (available: ring8, grid25)")))
-            })
-            .collect()
+    /// A mixture by slug (`ring8`, `grid25`).
+    pub fn parse(name: &str) -> Result<Mixture> {
+        Mixture::ALL
+            .into_iter()
+            .find(|m| m.slug() == name.trim())
+            .ok_or_else(|| Error::Config(format!("--mixture: unknown mixture {name:?} (available: ring8, grid25)")))
+    }
+}
+
+impl std::str::FromStr for Mixture {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mixture> {
+        Mixture::parse(s)
     }
 }
 
@@ -201,7 +202,7 @@ impl Default for Gan2dConfig {
             beta1: 0.5,
             beta2: 0.999,
             slope: 0.2,
-            lambda: 0.1,
+            lambda: crate::atom::AtomConfig::default().lambda,
             margin: 10.0,
             reg_batch: 64,
             log_every: 250,
@@ -278,36 +279,40 @@ impl Gan<MlpGenerator, MlpDiscriminator> {
     }
 }
 
-/// `atomgrad train --task gan2d`: one GAN on one mixture in a run folder, scored every log
-/// interval on the fixed-noise snapshot points (best checkpoint by modes covered + high-quality
-/// share). Returns the summary line, or `None` when stopped early.
-#[allow(clippy::too_many_arguments)]
+/// `train --task gan2d` (and each run of `compare --task gan2d`): one GAN on one mixture in a run
+/// folder, scored every log interval by the modes its validation points cover (fixed noise,
+/// `snapshot_points` of them); the generator of the best interval is then scored on
+/// `eval_points` fresh test points (modes covered, high-quality share, KL) and drawn
+/// (`samples.png`). `None` when stopped early.
 pub fn train_gan2d(
     dev: &Device,
     cfg: &Gan2dConfig,
     mixture: Mixture,
-    method: Method,
-    seed: u64,
+    opts: &RunOptions,
     run: &mut crate::run::Run,
     resume: Option<&checkpoint::Checkpoint>,
-) -> Result<Option<String>> {
+    ctx: &RunContext,
+) -> Result<Option<RunRecord>> {
+    let (method, seed) = (opts.method, opts.seed);
     let mut gan = Gan2d::new(dev, cfg, mixture, method, seed)?;
-    gan.detect_anomaly = run.detect_anomaly();
+    gan.detect_anomaly = ctx.detect_anomaly;
     let (centres, std) = (mixture.centres(), mixture.std());
-    let snap_seed = sub_seed(seed, 5);
-    let mut score = |gan: &Gan2d| -> Result<(serde_json::Value, Option<f64>)> {
-        let s = mode_stats(&gan.generate(cfg.snapshot_points, snap_seed)?, &centres, std);
+    let val_seed = sub_seed(seed, 5);
+    let mut score = |gan: &Gan2d| -> Result<(serde_json::Value, f64)> {
+        let s = mode_stats(&gan.generate(cfg.snapshot_points, val_seed)?, &centres, std);
         let m = serde_json::json!({"modes_covered": s.modes_covered, "high_quality": s.high_quality, "kl": s.kl});
-        Ok((m, Some(s.modes_covered as f64 + s.high_quality)))
+        Ok((m, s.modes_covered as f64))
     };
-    if fit_gan(&mut gan, cfg.iters, cfg.log_every, resume, run, &mut score)? {
+    if fit_gan(&mut gan, cfg.iters, cfg.log_every, resume, run, &mut score, true)? {
         return Ok(None);
     }
+    let history = history_from_metrics(run.dir())?;
+    gan.restore(&checkpoint::load(&run.best_path())?)?;
     let points = gan.generate(cfg.eval_points, sub_seed(seed, 6))?;
     let s = mode_stats(&points, &centres, std);
-    let summary = format!(
-        "{} on {} (seed {seed}): {}/{} modes, {:.1}% high quality, KL {:.3} from {} points",
-        gan_method_name(method),
+    let title = format!(
+        "{} on {} (seed {seed}): {}/{} modes, {:.1}% high quality, KL {:.3} from {} test points",
+        method.gan_name(),
         mixture.name(),
         s.modes_covered,
         s.modes,
@@ -315,139 +320,13 @@ pub fn train_gan2d(
         s.kl,
         cfg.eval_points
     );
-    scatter(&run.dir().join("samples.png"), &summary, &points, &centres)?;
-    Ok(Some(summary))
-}
-
-/// One logged interval of a run (one JSON line of `metrics.jsonl`).
-#[derive(Clone, Debug, Serialize)]
-pub struct LogLine {
-    pub iter: usize,
-    pub seconds: f64,
-    pub loss: LossMeans,
-    /// Coverage of the fixed-noise sample at this iteration.
-    pub modes_covered: usize,
-    pub high_quality: f64,
-    pub kl: f64,
-}
-
-/// The outcome of one run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Gan2dResult {
-    pub method: Method,
-    pub mixture: Mixture,
-    pub seed: u64,
-    /// Scores of `eval_points` generated points after training.
-    pub stats: ModeStats,
-    pub log: Vec<LogLine>,
-    /// Iteration at which a loss became non-finite (training stopped there), if it did.
-    pub diverged_at: Option<usize>,
-    pub seconds: f64,
-    pub iters_per_sec: f64,
-    /// The scored points `[eval_points, 2]`.
-    #[serde(skip)]
-    pub points: Vec<f32>,
-}
-
-/// Trains one method on one mixture with one seed. With `dir`, writes `metrics.jsonl` (one object
-/// per log interval), `loss.png` and, with `cfg.snapshots`, `samples-<iter>.png` at each log (the
-/// fixed-noise points over the true centres). `on_iter` is called after every iteration.
-pub fn run(
-    dev: &Device,
-    cfg: &Gan2dConfig,
-    mixture: Mixture,
-    method: Method,
-    seed: u64,
-    dir: Option<&Path>,
-    on_iter: &mut dyn FnMut(usize),
-) -> Result<Gan2dResult> {
-    let mut gan = Gan2d::new(dev, cfg, mixture, method, seed)?;
-    if let Some(d) = dir {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-    }
-    let (centres, std) = (mixture.centres(), mixture.std());
-    let snap_seed = sub_seed(seed, 5);
-    let t0 = std::time::Instant::now();
-    let (mut log, mut jsonl) = (Vec::new(), String::new());
-    let mut diverged_at = None;
-    for i in 0..cfg.iters {
-        gan.step()?;
-        on_iter(i + 1);
-        if (i + 1) % cfg.log_every != 0 && i + 1 != cfg.iters {
-            continue;
-        }
-        let loss = gan.take_losses()?;
-        let pts = gan.generate(cfg.snapshot_points, snap_seed)?;
-        let s = mode_stats(&pts, &centres, std);
-        let line = LogLine {
-            iter: i + 1,
-            seconds: t0.elapsed().as_secs_f64(),
-            modes_covered: s.modes_covered,
-            high_quality: s.high_quality,
-            kl: s.kl,
-            loss,
-        };
-        let finite = [line.loss.d, line.loss.g, line.loss.reg].iter().all(|v| v.is_finite());
-        if let Some(d) = dir {
-            jsonl.push_str(&serde_json::to_string(&line).expect("serialisable"));
-            jsonl.push('\n');
-            write_atomic(d.join("metrics.jsonl"), jsonl.as_bytes())?;
-            if cfg.snapshots {
-                scatter(
-                    &d.join(format!("samples-{:06}.png", i + 1)),
-                    &format!(
-                        "{} on {}, iteration {} (seed {seed}): {}/{} modes, {:.0}% high quality",
-                        gan_method_name(method),
-                        mixture.name(),
-                        i + 1,
-                        s.modes_covered,
-                        s.modes,
-                        100.0 * s.high_quality
-                    ),
-                    &pts,
-                    &centres,
-                )?;
-            }
-        }
-        log.push(line);
-        if !finite {
-            diverged_at = Some(i + 1);
-            break;
-        }
-    }
-    let seconds = t0.elapsed().as_secs_f64();
-    let points = gan.generate(cfg.eval_points, sub_seed(seed, 6))?;
-    let stats = mode_stats(&points, &centres, std);
-    if let Some(d) = dir {
-        let curve = |name: &str, f: &dyn Fn(&LogLine) -> Option<f64>| {
-            plot::Series::new(name, log.iter().filter_map(|l| f(l).map(|v| (l.iter as f64, v))).collect())
-        };
-        let mut series = vec![curve("D loss", &|l| Some(l.loss.d)), curve("G adversarial loss", &|l| Some(l.loss.g))];
-        if method != Method::Ce {
-            series.push(curve("G regulariser", &|l| Some(l.loss.reg)));
-        }
-        if method == Method::Atom {
-            series.push(curve("L_A", &|l| l.loss.l_a));
-        }
-        plot::line_plot(
-            d.join("loss.png"),
-            &format!("{} on {} (seed {seed}): mean losses per log interval", gan_method_name(method), mixture.name()),
-            "iteration",
-            "loss",
-            &series,
-        )?;
-    }
-    Ok(Gan2dResult {
-        method,
-        mixture,
-        seed,
-        stats,
-        iters_per_sec: gan.iteration() as f64 / seconds,
-        log,
-        diverged_at,
-        seconds,
-        points,
-    })
+    scatter(&run.dir().join("samples.png"), &title, &points, &centres)?;
+    let mut report = Report::default();
+    report.metrics.insert("high_quality".into(), s.high_quality);
+    report.metrics.insert("kl".into(), s.kl);
+    let mut record = RunRecord::from_history(opts, history, report, true);
+    record.test = s.modes_covered as f64;
+    Ok(Some(record))
 }
 
 /// Generated points (grey) over the true centres (crosses), at most 5,000 drawn.
@@ -457,179 +336,3 @@ fn scatter(path: &Path, title: &str, pts: &[f32], centres: &[(f64, f64)]) -> Res
     plot::scatter_plot(path, title, &p, &["generated".to_string()], centres)
 }
 
-/// One row of the GAN table: a method on a mixture over seeds.
-#[derive(Clone, Debug, Serialize)]
-pub struct GanRow {
-    pub mixture: Mixture,
-    pub method: Method,
-    pub name: &'static str,
-    pub modes: usize,
-    pub seeds: Vec<u64>,
-    pub modes_covered: Vec<f64>,
-    pub high_quality: Vec<f64>,
-    pub kl: Vec<f64>,
-    /// Runs whose loss became non-finite (scored as they stood).
-    pub diverged: usize,
-}
-
-/// Markdown table: mean ± sample std over seeds.
-pub fn gan_table(rows: &[GanRow]) -> String {
-    let mut s = String::from(
-        "| mixture | method | modes covered | high-quality points (%) | KL(modes ‖ uniform) |\n| --- | --- | --- | --- | --- |\n",
-    );
-    for r in rows {
-        let div = if r.diverged > 0 { format!(" ({} diverged)", r.diverged) } else { String::new() };
-        s.push_str(&format!(
-            "| {} | {}{} | {} / {} | {} | {} |\n",
-            r.mixture.name(),
-            r.name,
-            div,
-            fmt_ms(&r.modes_covered, 1.0, 1),
-            r.modes,
-            fmt_ms(&r.high_quality, 100.0, 1),
-            fmt_ms(&r.kl, 1.0, 3)
-        ));
-    }
-    s
-}
-
-/// Mean ± std band over runs of a per-log value, x = iteration.
-fn log_band(name: &str, runs: &[&Gan2dResult], f: impl Fn(&LogLine) -> f64) -> plot::Series {
-    let len = runs.iter().map(|r| r.log.len()).min().unwrap_or(0);
-    let xs: Vec<f64> = (0..len).map(|i| runs[0].log[i].iter as f64).collect();
-    let stats: Vec<(f64, f64)> =
-        (0..len).map(|i| mean_std(&runs.iter().map(|r| f(&r.log[i])).collect::<Vec<_>>())).collect();
-    plot::Series::new(name, xs.iter().zip(&stats).map(|(&x, &(m, _))| (x, m)).collect())
-        .with_band(xs.iter().zip(&stats).map(|(&x, &(m, s))| (x, m - s, m + s)).collect())
-}
-
-/// Trains every method on every mixture for every seed with the same budget and writes the run
-/// folder: `results.md` / `results.json`, `<mixture>-<method>.png` (seed 0's generated points over
-/// the centres), `<mixture>-loss-d.png`, `<mixture>-loss-g.png`, `<mixture>-modes.png` (curves,
-/// mean ± std over seeds) and per run `<mixture>/<method>/seed<k>/` (metrics.jsonl, loss.png,
-/// sample snapshots for seed 0).
-pub fn compare_gan2d(
-    dev: &Device,
-    cfg: &Gan2dConfig,
-    mixtures: &[Mixture],
-    methods: &[Method],
-    seeds: &[u64],
-    out: &Path,
-    progress: Progress,
-) -> Result<String> {
-    cfg.validate()?;
-    for &m in methods {
-        check_method(m)?;
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let t0 = std::time::Instant::now();
-    let total = mixtures.len() * methods.len() * seeds.len();
-    let (mut rows, mut runs) = (Vec::new(), Vec::new());
-    let mut done = 0;
-    for &mixture in mixtures {
-        let mut mix_runs: Vec<Gan2dResult> = Vec::new();
-        for &method in methods {
-            let mut row = GanRow {
-                mixture,
-                method,
-                name: gan_method_name(method),
-                modes: mixture.centres().len(),
-                seeds: seeds.to_vec(),
-                modes_covered: vec![],
-                high_quality: vec![],
-                kl: vec![],
-                diverged: 0,
-            };
-            for &seed in seeds {
-                progress(done, total, &format!("{}: {} seed {seed}", mixture.name(), gan_method_name(method)));
-                let dir = out.join(mixture.slug()).join(method.slug()).join(format!("seed{seed}"));
-                let run_cfg = Gan2dConfig { snapshots: cfg.snapshots && seed == seeds[0], ..cfg.clone() };
-                let r = run(dev, &run_cfg, mixture, method, seed, Some(&dir), &mut |_| {})?;
-                row.modes_covered.push(r.stats.modes_covered as f64);
-                row.high_quality.push(r.stats.high_quality);
-                row.kl.push(r.stats.kl);
-                row.diverged += r.diverged_at.is_some() as usize;
-                if seed == seeds[0] {
-                    scatter(
-                        &out.join(format!("{}-{}.png", mixture.slug(), method.slug())),
-                        &format!(
-                            "{} on {} (seed {seed}): {}/{} modes, {:.0}% high quality, KL {:.3}",
-                            gan_method_name(method),
-                            mixture.name(),
-                            r.stats.modes_covered,
-                            r.stats.modes,
-                            100.0 * r.stats.high_quality,
-                            r.stats.kl
-                        ),
-                        &r.points,
-                        &mixture.centres(),
-                    )?;
-                }
-                mix_runs.push(r);
-                done += 1;
-            }
-            rows.push(row);
-        }
-        progress(done, total, &format!("{}: plots", mixture.name()));
-        let by = |m: Method| mix_runs.iter().filter(|r| r.method == m).collect::<Vec<_>>();
-        type Pick = fn(&LogLine) -> f64;
-        let plots: [(&str, &str, Pick); 3] = [
-            ("loss-d", "discriminator loss", |l| l.loss.d),
-            ("loss-g", "generator adversarial loss", |l| l.loss.g),
-            ("modes", "modes covered by 2,000 fixed-noise points", |l| l.modes_covered as f64),
-        ];
-        for (file, what, f) in plots {
-            let series: Vec<plot::Series> = methods.iter().map(|&m| log_band(gan_method_name(m), &by(m), f)).collect();
-            plot::line_plot(
-                out.join(format!("{}-{file}.png", mixture.slug())),
-                &format!("{}: {what} (mean ± std over seeds)", mixture.name()),
-                "iteration",
-                what,
-                &series,
-            )?;
-        }
-        runs.extend(mix_runs);
-    }
-    let md = gan_table(&rows);
-    let seconds = t0.elapsed().as_secs_f64();
-    let a = AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() };
-    let json = serde_json::json!({
-        "task": "gan2d",
-        "config": cfg,
-        "atom": {
-            "lambda": a.lambda, "mu_w": a.mu_w, "eps": a.eps, "tau_lo": a.tau_lo, "tau_hi": a.tau_hi,
-            "r_max": a.r_max, "warmup_steps": a.warmup_steps, "normalize": a.normalize,
-            "attach": format!("generator's last hidden layer ({} units) as {} tokens of {}", cfg.hidden, cfg.tokens, cfg.hidden / cfg.tokens),
-        },
-        "mixtures": mixtures,
-        "seeds": seeds,
-        "rows": rows,
-        "runs": runs,
-        "adapter": dev.describe(),
-        "seconds": seconds,
-    });
-    write_atomic(out.join("results.json"), serde_json::to_string_pretty(&json).expect("serialisable").as_bytes())?;
-    let header = format!(
-        "gan2d: {} iterations, batch {} (regularisers on the first {}), noise {}, MLP width {} ({} tokens), Adam lr {} \
-         betas ({}, {}), lambda {}, margin {}; metrics from {} generated points; {} seeds; {:.0} s on {}\n\n",
-        cfg.iters,
-        cfg.batch,
-        cfg.reg_samples(),
-        cfg.noise,
-        cfg.hidden,
-        cfg.tokens,
-        cfg.lr,
-        cfg.beta1,
-        cfg.beta2,
-        cfg.lambda,
-        cfg.margin,
-        cfg.eval_points,
-        seeds.len(),
-        seconds,
-        dev.describe()
-    );
-    write_atomic(out.join("results.md"), format!("{header}{md}").as_bytes())?;
-    Ok(format!("{header}{md}"))
-}
-
-// ---- DCGAN on Fashion-MNIST ----

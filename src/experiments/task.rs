@@ -1,0 +1,619 @@
+//! The task registry: every task's name, data, model, defaults and budget, reached through
+//! [`Task`]. `train`, `compare` and `explain` dispatch through it and nothing else names a task.
+//!
+//! Adding a task: a variant of [`Task`] with its row in [`Task::info`], its defaults in
+//! [`Task::defaults`] (read from its config struct, the one source of its defaults), its data in
+//! [`load_data`] and its learner in [`classifier`] (or its GAN loop in [`train_run`]).
+
+use crate::atom::AtomConfig;
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::fashion::{load_fashion, FashionData, FashionSource};
+use crate::data::reviews::{load_reviews, ReviewsData};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
+use crate::experiments::gan::{FashionGanConfig, Gan2dConfig, Mixture};
+use crate::experiments::method::Method;
+use crate::experiments::protocol::{Classifier, Point, RunRecord};
+use crate::experiments::synthetic::{SyntheticConfig, SyntheticData, SyntheticLearner};
+use crate::fsio;
+use crate::run::Run;
+use crate::train::{fit, FitOptions, MoonsConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A task: data, model, objective family and budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Moons,
+    Synthetic,
+    Fashion,
+    Sentiment,
+    Gan2d,
+    Gan,
+}
+
+/// What kind of training a task runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `train::fit` over a [`Classifier`]; scored by accuracy.
+    Classifier,
+    /// The GAN loop (`gan::fit_gan`); scored by its own sample measures.
+    Gan,
+}
+
+/// A task's fixed description.
+pub struct TaskInfo {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub kind: Kind,
+    /// The methods it can train.
+    pub methods: &'static [Method],
+    /// What `compare` trains when `--methods` is not given.
+    pub compare_methods: &'static [Method],
+}
+
+const CLASSIFIER_METHODS: &[Method] = &Method::ALL;
+const GAN_METHODS: &[Method] = &[Method::Ce, Method::Gate, Method::HingeL1, Method::HingeL2, Method::Atom];
+
+impl Task {
+    pub const ALL: [Task; 6] = [Task::Moons, Task::Synthetic, Task::Fashion, Task::Sentiment, Task::Gan2d, Task::Gan];
+
+    pub fn info(self) -> TaskInfo {
+        let (name, about, kind, methods, compare_methods): (_, _, _, &'static [Method], &'static [Method]) = match self {
+            Task::Moons => (
+                "moons",
+                "MLP on two interleaved moons (the engine's end-to-end check; cross-entropy only)",
+                Kind::Classifier,
+                &[Method::Ce],
+                &[Method::Ce],
+            ),
+            Task::Synthetic => (
+                "synthetic",
+                "8-token two-class data with known informative tokens (the seed's Figures 2 and 3)",
+                Kind::Classifier,
+                CLASSIFIER_METHODS,
+                CLASSIFIER_METHODS,
+            ),
+            Task::Fashion => ("fashion", "CNN on Fashion-MNIST", Kind::Classifier, CLASSIFIER_METHODS, CLASSIFIER_METHODS),
+            Task::Sentiment => (
+                "sentiment",
+                "Transformer on Rotten Tomatoes review snippets",
+                Kind::Classifier,
+                CLASSIFIER_METHODS,
+                CLASSIFIER_METHODS,
+            ),
+            Task::Gan2d => (
+                "gan2d",
+                "GAN on a 2-D Gaussian mixture (ring of 8 or 5x5 grid): mode coverage",
+                Kind::Gan,
+                GAN_METHODS,
+                &[Method::Ce, Method::Gate, Method::HingeL2, Method::Atom],
+            ),
+            Task::Gan => (
+                "gan",
+                "DCGAN on Fashion-MNIST: Fréchet feature distance, class entropy, diversity",
+                Kind::Gan,
+                GAN_METHODS,
+                &[Method::Ce, Method::Gate, Method::HingeL2, Method::Atom],
+            ),
+        };
+        TaskInfo { name, about, kind, methods, compare_methods }
+    }
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+    pub fn kind(self) -> Kind {
+        self.info().kind
+    }
+    pub fn parse(name: &str) -> Result<Task> {
+        Task::ALL.into_iter().find(|t| t.name() == name.trim()).ok_or_else(|| {
+            let all: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
+            Error::Config(format!("--task: unknown task {name:?} (available: {})", all.join(", ")))
+        })
+    }
+
+    /// Every option the task takes, at its default (`data` and the limits default to none, the
+    /// task's own data in full): read from the task's config struct, the one source of its defaults.
+    pub fn defaults(self) -> Overrides {
+        let (epochs, iters, batch, lr, lambda) = match self {
+            Task::Moons => {
+                let d = MoonsConfig::default();
+                (Some(d.epochs), None, d.batch, d.lr, None)
+            }
+            Task::Synthetic => {
+                let d = SyntheticConfig::default();
+                (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
+            }
+            Task::Fashion | Task::Sentiment => {
+                let d = if self == Task::Fashion { ClassifyConfig::fashion() } else { ClassifyConfig::sentiment() };
+                (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
+            }
+            Task::Gan2d => {
+                let d = Gan2dConfig::default();
+                (None, Some(d.iters), d.batch, d.lr, Some(d.lambda))
+            }
+            Task::Gan => {
+                let d = FashionGanConfig::default();
+                (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
+            }
+        };
+        Overrides {
+            epochs,
+            iters,
+            batch: Some(batch),
+            lr: Some(short(lr)),
+            lambda: lambda.map(short),
+            hidden: (self == Task::Moons).then(|| MoonsConfig::default().hidden),
+            channels: (self == Task::Gan).then(|| FashionGanConfig::default().channels),
+            mixture: (self == Task::Gan2d).then_some(Mixture::Ring8),
+            ..Overrides::default()
+        }
+    }
+
+    /// The long names of the options the task takes (`--mixed-precision` applies to every task).
+    pub fn takes(self) -> &'static [&'static str] {
+        match self {
+            Task::Moons => &["epochs", "batch", "lr", "hidden"],
+            Task::Synthetic => &["epochs", "batch", "lr", "lambda"],
+            Task::Fashion | Task::Sentiment => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit"],
+            Task::Gan2d => &["iters", "batch", "lr", "lambda", "mixture"],
+            Task::Gan => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "channels"],
+        }
+    }
+
+    /// One line per task with its defaults, for `--help`.
+    pub fn defaults_help() -> String {
+        let mut s = String::from("Task defaults (every option not given takes its task's value):\n");
+        for t in Task::ALL {
+            let d = t.defaults();
+            let mut parts = Vec::new();
+            if let Some(e) = d.epochs {
+                parts.push(format!("--epochs {e}"));
+            }
+            if let Some(i) = d.iters {
+                parts.push(format!("--iters {i}"));
+            }
+            parts.push(format!("--batch {}", d.batch.unwrap_or(0)));
+            parts.push(format!("--lr {}", d.lr.unwrap_or(0.0)));
+            if let Some(l) = d.lambda {
+                parts.push(format!("--lambda {l}"));
+            }
+            if let Some(h) = d.hidden {
+                parts.push(format!("--hidden {h}"));
+            }
+            if let Some(c) = d.channels {
+                parts.push(format!("--channels {c}"));
+            }
+            if let Some(m) = d.mixture {
+                parts.push(format!("--mixture {}", m.slug()));
+            }
+            s.push_str(&format!("  {:<10} {}\n", t.name(), parts.join(" ")));
+        }
+        s
+    }
+
+    /// The effective options of one run of `method` with `seed`: `o` over the task's defaults.
+    /// An option the task (or the method) does not take is an error, as is a bad value.
+    pub fn resolve(self, method: Method, seed: u64, o: &Overrides) -> Result<RunOptions> {
+        let info = self.info();
+        if !info.methods.contains(&method) {
+            let ok: Vec<&str> = info.methods.iter().map(|m| m.slug()).collect();
+            return Err(Error::Config(format!(
+                "--method: task {} does not train {:?} (methods: {})",
+                self.name(),
+                method.slug(),
+                ok.join(", ")
+            )));
+        }
+        let d = self.defaults();
+        let takes = self.takes();
+        for name in o.given() {
+            if !takes.contains(&name) {
+                return Err(Error::Config(format!(
+                    "--{name} does not apply to task {} (it takes: {})",
+                    self.name(),
+                    takes.iter().map(|t| format!("--{t}")).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        if o.lambda.is_some() && !method.uses_lambda() {
+            return Err(Error::Config(format!(
+                "--lambda does not apply to method {:?} (no regulariser weighed by lambda)",
+                method.slug()
+            )));
+        }
+        let opts = RunOptions {
+            task: self,
+            method,
+            seed,
+            epochs: o.epochs.or(d.epochs),
+            iters: o.iters.or(d.iters),
+            batch: o.batch.or(d.batch).unwrap_or(1),
+            lr: o.lr.or(d.lr).unwrap_or(0.0),
+            lambda: if method.uses_lambda() { o.lambda.or(d.lambda) } else { None },
+            data: o.data.clone(),
+            train_limit: o.train_limit,
+            test_limit: o.test_limit,
+            hidden: o.hidden.or(d.hidden),
+            channels: o.channels.or(d.channels),
+            mixture: o.mixture.or(d.mixture),
+            mixed_precision: o.mixed_precision,
+        };
+        opts.check()?;
+        Ok(opts)
+    }
+
+    /// How a run is scored: what selection maximises (or minimises) on validation and what the
+    /// tables report on test.
+    pub fn score(self) -> Score {
+        match self {
+            Task::Gan2d => Score { name: "modes covered", higher_is_better: true, scale: 1.0, unit: "", digits: 2 },
+            Task::Gan => Score { name: "Fréchet feature distance", higher_is_better: false, scale: 1.0, unit: "", digits: 3 },
+            _ => Score { name: "accuracy", higher_is_better: true, scale: 100.0, unit: " (%)", digits: 2 },
+        }
+    }
+    /// The report's measures shown as table columns: (key, column title, scale, digits).
+    pub fn columns(self) -> &'static [(&'static str, &'static str, f64, usize)] {
+        match self {
+            Task::Synthetic => &[("auc", "importance AUC", 1.0, 3), ("nn_spacing", "NN spacing", 1.0, 4)],
+            Task::Fashion | Task::Sentiment | Task::Moons => &[("nn_spacing", "NN spacing", 1.0, 4)],
+            Task::Gan2d => &[("high_quality", "high-quality points (%)", 100.0, 1), ("kl", "KL(modes ‖ uniform)", 1.0, 3)],
+            Task::Gan => &[("class_entropy", "class entropy (ln 10 = 2.303)", 1.0, 3), ("diversity", "feature diversity", 1.0, 3)],
+        }
+    }
+}
+
+/// How runs of a task are scored.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Score {
+    pub name: &'static str,
+    pub higher_is_better: bool,
+    /// Shown times this (100: a fraction as a percentage).
+    pub scale: f64,
+    pub unit: &'static str,
+    pub digits: usize,
+}
+
+/// `x` as the f64 with the shortest decimal form (0.01, not 0.009999999776).
+fn short(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
+}
+
+/// Options given on the command line (or a config file) over a task's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iters: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<Mixture>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mixed_precision: bool,
+}
+
+impl Overrides {
+    /// The long option names of the options set.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut add = |on: bool, name| {
+            if on {
+                v.push(name)
+            }
+        };
+        add(self.epochs.is_some(), "epochs");
+        add(self.iters.is_some(), "iters");
+        add(self.batch.is_some(), "batch");
+        add(self.lr.is_some(), "lr");
+        add(self.lambda.is_some(), "lambda");
+        add(self.data.is_some(), "data");
+        add(self.train_limit.is_some(), "train-limit");
+        add(self.test_limit.is_some(), "test-limit");
+        add(self.hidden.is_some(), "hidden");
+        add(self.channels.is_some(), "channels");
+        add(self.mixture.is_some(), "mixture");
+        v
+    }
+}
+
+/// The effective options of one training run: a run folder's `config.json`, and the `"options"`
+/// of every checkpoint's sidecar. Options a task does not take are absent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions {
+    pub task: Task,
+    pub method: Method,
+    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iters: Option<usize>,
+    pub batch: usize,
+    pub lr: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<Mixture>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mixed_precision: bool,
+}
+
+impl RunOptions {
+    fn lambda32(&self) -> f32 {
+        self.lambda.unwrap_or(AtomConfig::default().lambda as f64) as f32
+    }
+    pub fn moons(&self) -> MoonsConfig {
+        let d = MoonsConfig::default();
+        MoonsConfig {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch: self.batch,
+            lr: self.lr as f32,
+            hidden: self.hidden.unwrap_or(d.hidden),
+            seed: self.seed,
+            ..d
+        }
+    }
+    pub fn synthetic(&self) -> SyntheticConfig {
+        let d = SyntheticConfig::default();
+        SyntheticConfig {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch: self.batch,
+            lr: self.lr as f32,
+            lambda: self.lambda32(),
+            ..d
+        }
+    }
+    pub fn classify(&self) -> ClassifyConfig {
+        let d = if self.task == Task::Sentiment { ClassifyConfig::sentiment() } else { ClassifyConfig::fashion() };
+        ClassifyConfig {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch: self.batch,
+            lr: self.lr as f32,
+            lambda: self.lambda32(),
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            ..d
+        }
+    }
+    pub fn gan2d(&self) -> (Gan2dConfig, Mixture) {
+        let d = Gan2dConfig::default();
+        let iters = self.iters.unwrap_or(d.iters);
+        let log_every = d.log_every.min(iters.div_ceil(10)).max(1);
+        let cfg = Gan2dConfig { iters, batch: self.batch, lr: self.lr as f32, lambda: self.lambda32(), log_every, ..d };
+        (cfg, self.mixture.unwrap_or(Mixture::Ring8))
+    }
+    pub fn dcgan(&self) -> FashionGanConfig {
+        let d = FashionGanConfig::default();
+        FashionGanConfig {
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch: self.batch,
+            lr: self.lr as f32,
+            lambda: self.lambda32(),
+            train_limit: self.train_limit,
+            channels: self.channels.unwrap_or(d.channels),
+            ..d
+        }
+    }
+
+    /// Checks every value that does not depend on the data (those that do: [`RunOptions::validate`]).
+    fn check(&self) -> Result<()> {
+        let finite_pos = self.lr > 0.0 && self.lr.is_finite();
+        if !finite_pos {
+            return Err(Error::Config(format!("--lr must be a positive number, got {}", self.lr)));
+        }
+        if let Some(l) = self.lambda {
+            if !(l >= 0.0 && l.is_finite()) {
+                return Err(Error::Config(format!("--lambda must be a number >= 0, got {l}")));
+            }
+        }
+        if self.epochs == Some(0) || self.iters == Some(0) {
+            return Err(Error::Config("--epochs and --iters must be at least 1".into()));
+        }
+        if self.test_limit == Some(0) || self.train_limit == Some(0) {
+            return Err(Error::Config("--train-limit and --test-limit must be at least 1".into()));
+        }
+        match self.task {
+            Task::Moons => self.moons().validate(),
+            Task::Synthetic => self.synthetic().validate(),
+            Task::Gan2d => self.gan2d().0.validate(),
+            Task::Fashion | Task::Sentiment | Task::Gan => Ok(()),
+        }
+    }
+
+    /// Checks the options against the loaded data (batch within the training set, ...): with
+    /// [`Task::resolve`], everything is checked before a run folder is created.
+    pub fn validate(&self, data: &Data) -> Result<()> {
+        self.check()?;
+        match (self.task, data) {
+            (Task::Fashion, Data::Fashion(d)) => self.classify().validate(d.train.len()),
+            (Task::Sentiment, Data::Reviews(d)) => self.classify().validate(d.train.len()),
+            (Task::Gan, Data::Fashion(d)) => self.dcgan().validate(d.train.len()),
+            (Task::Moons, _) | (Task::Synthetic, Data::Synthetic(_)) | (Task::Gan2d, _) => Ok(()),
+            (t, _) => Err(Error::Config(format!("task {}: the loaded data is not its data", t.name()))),
+        }
+    }
+
+    /// Optimizer steps (GAN iterations) the run takes in all, for progress and ETA.
+    pub fn total_steps(&self, data: &Data) -> usize {
+        let per_epoch = |n: usize| self.train_limit.map_or(n, |l| l.min(n)) / self.batch.max(1);
+        match (self.task, data) {
+            (Task::Gan2d, _) => self.gan2d().0.iters,
+            (Task::Moons, _) => self.moons().epochs * (self.moons().train / self.batch.max(1)),
+            (Task::Synthetic, Data::Synthetic(d)) => self.synthetic().epochs * per_epoch(d.train.len()),
+            (_, Data::Fashion(d)) => self.epochs.unwrap_or(1) * per_epoch(d.train.len()),
+            (_, Data::Reviews(d)) => self.epochs.unwrap_or(1) * per_epoch(d.train.len()),
+            _ => 0,
+        }
+    }
+
+    /// A short label: `synthetic atom λ=0.1 seed 2`.
+    pub fn label(&self) -> String {
+        let lambda = self.lambda.filter(|_| self.method.uses_lambda()).map_or(String::new(), |l| format!(" λ={l}"));
+        format!("{} {}{lambda} seed {}", self.task.name(), self.method.slug(), self.seed)
+    }
+}
+
+/// A task's data, loaded once and shared by every run of a comparison.
+#[allow(clippy::large_enum_variant)]
+pub enum Data {
+    /// Generated inside each run from its seed (moons, the 2-D mixtures).
+    Generated,
+    Synthetic(SyntheticData),
+    Fashion(FashionData),
+    Reviews(ReviewsData),
+}
+
+impl Data {
+    pub fn description(&self) -> String {
+        match self {
+            Data::Generated => "generated from each run's seed".into(),
+            Data::Synthetic(d) => d.description(&SyntheticConfig::default()),
+            Data::Fashion(d) => d.description(),
+            Data::Reviews(d) => d.description(),
+        }
+    }
+}
+
+/// Loads (or generates) the data of `opts`'s task.
+pub fn load_data(opts: &RunOptions) -> Result<Data> {
+    Ok(match opts.task {
+        Task::Moons | Task::Gan2d => Data::Generated,
+        Task::Synthetic => Data::Synthetic(SyntheticData::generate(&opts.synthetic())),
+        // The classifier reads the full set when Debian's package is installed; the DCGAN keeps
+        // to the bundled 10k (its lavapipe budget) unless given a directory.
+        Task::Fashion => Data::Fashion(load_fashion(opts.data.clone().map_or(FashionSource::Auto, FashionSource::Dir))?),
+        Task::Gan => Data::Fashion(load_fashion(opts.data.clone().map_or(FashionSource::Bundled, FashionSource::Dir))?),
+        Task::Sentiment => Data::Reviews(load_reviews(opts.data.as_deref(), 0, 64)?),
+    })
+}
+
+impl Classifier for crate::train::Moons {
+    /// The moons MLP reports its accuracy only.
+    fn report(&mut self, _dir: &Path, _title: &str) -> Result<crate::experiments::protocol::Report> {
+        Ok(Default::default())
+    }
+}
+
+/// The learner of a classifier task, on `data`.
+pub fn classifier<'a>(dev: &Device, opts: &RunOptions, data: &'a Data) -> Result<(Box<dyn Classifier + 'a>, FitOptions)> {
+    let (m, seed) = (opts.method, opts.seed);
+    Ok(match (opts.task, data) {
+        (Task::Moons, _) => {
+            let cfg = opts.moons();
+            (Box::new(crate::train::Moons::new(dev, &cfg)?), cfg.fit_options())
+        }
+        (Task::Synthetic, Data::Synthetic(d)) => {
+            let l = SyntheticLearner::new(dev, &opts.synthetic(), d, m, seed)?;
+            let f = l.fit_options();
+            (Box::new(l), f)
+        }
+        (Task::Fashion, Data::Fashion(d)) => {
+            let cfg = opts.classify();
+            (Box::new(FashionLearner::new(dev, d, &cfg, m, seed)?), cfg.fit_options(seed))
+        }
+        (Task::Sentiment, Data::Reviews(d)) => {
+            let cfg = opts.classify();
+            (Box::new(SentimentLearner::new(dev, d, &cfg, m, seed)?), cfg.fit_options(seed))
+        }
+        (t, _) => return Err(Error::Config(format!("task {} is not a classifier on this data", t.name()))),
+    })
+}
+
+/// How a run is carried out, beyond its options.
+#[derive(Clone, Debug, Default)]
+pub struct RunContext {
+    /// Check every op for NaN/Inf and name the first that made one (`--detect-anomaly`; slow).
+    pub detect_anomaly: bool,
+    /// A folder for what a comparison's runs share (the DCGAN's feature CNN); `None`: the run's own.
+    pub shared: Option<PathBuf>,
+}
+
+/// Trains one run in `run`'s folder (from `resume` when given) and, when it finishes, reports
+/// the selected model and writes `result.json`. `None`: stopped early (Ctrl-C, `--max-steps`)
+/// after saving a checkpoint.
+pub fn train_run(
+    dev: &Device,
+    opts: &RunOptions,
+    data: &Data,
+    run: &mut Run,
+    resume: Option<&Checkpoint>,
+    ctx: &RunContext,
+) -> Result<Option<RunRecord>> {
+    if opts.task.kind() == Kind::Gan {
+        return crate::experiments::gan::train_run(dev, opts, data, run, resume, ctx);
+    }
+    let (mut learner, fit_opts) = classifier(dev, opts, data)?;
+    let fit_opts = FitOptions { detect_anomaly: ctx.detect_anomaly, ..fit_opts };
+    let fitted = fit(dev, learner.as_mut(), &fit_opts, resume, run)?;
+    if fitted.stopped {
+        return Ok(None);
+    }
+    run.curves(&opts.label(), &fitted.history)?;
+    // The reported model is the one of the best validation epoch (the run's best checkpoint).
+    let best = checkpoint::load(&run.best_path())?;
+    best.select("model.").restore_into(&learner.tensors())?;
+    let report = learner.report(run.dir(), &opts.label())?;
+    let history = fitted.history.iter().map(Point::from_epoch).collect();
+    let record = RunRecord::from_history(opts, history, report, true);
+    fsio::write_json(run.dir().join("result.json"), &record)?;
+    Ok(Some(record))
+}
+
+/// Rebuilds a classifier from a checkpoint of `train` or `compare` (its sidecar's `"options"`),
+/// scores it on the test split and draws its figures into `out`. `data_dir` replaces the data
+/// location the run used. Returns the test accuracy and the report.
+pub fn explain(
+    dev: &Device,
+    path: &Path,
+    data_dir: Option<&Path>,
+    out: &Path,
+) -> Result<(f64, crate::experiments::protocol::Report)> {
+    let ck = checkpoint::load(path)?;
+    let mut opts: RunOptions = ck
+        .sidecar
+        .get("options")
+        .cloned()
+        .ok_or_else(|| Error::data(path, "sidecar has no \"options\": not a checkpoint of `train` or `compare`"))
+        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::data(path, format!("sidecar \"options\": {e}"))))?;
+    if opts.task.kind() != Kind::Classifier {
+        return Err(Error::Config(format!("{}: a {} checkpoint; explain draws classifiers", path.display(), opts.task.name())));
+    }
+    if let Some(d) = data_dir {
+        opts.data = Some(d.to_path_buf());
+    }
+    let data = load_data(&opts)?;
+    let (mut learner, _) = classifier(dev, &opts, &data)?;
+    ck.select("model.").restore_into(&learner.tensors())?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let acc = learner.evaluate()?.test;
+    let report = learner.report(out, &format!("{} ({})", opts.label(), path.display()))?;
+    Ok((acc, report))
+}
