@@ -626,10 +626,12 @@ fn main() {
         // The synthetic task of the default `cargo run --release` (SyntheticConfig::default(): 8
         // tokens, batch 64), one step per method: small products, where dispatch cost dominates.
         let syn = atomgrad::experiments::synthetic::SyntheticConfig::default();
+        let syn_data = atomgrad::experiments::synthetic::SyntheticData::generate(&syn);
         for (method, tag) in [(Method::Ce, "cross-entropy"), (Method::Atom, "atom"), (Method::SimClr, "SimCLR")] {
             let name = format!("train/synthetic MLP {tag} batch {}", syn.batch);
             if b.wants(&name) {
-                let mut l = atomgrad::experiments::synthetic::SyntheticLearner::new(&dev, &syn, method, 0).unwrap();
+                let mut l =
+                    atomgrad::experiments::synthetic::SyntheticLearner::new(&dev, &syn, &syn_data, method, 0).unwrap();
                 let (mut step, mut r) = (0, Rng::new(1));
                 b.step(&name, syn.batch, || learner_step(&dev, &mut l, syn.batch, &mut step, &mut r));
             }
@@ -638,6 +640,7 @@ fn main() {
         let batch = 128;
         let data = FashionData {
             train: random_images(&mut rng, 1024),
+            val: random_images(&mut rng, 16),
             test: random_images(&mut rng, 16),
             origin: FashionOrigin::Bundled,
         };

@@ -332,6 +332,7 @@ impl Encoded {
         let info = [("format", FORMAT.to_string()), ("format_version", FORMAT_VERSION.to_string())];
         let bytes = safetensors::serialize(views, Some(info.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
             .map_err(|e| cfg(format!("cannot encode the tensors: {e}")))?;
+        let bytes = canonical_header(bytes).map_err(cfg)?;
         let mut sidecar = meta.clone();
         sidecar.insert("format".into(), FORMAT.into());
         sidecar.insert("format_version".into(), FORMAT_VERSION.into());
@@ -375,6 +376,22 @@ impl Encoded {
         }
         result
     }
+}
+
+/// The safetensors bytes with their JSON header's keys sorted (the writer emits its metadata map
+/// in hash order), so one state always gives one file. The data offsets are relative to the end
+/// of the header, and the sorted header has the same length, so only the header bytes change.
+fn canonical_header(mut bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize).unwrap_or(0);
+    let header = bytes.get(8..8 + n).ok_or("encoded header out of range")?;
+    let v: Value = serde_json::from_slice(header).map_err(|e| format!("encoded header: {e}"))?;
+    let mut sorted = serde_json::to_vec(&v).expect("a JSON value serialises");
+    if sorted.len() > n {
+        return Err("sorted header longer than the written one".into());
+    }
+    sorted.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&sorted);
+    Ok(bytes)
 }
 
 /// A borrowed tensor for `safetensors::serialize`.

@@ -7,19 +7,17 @@ use crate::error::{Error, Result};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A temporary file's path beside `path` (`.<name>.<pid>-<n>.tmp`), unique within the process.
+/// A temporary file's path beside `path`: `.<name>.tmp-<pid>` (one writer per target and process).
 pub fn temp_path(path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// Writes `bytes` to a new file at `path` and syncs it to disk.
+/// Writes `bytes` to the file at `path` (created or truncated) and syncs it to disk.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| Error::io(path, e))?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).open(path).map_err(|e| Error::io(path, e))?;
     f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))
 }
 

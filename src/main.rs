@@ -91,45 +91,45 @@ fn parse_mixture(s: &str) -> std::result::Result<Mixture, String> {
 }
 
 /// The options over a task's defaults that `train` and `compare` share (see the defaults table
-/// at the end of `--help`).
+/// at the end of `--help`). `--resume` reads them from the folder, so none goes with it.
 #[derive(clap::Args, Clone, Default)]
 struct TaskArgs {
     /// Passes over the training set.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     epochs: Option<usize>,
     /// Training iterations (gan2d).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     iters: Option<usize>,
     /// Samples per step.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     batch: Option<usize>,
     /// Adam learning rate.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     lr: Option<f64>,
     /// Fashion-MNIST directory with the four official files (default: the full set from
     /// /usr/share/datasets/fashion-mnist when installed, else the bundled 10k test files), or the
     /// reviews .csv.bz2 (default: the bundled one).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     data: Option<PathBuf>,
     /// Use at most this many training samples (fashion, sentiment, gan).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     train_limit: Option<usize>,
     /// Evaluate on at most this many validation and this many test samples (fashion, sentiment).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     test_limit: Option<usize>,
     /// Hidden width of the moons MLP.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     hidden: Option<usize>,
     /// DCGAN width (gan): channels of the generator's 7x7 map (half at 14x14) and of the
     /// discriminator's last map (e.g. 128 on a GPU).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     channels: Option<usize>,
     /// The 2-D mixture (gan2d): ring8 or grid25.
-    #[arg(long, value_parser = parse_mixture)]
+    #[arg(long, value_parser = parse_mixture, conflicts_with = "resume")]
     mixture: Option<Mixture>,
     /// Forward matmuls on f16 tensor cores with f32 accumulation (weights, gradients and Adam
     /// stay f32); needs an adapter with cooperative matrices (`atomgrad info`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     mixed_precision: bool,
 }
 
@@ -155,7 +155,7 @@ impl TaskArgs {
 #[derive(clap::Args)]
 struct CompareArgs {
     /// Task (see the table below): synthetic, fashion, sentiment, gan2d or gan.
-    #[arg(long, default_value = "synthetic", value_parser = parse_task, conflicts_with = "resume")]
+    #[arg(long, default_value_t = Task::Synthetic, value_parser = parse_task, conflicts_with = "resume")]
     task: Task,
     /// Methods, comma-separated (ce, gate, hinge-l1, hinge-l2, simclr, atom) [default: the task's].
     #[arg(long, value_delimiter = ',', value_parser = parse_method, conflicts_with = "resume")]
@@ -194,7 +194,7 @@ struct CompareArgs {
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Task (see the table below): moons, synthetic, fashion, sentiment, gan2d or gan.
-    #[arg(long, default_value = "moons", value_parser = parse_task, conflicts_with = "resume")]
+    #[arg(long, default_value_t = Task::Moons, value_parser = parse_task, conflicts_with = "resume")]
     task: Task,
     /// Objective: ce, gate, hinge-l1, hinge-l2, simclr or atom [default: atom; moons: ce].
     #[arg(long, value_parser = parse_method, conflicts_with = "resume")]

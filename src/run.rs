@@ -133,8 +133,11 @@ impl Run {
         };
         let metrics = dir.join("metrics.jsonl");
         let lines = fsio::read_json_lines(&metrics)?;
-        let kept: Vec<Value> =
-            lines.iter().filter(|l| l.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step)).cloned().collect();
+        let kept: Vec<Value> = lines
+            .iter()
+            .filter(|l| l.get("step").and_then(Value::as_u64).is_some_and(|s| s <= step))
+            .cloned()
+            .collect();
         if kept.len() != lines.len() || metrics.is_file() {
             fsio::write_json_lines(&metrics, &kept)?;
         }
@@ -231,9 +234,14 @@ impl Run {
         };
         let loss = [series("training loss", &|r| r.train_loss)];
         crate::plot::line_plot(self.dir.join("loss.png"), &format!("{title}: training loss"), "epoch", "loss", &loss)?;
-        let acc =
-            [series("validation", &|r| 100.0 * r.val_accuracy), series("test", &|r| 100.0 * r.test_accuracy)];
-        crate::plot::line_plot(self.dir.join("accuracy.png"), &format!("{title}: accuracy"), "epoch", "accuracy (%)", &acc)
+        let acc = [series("validation", &|r| 100.0 * r.val_accuracy), series("test", &|r| 100.0 * r.test_accuracy)];
+        crate::plot::line_plot(
+            self.dir.join("accuracy.png"),
+            &format!("{title}: accuracy"),
+            "epoch",
+            "accuracy (%)",
+            &acc,
+        )
     }
 
     /// Clears the bar (before the final summary).

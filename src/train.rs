@@ -32,7 +32,17 @@ pub struct MoonsConfig {
 
 impl Default for MoonsConfig {
     fn default() -> Self {
-        MoonsConfig { train: 2048, val: 500, test: 1000, noise: 0.1, hidden: 64, epochs: 20, batch: 64, lr: 1e-2, seed: 0 }
+        MoonsConfig {
+            train: 2048,
+            val: 500,
+            test: 1000,
+            noise: 0.1,
+            hidden: 64,
+            epochs: 20,
+            batch: 64,
+            lr: 1e-2,
+            seed: 0,
+        }
     }
 }
 

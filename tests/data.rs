@@ -105,14 +105,15 @@ fn bundled_fashion_files_are_the_official_test_set() {
 fn bundled_fashion_split_is_stratified_disjoint_normalised_and_fixed() {
     let d = load_fashion(FashionSource::Bundled).unwrap();
     assert_eq!(d.origin, FashionOrigin::Bundled);
-    assert_eq!((d.train.len(), d.test.len()), (8000, 2000));
+    assert_eq!((d.train.len(), d.val.len(), d.test.len()), (7200, 800, 2000));
     assert_eq!(d.test.shape(), [2000, 1, 28, 28]);
-    assert_eq!(d.train.x.len(), 8000 * PIXELS);
+    assert_eq!(d.train.x.len(), 7200 * PIXELS);
     for c in 0..10u32 {
         assert_eq!(d.test.y.iter().filter(|&&l| l == c).count(), 200);
-        assert_eq!(d.train.y.iter().filter(|&&l| l == c).count(), 800);
+        assert_eq!(d.val.y.iter().filter(|&&l| l == c).count(), 80);
+        assert_eq!(d.train.y.iter().filter(|&&l| l == c).count(), 720);
     }
-    assert!(d.description().contains("8000 train / 2000 test"), "{}", d.description());
+    assert!(d.description().contains("7200 train / 800 val / 2000 test"), "{}", d.description());
     println!("{}", d.description());
 
     // The split's indices partition 0..10000, and each split image is the raw image normalised.
@@ -133,10 +134,28 @@ fn bundled_fashion_split_is_stratified_disjoint_normalised_and_fixed() {
     assert_eq!(bx[..PIXELS], d.test.x[3 * PIXELS..4 * PIXELS]);
     assert_eq!(by, vec![d.test.y[3], d.test.y[0]]);
 
-    // Fixed seed: a second load is identical; another seed would give another split.
+    // Train and validation partition the 8,000 non-test images: the same images, each once
+    // (compared as sorted pixel rows), none of them a test image.
+    let rows = |x: &[f32]| -> Vec<Vec<u32>> {
+        let mut r: Vec<Vec<u32>> = x.chunks(PIXELS).map(|c| c.iter().map(|v| v.to_bits()).collect()).collect();
+        r.sort();
+        r
+    };
+    let mut joined = d.train.x.clone();
+    joined.extend_from_slice(&d.val.x);
+    let non_test: Vec<f32> = tr
+        .iter()
+        .flat_map(|&i| {
+            images[i * PIXELS..(i + 1) * PIXELS].iter().map(|&p| (p as f32 / 255.0 - fashion::MEAN) / fashion::STD)
+        })
+        .collect();
+    assert_eq!(rows(&joined), rows(&non_test));
+
+    // Fixed seeds: a second load is identical; another seed would give another split.
     let again = load_fashion(FashionSource::Bundled).unwrap();
     assert_eq!(again.test.y, d.test.y);
     assert_eq!(again.train.x, d.train.x);
+    assert_eq!(again.val.x, d.val.x);
     assert_ne!(fashion::stratified_split(&labels, 200, 1).1, te);
 }
 
@@ -152,7 +171,8 @@ fn fashion_from_a_directory_reads_gz_or_plain_files() {
     std::fs::write(dir.join(fashion::TEST_LABELS), &lb).unwrap();
     let d = load_fashion(FashionSource::Dir(dir.clone())).unwrap();
     assert_eq!(d.origin, FashionOrigin::Full(dir.clone()));
-    assert_eq!((d.train.len(), d.test.len()), (3, 10_000));
+    // Three training images are too few to hold out a tenth of a class: validation is empty.
+    assert_eq!((d.train.len(), d.val.len(), d.test.len()), (3, 0, 10_000));
     assert_eq!(d.train.y, vec![0, 9, 4]);
     assert_eq!(d.test.y[..3], [9, 2, 1]);
     assert!(d.description().contains(&dir.display().to_string()));
@@ -175,12 +195,12 @@ fn auto_source_uses_the_system_set_when_installed() {
         .all(|f| sys.join(f).is_file());
     if installed {
         assert_eq!(d.origin, FashionOrigin::Full(sys.to_path_buf()));
-        assert_eq!((d.train.len(), d.test.len()), (60_000, 10_000));
-        assert_eq!(d.train.y[..10], [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]);
+        assert_eq!((d.train.len(), d.val.len(), d.test.len()), (54_000, 6_000, 10_000));
+        assert!((0..10u32).all(|c| d.val.y.iter().filter(|&&l| l == c).count() == 600));
         assert_eq!(d.test.y[..10], T10K_FIRST_LABELS.map(|l| l as u32));
     } else {
         assert_eq!(d.origin, FashionOrigin::Bundled);
-        assert_eq!((d.train.len(), d.test.len()), (8000, 2000));
+        assert_eq!((d.train.len(), d.val.len(), d.test.len()), (7200, 800, 2000));
     }
 }
 
@@ -320,17 +340,23 @@ fn bundled_reviews_count_and_by_movie_split() {
     assert!(groups.iter().any(|g| g == &["el_crimen_del_padre_amaro", "the_crime_of_padre_amaro"]), "{groups:?}");
 
     let d = load_reviews(None, 0, 64).unwrap();
-    let (tr, te) = (&d.train, &d.test);
-    assert_eq!(tr.len() + te.len(), 12_808);
+    let (tr, va, te) = (&d.train, &d.val, &d.test);
+    assert_eq!(tr.len() + va.len() + te.len(), 12_808);
     let tm: HashSet<&String> = tr.movies.iter().collect();
+    let vm: HashSet<&String> = va.movies.iter().collect();
     let sm: HashSet<&String> = te.movies.iter().collect();
-    assert!(tm.is_disjoint(&sm), "a movie is in both splits");
-    assert_eq!(tm.len() + sm.len(), 508);
-    // No review text is in both splits either.
+    assert!(tm.is_disjoint(&sm) && tm.is_disjoint(&vm) && vm.is_disjoint(&sm), "a movie is in two splits");
+    assert_eq!(tm.len() + vm.len() + sm.len(), 508);
+    // No review text is in two splits either.
     let tt: HashSet<&String> = tr.text.iter().collect();
-    assert!(te.text.iter().all(|t| !tt.contains(t)), "a review text is in both splits");
+    let vt: HashSet<&String> = va.text.iter().collect();
+    assert!(te.text.iter().chain(&va.text).all(|t| !tt.contains(t)), "a training review text is held out too");
+    assert!(te.text.iter().all(|t| !vt.contains(t)), "a validation review text is in the test split");
     let frac = te.len() as f64 / 12_808.0;
     assert!((0.19..0.21).contains(&frac), "test fraction {frac}");
+    let vfrac = va.len() as f64 / (tr.len() + va.len()) as f64;
+    assert!((0.09..0.11).contains(&vfrac), "validation fraction {vfrac}");
+    assert_eq!(load_reviews(None, 0, 64).unwrap().val.text, va.text, "the split is fixed");
     println!("{}", d.description());
 
     // Encoding: shapes, masks agree with lengths and padding, nothing truncated at 64.
@@ -357,7 +383,7 @@ fn bundled_reviews_count_and_by_movie_split() {
     assert_eq!((b.labels, b.lengths), (vec![tr.labels[5], tr.labels[1]], vec![tr.lengths[5], tr.lengths[1]]));
 
     // Truncation and a top-K vocabulary.
-    let cfg = ReviewsConfig { seed: 0, max_len: 8, min_count: 1, max_vocab: Some(1000), test_fraction: 0.2 };
+    let cfg = ReviewsConfig { max_len: 8, min_count: 1, max_vocab: Some(1000), ..ReviewsConfig::default() };
     let small = load_reviews_with(None, &cfg).unwrap();
     assert_eq!(small.vocab.len(), 1002);
     assert_eq!(small.train.text, tr.text, "the split does not depend on the vocabulary settings");
@@ -445,7 +471,8 @@ fn corrupt_or_malformed_corpus_files_are_named_errors() {
     assert_eq!(plain.iter().map(|r| r.label).collect::<Vec<_>>(), [1, 0, 1, 0]);
     assert_eq!(reviews::read_corpus(&write("mini.csv.bz2", &bz2(MINI_CSV.as_bytes()))).unwrap(), plain);
     let d = load_reviews(Some(&dir.join("mini.csv")), 1, 4).unwrap();
-    assert_eq!(d.train.len() + d.test.len(), 4);
+    assert_eq!(d.train.len() + d.val.len() + d.test.len(), 4);
+    assert!(!d.val.is_empty() && !d.test.is_empty());
 
     let real = std::fs::read(asset("rotten-tomatoes/rotten_tomatoes_corpus_full.csv.bz2")).unwrap();
     let mut flip = real.clone();

@@ -8,12 +8,15 @@ use atomgrad::data::fashion::{load_fashion, FashionData, FashionSource, ImageSet
 use atomgrad::experiments::classify::ClassifyConfig;
 use atomgrad::experiments::gan::{
     class_entropy, frechet_distance, from_tanh_range, generate_with, load_generator, mean_pair_distance, mode_stats,
-    run, run_fashion, sample, save_generator, symmetric_eigen, to_tanh_range, FashionGan, FashionGanConfig, FeatureNet,
-    Gan2d, Gan2dConfig, Gaussian, Mixture,
+    sample, save_generator, symmetric_eigen, to_tanh_range, train_dcgan, train_gan2d, FashionGan, FashionGanConfig,
+    FeatureNet, Gan2d, Gan2dConfig, Gaussian, Mixture, Split,
 };
+use atomgrad::experiments::protocol::RunRecord;
+use atomgrad::experiments::task::{RunContext, RunOptions, Task};
 use atomgrad::experiments::Method;
 use atomgrad::nn::gan::{DcGenerator, Discriminator, Generator};
 use atomgrad::rng::Rng;
+use atomgrad::run::{Display, Run};
 use atomgrad::{Error, Param};
 use std::path::PathBuf;
 
@@ -129,22 +132,50 @@ fn small() -> Gan2dConfig {
     }
 }
 
+/// The options of a run of `task` with `method` and `seed` (what `train` would resolve).
+fn options(task: Task, method: Method, seed: u64) -> RunOptions {
+    task.resolve(method, seed, &Default::default()).unwrap()
+}
+
+/// A run folder for `opts` in `dir`.
+fn run_folder(dir: &std::path::Path, opts: &RunOptions) -> Run {
+    Run::create(dir, true, &serde_json::to_value(opts).unwrap(), Display::Quiet).unwrap()
+}
+
+/// Trains the small 2-D GAN in `dir`; returns its record and its metrics lines.
+fn gan2d_run(dev: &atomgrad::Device, method: Method, seed: u64, dir: &std::path::Path) -> (RunRecord, String) {
+    let opts = options(Task::Gan2d, method, seed);
+    let mut run = run_folder(dir, &opts);
+    let r = train_gan2d(dev, &small(), Mixture::Ring8, &opts, &mut run, None, &RunContext::default()).unwrap().unwrap();
+    (r, std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap())
+}
+
 #[test]
-fn a_seeded_run_is_bit_identical() {
+fn a_seeded_run_is_bit_identical_and_reports_its_best_validation_interval() {
     let dev = common::device();
-    let cfg = small();
-    let a = run(&dev, &cfg, Mixture::Ring8, Method::Atom, 3, None, &mut |_| {}).unwrap();
-    let b = run(&dev, &cfg, Mixture::Ring8, Method::Atom, 3, None, &mut |_| {}).unwrap();
-    let c = run(&dev, &cfg, Mixture::Ring8, Method::Atom, 4, None, &mut |_| {}).unwrap();
-    assert_eq!(a.points.len(), 2 * cfg.eval_points);
-    assert!(a.points.iter().all(|v| v.is_finite()));
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&a.points), bits(&b.points), "same seed, different points");
-    assert_ne!(bits(&a.points), bits(&c.points), "another seed gave the same points");
-    assert_eq!(a.log.len(), 2);
-    let (la, lb) = (&a.log[1].loss, &b.log[1].loss);
-    assert_eq!((la.d.to_bits(), la.g.to_bits(), la.reg.to_bits()), (lb.d.to_bits(), lb.g.to_bits(), lb.reg.to_bits()));
-    assert!(la.l_a.is_some() && la.c_w.is_some());
+    let dir = temp("seeded");
+    let (a, la) = gan2d_run(&dev, Method::Atom, 3, &dir.join("a"));
+    let (b, lb) = gan2d_run(&dev, Method::Atom, 3, &dir.join("b"));
+    let (_, lc) = gan2d_run(&dev, Method::Atom, 4, &dir.join("c"));
+    // Two log intervals; every metrics line carries the losses (L_A and C_w too) and the score.
+    assert_eq!(a.history.len(), 2);
+    assert_eq!(la.lines().count(), 2);
+    assert!(la.contains("\"l_a\"") && la.contains("\"c_w\"") && la.contains("\"val\""));
+    assert_eq!(la, lb, "same seed, different losses or scores");
+    assert_eq!(a, b, "same seed, different records");
+    assert_ne!(la, lc, "another seed gave the same losses");
+    let best = |d: &str| std::fs::read(dir.join(d).join("checkpoints/best.safetensors")).unwrap();
+    assert_eq!(best("a"), best("b"));
+    assert_ne!(best("a"), best("c"));
+    // The reported interval is the first with the most validation modes; its test score is the
+    // selected generator's on fresh points.
+    let vals: Vec<f64> = a.history.iter().map(|p| p.val).collect();
+    let top = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(a.selected, vals.iter().position(|&v| v == top).unwrap());
+    assert!(a.test >= 0.0 && a.test <= 8.0 && a.test.fract() == 0.0, "{}", a.test);
+    assert!(a.report.metrics.contains_key("high_quality") && a.report.metrics.contains_key("kl"));
+    assert!(dir.join("a/samples.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -211,8 +242,8 @@ fn bad_settings_are_errors() {
         let e = Gan2d::new(&dev, &cfg, Mixture::Ring8, Method::Ce, 0).err().expect("bad config is rejected");
         assert!(matches!(e, Error::Config(ref m) if m.starts_with("gan2d")), "{e}");
     }
-    assert!(Mixture::parse_list(&["ring9".into()]).is_err());
-    assert_eq!(Mixture::parse_list(&[]).unwrap(), Mixture::ALL.to_vec());
+    assert!(Mixture::parse("ring9").is_err());
+    assert_eq!(Mixture::parse("grid25").unwrap(), Mixture::Grid25);
 }
 
 #[test]
@@ -458,14 +489,14 @@ fn feature_cnn_scores_real_images_above_collapse_and_noise_and_a_run_writes_its_
     assert_eq!(net.dim, fc.channels.1);
     assert!(net.test_accuracy > 0.4, "feature CNN test accuracy {}", net.test_accuracy);
     let n = 300;
-    let real = net.quality_normalised(&data.train.x[..n * 784]).unwrap();
+    let real = net.quality_normalised(&data.train.x[..n * 784], Split::Test).unwrap();
     // One image repeated: a single class, no diversity.
     let one: Vec<f32> = data.train.x[..784].repeat(n);
-    let collapsed = net.quality_normalised(&one).unwrap();
+    let collapsed = net.quality_normalised(&one, Split::Test).unwrap();
     // Uniform noise in [-1, 1] (the generator's range).
     let mut rng = Rng::new(9);
     let noise: Vec<f32> = (0..n * 784).map(|_| (2.0 * rng.uniform() - 1.0) as f32).collect();
-    let noisy = net.quality(&noise).unwrap();
+    let noisy = net.quality(&noise, Split::Test).unwrap();
     assert!(real.class_entropy > 2.0, "real training images: entropy {}", real.class_entropy);
     assert_eq!(collapsed.class_entropy, 0.0);
     assert_eq!(collapsed.class_counts.iter().filter(|&&c| c > 0).count(), 1);
@@ -482,25 +513,26 @@ fn feature_cnn_scores_real_images_above_collapse_and_noise_and_a_run_writes_its_
     let again = FeatureNet::prepare(&dev, &data, &fc, &path).unwrap();
     assert!(again.reused);
     assert_eq!(again.test_accuracy, net.test_accuracy);
-    // A gated run scores every epoch and writes the generator, the importance grid and histogram.
+    // A gated run scores every epoch against the validation images, then its best generator
+    // against the test images, and writes the generator and the importance grid.
     let cfg = FashionGanConfig { epochs: 2, ..tiny_gan() };
     let run_dir = dir.join("atom");
-    let r = run_fashion(&dev, &data, &cfg, Method::Atom, 0, Some(&run_dir), Some(&net), &mut |_| {}).unwrap();
-    assert_eq!(r.log.len(), 2);
-    for l in &r.log {
-        let q = l.quality.as_ref().expect("scored");
-        assert_eq!(q.images, cfg.eval_samples);
-        assert!(q.frechet.is_finite() && q.frechet > 0.0 && q.class_entropy >= 0.0, "{q:?}");
-    }
-    assert_eq!(r.importance.as_ref().map(|m| (m.len(), m[0].len())), Some((cfg.grid, 49)));
-    assert_eq!(r.importance_scores.len(), cfg.eval_samples * 49);
-    assert!(r.importance_scores.iter().all(|&w| w > 0.0 && w < 1.0));
-    for f in ["generator.safetensors", "generator.json", "importance.png", "importance-hist.png", "metrics.jsonl"] {
+    let opts = options(Task::Gan, Method::Atom, 0);
+    let mut run = run_folder(&run_dir, &opts);
+    let ctx = RunContext { detect_anomaly: false, shared: Some(dir.clone()) };
+    let r = train_dcgan(&dev, &data, &cfg, &opts, &mut run, None, &ctx).unwrap().unwrap();
+    assert_eq!(r.history.len(), 2);
+    assert!(r.history.iter().all(|p| p.val.is_finite() && p.val > 0.0));
+    assert!(r.test.is_finite() && r.test > 0.0, "{}", r.test);
+    assert!(r.report.metrics["class_entropy"] >= 0.0);
+    for f in ["generator.safetensors", "generator.json", "importance.png", "samples.png", "metrics.jsonl"] {
         assert!(run_dir.join(f).exists(), "{f} missing");
     }
+    // The feature CNN of the shared folder was reused, not retrained into the run.
+    assert!(!run_dir.join("feature-cnn.safetensors").exists());
     let jsonl = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert!(jsonl.lines().count() == 2 && jsonl.contains("\"frechet\""));
-    let (_, m) = load_generator(&dev, r.checkpoint.as_ref().unwrap()).unwrap();
+    let (_, m) = load_generator(&dev, &run_dir.join("generator.safetensors")).unwrap();
     assert_eq!(m, Method::Atom);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -125,7 +125,10 @@ impl FashionData {
         let val = format!("validation held out from train: 1/{VAL_DIVISOR} of each class, seed {VAL_SPLIT_SEED}");
         match &self.origin {
             FashionOrigin::Full(dir) => {
-                format!("Fashion-MNIST, full official set from {} ({tr} train / {va} val / {te} test; {val})", dir.display())
+                format!(
+                    "Fashion-MNIST, full official set from {} ({tr} train / {va} val / {te} test; {val})",
+                    dir.display()
+                )
             }
             FashionOrigin::Bundled => format!(
                 "Fashion-MNIST, bundled official test set ({BUNDLED_DIR}) split {tr} train / {va} val / {te} test \

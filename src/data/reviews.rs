@@ -470,7 +470,7 @@ pub fn movie_groups(reviews: &[Review]) -> Vec<Vec<String>> {
 
 /// Indices of the train and test reviews (each in file order). Movie groups ([`movie_groups`]) are
 /// shuffled with `seed` and moved to the test split while it holds fewer than
-/// `round(test_fraction * n)` reviews; no group is in both splits.
+/// `max(1, round(test_fraction * n))` reviews; no group is in both splits.
 pub fn split_by_movie(reviews: &[Review], test_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut groups = movie_groups(reviews);
     Rng::new(seed).shuffle(&mut groups);
@@ -478,7 +478,8 @@ pub fn split_by_movie(reviews: &[Review], test_fraction: f64, seed: u64) -> (Vec
     for r in reviews {
         *rows.entry(r.movie.as_str()).or_default() += 1;
     }
-    let target = (test_fraction * reviews.len() as f64).round() as usize;
+    // At least one review, so a small corpus still gets a non-empty split.
+    let target = ((test_fraction * reviews.len() as f64).round() as usize).max(1);
     let mut in_test: HashMap<&str, bool> = HashMap::new();
     let mut test_rows = 0;
     for g in &groups {

@@ -335,8 +335,15 @@ impl Classifier for SentimentLearner<'_> {
     /// `importance.html` (the first test reviews, words shaded by importance) for gated methods.
     fn report(&mut self, dir: &Path, title: &str) -> Result<Report> {
         let vocab = self.data.vocab.len();
-        let (_, z, maps) =
-            eval_sentiment(&self.dev, &self.model, &self.data.test, vocab, &self.cfg, self.method, Some(EXPLAIN_SAMPLES))?;
+        let (_, z, maps) = eval_sentiment(
+            &self.dev,
+            &self.model,
+            &self.data.test,
+            vocab,
+            &self.cfg,
+            self.method,
+            Some(EXPLAIN_SAMPLES),
+        )?;
         let mut report = Report::default();
         report.metrics.insert("nn_spacing".into(), nn_spacing(&z, self.cfg.d));
         if let Some(maps) = maps {

@@ -141,7 +141,8 @@ pub fn run_comparison(
     let total: usize = steps.iter().sum();
     let bar = if display == Display::Bar { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}").expect("valid template"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
+            .expect("valid template"),
     );
     let ctx = RunContext { detect_anomaly: false, shared: Some(out.to_path_buf()) };
     let t0 = std::time::Instant::now();
@@ -183,7 +184,11 @@ pub fn run_comparison(
                 record.test * score.scale,
                 record.selected_epoch(),
                 if fresh { "" } else { " (finished earlier)" },
-                if eta.is_finite() { format!("  ETA {}m {:02}s", eta as u64 / 60, eta as u64 % 60) } else { String::new() }
+                if eta.is_finite() {
+                    format!("  ETA {}m {:02}s", eta as u64 / 60, eta as u64 % 60)
+                } else {
+                    String::new()
+                }
             );
         }
         records.push((rel.clone(), record));
@@ -251,11 +256,7 @@ fn rows(c: &CompareOptions, records: &[(PathBuf, RunRecord)]) -> Result<Vec<Row>
     let mut rows = Vec::new();
     for &method in &c.methods {
         let of = |l: Option<f64>| -> Vec<&RunRecord> {
-            records
-                .iter()
-                .map(|(_, r)| r)
-                .filter(|r| r.options.method == method && r.options.lambda == l)
-                .collect()
+            records.iter().map(|(_, r)| r).filter(|r| r.options.method == method && r.options.lambda == l).collect()
         };
         let (lambda, grid) = if method.uses_lambda() {
             let grid: Vec<LambdaScore> = c
@@ -366,7 +367,10 @@ fn markdown(c: &CompareOptions, data: &Data, dev: &Device, rows: &[Row]) -> Stri
         s.push('\n');
     }
     if c.lambdas.len() > 1 {
-        s.push_str(&format!("\nLambda grid (mean ± std of the validation {} over seeds; * = selected):\n\n", score.name));
+        s.push_str(&format!(
+            "\nLambda grid (mean ± std of the validation {} over seeds; * = selected):\n\n",
+            score.name
+        ));
         s.push_str("| method |");
         for l in &c.lambdas {
             s.push_str(&format!(" λ = {l} |"));
@@ -396,10 +400,8 @@ fn figures(c: &CompareOptions, out: &Path, rows: &[Row], records: &[(PathBuf, Ru
     let score = c.task.score();
     let (mut val, mut loss) = (Vec::new(), Vec::new());
     for row in rows {
-        let runs: Vec<&(PathBuf, RunRecord)> = records
-            .iter()
-            .filter(|(_, r)| r.options.method == row.method && r.options.lambda == row.lambda)
-            .collect();
+        let runs: Vec<&(PathBuf, RunRecord)> =
+            records.iter().filter(|(_, r)| r.options.method == row.method && r.options.lambda == row.lambda).collect();
         let curves = |f: &dyn Fn(&crate::experiments::protocol::Point) -> f64| -> Vec<Vec<f64>> {
             runs.iter().map(|(_, r)| r.history.iter().map(f).collect()).collect()
         };

@@ -65,7 +65,12 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// The record of a run whose test score at the selected point is in its history.
-    pub fn from_history(options: &RunOptions, history: Vec<Point>, report: Report, higher_is_better: bool) -> RunRecord {
+    pub fn from_history(
+        options: &RunOptions,
+        history: Vec<Point>,
+        report: Report,
+        higher_is_better: bool,
+    ) -> RunRecord {
         let vals: Vec<f64> = history.iter().map(|p| p.val).collect();
         let selected = best_index(&vals, higher_is_better).unwrap_or(history.len().saturating_sub(1));
         let (val, test) = history.get(selected).map_or((f64::NAN, f64::NAN), |p| (p.val, p.test.unwrap_or(f64::NAN)));

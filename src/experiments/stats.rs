@@ -288,7 +288,8 @@ mod tests {
     #[test]
     fn t_quantiles_match_the_tables() {
         // Two-sided 95% critical values of Student's t (any statistics table).
-        for (df, t) in [(1.0, 12.706_204_7), (2.0, 4.302_652_7), (4.0, 2.776_445_1), (9.0, 2.262_157_2), (29.0, 2.045_229_6)]
+        for (df, t) in
+            [(1.0, 12.706_204_7), (2.0, 4.302_652_7), (4.0, 2.776_445_1), (9.0, 2.262_157_2), (29.0, 2.045_229_6)]
         {
             let q = student_t_quantile(0.975, df);
             assert!((q - t).abs() < 1e-6, "df {df}: {q} vs {t}");

@@ -84,7 +84,8 @@ impl SyntheticConfig {
         if self.batch < 2 || self.batch > self.train {
             return bad(format!("batch must be in 2..={} (pairs need 2 samples), got {}", self.train, self.batch));
         }
-        if self.tokens == 0 || self.token_dim == 0 || self.m == 0 || self.hidden == 0 || self.val == 0 || self.test == 0 {
+        if self.tokens == 0 || self.token_dim == 0 || self.m == 0 || self.hidden == 0 || self.val == 0 || self.test == 0
+        {
             return bad("tokens, token_dim, m, hidden, val and test must be at least 1".into());
         }
         if let Some(&p) = self.informative.iter().find(|&&p| p >= self.tokens) {

@@ -61,7 +61,8 @@ impl Task {
     pub const ALL: [Task; 6] = [Task::Moons, Task::Synthetic, Task::Fashion, Task::Sentiment, Task::Gan2d, Task::Gan];
 
     pub fn info(self) -> TaskInfo {
-        let (name, about, kind, methods, compare_methods): (_, _, _, &'static [Method], &'static [Method]) = match self {
+        let (name, about, kind, methods, compare_methods): (_, _, _, &'static [Method], &'static [Method]) = match self
+        {
             Task::Moons => (
                 "moons",
                 "MLP on two interleaved moons (the engine's end-to-end check; cross-entropy only)",
@@ -76,7 +77,9 @@ impl Task {
                 CLASSIFIER_METHODS,
                 CLASSIFIER_METHODS,
             ),
-            Task::Fashion => ("fashion", "CNN on Fashion-MNIST", Kind::Classifier, CLASSIFIER_METHODS, CLASSIFIER_METHODS),
+            Task::Fashion => {
+                ("fashion", "CNN on Fashion-MNIST", Kind::Classifier, CLASSIFIER_METHODS, CLASSIFIER_METHODS)
+            }
             Task::Sentiment => (
                 "sentiment",
                 "Transformer on Rotten Tomatoes review snippets",
@@ -157,7 +160,9 @@ impl Task {
         match self {
             Task::Moons => &["epochs", "batch", "lr", "hidden"],
             Task::Synthetic => &["epochs", "batch", "lr", "lambda"],
-            Task::Fashion | Task::Sentiment => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit"],
+            Task::Fashion | Task::Sentiment => {
+                &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit"]
+            }
             Task::Gan2d => &["iters", "batch", "lr", "lambda", "mixture"],
             Task::Gan => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "channels"],
         }
@@ -250,7 +255,9 @@ impl Task {
     pub fn score(self) -> Score {
         match self {
             Task::Gan2d => Score { name: "modes covered", higher_is_better: true, scale: 1.0, unit: "", digits: 2 },
-            Task::Gan => Score { name: "Fréchet feature distance", higher_is_better: false, scale: 1.0, unit: "", digits: 3 },
+            Task::Gan => {
+                Score { name: "Fréchet feature distance", higher_is_better: false, scale: 1.0, unit: "", digits: 3 }
+            }
             _ => Score { name: "accuracy", higher_is_better: true, scale: 100.0, unit: " (%)", digits: 2 },
         }
     }
@@ -259,9 +266,27 @@ impl Task {
         match self {
             Task::Synthetic => &[("auc", "importance AUC", 1.0, 3), ("nn_spacing", "NN spacing", 1.0, 4)],
             Task::Fashion | Task::Sentiment | Task::Moons => &[("nn_spacing", "NN spacing", 1.0, 4)],
-            Task::Gan2d => &[("high_quality", "high-quality points (%)", 100.0, 1), ("kl", "KL(modes ‖ uniform)", 1.0, 3)],
-            Task::Gan => &[("class_entropy", "class entropy (ln 10 = 2.303)", 1.0, 3), ("diversity", "feature diversity", 1.0, 3)],
+            Task::Gan2d => {
+                &[("high_quality", "high-quality points (%)", 100.0, 1), ("kl", "KL(modes ‖ uniform)", 1.0, 3)]
+            }
+            Task::Gan => &[
+                ("class_entropy", "class entropy (ln 10 = 2.303)", 1.0, 3),
+                ("diversity", "feature diversity", 1.0, 3),
+            ],
         }
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Task> {
+        Task::parse(s)
     }
 }
 
@@ -509,7 +534,9 @@ pub fn load_data(opts: &RunOptions) -> Result<Data> {
         Task::Synthetic => Data::Synthetic(SyntheticData::generate(&opts.synthetic())),
         // The classifier reads the full set when Debian's package is installed; the DCGAN keeps
         // to the bundled 10k (its lavapipe budget) unless given a directory.
-        Task::Fashion => Data::Fashion(load_fashion(opts.data.clone().map_or(FashionSource::Auto, FashionSource::Dir))?),
+        Task::Fashion => {
+            Data::Fashion(load_fashion(opts.data.clone().map_or(FashionSource::Auto, FashionSource::Dir))?)
+        }
         Task::Gan => Data::Fashion(load_fashion(opts.data.clone().map_or(FashionSource::Bundled, FashionSource::Dir))?),
         Task::Sentiment => Data::Reviews(load_reviews(opts.data.as_deref(), 0, 64)?),
     })
@@ -523,7 +550,11 @@ impl Classifier for crate::train::Moons {
 }
 
 /// The learner of a classifier task, on `data`.
-pub fn classifier<'a>(dev: &Device, opts: &RunOptions, data: &'a Data) -> Result<(Box<dyn Classifier + 'a>, FitOptions)> {
+pub fn classifier<'a>(
+    dev: &Device,
+    opts: &RunOptions,
+    data: &'a Data,
+) -> Result<(Box<dyn Classifier + 'a>, FitOptions)> {
     let (m, seed) = (opts.method, opts.seed);
     Ok(match (opts.task, data) {
         (Task::Moons, _) => {
@@ -567,9 +598,25 @@ pub fn train_run(
     resume: Option<&Checkpoint>,
     ctx: &RunContext,
 ) -> Result<Option<RunRecord>> {
-    if opts.task.kind() == Kind::Gan {
-        return crate::experiments::gan::train_run(dev, opts, data, run, resume, ctx);
+    let record = match opts.task.kind() {
+        Kind::Gan => crate::experiments::gan::train_run(dev, opts, data, run, resume, ctx)?,
+        Kind::Classifier => train_classifier(dev, opts, data, run, resume, ctx)?,
+    };
+    if let Some(r) = &record {
+        fsio::write_json(run.dir().join("result.json"), r)?;
     }
+    Ok(record)
+}
+
+/// [`train_run`] for a classifier: `train::fit`, then the best validation epoch's model reports.
+fn train_classifier(
+    dev: &Device,
+    opts: &RunOptions,
+    data: &Data,
+    run: &mut Run,
+    resume: Option<&Checkpoint>,
+    ctx: &RunContext,
+) -> Result<Option<RunRecord>> {
     let (mut learner, fit_opts) = classifier(dev, opts, data)?;
     let fit_opts = FitOptions { detect_anomaly: ctx.detect_anomaly, ..fit_opts };
     let fitted = fit(dev, learner.as_mut(), &fit_opts, resume, run)?;
@@ -582,9 +629,7 @@ pub fn train_run(
     best.select("model.").restore_into(&learner.tensors())?;
     let report = learner.report(run.dir(), &opts.label())?;
     let history = fitted.history.iter().map(Point::from_epoch).collect();
-    let record = RunRecord::from_history(opts, history, report, true);
-    fsio::write_json(run.dir().join("result.json"), &record)?;
-    Ok(Some(record))
+    Ok(Some(RunRecord::from_history(opts, history, report, true)))
 }
 
 /// Rebuilds a classifier from a checkpoint of `train` or `compare` (its sidecar's `"options"`),
@@ -604,7 +649,11 @@ pub fn explain(
         .ok_or_else(|| Error::data(path, "sidecar has no \"options\": not a checkpoint of `train` or `compare`"))
         .and_then(|v| serde_json::from_value(v).map_err(|e| Error::data(path, format!("sidecar \"options\": {e}"))))?;
     if opts.task.kind() != Kind::Classifier {
-        return Err(Error::Config(format!("{}: a {} checkpoint; explain draws classifiers", path.display(), opts.task.name())));
+        return Err(Error::Config(format!(
+            "{}: a {} checkpoint; explain draws classifiers",
+            path.display(),
+            opts.task.name()
+        )));
     }
     if let Some(d) = data_dir {
         opts.data = Some(d.to_path_buf());

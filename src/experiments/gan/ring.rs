@@ -335,4 +335,3 @@ fn scatter(path: &Path, title: &str, pts: &[f32], centres: &[(f64, f64)]) -> Res
     let p: Vec<(f64, f64, usize)> = pts.chunks_exact(2).step_by(step).map(|q| (q[0] as f64, q[1] as f64, 0)).collect();
     plot::scatter_plot(path, title, &p, &["generated".to_string()], centres)
 }
-
