@@ -57,7 +57,10 @@
 //! ```
 //!
 //! [`CheckpointSet`] keeps the last `keep` checkpoints of a run (`ckpt-step-<N>.safetensors`) and
-//! the best one by a validation metric (`best.safetensors`) in a run folder.
+//! the best one by a validation metric in a run folder: `best.json`, a sidecar naming its tensors
+//! file `best-step-<N>.safetensors`, so a new best replaces the old with one rename (the
+//! sidecar's) and a kill at any moment leaves one whole best. [`load`] takes either file of a
+//! checkpoint (the sidecar or the tensors) and reads the tensors file the sidecar names.
 
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -341,9 +344,17 @@ impl Encoded {
         Ok(Encoded { bytes, sidecar })
     }
 
-    /// Writes the pair at `path` (see the module documentation for the order).
+    /// Writes the pair at `path` and its sidecar beside it (see the module documentation).
     fn write(&self, path: &Path) -> Result<()> {
-        let side = sidecar_path(path)?;
+        self.write_to(path, &sidecar_path(path)?)
+    }
+
+    /// Writes the tensors to `path` and the sidecar to `side`. When `side` names another tensors
+    /// file than `path` (a best checkpoint moving to its new step's file), the sidecar's rename
+    /// is the one step that switches from the old checkpoint to the new: a kill at any moment
+    /// leaves one of them complete.
+    fn write_to(&self, path: &Path, side: &Path) -> Result<()> {
+        let side = side.to_path_buf();
         let mut sidecar = self.sidecar.clone();
         let file_name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         sidecar.insert("tensors_file".into(), file_name.into());
@@ -359,11 +370,18 @@ impl Encoded {
         let result = (|| {
             write_synced(&tmp_t, &self.bytes)?;
             write_synced(&tmp_s, &side_bytes)?;
-            // From here on the old checkpoint is replaced: no sidecar means incomplete.
-            match fs::remove_file(&side) {
-                Ok(()) => sync_dir(&side),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&side, e)),
+            // Replacing the tensors file the old sidecar names: remove that sidecar first (no
+            // sidecar means incomplete). Otherwise the old pair stays whole until the rename.
+            let old_names_this = read_sidecar(&side)
+                .ok()
+                .and_then(|o| o.get("tensors_file").and_then(Value::as_str).map(|n| side.with_file_name(n)))
+                .is_none_or(|p| p == path);
+            if old_names_this {
+                match fs::remove_file(&side) {
+                    Ok(()) => sync_dir(&side),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(&side, e)),
+                }
             }
             fs::rename(&tmp_t, path).map_err(|e| Error::io(path, e))?;
             fs::rename(&tmp_s, &side).map_err(|e| Error::io(&side, e))?;
@@ -539,11 +557,22 @@ fn check_sidecar(side: &Path, bytes: &[u8]) -> Result<Map<String, Value>> {
 /// is checked against the sidecar before it is read, and its checksum before it is parsed. Any
 /// problem with either file is `Error::Data` naming the file and what is wrong.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let side = sidecar_path(path)?;
+    let side = if path.extension().is_some_and(|e| e == "json") { path.to_path_buf() } else { sidecar_path(path)? };
     let sidecar = read_sidecar(&side)?;
+    let tensors = tensors_path(&side, &sidecar)?;
     let n = sidecar.get("tensors_bytes").and_then(Value::as_u64).unwrap_or_default();
-    let bytes = read_file(path, "checkpoint tensors file", Some(n), 0)?;
-    finish(path, &side, sidecar, &bytes)
+    let bytes = read_file(&tensors, "checkpoint tensors file", Some(n), 0)?;
+    finish(&tensors, &side, sidecar, &bytes)
+}
+
+/// The tensors file a sidecar names (`"tensors_file"`, a plain file name in the sidecar's folder).
+fn tensors_path(side: &Path, sidecar: &Map<String, Value>) -> Result<PathBuf> {
+    let name = sidecar.get("tensors_file").and_then(Value::as_str).unwrap_or_default();
+    let plain = !name.is_empty() && Path::new(name).file_name().is_some_and(|f| f == name) && name != "..";
+    if !plain {
+        return Err(Error::data(side, format!("\"tensors_file\" must name a file beside the sidecar, got {name:?}")));
+    }
+    Ok(side.with_file_name(name))
 }
 
 /// [`load`] on bytes already in memory: `tensors` and `sidecar` are the contents of the files
@@ -694,14 +723,14 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>> 
 pub struct Saved {
     /// `ckpt-step-<N>.safetensors`.
     pub path: PathBuf,
-    /// Whether it also became `best.safetensors`.
+    /// Whether it also became the best (`best.json`).
     pub best: bool,
 }
 
 /// The checkpoints of one run in one folder: the last `keep` saves (`ckpt-step-<N>.safetensors`
-/// and `.json`) and the best one by a validation metric (`best.safetensors` and `best.json`, a
-/// copy written when a save's metric beats the best so far). Older checkpoints are deleted only
-/// after the new one (and the new best) are complete, sidecar first.
+/// and `.json`) and the best one by a validation metric (`best.json` naming
+/// `best-step-<N>.safetensors`, a copy written when a save's metric beats the best so far).
+/// Older checkpoints are deleted only after the new one (and the new best) are complete.
 pub struct CheckpointSet {
     dir: PathBuf,
     keep: usize,
@@ -710,7 +739,7 @@ pub struct CheckpointSet {
 }
 
 impl CheckpointSet {
-    /// Opens (creating it if needed) a run folder keeping the last `keep` (>= 1) checkpoints;
+    /// Opens a run's checkpoint folder (created at the first save) keeping the last `keep` (>= 1) checkpoints;
     /// `higher_is_better` says which way the metric improves (accuracy: true, loss: false). The
     /// best metric so far is read from an existing `best.json`.
     pub fn open(dir: impl AsRef<Path>, keep: usize, higher_is_better: bool) -> Result<CheckpointSet> {
@@ -718,9 +747,8 @@ impl CheckpointSet {
         if keep == 0 {
             return Err(Error::Config("CheckpointSet: keep must be at least 1".into()));
         }
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut set = CheckpointSet { dir, keep, higher_is_better, best: None };
-        let best_side = sidecar_path(&set.best_path())?;
+        let best_side = set.best_path();
         if best_side.exists() {
             let side = read_sidecar(&best_side)?;
             set.best = side.get("metric").and_then(Value::as_f64).filter(|m| m.is_finite());
@@ -734,8 +762,10 @@ impl CheckpointSet {
     pub fn path_for(&self, step: u64) -> PathBuf {
         self.dir.join(format!("ckpt-step-{step}.safetensors"))
     }
+    /// The best checkpoint's sidecar, `best.json` (it names its tensors file,
+    /// `best-step-<N>.safetensors`); [`load`] takes it.
     pub fn best_path(&self) -> PathBuf {
-        self.dir.join("best.safetensors")
+        self.dir.join("best.json")
     }
     /// The best metric so far (`None` before the first save with a finite metric).
     pub fn best_metric(&self) -> Option<f64> {
@@ -789,6 +819,7 @@ impl CheckpointSet {
         }
         let metric = metric.filter(|m| m.is_finite());
         obj.insert("metric".into(), metric.map_or(Value::Null, Value::from));
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let encoded = Encoded::new(&path, tensors, &meta)?;
         encoded.write(&path)?;
         let best = match (metric, self.best) {
@@ -797,8 +828,18 @@ impl CheckpointSet {
             (None, _) => false,
         };
         if best {
-            encoded.write(&self.best_path())?;
+            // The best lives in a file of its step; best.json, replaced atomically, names it.
+            let file = self.dir.join(format!("best-step-{step}.safetensors"));
+            encoded.write_to(&file, &self.best_path())?;
             self.best = metric;
+            for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stale = (name.starts_with("best-step-") && name.ends_with(".safetensors") && e.path() != file)
+                    || name == "best.safetensors";
+                if stale {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
         }
         let older: Vec<u64> = self.step_files()?.into_iter().filter(|&s| s < step).collect();
         let drop_n = (older.len() + 1).saturating_sub(self.keep);
@@ -822,7 +863,12 @@ impl CheckpointSet {
     /// Steps that have a `ckpt-step-<N>` tensors file or sidecar (complete or not), ascending.
     fn step_files(&self) -> Result<Vec<u64>> {
         let mut steps = BTreeSet::new();
-        for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        for e in entries {
             let e = e.map_err(|e| Error::io(&self.dir, e))?;
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };

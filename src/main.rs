@@ -13,10 +13,19 @@ use atomgrad::experiments::gan::Mixture;
 use atomgrad::experiments::task::{load_data, train_run, Overrides, RunContext, RunOptions};
 use atomgrad::experiments::{default_out, Method, Task};
 use atomgrad::fsio;
-use atomgrad::run::{check_empty, stop_requested, Display, Run};
+use atomgrad::run::{check_empty, lock_folder, prepare_folder, stop_requested, Display, Run};
 use atomgrad::{Device, Error, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::{Path, PathBuf};
+
+/// `println!` that never panics on a closed pipe or a full disk (see `run::print_line`).
+macro_rules! say {
+    ($($t:tt)*) => { atomgrad::run::print_line(&format!($($t)*)) };
+}
+/// `eprintln!` likewise.
+macro_rules! warn {
+    ($($t:tt)*) => { atomgrad::run::eprint_line(&format!($($t)*)) };
+}
 
 #[derive(Parser)]
 #[command(name = "atomgrad", version, about = "GPU compute-shader training engine with atom modeling")]
@@ -170,7 +179,7 @@ struct CompareArgs {
     lambdas: Vec<f64>,
     #[command(flatten)]
     task_args: TaskArgs,
-    /// Comparison folder [default: runs/<task>-<unix time>].
+    /// Comparison folder [default: runs/<task>-<unix time>-<pid>].
     #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
     /// Write into an existing, non-empty folder.
@@ -207,7 +216,7 @@ struct TrainArgs {
     seed: u64,
     #[command(flatten)]
     task_args: TaskArgs,
-    /// Run folder [default: runs/<task>-<unix time>].
+    /// Run folder [default: runs/<task>-<unix time>-<pid>].
     #[arg(long, conflicts_with = "resume")]
     out: Option<PathBuf>,
     /// Write into an existing, non-empty run folder.
@@ -239,34 +248,34 @@ struct TrainArgs {
 
 fn info(dev: &Device) {
     let i = dev.info();
-    println!("adapter:   {}", i.name);
-    println!("backend:   {:?}", i.backend);
-    println!("type:      {:?}", i.device_type);
-    println!("driver:    {} {}", i.driver, i.driver_info);
-    println!("class:     {:?} (selects the kernels: barrier-free ones on CPU adapters)", dev.class());
-    println!("checks:    wgpu's shader runtime checks {}", if dev.shader_checks() { "on" } else { "off" });
+    say!("adapter:   {}", i.name);
+    say!("backend:   {:?}", i.backend);
+    say!("type:      {:?}", i.device_type);
+    say!("driver:    {} {}", i.driver, i.driver_info);
+    say!("class:     {:?} (selects the kernels: barrier-free ones on CPU adapters)", dev.class());
+    say!("checks:    wgpu's shader runtime checks {}", if dev.shader_checks() { "on" } else { "off" });
     let l = dev.limits();
-    println!("limits:");
-    println!("  max_buffer_size                    {}", l.max_buffer_size);
-    println!("  max_storage_buffer_binding_size    {}", l.max_storage_buffer_binding_size);
-    println!("  max_storage_buffers_per_shader     {}", l.max_storage_buffers_per_shader_stage);
-    println!("  max_compute_workgroup_storage_size {}", l.max_compute_workgroup_storage_size);
-    println!("  max_compute_invocations_per_wg     {}", l.max_compute_invocations_per_workgroup);
-    println!("  max_compute_workgroups_per_dim     {}", l.max_compute_workgroups_per_dimension);
+    say!("limits:");
+    say!("  max_buffer_size                    {}", l.max_buffer_size);
+    say!("  max_storage_buffer_binding_size    {}", l.max_storage_buffer_binding_size);
+    say!("  max_storage_buffers_per_shader     {}", l.max_storage_buffers_per_shader_stage);
+    say!("  max_compute_workgroup_storage_size {}", l.max_compute_workgroup_storage_size);
+    say!("  max_compute_invocations_per_wg     {}", l.max_compute_invocations_per_workgroup);
+    say!("  max_compute_workgroups_per_dim     {}", l.max_compute_workgroups_per_dimension);
     let f = dev.features();
     let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
-    println!("optional features:");
-    println!("  timestamp queries  {}", has(wgpu::Features::TIMESTAMP_QUERY));
-    println!("  shader-f16         {}", has(wgpu::Features::SHADER_F16));
-    println!(
+    say!("optional features:");
+    say!("  timestamp queries  {}", has(wgpu::Features::TIMESTAMP_QUERY));
+    say!("  shader-f16         {}", has(wgpu::Features::SHADER_F16));
+    say!(
         "  subgroups          {} (size {}..{})",
         has(wgpu::Features::SUBGROUP),
         i.subgroup_min_size,
         i.subgroup_max_size
     );
-    println!("  coop matrix f16    {} (opt-in mixed precision)", if dev.has_coop16() { "yes" } else { "no" });
+    say!("  coop matrix f16    {} (opt-in mixed precision)", if dev.has_coop16() { "yes" } else { "no" });
     for p in dev.coop_matrix_properties() {
-        println!("    {}x{}x{} {:?} x {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.ab_type, p.cr_type);
+        say!("    {}x{}x{} {:?} x {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.ab_type, p.cr_type);
     }
 }
 
@@ -274,9 +283,16 @@ fn train(dev: &Device, a: TrainArgs) -> Result<()> {
     let display = Display::detect(a.quiet);
     let (opts, run, resume) = match &a.resume {
         Some(dir) => {
-            let (run, config, ck) = Run::resume(dir, display)?;
-            let opts: RunOptions = serde_json::from_value(config)
-                .map_err(|e| Error::data(dir.join("config.json"), format!("not a `train` configuration: {e}")))?;
+            // The folder's configuration is read before anything is written into it.
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let opts: RunOptions = serde_json::from_str(&text).map_err(|e| {
+                Error::data(
+                    &path,
+                    format!("not a `train` run's configuration ({e}); a comparison resumes with `compare --resume`"),
+                )
+            })?;
+            let (run, _, ck) = Run::resume(dir, display)?;
             (opts, Some(run), ck)
         }
         None => {
@@ -320,7 +336,7 @@ fn train(dev: &Device, a: TrainArgs) -> Result<()> {
     run.finish();
     let dir = run.dir().display();
     let Some(r) = record else {
-        println!("stopped after step {}; continue with: atomgrad train --resume {dir}", run.steps());
+        say!("stopped after step {}; continue with: atomgrad train --resume {dir}", run.steps());
         if stop_requested() {
             std::process::exit(130);
         }
@@ -328,7 +344,7 @@ fn train(dev: &Device, a: TrainArgs) -> Result<()> {
     };
     let s = opts.task.score();
     let what = if opts.task.kind() == atomgrad::experiments::task::Kind::Gan { "log interval" } else { "epoch" };
-    println!(
+    say!(
         "{}: test {} {:.*}{} at the best validation {what} {} of {} (validation {:.*}); {} steps in {:.1} s; {dir}",
         opts.label(),
         s.name,
@@ -352,6 +368,7 @@ fn compare(dev: &Device, a: CompareArgs) -> Result<()> {
         None => {
             let c = CompareOptions::new(a.task, a.methods, a.seeds, a.lambdas, a.task_args.overrides(None))?;
             let out = a.out.clone().unwrap_or_else(|| default_out(c.task.name()));
+            check_empty(&out, a.force)?;
             (c, out)
         }
     };
@@ -362,18 +379,20 @@ fn compare(dev: &Device, a: CompareArgs) -> Result<()> {
         o.validate(&data)?;
     }
     dev.set_mixed_precision(c.options.mixed_precision)?;
-    if a.resume.is_none() {
-        check_empty(&out, a.force)?;
-        std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let _lock = if a.resume.is_none() {
+        let lock = prepare_folder(&out, a.force)?;
         fsio::write_json(out.join("config.json"), &c)?;
         record_provenance(&out, "created", dev)?;
+        lock
     } else {
+        let lock = lock_folder(&out)?;
         record_provenance(&out, "resumed", dev)?;
-    }
+        lock
+    };
     if !a.quiet {
-        println!("adapter: {}", dev.describe());
-        println!("data: {}", data.description());
-        println!(
+        say!("adapter: {}", dev.describe());
+        say!("data: {}", data.description());
+        say!(
             "compare: task {}, {} methods, {} runs ({} seeds{}) -> {}",
             c.task.name(),
             c.methods.len(),
@@ -387,11 +406,11 @@ fn compare(dev: &Device, a: CompareArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     match run_comparison(dev, &c, &data, &out, display)? {
         Some(md) => {
-            println!("\n{md}");
-            println!("wrote {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
+            say!("\n{md}");
+            say!("wrote {} in {:.0} s", out.display(), t0.elapsed().as_secs_f64());
         }
         None => {
-            println!("stopped; continue with: atomgrad compare --resume {}", out.display());
+            say!("stopped; continue with: atomgrad compare --resume {}", out.display());
             std::process::exit(130);
         }
     }
@@ -399,8 +418,9 @@ fn compare(dev: &Device, a: CompareArgs) -> Result<()> {
 }
 
 /// The command line with the options of a `--config FILE` (a JSON object whose keys are long
-/// option names) inserted right after the subcommand, so options typed after them win.
-fn with_config_file(args: Vec<String>) -> Result<Vec<String>> {
+/// option names of the subcommand) inserted right after the subcommand, so options typed after
+/// them win. Keys that are not options of the subcommand are named with the file.
+fn with_config_file(args: Vec<String>, command: &clap::Command) -> Result<Vec<String>> {
     let Some(k) = args.iter().position(|x| x == "--config" || x.starts_with("--config=")) else {
         return Ok(args);
     };
@@ -408,31 +428,53 @@ fn with_config_file(args: Vec<String>) -> Result<Vec<String>> {
         Some(f) => f.to_string(),
         None => args.get(k + 1).cloned().ok_or_else(|| Error::Config("--config needs a file".into()))?,
     };
+    // The subcommand is the first argument that is not an option.
+    let sub = args.iter().skip(1).position(|x| !x.starts_with('-')).map_or(1, |i| i + 2);
+    let name = args.get(sub - 1).cloned().unwrap_or_default();
+    let longs: Vec<String> = command
+        .find_subcommand(&name)
+        .map(|c| {
+            c.get_arguments()
+                .flat_map(|a| a.get_long().into_iter().chain(a.get_all_aliases().unwrap_or_default()))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
     let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::data(&file, format!("not valid JSON: {e}")))?;
     let obj = json.as_object().ok_or_else(|| Error::data(&file, "must be a JSON object of option names and values"))?;
     let mut opts = Vec::new();
     for (key, v) in obj {
-        let flag = format!("--{}", key.replace('_', "-"));
-        if flag == "--config" || flag == "--resume" {
+        let long = key.replace('_', "-");
+        if ["config", "resume", "help", "version"].contains(&long.as_str()) {
             return Err(Error::data(&file, format!("option {key:?} cannot come from a config file")));
         }
+        if !longs.contains(&long) {
+            return Err(Error::data(&file, format!("{key:?} is not an option of `atomgrad {name}`")));
+        }
+        let scalar = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
         let value = match v {
             serde_json::Value::Null | serde_json::Value::Bool(false) => continue,
             serde_json::Value::Bool(true) => None,
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            serde_json::Value::Array(items) if items.iter().all(|i| i.is_string()) => {
-                Some(items.iter().filter_map(|i| i.as_str()).collect::<Vec<_>>().join(","))
+            serde_json::Value::Array(items) if items.iter().all(|i| scalar(i).is_some()) => {
+                Some(items.iter().filter_map(scalar).collect::<Vec<_>>().join(","))
             }
-            other => return Err(Error::data(&file, format!("option {key:?}: unsupported value {other}"))),
+            other => Some(
+                scalar(other)
+                    .ok_or_else(|| Error::data(&file, format!("option {key:?}: unsupported value {other}")))?,
+            ),
         };
-        opts.push(flag);
-        opts.extend(value);
+        // `--lr=-0.01`, not `--lr -0.01`: a value may start with a minus sign.
+        opts.push(match value {
+            Some(v) => format!("--{long}={v}"),
+            None => format!("--{long}"),
+        });
     }
-    // The subcommand is the first argument that is not an option.
-    let sub = args.iter().skip(1).position(|x| !x.starts_with('-')).map_or(1, |i| i + 2);
     let mut out = args[..sub.min(args.len())].to_vec();
     out.extend(opts);
     out.extend(args[sub.min(args.len())..].iter().cloned());
@@ -445,23 +487,35 @@ fn main() {
         match a.into_string() {
             Ok(s) => argv.push(s),
             Err(a) => {
-                eprintln!("error: argument {i} is not valid UTF-8: {}", a.to_string_lossy());
+                warn!("error: argument {i} is not valid UTF-8: {}", a.to_string_lossy());
                 std::process::exit(2);
             }
         }
     }
-    let argv = match with_config_file(argv) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
     let table = Task::defaults_help();
     let command = Cli::command()
         .mut_subcommand("train", |c| c.after_help(table.clone()))
         .mut_subcommand("compare", |c| c.after_help(table.clone()));
-    let cli = command.try_get_matches_from(argv).and_then(|m| Cli::from_arg_matches(&m)).unwrap_or_else(|e| e.exit());
+    let argv = match with_config_file(argv, &command) {
+        Ok(a) => a,
+        Err(e) => {
+            warn!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cli = match command.try_get_matches_from(argv).and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            // One line: clap's first line names the argument and what is wrong with it.
+            let text = e.to_string();
+            warn!("{} (see --help)", text.lines().next().unwrap_or("error: bad arguments").trim_end());
+            std::process::exit(2);
+        }
+    };
     // No subcommand: the synthetic comparison (the seed's Figures 2 and 3) with its defaults.
     let cmd = cli.cmd.unwrap_or_else(|| {
         let mut c = Cli::parse_from(["atomgrad", "compare"]).cmd.expect("a subcommand");
@@ -490,18 +544,18 @@ fn main() {
                 .filter(|p| p.is_file())
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>();
-            println!("test accuracy {:.2}%; {:?}; wrote {}", 100.0 * acc, report.metrics, drawn.join(", "));
+            say!("test accuracy {:.2}%; {:?}; wrote {}", 100.0 * acc, report.metrics, drawn.join(", "));
             Ok(())
         }
         Cmd::Sample(a) => {
             let out = a.out.clone().unwrap_or_else(|| a.checkpoint.parent().map(Path::to_path_buf).unwrap_or_default());
             let file = atomgrad::experiments::gan::sample(&dev, &a.checkpoint, a.n as usize, a.seed, &out)?;
-            println!("wrote {}", file.display());
+            say!("wrote {}", file.display());
             Ok(())
         }
     });
     if let Err(e) = result {
-        eprintln!("error: {e}");
+        warn!("error: {e}");
         std::process::exit(1);
     }
 }

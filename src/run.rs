@@ -25,11 +25,25 @@ static STOP: AtomicBool = AtomicBool::new(false);
 pub fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: exiting without saving");
+            eprint_line("\ninterrupted again: exiting without saving");
             std::process::exit(130);
         }
-        eprintln!("\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again to abort)");
+        eprint_line("\ninterrupt: stopping after this step and saving a checkpoint (Ctrl-C again to abort)");
     });
+}
+
+/// Prints a line to stdout, ignoring a closed pipe or a full disk: training never dies because
+/// its terminal or pipe went away (`atomgrad train | head -3`).
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush());
+}
+
+/// [`print_line`] to stderr.
+pub fn eprint_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Whether an interrupt asked training to stop.
@@ -37,16 +51,105 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// Fails when `out` already holds files, unless `force`: earlier results are never overwritten
-/// by accident.
+/// The entries of `dir` other than hidden ones (the lock, temporary files); none if it is missing.
+fn visible_entries(dir: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).collect())
+        .unwrap_or_default()
+}
+
+/// Fails when `out` already holds files, unless `force`, and with `force` unless it is an
+/// atomgrad folder (it has a `config.json`), which [`prepare_folder`] then empties: earlier
+/// results are never overwritten by accident, and `--force` never empties a folder of other files.
 pub fn check_empty(out: &Path, force: bool) -> Result<()> {
-    if !force && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+    if visible_entries(out).is_empty() {
+        return Ok(());
+    }
+    if !force {
         return Err(Error::Config(format!(
             "--out: run folder {} already holds results; choose another folder, pass --force, or --resume it",
             out.display()
         )));
     }
+    if !out.join("config.json").is_file() {
+        return Err(Error::Config(format!(
+            "--force: {} holds files but is not an atomgrad run or comparison folder (no config.json); \
+             refusing to empty it",
+            out.display()
+        )));
+    }
     Ok(())
+}
+
+/// An exclusive lock on a run or comparison folder (`<dir>/.lock`, holding the owner's pid),
+/// held while this process works in it: a second process gets an error, not a share of the folder.
+pub struct FolderLock {
+    _file: std::fs::File,
+}
+
+/// Creates `dir` if needed and takes its lock, or fails naming the process that holds it; then
+/// checks that the folder is writable (before any training) and removes temporary files a
+/// killed writer left (no other process can be writing them now).
+pub fn lock_folder(dir: &Path) -> Result<FolderLock> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(Error::Config(format!(
+                "{} is in use by another atomgrad process (pid {}); wait for it to finish or choose another folder",
+                dir.display(),
+                pid.trim()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    file.set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| write!(file, "{}", std::process::id()))
+        .map_err(|e| Error::io(&path, e))?;
+    let probe = dir.join(format!(".probe.tmp-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| Error::Io { path: dir.display().to_string(), msg: format!("not writable: {e}") })?;
+    let _ = std::fs::remove_file(&probe);
+    for d in [dir.to_path_buf(), dir.join("checkpoints")] {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(FolderLock { _file: file })
+}
+
+/// Locks `dir` and, with `force`, empties it (all but the lock): `--force` leaves no trace of an
+/// earlier run. Call [`check_empty`] first.
+pub fn prepare_folder(dir: &Path, force: bool) -> Result<FolderLock> {
+    check_empty(dir, force)?;
+    let lock = lock_folder(dir)?;
+    if force {
+        for e in visible_entries(dir) {
+            let p = e.path();
+            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(lock)
 }
 
 /// How progress is shown.
@@ -92,6 +195,8 @@ pub struct Run {
     first_batch: usize,
     /// An outer progress bar (a comparison's) that counts this run's steps too.
     outer: Option<ProgressBar>,
+    /// The folder's lock, held as long as the run is open.
+    _lock: FolderLock,
 }
 
 /// Lines mode prints a progress line at most this often within an epoch.
@@ -101,11 +206,10 @@ impl Run {
     /// Starts a run in `dir` (refusing a non-empty one unless `force`) and writes `config`
     /// as `config.json`.
     pub fn create(dir: &Path, force: bool, config: &Value, display: Display) -> Result<Run> {
-        check_empty(dir, force)?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = prepare_folder(dir, force)?;
         let text = serde_json::to_string_pretty(config).expect("a JSON value serialises");
         write_atomic(dir.join("config.json"), text.as_bytes())?;
-        Run::open(dir, config, display)
+        Run::open(dir, config, display, lock)
     }
 
     /// Reopens a run folder written by [`Run::create`]: its configuration and latest checkpoint
@@ -114,10 +218,14 @@ impl Run {
     /// covers (a stop between a metrics line and its checkpoint would otherwise repeat it).
     pub fn resume(dir: &Path, display: Display) -> Result<(Run, Value, Option<Checkpoint>)> {
         let path = dir.join("config.json");
+        if !path.is_file() {
+            return Err(Error::Config(format!("--resume: {} has no config.json: not a run folder", dir.display())));
+        }
+        let lock = lock_folder(dir)?;
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let config: Value = serde_json::from_str(&text)
             .map_err(|e| Error::data(&path, format!("not valid JSON ({e}); was this folder written by `train`?")))?;
-        let run = Run::open(dir, &config, display)?;
+        let mut run = Run::open(dir, &config, display, lock)?;
         let ck = run.ckpts.latest()?.map(|p| checkpoint::load(&p)).transpose()?;
         let step = match &ck {
             Some(ck) => {
@@ -131,6 +239,7 @@ impl Run {
             }
             None => 0,
         };
+        run.step = step as usize; // so --max-steps counts the steps already taken
         let metrics = dir.join("metrics.jsonl");
         let lines = fsio::read_json_lines(&metrics)?;
         let kept: Vec<Value> = lines
@@ -144,7 +253,7 @@ impl Run {
         Ok((run, config, ck))
     }
 
-    fn open(dir: &Path, config: &Value, display: Display) -> Result<Run> {
+    fn open(dir: &Path, config: &Value, display: Display, lock: FolderLock) -> Result<Run> {
         let bar = if display == Display::Bar { ProgressBar::new(0) } else { ProgressBar::hidden() };
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} samples  {rate}  ETA {eta}  {msg}")
@@ -166,6 +275,7 @@ impl Run {
             last_line: std::time::Instant::now(),
             first_batch: 1,
             outer: None,
+            _lock: lock,
         })
     }
 
@@ -189,7 +299,7 @@ impl Run {
     pub fn say(&self, line: &str) {
         match self.display {
             Display::Bar => self.bar.println(line),
-            Display::Lines => println!("{line}"),
+            Display::Lines => print_line(line),
             Display::Quiet => {}
         }
     }
@@ -273,12 +383,12 @@ impl Hooks for Run {
             self.last_line = std::time::Instant::now();
             let rate = (batch + 1 - self.first_batch) as f64 / self.epoch_start.elapsed().as_secs_f64();
             let eta = (batches - batch) as f64 / rate.max(1e-9);
-            println!(
+            print_line(&format!(
                 "epoch {:>3}  step {batch}/{batches}  {rate:.2} steps/s  ETA {}m {:02}s",
                 epoch + 1,
                 eta as u64 / 60,
                 eta as u64 % 60
-            );
+            ));
         }
     }
 

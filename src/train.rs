@@ -225,9 +225,37 @@ pub fn fit(
             );
         }
     }
+    if resume.is_some() {
+        let fits = at.epoch <= opts.epochs
+            && at.pos < per_epoch.max(1)
+            && (at.epoch < opts.epochs || at.pos == 0)
+            && at.history.len() == at.epoch
+            && at.step == at.epoch * per_epoch + at.pos;
+        if !fits {
+            let path = resume.map(|c| c.path.display().to_string()).unwrap_or_default();
+            return Err(Error::Data {
+                path,
+                msg: format!(
+                    "the checkpoint's position (epoch {}, batch {}, step {}, {} epochs of history) does not fit this \
+                     run ({} epochs of {per_epoch} batches)",
+                    at.epoch,
+                    at.pos,
+                    at.step,
+                    at.history.len(),
+                    opts.epochs
+                ),
+            });
+        }
+    }
     let mut rng = Rng::from_state(at.rng);
     while at.epoch < opts.epochs {
         let e = at.epoch;
+        // A stop asked before the epoch's order is drawn saves the state as it is (--max-steps 0,
+        // or a resumed run already at its limit), so the order is drawn again identically.
+        if at.pos == 0 && hooks.should_stop() {
+            save(dev, learner, &at, &rng, &[], &loss_sum, hooks, None)?;
+            return Ok(Fitted { history: at.history, stopped: true });
+        }
         let order = match order.take() {
             Some(o) => o,
             None => {
@@ -238,6 +266,12 @@ pub fn fit(
         let t0 = std::time::Instant::now();
         let start = at.pos;
         while at.pos < per_epoch {
+            // Asked before each step (pos 0 was asked before the order was drawn), so
+            // `--max-steps N` takes exactly N steps in all.
+            if at.pos > 0 && hooks.should_stop() {
+                save(dev, learner, &at, &rng, &order, &loss_sum, hooks, None)?;
+                return Ok(Fitted { history: at.history, stopped: true });
+            }
             let idx: Vec<usize> =
                 order[at.pos * opts.batch..(at.pos + 1) * opts.batch].iter().map(|&i| i as usize).collect();
             let tape = Tape::new();
@@ -255,10 +289,6 @@ pub fn fit(
             at.step += 1;
             at.pos += 1;
             hooks.after_step(at.step, e, at.pos, per_epoch);
-            if hooks.should_stop() && at.pos < per_epoch {
-                save(dev, learner, &at, &rng, &order, &loss_sum, hooks, None)?;
-                return Ok(Fitted { history: at.history, stopped: true });
-            }
         }
         let seconds = t0.elapsed().as_secs_f64();
         let train_loss = loss_sum.item()? as f64 / per_epoch as f64;
@@ -311,7 +341,10 @@ fn save(
     let mut tensors = prefixed("model.", learner.tensors());
     tensors.extend(prefixed("optim.", learner.optimizer().state()?));
     tensors.push(("train.loss_sum".into(), loss_sum.clone()));
-    tensors.push(("train.order".into(), Tensor::from_u32(dev, order, &[order.len()])?));
+    if !order.is_empty() {
+        // Only a mid-epoch position reads the order back; at an epoch start it is drawn again.
+        tensors.push(("train.order".into(), Tensor::from_u32(dev, order, &[order.len()])?));
+    }
     let at = Position { rng: rng.state(), ..at.clone() };
     let meta = serde_json::json!({
         "step": at.step,

@@ -374,16 +374,21 @@ fn checkpoint_set_keeps_the_last_two_and_the_best() {
     }
     let files: BTreeSet<String> =
         fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    let want: BTreeSet<String> = ["ckpt-step-60", "ckpt-step-70", "best"]
+    let mut want: BTreeSet<String> = ["ckpt-step-60", "ckpt-step-70"]
         .iter()
         .flat_map(|s| [format!("{s}.safetensors"), format!("{s}.json")])
         .collect();
+    want.extend(["best.json".to_string(), "best-step-40.safetensors".to_string()]);
     assert_eq!(files, want, "only the last two and the best remain, no temporary files");
     assert_eq!(set.best_metric(), Some(0.9));
     let best = checkpoint::load(&set.best_path()).unwrap();
     assert_eq!(best.get("w").unwrap().as_f32().unwrap(), &[40.0; 3], "best holds step 40's tensors");
     assert_eq!(best.meta().unwrap().step, 40);
-    assert_eq!(best.sidecar["tensors_file"], "best.safetensors");
+    assert_eq!(best.sidecar["tensors_file"], "best-step-40.safetensors");
+    // Either file of a checkpoint names it: the tensors path finds its sidecar, the sidecar its tensors.
+    let by_tensors = checkpoint::load(&dir.join("best-step-40.safetensors"));
+    assert!(by_tensors.is_err(), "best-step-40.safetensors has no best-step-40.json beside it");
+    assert_eq!(checkpoint::load(&dir.join("best.safetensors")).unwrap().tensors, best.tensors);
     // Reopening reads the best metric back; a step whose meta disagrees is refused.
     let mut again = CheckpointSet::open(&dir, 2, true).unwrap();
     assert_eq!(again.best_metric(), Some(0.9));

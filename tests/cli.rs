@@ -43,7 +43,7 @@ fn compare_saves_a_checkpoint_that_explain_draws() {
         "importance-gate.png",
         "gate/seed0/result.json",
         "gate/seed0/metrics.jsonl",
-        "gate/seed0/checkpoints/best.safetensors",
+        "gate/seed0/checkpoints/best.json",
     ] {
         assert!(run.join(f).is_file(), "{f} missing; output:\n{text}");
     }
@@ -135,7 +135,7 @@ fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
             let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
             let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
             assert_eq!(lines.len(), 2, "{log}");
-            assert!(run.join("checkpoints/best.safetensors").is_file() && run.join("loss.png").is_file());
+            assert!(run.join("checkpoints/best.json").is_file() && run.join("loss.png").is_file());
         }
     }
     // The saved configuration starts the same run again through --config.
@@ -241,7 +241,7 @@ fn explain_draws_a_train_checkpoint() {
     assert!(!ok && text.contains("/nonexistent-use-bundled"), "a missing --data folder is named: {text}");
     let (ok, text) = atomgrad(&args);
     assert!(ok, "{text}");
-    let best = out.join("checkpoints/best.safetensors");
+    let best = out.join("checkpoints/best.json");
     let (ok, text) = atomgrad(&["explain", "--checkpoint", best.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
     assert!(ok && dir.join("importance.png").is_file(), "{text}");
     std::fs::remove_dir_all(&dir).ok();

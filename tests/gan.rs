@@ -164,7 +164,7 @@ fn a_seeded_run_is_bit_identical_and_reports_its_best_validation_interval() {
     assert_eq!(la, lb, "same seed, different losses or scores");
     assert_eq!(a, b, "same seed, different records");
     assert_ne!(la, lc, "another seed gave the same losses");
-    let best = |d: &str| std::fs::read(dir.join(d).join("checkpoints/best.safetensors")).unwrap();
+    let best = |d: &str| atomgrad::checkpoint::load(&dir.join(d).join("checkpoints/best.json")).unwrap().tensors;
     assert_eq!(best("a"), best("b"));
     assert_ne!(best("a"), best("c"));
     // The reported interval is the first with the most validation modes; its test score is the

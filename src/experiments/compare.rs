@@ -173,7 +173,7 @@ pub fn run_comparison(
             let rate = trained_steps as f64 / t0.elapsed().as_secs_f64().max(1e-9);
             let eta = if trained_steps > 0 { (total - done_steps) as f64 / rate } else { f64::NAN };
             let score = c.task.score();
-            println!(
+            crate::run::print_line(&format!(
                 "[{}/{}] {}: val {:.*}, test {:.*} (epoch {}){}{}",
                 k + 1,
                 plan.len(),
@@ -189,7 +189,7 @@ pub fn run_comparison(
                 } else {
                     String::new()
                 }
-            );
+            ));
         }
         records.push((rel.clone(), record));
     }

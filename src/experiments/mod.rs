@@ -21,8 +21,9 @@ pub mod task;
 pub use method::Method;
 pub use task::Task;
 
-/// `runs/<task>-<unix seconds>` unless the caller names a folder.
+/// `runs/<task>-<unix seconds>-<pid>` unless the caller names a folder: two jobs started in the
+/// same second get two folders.
 pub fn default_out(task: &str) -> std::path::PathBuf {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    std::path::PathBuf::from("runs").join(format!("{task}-{t}"))
+    std::path::PathBuf::from("runs").join(format!("{task}-{t}-{}", std::process::id()))
 }

@@ -451,6 +451,11 @@ pub fn fit_gan<G: Generator, D: Discriminator>(
         let meta = serde_json::json!({ "step": gan.iter, "adapter": gan.dev.describe(), "gan": gan.position() });
         run.checkpoint(gan.iter as u64, &gan.state()?, &meta, metric)
     };
+    if run.should_stop() && gan.iter < iters {
+        // --max-steps 0, or resumed already at the limit: the state stands as it is.
+        save(gan, run, None)?;
+        return Ok(true);
+    }
     while gan.iter < iters {
         gan.step()?;
         let it = gan.iter;
