@@ -383,9 +383,12 @@ impl Encoded {
                     Err(e) => return Err(Error::io(&side, e)),
                 }
             }
+            crate::fsio::crash_point("checkpoint-before-renames");
             fs::rename(&tmp_t, path).map_err(|e| Error::io(path, e))?;
+            crate::fsio::crash_point("checkpoint-between-renames");
             fs::rename(&tmp_s, &side).map_err(|e| Error::io(&side, e))?;
             sync_dir(&side);
+            crate::fsio::crash_point("checkpoint-after-renames");
             Ok(())
         })();
         if result.is_err() {
@@ -557,9 +560,12 @@ fn check_sidecar(side: &Path, bytes: &[u8]) -> Result<Map<String, Value>> {
 /// is checked against the sidecar before it is read, and its checksum before it is parsed. Any
 /// problem with either file is `Error::Data` naming the file and what is wrong.
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let side = if path.extension().is_some_and(|e| e == "json") { path.to_path_buf() } else { sidecar_path(path)? };
+    let is_sidecar = path.extension().is_some_and(|e| e == "json");
+    let side = if is_sidecar { path.to_path_buf() } else { sidecar_path(path)? };
     let sidecar = read_sidecar(&side)?;
-    let tensors = tensors_path(&side, &sidecar)?;
+    // A tensors file given by path is read (a copied checkpoint keeps its old name inside);
+    // the sidecar's `tensors_file` is followed from a sidecar, or for a best checkpoint.
+    let tensors = if !is_sidecar && path.is_file() { path.to_path_buf() } else { tensors_path(&side, &sidecar)? };
     let n = sidecar.get("tensors_bytes").and_then(Value::as_u64).unwrap_or_default();
     let bytes = read_file(&tensors, "checkpoint tensors file", Some(n), 0)?;
     finish(&tensors, &side, sidecar, &bytes)
@@ -841,6 +847,7 @@ impl CheckpointSet {
                 }
             }
         }
+        crate::fsio::crash_point("checkpoint-before-prune");
         let older: Vec<u64> = self.step_files()?.into_iter().filter(|&s| s < step).collect();
         let drop_n = (older.len() + 1).saturating_sub(self.keep);
         for &s in &older[..drop_n] {

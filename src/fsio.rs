@@ -8,6 +8,33 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Test-only crash points, for the kill tests: with `ATOMGRAD_CRASH_AT=<name>:<n>` in the
+/// environment the process aborts (no destructors, no flushing, as SIGKILL would end it) the n-th
+/// time (1-based) it passes the point `name`. Without the variable this is one atomic load.
+pub fn crash_point(name: &str) {
+    if crash_armed(name) {
+        std::process::abort();
+    }
+}
+
+/// Whether the crash point `name` fires now (see [`crash_point`]); for points that first leave a
+/// partial write behind.
+pub fn crash_armed(name: &str) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let spec = SPEC.get_or_init(|| {
+        let v = std::env::var("ATOMGRAD_CRASH_AT").ok()?;
+        let (n, k) = v.rsplit_once(':')?;
+        Some((n.to_string(), k.parse().ok()?))
+    });
+    match spec {
+        Some((n, k)) if n == name => PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *k,
+        _ => false,
+    }
+}
+
 /// A temporary file's path beside `path`: `.<name>.tmp-<pid>` (one writer per target and process).
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -44,7 +71,11 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
     let result = write_synced(&tmp, bytes)
         .map_err(|e| io(format!("writing temporary file {}: {e}", tmp.display())))
-        .and_then(|_| fs::rename(&tmp, path).map_err(|e| io(format!("cannot replace it with {}: {e}", tmp.display()))));
+        .and_then(|_| {
+            crash_point("atomic-before-rename");
+            fs::rename(&tmp, path).map_err(|e| io(format!("cannot replace it with {}: {e}", tmp.display())))
+        });
+    crash_point("atomic-after-rename");
     match result {
         Ok(()) => sync_dir(path),
         Err(_) => {
@@ -74,7 +105,13 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
-    f.write_all(&buf).and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))
+    if crash_armed("metrics-torn") {
+        let _ = f.write_all(&buf[..buf.len() / 2]).and_then(|_| f.sync_data());
+        std::process::abort();
+    }
+    f.write_all(&buf).and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))?;
+    crash_point("metrics-after-line");
+    Ok(())
 }
 
 /// The JSON objects of a JSON-lines file, in order; a last line without its newline (a write cut
