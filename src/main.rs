@@ -422,7 +422,12 @@ fn train(dev: &Device, mut a: TrainArgs) -> Result<()> {
         }
         (TaskData::None, "synthetic") => {
             let cfg = SyntheticConfig { epochs, batch, lr, lambda, ..SyntheticConfig::default() };
-            let l = SyntheticLearner::new(dev, &cfg, method, a.seed)?;
+            let mut l = SyntheticLearner::new(dev, &cfg, method, a.seed)?;
+            if method == Method::Atom {
+                // terms.jsonl / terms.png: per-term diagnostics (issue 21), trajectory unchanged.
+                let dir = run.as_ref().map(|r| r.dir().to_path_buf()).or_else(|| a.out.clone());
+                l.log_terms(dir.as_deref());
+            }
             let opts = l.fit_options();
             (Box::new(l), opts, format!("synthetic tokens, {} train / {} test", cfg.train, cfg.test))
         }

@@ -4,6 +4,7 @@
 pub mod classify;
 pub mod gan;
 pub mod synthetic;
+pub mod terms;
 
 use crate::atom::cpu::pair_energy;
 use crate::atom::{atom_terms, hinge_lp, importance_budget, nt_xent, AtomConfig, Norm, TokenMask};

@@ -10,6 +10,7 @@ use crate::atom::{importance, AtomConfig, TokenMask};
 use crate::autodiff::{Param, Tape, Var};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::experiments::terms::{self, TermsLog};
 use crate::experiments::{auc, nn_spacing, objective, Method};
 use crate::nn::{sub_seed, Activation, Linear, Mlp};
 use crate::ops::reduce::argmax;
@@ -18,6 +19,7 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::{fit, FitOptions, Learner, OnStep};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SyntheticConfig {
@@ -163,6 +165,11 @@ impl Model {
         p.iter().map(|p| (p.name(), p.value())).collect()
     }
 
+    /// The importance head's parameters (u, c).
+    pub fn gate_params(&self) -> Vec<Param> {
+        vec![self.u.clone(), self.c.clone()]
+    }
+
     pub fn params(&self, method: Method) -> Vec<Param> {
         let mut p = [self.tok1.params(), self.tok2.params(), self.to_z.params(), self.head.params()].concat();
         if method.gated() {
@@ -175,20 +182,37 @@ impl Model {
     }
 
     pub fn forward(&self, tape: &Tape, x: &Var, gated: bool, mask: &TokenMask) -> Result<Forward> {
+        let h = self.tokens(tape, x)?;
+        let w = if gated { Some(self.gate(tape, &h, mask)?) } else { None };
+        let z = self.latent(tape, &h, w.as_ref())?;
+        let logits = self.classify(tape, &z)?;
+        Ok(Forward { h, w, z, logits })
+    }
+
+    /// The forward pass in its four pieces ([`Model::forward`] chains them; the per-term
+    /// diagnostics in `terms` put probes between them). Tokens `h [N, n, m]` of inputs `x [N, n, d]`.
+    pub fn tokens(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let (n, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let hidden = self.tok1.forward(tape, &x.reshape(&[n * t, d])?)?.relu()?;
         let m = self.tok2.w.shape()[1];
-        let h = self.tok2.forward(tape, &hidden)?.reshape(&[n, t, m])?;
-        let (w, feats) = if gated {
-            let w = importance(&h, &tape.param(&self.u), &tape.param(&self.c), mask)?;
-            let g = h.mul(&w.reshape(&[n, t, 1])?)?;
-            (Some(w), g)
-        } else {
-            (None, h.clone())
+        self.tok2.forward(tape, &hidden)?.reshape(&[n, t, m])
+    }
+    /// Importances `w [N, n]` of tokens `h`.
+    pub fn gate(&self, tape: &Tape, h: &Var, mask: &TokenMask) -> Result<Var> {
+        importance(h, &tape.param(&self.u), &tape.param(&self.c), mask)
+    }
+    /// The latent `z [N, 2]` of tokens `h`, gated by `w` when given.
+    pub fn latent(&self, tape: &Tape, h: &Var, w: Option<&Var>) -> Result<Var> {
+        let (n, t, m) = (h.shape()[0], h.shape()[1], h.shape()[2]);
+        let feats = match w {
+            Some(w) => h.mul(&w.reshape(&[n, t, 1])?)?,
+            None => h.clone(),
         };
-        let z = self.to_z.forward(tape, &feats.reshape(&[n, t * m])?)?;
-        let logits = self.head.forward(tape, &z)?;
-        Ok(Forward { h, w, z, logits })
+        self.to_z.forward(tape, &feats.reshape(&[n, t * m])?)
+    }
+    /// Class logits of latents `z`.
+    pub fn classify(&self, tape: &Tape, z: &Var) -> Result<Var> {
+        self.head.forward(tape, z)
     }
 }
 
@@ -248,6 +272,8 @@ pub struct SyntheticLearner {
     atom: AtomConfig,
     mask: TokenMask,
     last_loss: f64,
+    /// Per-term diagnostics ([`SyntheticLearner::log_terms`]); `None`: off.
+    terms: Option<TermsLog>,
 }
 
 impl SyntheticLearner {
@@ -266,7 +292,30 @@ impl SyntheticLearner {
             mask: TokenMask::new(dev, &vec![cfg.tokens; cfg.batch], cfg.tokens)?,
             model,
             last_loss: f64::NAN,
+            terms: None,
         })
+    }
+    /// Replaces the atom regulariser's settings (lambda stays `cfg.lambda` unless `atom` says
+    /// otherwise: the caller's value wins).
+    pub fn with_atom(mut self, atom: AtomConfig) -> SyntheticLearner {
+        self.atom = atom;
+        self
+    }
+    pub fn atom(&self) -> &AtomConfig {
+        &self.atom
+    }
+    /// Turns on the per-term diagnostics (gated methods only): about 10 records per epoch, kept
+    /// in memory and, with `dir`, written to `dir/terms.jsonl` and drawn as `dir/terms.png` after
+    /// every epoch. They do not change the training trajectory.
+    pub fn log_terms(&mut self, dir: Option<&Path>) {
+        if self.method.gated() {
+            let per_epoch = self.cfg.train / self.cfg.batch;
+            self.terms = Some(TermsLog::new(per_epoch, dir.map(|d| d.join("terms.jsonl"))));
+        }
+    }
+    /// The diagnostics recorded so far.
+    pub fn terms(&self) -> Option<&TermsLog> {
+        self.terms.as_ref()
     }
     /// Everything the comparison reports about the trained model.
     pub fn result(&self) -> Result<SyntheticResult> {
@@ -290,9 +339,27 @@ impl Learner for SyntheticLearner {
     }
     fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var> {
         let (dev, cfg, model, mask, train) = (&self.dev, &self.cfg, &self.model, &self.mask, &self.train);
-        let x = tape.constant(upload_batch(dev, cfg, train, idx, None)?);
+        let xt = upload_batch(dev, cfg, train, idx, None)?;
         let labels: Vec<u32> = idx.iter().map(|&i| train.y[i]).collect();
         let y = Tensor::from_u32(dev, &labels, &[idx.len()])?;
+        if let Some(log) = self.terms.as_mut().filter(|l| l.due(step)) {
+            let lambda = if self.method == Method::Atom { self.atom.lambda_at(step) } else { 0.0 };
+            let batch = terms::Batch { x: &xt, labels: &y, y: &labels, mask };
+            let (params, gate) = (model.params(self.method), model.gate_params());
+            let r = terms::measure(
+                model,
+                &params,
+                &gate,
+                &batch,
+                &self.atom,
+                lambda,
+                &cfg.informative,
+                step,
+                log.steps_per_epoch,
+            )?;
+            log.push(r)?;
+        }
+        let x = tape.constant(xt);
         let f = model.forward(tape, &x, self.method.gated(), mask)?;
         let ce = f.logits.cross_entropy(&y)?;
         objective(
@@ -319,6 +386,9 @@ impl Learner for SyntheticLearner {
         )
     }
     fn evaluate(&mut self) -> Result<f64> {
+        if let Some(log) = &self.terms {
+            log.draw()?;
+        }
         Ok(self.result()?.test_accuracy)
     }
 }

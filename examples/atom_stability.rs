@@ -1,0 +1,134 @@
+//! Issue 21's experiment harness: trains the synthetic task for every (variant, seed) and prints
+//! per-seed test accuracy, importance AUC and NN spacing, plus the variant's table.
+//!
+//! ```sh
+//! cargo run --release --example atom_stability -- --seeds 0-9 ce atom atom:warmup=96 atom:rmax=none
+//! ```
+//!
+//! A variant is `method[:key=value,...]` with method `ce`, `gate` or `atom` and keys of the atom
+//! regulariser's settings: `lambda`, `warmup` (steps), `rmax` (a number or `none`), `normalize`
+//! (true/false), `mu_w`, `tau_lo`, `tau_hi`, `epochs`. `--terms DIR` writes every run's
+//! `terms.jsonl` and `terms.png` under `DIR/<variant>/seed<k>/`; `--jsonl FILE` appends one line
+//! per run.
+
+use atomgrad::atom::AtomConfig;
+use atomgrad::experiments::synthetic::{SyntheticConfig, SyntheticLearner};
+use atomgrad::experiments::{mean_std, Method};
+use atomgrad::train::{fit, Hooks};
+use atomgrad::Device;
+use std::io::Write;
+use std::path::PathBuf;
+
+struct Variant {
+    name: String,
+    method: Method,
+    atom: AtomConfig,
+    epochs: usize,
+}
+
+fn parse_variant(s: &str, lambda: f32) -> Variant {
+    let (m, rest) = s.split_once(':').unwrap_or((s, ""));
+    let method = Method::parse_list(&[m.to_string()]).expect("method")[0];
+    let mut atom = AtomConfig { lambda, ..AtomConfig::default() };
+    let mut epochs = SyntheticConfig::default().epochs;
+    for kv in rest.split(',').filter(|k| !k.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{kv}: want key=value"));
+        let f = || v.parse::<f32>().unwrap_or_else(|_| panic!("{kv}: not a number"));
+        match k {
+            "lambda" => atom.lambda = f(),
+            "warmup" => atom.warmup_steps = v.parse().expect("warmup steps"),
+            "rmax" => atom.r_max = if v == "none" { None } else { Some(f()) },
+            "normalize" => atom.normalize = v.parse().expect("true/false"),
+            "mu_w" => atom.mu_w = f(),
+            "tau_lo" => atom.tau_lo = f(),
+            "tau_hi" => atom.tau_hi = f(),
+            "epochs" => epochs = v.parse().expect("epochs"),
+            _ => panic!("unknown key {k}"),
+        }
+    }
+    Variant { name: s.to_string(), method, atom, epochs }
+}
+
+fn seeds(s: &str) -> Vec<u64> {
+    s.split(',')
+        .flat_map(|p| match p.split_once('-') {
+            Some((a, b)) => (a.parse::<u64>().unwrap()..=b.parse().unwrap()).collect::<Vec<_>>(),
+            None => vec![p.parse().unwrap()],
+        })
+        .collect()
+}
+
+fn main() -> atomgrad::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut take = |flag: &str| -> Option<String> {
+        let i = args.iter().position(|a| a == flag)?;
+        let v = args.remove(i + 1);
+        args.remove(i);
+        Some(v)
+    };
+    let seed_list = seeds(&take("--seeds").unwrap_or("0-9".into()));
+    let terms_dir = take("--terms").map(PathBuf::from);
+    let jsonl = take("--jsonl").map(PathBuf::from);
+    let lambda: f32 = take("--lambda").map_or(0.1, |v| v.parse().unwrap());
+    let variants: Vec<Variant> = args.iter().map(|a| parse_variant(a, lambda)).collect();
+    let dev = Device::new()?;
+    let mut summary = Vec::new();
+    for v in &variants {
+        let (mut acc, mut aucs, mut nns) = (Vec::new(), Vec::new(), Vec::new());
+        for &seed in &seed_list {
+            let cfg = SyntheticConfig { lambda: v.atom.lambda, epochs: v.epochs, ..SyntheticConfig::default() };
+            let mut l = SyntheticLearner::new(&dev, &cfg, v.method, seed)?.with_atom(v.atom);
+            let dir =
+                terms_dir.as_ref().map(|d| d.join(v.name.replace([':', ',', '='], "_")).join(format!("seed{seed}")));
+            if let Some(d) = &dir {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            l.log_terms(dir.as_deref());
+            let t0 = std::time::Instant::now();
+            let opts = l.fit_options();
+            let fitted = fit(&dev, &mut l, &opts, None, &mut () as &mut dyn Hooks)?;
+            let r = l.result()?;
+            let curve: Vec<f64> = fitted.history.iter().map(|e| (e.test_accuracy * 1000.0).round() / 10.0).collect();
+            let loss = fitted.history.last().map_or(f64::NAN, |e| e.train_loss);
+            println!(
+                "{:<28} seed {:>2}: acc {:5.2}  auc {}  nn {:.4}  loss {:.3}  ({:.1} s)  curve {:?}",
+                v.name,
+                seed,
+                100.0 * r.test_accuracy,
+                r.auc.map_or("  -  ".into(), |a| format!("{a:.3}")),
+                r.nn_spacing,
+                loss,
+                t0.elapsed().as_secs_f64(),
+                curve
+            );
+            if let Some(p) = &jsonl {
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+                let line = serde_json::json!({"variant": v.name, "seed": seed, "test_accuracy": r.test_accuracy,
+                    "auc": r.auc, "nn_spacing": r.nn_spacing, "train_loss": loss, "curve": curve,
+                    "mean_importance": r.mean_importance});
+                writeln!(f, "{line}").unwrap();
+            }
+            acc.push(100.0 * r.test_accuracy);
+            if let Some(a) = r.auc {
+                aucs.push(a);
+            }
+            nns.push(r.nn_spacing);
+        }
+        summary.push((v.name.clone(), acc, aucs, nns));
+    }
+    println!("\n| variant | test accuracy (%) | min | importance AUC | NN spacing | per seed |\n| --- | --- | --- | --- | --- | --- |");
+    for (name, acc, aucs, nns) in &summary {
+        let (m, s) = mean_std(acc);
+        let auc = if aucs.is_empty() {
+            "-".into()
+        } else {
+            let (a, b) = mean_std(aucs);
+            format!("{a:.3} ± {b:.3}")
+        };
+        let (n, ns) = mean_std(nns);
+        let per: Vec<String> = acc.iter().map(|a| format!("{a:.1}")).collect();
+        let min = acc.iter().cloned().fold(f64::INFINITY, f64::min);
+        println!("| {name} | {m:.2} ± {s:.2} | {min:.1} | {auc} | {n:.4} ± {ns:.4} | {} |", per.join(" "));
+    }
+    Ok(())
+}
