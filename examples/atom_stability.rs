@@ -7,7 +7,8 @@
 //!
 //! A variant is `method[:key=value,...]` with method `ce`, `gate` or `atom` and keys of the atom
 //! regulariser's settings: `lambda`, `warmup` (steps), `rmax` (a number or `none`), `normalize`
-//! (true/false), `mu_w`, `tau_lo`, `tau_hi`, `epochs`. `--terms DIR` writes every run's
+//! (true/false), `mu_w`, `tau_lo`, `tau_hi`, `detach_w`, `detach_h` (true/false) and of the task:
+//! `epochs`, `batch`, `train` (training samples). `--terms DIR` writes every run's
 //! `terms.jsonl` and `terms.png` under `DIR/<variant>/seed<k>/`; `--jsonl FILE` appends one line
 //! per run.
 
@@ -24,6 +25,8 @@ struct Variant {
     method: Method,
     atom: AtomConfig,
     epochs: usize,
+    batch: Option<usize>,
+    train: Option<usize>,
 }
 
 fn parse_variant(s: &str, lambda: f32) -> Variant {
@@ -31,6 +34,7 @@ fn parse_variant(s: &str, lambda: f32) -> Variant {
     let method = Method::parse_list(&[m.to_string()]).expect("method")[0];
     let mut atom = AtomConfig { lambda, ..AtomConfig::default() };
     let mut epochs = SyntheticConfig::default().epochs;
+    let (mut batch, mut train) = (None, None);
     for kv in rest.split(',').filter(|k| !k.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{kv}: want key=value"));
         let f = || v.parse::<f32>().unwrap_or_else(|_| panic!("{kv}: not a number"));
@@ -43,10 +47,14 @@ fn parse_variant(s: &str, lambda: f32) -> Variant {
             "tau_lo" => atom.tau_lo = f(),
             "tau_hi" => atom.tau_hi = f(),
             "epochs" => epochs = v.parse().expect("epochs"),
+            "batch" => batch = Some(v.parse().expect("batch")),
+            "train" => train = Some(v.parse().expect("train")),
+            "detach_w" => atom.detach_w = v.parse().expect("true/false"),
+            "detach_h" => atom.detach_h = v.parse().expect("true/false"),
             _ => panic!("unknown key {k}"),
         }
     }
-    Variant { name: s.to_string(), method, atom, epochs }
+    Variant { name: s.to_string(), method, atom, epochs, batch, train }
 }
 
 fn seeds(s: &str) -> Vec<u64> {
@@ -74,9 +82,16 @@ fn main() -> atomgrad::Result<()> {
     let dev = Device::new()?;
     let mut summary = Vec::new();
     for v in &variants {
-        let (mut acc, mut aucs, mut nns) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut acc, mut aucs, mut nns, mut e1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &seed in &seed_list {
-            let cfg = SyntheticConfig { lambda: v.atom.lambda, epochs: v.epochs, ..SyntheticConfig::default() };
+            let d = SyntheticConfig::default();
+            let cfg = SyntheticConfig {
+                lambda: v.atom.lambda,
+                epochs: v.epochs,
+                batch: v.batch.unwrap_or(d.batch),
+                train: v.train.unwrap_or(d.train),
+                ..d
+            };
             let mut l = SyntheticLearner::new(&dev, &cfg, v.method, seed)?.with_atom(v.atom);
             let dir =
                 terms_dir.as_ref().map(|d| d.join(v.name.replace([':', ',', '='], "_")).join(format!("seed{seed}")));
@@ -109,15 +124,17 @@ fn main() -> atomgrad::Result<()> {
                 writeln!(f, "{line}").unwrap();
             }
             acc.push(100.0 * r.test_accuracy);
+            e1.push(curve[0]);
             if let Some(a) = r.auc {
                 aucs.push(a);
             }
             nns.push(r.nn_spacing);
         }
-        summary.push((v.name.clone(), acc, aucs, nns));
+        summary.push((v.name.clone(), acc, aucs, nns, e1));
     }
-    println!("\n| variant | test accuracy (%) | min | importance AUC | NN spacing | per seed |\n| --- | --- | --- | --- | --- | --- |");
-    for (name, acc, aucs, nns) in &summary {
+    println!("\n| variant | test accuracy (%) | min | importance AUC | NN spacing | after epoch 1 | per seed |\n| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, acc, aucs, nns, e1) in &summary {
+        let e1 = mean_std(e1).0;
         let (m, s) = mean_std(acc);
         let auc = if aucs.is_empty() {
             "-".into()
@@ -128,7 +145,7 @@ fn main() -> atomgrad::Result<()> {
         let (n, ns) = mean_std(nns);
         let per: Vec<String> = acc.iter().map(|a| format!("{a:.1}")).collect();
         let min = acc.iter().cloned().fold(f64::INFINITY, f64::min);
-        println!("| {name} | {m:.2} ± {s:.2} | {min:.1} | {auc} | {n:.4} ± {ns:.4} | {} |", per.join(" "));
+        println!("| {name} | {m:.2} ± {s:.2} | {min:.1} | {auc} | {n:.4} ± {ns:.4} | {e1:.1} | {} |", per.join(" "));
     }
     Ok(())
 }

@@ -58,8 +58,9 @@ pub struct TermStats {
     pub w_noise: f64,
     /// AUC of the batch's importances, informative against the other positions.
     pub batch_auc: f64,
-    /// Mean importance per token position.
+    /// Mean importance per token position, and the class-carrying positions.
     pub w_pos: Vec<f64>,
+    pub informative: Vec<usize>,
     /// rms(z - mean z) of the raw latents (before L_A's normalisation).
     pub z_spread: f64,
     /// Standard deviation of kappa_AB over the pairs A != B.
@@ -75,6 +76,10 @@ pub struct TermStats {
     pub g_ce: GradNorms,
     pub g_la: GradNorms,
     pub g_cw: GradNorms,
+    /// The push each term gives the importances of each token position: minus its gradient at
+    /// w, averaged over the batch (positive: the term raises that position's importance).
+    pub push_ce_w: Vec<f64>,
+    pub push_la_w: Vec<f64>,
     /// Cosine between CE's and L_A's gradients at w and at the parameters (0 if either is 0).
     pub cos_ce_la_w: f64,
     pub cos_ce_la_params: f64,
@@ -234,6 +239,9 @@ pub fn measure(
             }
         }
     }
+    let push = |g: &[f32]| -> Vec<f64> {
+        (0..t).map(|i| -(0..n).map(|a| g[a * t + i] as f64).sum::<f64>() / n as f64).collect()
+    };
     let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     // Latent spread (raw z).
     let mut zm = vec![0.0; d];
@@ -285,6 +293,7 @@ pub fn measure(
         w_noise: mean(&neg),
         batch_auc: auc(&pos, &neg),
         w_pos,
+        informative: informative.to_vec(),
         z_spread,
         kappa_std: ks,
         k_mean: la.stats[1] as f64,
@@ -293,6 +302,8 @@ pub fn measure(
         g_ce: grad_norms(&ce),
         g_la: grad_norms(&la),
         g_cw: grad_norms(&cw),
+        push_ce_w: push(&ce.gw),
+        push_la_w: push(&la.gw),
         cos_ce_la_w: cosine(&ce.gw, &la.gw),
         cos_ce_la_params: cosine(&ce.params, &la.params),
         cos_ce_la_z: cosine(&ce.gz, &la.gz),
@@ -359,9 +370,10 @@ fn series(name: &str, rs: &[TermStats], f: impl Fn(&TermStats) -> f64) -> Series
     Series::new(name, rs.iter().map(|r| (r.epoch, f(r))).collect())
 }
 
-/// Six panels in one PNG (2 columns x 3 rows of the usual 800 x 500 charts): the loss terms,
+/// Eight panels in one PNG (2 columns x 4 rows of the usual 800 x 500 charts): the loss terms,
 /// the weighted gradient norms at z and w, at the parameters, the importances, the latent's
-/// state and the agreement of CE's and L_A's gradients.
+/// state, the agreement of CE's and L_A's gradients, the push each term gives the informative
+/// and the other tokens' importances, and the ratio of L_A's gradient norms to CE's.
 pub fn draw(rs: &[TermStats], png: &Path) -> Result<()> {
     let dir = png.parent().unwrap_or(Path::new("."));
     let stem = png.file_stem().and_then(|s| s.to_str()).unwrap_or("terms");
@@ -441,15 +453,44 @@ pub fn draw(rs: &[TermStats], png: &Path) -> Result<()> {
             series("corr(kappa, d/s)", rs, |r| r.kappa_dist_corr),
         ],
     )?;
+    let split = |r: &TermStats, v: &[f64], inf: bool| {
+        let pick: Vec<f64> =
+            v.iter().enumerate().filter(|(i, _)| r.informative.contains(i) == inf).map(|(_, &x)| x).collect();
+        pick.iter().sum::<f64>() / pick.len().max(1) as f64
+    };
+    plot::line_plot(
+        panel(6),
+        "Push on the importances (minus the gradient at w), per token",
+        x,
+        "mean push (weighted)",
+        &[
+            series("CE, informative", rs, |r| split(r, &r.push_ce_w, true)),
+            series("CE, other", rs, |r| split(r, &r.push_ce_w, false)),
+            series("lambda L_A, informative", rs, |r| r.lambda * split(r, &r.push_la_w, true)),
+            series("lambda L_A, other", rs, |r| r.lambda * split(r, &r.push_la_w, false)),
+        ],
+    )?;
+    plot::line_plot_log_y(
+        panel(7),
+        "Ratio of L_A's weighted gradient norm to CE's",
+        x,
+        "lambda |grad L_A| / |grad CE|",
+        &[
+            series("at z", rs, |r| r.lambda * r.g_la.z / r.g_ce.z),
+            series("at w", rs, |r| r.lambda * r.g_la.w / r.g_ce.w),
+            series("at the gate u c", rs, |r| r.lambda * r.g_la.gate / r.g_ce.gate),
+            series("at all parameters", rs, |r| r.lambda * r.g_la.params / r.g_ce.params),
+        ],
+    )?;
     let mut panels = Vec::new();
-    for i in 0..6 {
+    for i in 0..8 {
         let p = panel(i);
         let img = image::open(&p).map_err(|e| Error::data(&p, format!("reading a panel back: {e}")))?.to_rgb8();
         let _ = std::fs::remove_file(&p);
         panels.push(img);
     }
     let (w, h) = (panels[0].width(), panels[0].height());
-    let mut out = image::RgbImage::from_pixel(2 * w, 3 * h, image::Rgb([255, 255, 255]));
+    let mut out = image::RgbImage::from_pixel(2 * w, 4 * h, image::Rgb([255, 255, 255]));
     for (i, p) in panels.iter().enumerate() {
         image::imageops::overlay(&mut out, p, ((i % 2) as u32 * w) as i64, ((i / 2) as u32 * h) as i64);
     }
