@@ -32,7 +32,8 @@ struct Variant {
 fn parse_variant(s: &str, lambda: f32) -> Variant {
     let (m, rest) = s.split_once(':').unwrap_or((s, ""));
     let method = Method::parse_list(&[m.to_string()]).expect("method")[0];
-    let mut atom = AtomConfig { lambda, ..AtomConfig::default() };
+    // The task's own settings (its soft floor r_max) unless the variant says otherwise.
+    let mut atom = AtomConfig { lambda, r_max: SyntheticConfig::default().r_max, ..AtomConfig::default() };
     let mut epochs = SyntheticConfig::default().epochs;
     let (mut batch, mut train) = (None, None);
     for kv in rest.split(',').filter(|k| !k.is_empty()) {
@@ -87,6 +88,7 @@ fn main() -> atomgrad::Result<()> {
             let d = SyntheticConfig::default();
             let cfg = SyntheticConfig {
                 lambda: v.atom.lambda,
+                r_max: v.atom.r_max,
                 epochs: v.epochs,
                 batch: v.batch.unwrap_or(d.batch),
                 train: v.train.unwrap_or(d.train),
