@@ -54,6 +54,10 @@ pub struct AtomConfig {
     /// to a 1e-4 wide latent at 50% accuracy, docs/RESULTS.md). Fixing the batch's scale removes
     /// that path and leaves the loss unchanged otherwise.
     pub normalize: bool,
+    /// Experimental (issue 21): the structure term k sees the importances (`detach_w`) or the
+    /// tokens (`detach_h`) as constants, so L_A's gradient reaches them only through z.
+    pub detach_w: bool,
+    pub detach_h: bool,
 }
 
 impl Default for AtomConfig {
@@ -67,6 +71,8 @@ impl Default for AtomConfig {
             r_max: Some(20.0),
             warmup_steps: 0,
             normalize: true,
+            detach_w: false,
+            detach_h: false,
         }
     }
 }
@@ -185,8 +191,10 @@ pub fn atom_terms(z: &Var, h: &Var, w: &Var, mask: &TokenMask, cfg: &AtomConfig)
     let z = if cfg.normalize { spread_scale_var(z)? } else { z.clone() };
     let dbar = z.pdist(Norm::Floored, cfg.eps)?;
     let wm = w.mask_tokens(mask)?;
-    let wsum = wm.sum(1, false)?;
-    let sm = structure_var(h, &wm, mask, cfg.eps)?;
+    let wk = if cfg.detach_w { wm.detach() } else { wm.clone() };
+    let hk = if cfg.detach_h { h.detach() } else { h.clone() };
+    let wsum = wk.sum(1, false)?;
+    let sm = structure_var(&hk, &wk, mask, cfg.eps)?;
     // max(W, W_FLOOR), s, the soft floor, k, kappa, U and their means: one kernel each way.
     let (l_a, pairs) = pair_loss_var(&dbar, &sm, &wsum, cfg.r_max, W_FLOOR)?;
     let (c_w, mean_w) = budget(&wm, mask, cfg.tau_lo, cfg.tau_hi)?;

@@ -330,7 +330,7 @@ fn train(dev: &Device, a: TrainArgs) -> Result<()> {
         run.say("no checkpoint in the folder yet: starting from the beginning");
     }
     run.set_max_steps(a.max_steps);
-    let ctx = RunContext { detect_anomaly: a.detect_anomaly, shared: None };
+    let ctx = RunContext { detect_anomaly: a.detect_anomaly, shared: None, terms_per_epoch: 10 };
     let t0 = std::time::Instant::now();
     let record = train_run(dev, &opts, &data, &mut run, resume.as_ref(), &ctx)?;
     run.finish();

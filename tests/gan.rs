@@ -519,7 +519,7 @@ fn feature_cnn_scores_real_images_above_collapse_and_noise_and_a_run_writes_its_
     let run_dir = dir.join("atom");
     let opts = options(Task::Gan, Method::Atom, 0);
     let mut run = run_folder(&run_dir, &opts);
-    let ctx = RunContext { detect_anomaly: false, shared: Some(dir.clone()) };
+    let ctx = RunContext { shared: Some(dir.clone()), ..RunContext::default() };
     let r = train_dcgan(&dev, &data, &cfg, &opts, &mut run, None, &ctx).unwrap().unwrap();
     assert_eq!(r.history.len(), 2);
     assert!(r.history.iter().all(|p| p.val.is_finite() && p.val > 0.0));

@@ -179,14 +179,14 @@ fn random_kills_lose_and_repeat_nothing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The storm: 120 SIGKILLs at random moments of a 60-epoch run (not in CI: a few minutes).
+/// The storm: 160 SIGKILLs at random moments of 600-epoch runs (not in CI: a few minutes).
 /// Prints the figures the README's reliability section quotes.
 #[cfg(unix)]
 #[test]
 #[ignore]
 fn storm_of_random_kills() {
     let dir = scratch("storm");
-    let epochs = 60;
+    let epochs = 600;
     let reference = dir.join("ref");
     let (code, t) = run(&[
         "train",
@@ -204,7 +204,7 @@ fn storm_of_random_kills() {
     let (mut kills, mut lost, mut repeated, mut torn, mut diverged) = (0, 0, 0, 0, 0);
     for round in 0..4 {
         let out = dir.join(format!("run{round}"));
-        kills += random_kills(&out, epochs, 30, 100 + round, 900);
+        kills += random_kills(&out, epochs, 40, 100 + round, 900);
         let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let lines: Vec<Option<Value>> = text.lines().map(|l| serde_json::from_str(l).ok()).collect();
         torn += lines.iter().filter(|l| l.is_none()).count();

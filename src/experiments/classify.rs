@@ -87,6 +87,9 @@ impl ClassifyConfig {
             return Err(Error::Config("--test-limit must be at least 1 (an empty test set scores nothing)".into()));
         }
         let n = self.train_limit.unwrap_or(train_len).min(train_len);
+        if n < 2 {
+            return Err(Error::Config(format!("the training set has {n} sample(s): too few to train on")));
+        }
         if self.batch < 2 || self.batch > n {
             return Err(Error::Config(format!(
                 "--batch must be in 2..={n} (the training samples used), got {}",

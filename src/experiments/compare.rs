@@ -25,6 +25,10 @@ use std::path::{Path, PathBuf};
 /// The most seeds a comparison takes (each is a run per method and lambda).
 pub const MAX_SEEDS: u64 = 1000;
 
+/// Per-term diagnostics records per epoch in a comparison's atom runs (`terms.png`; `train` logs
+/// 10): fewer, as each costs a probe pass per term.
+pub const TERMS_PER_EPOCH: usize = 2;
+
 /// A comparison's options: its folder's `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompareOptions {
@@ -144,7 +148,7 @@ pub fn run_comparison(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}  {msg}")
             .expect("valid template"),
     );
-    let ctx = RunContext { detect_anomaly: false, shared: Some(out.to_path_buf()) };
+    let ctx = RunContext { detect_anomaly: false, shared: Some(out.to_path_buf()), terms_per_epoch: TERMS_PER_EPOCH };
     let t0 = std::time::Instant::now();
     let (mut records, mut done_steps, mut trained_steps) = (Vec::new(), 0usize, 0usize);
     for (k, ((opts, rel), &n)) in plan.iter().zip(&steps).enumerate() {

@@ -7,6 +7,7 @@
 //! - [`protocol`]: what a run reports (validation-selected epoch, test scores) and [`protocol::Classifier`].
 //! - [`compare`]: the comparison driver (methods × lambda grid × seeds, resumable, paired intervals).
 //! - [`stats`]: mean ± std, the paired t interval, AUC, latent spacing.
+//! - [`terms`]: per-term diagnostics of the atom objective (`terms.png` of synthetic atom runs).
 //! - The tasks: [`synthetic`], [`classify`] (Fashion-MNIST CNN, review Transformer), [`gan`].
 
 pub mod classify;
@@ -17,6 +18,7 @@ pub mod protocol;
 pub mod stats;
 pub mod synthetic;
 pub mod task;
+pub mod terms;
 
 pub use method::Method;
 pub use task::Task;

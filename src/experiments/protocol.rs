@@ -96,4 +96,7 @@ pub trait Classifier: Learner {
     /// Measures of the current model on the test split, with its figures (latents, importance
     /// maps) drawn into `dir`; `title` names the run in figure titles.
     fn report(&mut self, dir: &Path, title: &str) -> Result<Report>;
+    /// Turns on per-term diagnostics of the objective into `dir` (`terms.jsonl`, `terms.png`),
+    /// about `per_epoch` records an epoch, where the task has them (the synthetic atom runs).
+    fn log_terms(&mut self, _dir: &Path, _per_epoch: usize) {}
 }

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::experiments::method::{objective, Method, Regularisers};
 use crate::experiments::protocol::{Classifier, Report};
 use crate::experiments::stats::{auc, nn_spacing};
+use crate::experiments::terms::{self, TermsLog};
 use crate::nn::{sub_seed, Activation, Linear, Mlp};
 use crate::ops::reduce::argmax;
 use crate::optim::{Adam, AdamConfig, Optimizer};
@@ -47,6 +48,10 @@ pub struct SyntheticConfig {
     pub lr: f32,
     /// Weight of every regulariser (L_A, hinge, NT-Xent).
     pub lambda: f32,
+    /// L_A's soft floor `d̄' = sqrt(d̄^2 + (s / r_max)^2)` on this task (`None`: off). 2, not the
+    /// spec's 20: a 2-D batch always has close pairs, whose steep push at s/20 drowned the
+    /// cross-entropy's gradient and stalled training (docs/atom-stability.md).
+    pub r_max: Option<f32>,
     /// Hinge margin on latent distances.
     pub margin: f32,
     /// SimCLR temperature and the std of the Gaussian jitter that makes its two views.
@@ -71,6 +76,7 @@ impl Default for SyntheticConfig {
             batch: 64,
             lr: 3e-3,
             lambda: AtomConfig::default().lambda,
+            r_max: Some(2.0),
             margin: 1.0,
             simclr_tau: 0.5,
             jitter: 0.1,
@@ -220,6 +226,11 @@ impl Model {
         p.iter().map(|p| (p.name(), p.value())).collect()
     }
 
+    /// The importance head's parameters (u, c).
+    pub fn gate_params(&self) -> Vec<Param> {
+        vec![self.u.clone(), self.c.clone()]
+    }
+
     pub fn params(&self, method: Method) -> Vec<Param> {
         let mut p = [self.tok1.params(), self.tok2.params(), self.to_z.params(), self.head.params()].concat();
         if method.gated() {
@@ -232,20 +243,37 @@ impl Model {
     }
 
     pub fn forward(&self, tape: &Tape, x: &Var, gated: bool, mask: &TokenMask) -> Result<Forward> {
+        let h = self.tokens(tape, x)?;
+        let w = if gated { Some(self.gate(tape, &h, mask)?) } else { None };
+        let z = self.latent(tape, &h, w.as_ref())?;
+        let logits = self.classify(tape, &z)?;
+        Ok(Forward { h, w, z, logits })
+    }
+
+    /// The forward pass in its four pieces ([`Model::forward`] chains them; the per-term
+    /// diagnostics in `terms` put probes between them). Tokens `h [N, n, m]` of inputs `x [N, n, d]`.
+    pub fn tokens(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let (n, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let hidden = self.tok1.forward(tape, &x.reshape(&[n * t, d])?)?.relu()?;
         let m = self.tok2.w.shape()[1];
-        let h = self.tok2.forward(tape, &hidden)?.reshape(&[n, t, m])?;
-        let (w, feats) = if gated {
-            let w = importance(&h, &tape.param(&self.u), &tape.param(&self.c), mask)?;
-            let g = h.mul(&w.reshape(&[n, t, 1])?)?;
-            (Some(w), g)
-        } else {
-            (None, h.clone())
+        self.tok2.forward(tape, &hidden)?.reshape(&[n, t, m])
+    }
+    /// Importances `w [N, n]` of tokens `h`.
+    pub fn gate(&self, tape: &Tape, h: &Var, mask: &TokenMask) -> Result<Var> {
+        importance(h, &tape.param(&self.u), &tape.param(&self.c), mask)
+    }
+    /// The latent `z [N, 2]` of tokens `h`, gated by `w` when given.
+    pub fn latent(&self, tape: &Tape, h: &Var, w: Option<&Var>) -> Result<Var> {
+        let (n, t, m) = (h.shape()[0], h.shape()[1], h.shape()[2]);
+        let feats = match w {
+            Some(w) => h.mul(&w.reshape(&[n, t, 1])?)?,
+            None => h.clone(),
         };
-        let z = self.to_z.forward(tape, &feats.reshape(&[n, t * m])?)?;
-        let logits = self.head.forward(tape, &z)?;
-        Ok(Forward { h, w, z, logits })
+        self.to_z.forward(tape, &feats.reshape(&[n, t * m])?)
+    }
+    /// Class logits of latents `z`.
+    pub fn classify(&self, tape: &Tape, z: &Var) -> Result<Var> {
+        self.head.forward(tape, z)
     }
 }
 
@@ -283,6 +311,8 @@ pub struct SyntheticLearner<'a> {
     opt: Adam,
     atom: AtomConfig,
     mask: TokenMask,
+    /// Per-term diagnostics ([`Classifier::log_terms`]); `None`: off.
+    terms: Option<TermsLog>,
 }
 
 /// What the model computes on a whole split.
@@ -309,10 +339,23 @@ impl<'a> SyntheticLearner<'a> {
             seed,
             data,
             opt: Adam::new(model.params(method), AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?,
-            atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
+            atom: AtomConfig { lambda: cfg.lambda, r_max: cfg.r_max, ..AtomConfig::default() },
             mask: TokenMask::new(dev, &vec![cfg.tokens; cfg.batch], cfg.tokens)?,
             model,
+            terms: None,
         })
+    }
+    /// The per-term diagnostics recorded so far.
+    pub fn terms(&self) -> Option<&TermsLog> {
+        self.terms.as_ref()
+    }
+    /// The atom regulariser's settings (diagnostic harnesses replace them with [`Self::with_atom`]).
+    pub fn atom(&self) -> &AtomConfig {
+        &self.atom
+    }
+    pub fn with_atom(mut self, atom: AtomConfig) -> Self {
+        self.atom = atom;
+        self
     }
     pub fn fit_options(&self) -> FitOptions {
         let (epochs, batch) = (self.cfg.epochs, self.cfg.batch);
@@ -345,9 +388,27 @@ impl Learner for SyntheticLearner<'_> {
     }
     fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var> {
         let (dev, cfg, model, mask, train) = (&self.dev, &self.cfg, &self.model, &self.mask, &self.data.train);
-        let x = tape.constant(upload_batch(dev, cfg, train, idx, None)?);
+        let xt = upload_batch(dev, cfg, train, idx, None)?;
         let labels: Vec<u32> = idx.iter().map(|&i| train.y[i]).collect();
         let y = Tensor::from_u32(dev, &labels, &[idx.len()])?;
+        if let Some(log) = self.terms.as_mut().filter(|l| l.due(step)) {
+            let lambda = if self.method == Method::Atom { self.atom.lambda_at(step) } else { 0.0 };
+            let batch = terms::Batch { x: &xt, labels: &y, y: &labels, mask };
+            let (params, gate) = (model.params(self.method), model.gate_params());
+            let r = terms::measure(
+                model,
+                &params,
+                &gate,
+                &batch,
+                &self.atom,
+                lambda,
+                &cfg.informative,
+                step,
+                log.steps_per_epoch,
+            )?;
+            log.push(r)?;
+        }
+        let x = tape.constant(xt);
         let f = model.forward(tape, &x, self.method.gated(), mask)?;
         let ce = f.logits.cross_entropy(&y)?;
         let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: cfg.margin, tau: cfg.simclr_tau };
@@ -362,11 +423,23 @@ impl Learner for SyntheticLearner<'_> {
         })
     }
     fn evaluate(&mut self) -> Result<Eval> {
+        if let Some(log) = &self.terms {
+            log.draw()?;
+        }
         Ok(Eval { val: self.outputs(&self.data.val)?.accuracy, test: self.outputs(&self.data.test)?.accuracy })
     }
 }
 
 impl Classifier for SyntheticLearner<'_> {
+    /// Per-term diagnostics of the gated methods into `dir/terms.jsonl` and `terms.png` (about
+    /// `per_epoch` records an epoch; the trajectory is unchanged, `tests/terms.rs`).
+    fn log_terms(&mut self, dir: &Path, per_epoch: usize) {
+        if self.method.gated() {
+            let steps = self.cfg.train / self.cfg.batch;
+            self.terms = Some(TermsLog::new(steps, per_epoch, Some(dir.join("terms.jsonl"))));
+        }
+    }
+
     /// On the test split: the importance-recovery AUC (informative vs noise tokens) and the mean
     /// importance per position (gated methods), the latents' nearest-neighbour spacing; draws
     /// `latent.png` (the seed's Figure 3a) and, gated, `importance.png` (Figure 3b).

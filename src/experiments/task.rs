@@ -478,7 +478,16 @@ impl RunOptions {
     pub fn validate(&self, data: &Data) -> Result<()> {
         self.check()?;
         match (self.task, data) {
-            (Task::Fashion, Data::Fashion(d)) => self.classify().validate(d.train.len()),
+            (Task::Fashion, Data::Fashion(d)) => {
+                if d.val.is_empty() || d.test.is_empty() {
+                    return Err(Error::Config(format!(
+                        "{}: the validation or test split is empty (validation is a tenth of each class of the \
+                         training images)",
+                        d.description()
+                    )));
+                }
+                self.classify().validate(d.train.len())
+            }
             (Task::Sentiment, Data::Reviews(d)) => self.classify().validate(d.train.len()),
             (Task::Gan, Data::Fashion(d)) => self.dcgan().validate(d.train.len()),
             (Task::Moons, _) | (Task::Synthetic, Data::Synthetic(_)) | (Task::Gan2d, _) => Ok(()),
@@ -585,6 +594,8 @@ pub struct RunContext {
     pub detect_anomaly: bool,
     /// A folder for what a comparison's runs share (the DCGAN's feature CNN); `None`: the run's own.
     pub shared: Option<PathBuf>,
+    /// Per-term diagnostics records per epoch where a task has them (`terms.png`); 0: none.
+    pub terms_per_epoch: usize,
 }
 
 /// Trains one run in `run`'s folder (from `resume` when given) and, when it finishes, reports
@@ -619,6 +630,9 @@ fn train_classifier(
 ) -> Result<Option<RunRecord>> {
     let (mut learner, fit_opts) = classifier(dev, opts, data)?;
     let fit_opts = FitOptions { detect_anomaly: ctx.detect_anomaly, ..fit_opts };
+    if ctx.terms_per_epoch > 0 && opts.method == Method::Atom {
+        learner.log_terms(run.dir(), ctx.terms_per_epoch);
+    }
     let fitted = fit(dev, learner.as_mut(), &fit_opts, resume, run)?;
     if fitted.stopped {
         return Ok(None);

@@ -188,6 +188,9 @@ impl FashionGanConfig {
     pub fn validate(&self, train_len: usize) -> Result<()> {
         let n = self.train_limit.map_or(train_len, |l| l.min(train_len));
         let bad = |m: String| Err(Error::Config(format!("gan (fashion): {m}")));
+        if n < 2 {
+            return bad(format!("the training set has {n} image(s): too few to train on"));
+        }
         if self.batch < 2 || self.batch > n {
             return bad(format!("batch must be in 2..={n} (the training images used), got {}", self.batch));
         }
