@@ -133,6 +133,10 @@ struct TaskArgs {
     /// discriminator's last map (e.g. 128 on a GPU).
     #[arg(long, conflicts_with = "resume")]
     channels: Option<usize>,
+    /// Width of the synthetic model's latent (synthetic, planted; 2 is plotted as it is, wider
+    /// latents by their first two principal components).
+    #[arg(long, conflicts_with = "resume")]
+    latent_dim: Option<usize>,
     /// The 2-D mixture (gan2d): ring8 or grid25.
     #[arg(long, value_parser = parse_mixture, conflicts_with = "resume")]
     mixture: Option<Mixture>,
@@ -156,6 +160,7 @@ impl TaskArgs {
             hidden: self.hidden,
             channels: self.channels,
             mixture: self.mixture,
+            latent_dim: self.latent_dim,
             mixed_precision: self.mixed_precision,
         }
     }
@@ -163,7 +168,7 @@ impl TaskArgs {
 
 #[derive(clap::Args)]
 struct CompareArgs {
-    /// Task (see the table below): synthetic, fashion, sentiment, gan2d or gan.
+    /// Task (see the table below): synthetic, planted, fashion, sentiment, gan2d or gan.
     #[arg(long, default_value_t = Task::Synthetic, value_parser = parse_task, conflicts_with = "resume")]
     task: Task,
     /// Methods, comma-separated (ce, gate, hinge-l1, hinge-l2, simclr, atom) [default: the task's].
@@ -202,7 +207,7 @@ struct CompareArgs {
 /// them back, so they cannot be given with it.
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// Task (see the table below): moons, synthetic, fashion, sentiment, gan2d or gan.
+    /// Task (see the table below): moons, synthetic, planted, fashion, sentiment, gan2d or gan.
     #[arg(long, default_value_t = Task::Moons, value_parser = parse_task, conflicts_with = "resume")]
     task: Task,
     /// Objective: ce, gate, hinge-l1, hinge-l2, simclr or atom [default: atom; moons: ce].

@@ -48,6 +48,54 @@ fn synthetic_splits_are_fixed_and_held_out_from_one_stream() {
     assert_ne!(other.train.x, a.train.x);
 }
 
+/// The planted task's ground truth: informative tokens carry the class on their first feature,
+/// varying tokens vary as much without it, constant tokens hardly vary at all.
+#[test]
+fn planted_tokens_are_what_they_are_said_to_be() {
+    let cfg = SyntheticConfig::planted();
+    assert_eq!(
+        (cfg.informative.clone(), cfg.varying(), cfg.constant.clone()),
+        (vec![2, 5], vec![1, 3, 6], vec![0, 4, 7])
+    );
+    let d = SyntheticData::generate(&cfg);
+    let (n, t, f, per) = (d.train.len(), cfg.tokens, cfg.token_dim, cfg.tokens * (cfg.token_dim + cfg.tokens));
+    let feature = |a: usize, i: usize, k: usize| d.train.x[a * per + i * (f + t) + k] as f64;
+    for i in 0..t {
+        // Class means and the spread of every feature of position i.
+        let mut sums = [[0.0; 2]; 4];
+        let mut sq = [0.0; 4];
+        for a in 0..n {
+            let c = d.train.y[a] as usize;
+            for (k, s) in sums.iter_mut().enumerate().take(f) {
+                s[c] += feature(a, i, k) / (n / 2) as f64;
+            }
+        }
+        for a in 0..n {
+            for k in 0..f {
+                let m = (sums[k][0] + sums[k][1]) / 2.0;
+                sq[k] += (feature(a, i, k) - m).powi(2) / n as f64;
+            }
+        }
+        let class_diff = (sums[0][1] - sums[0][0]).abs();
+        let spread = sq.iter().map(|v| v.sqrt()).fold(0.0, f64::max);
+        // The one-hot position is the token's own.
+        assert!((0..n).all(|a| (0..t).all(|j| (d.train.x[a * per + i * (f + t) + f + j] == 1.0) == (i == j))));
+        if cfg.informative.contains(&i) {
+            assert!((class_diff - 2.0 * cfg.signal as f64).abs() < 0.15, "token {i}: class difference {class_diff}");
+        } else {
+            assert!(class_diff < 0.15, "token {i} carries the class: {class_diff}");
+        }
+        if cfg.constant.contains(&i) {
+            assert!(spread < 2.0 * cfg.constant_noise as f64, "constant token {i} spreads {spread}");
+        } else {
+            assert!(spread > 0.8, "token {i} should vary: {spread}");
+        }
+    }
+    // The plain synthetic task is the same data where nothing is constant.
+    let plain = SyntheticData::generate(&SyntheticConfig::default());
+    assert_eq!(plain.train.y, d.train.y);
+}
+
 /// The same comparison with the test labels permuted selects the same epochs and lambdas and
 /// reports the same validation scores: selection reads validation only.
 #[test]

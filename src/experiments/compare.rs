@@ -437,7 +437,7 @@ fn figures(c: &CompareOptions, out: &Path, rows: &[Row], records: &[(PathBuf, Ru
         "loss",
         &loss,
     )?;
-    if c.task == Task::Synthetic {
+    if matches!(c.task, Task::Synthetic | Task::Planted) {
         crate::experiments::synthetic::compare_figures(out, rows, records)?;
     }
     Ok(())

@@ -259,6 +259,119 @@ pub fn nn_spacing(x: &[f32], dim: usize) -> f64 {
     (nn_sum / n as f64) / (all_sum / (n * (n - 1)) as f64)
 }
 
+/// Means and the pooled within-class covariance (`dim x dim`, row-major) of two classes' points.
+fn class_moments(x: &[f32], dim: usize, labels: &[u32]) -> ([Vec<f64>; 2], Vec<f64>, [usize; 2]) {
+    let mut mean = [vec![0.0; dim], vec![0.0; dim]];
+    let mut count = [0usize; 2];
+    for (p, &c) in x.chunks_exact(dim).zip(labels) {
+        let c = (c as usize).min(1);
+        count[c] += 1;
+        for k in 0..dim {
+            mean[c][k] += p[k] as f64;
+        }
+    }
+    for c in 0..2 {
+        for v in &mut mean[c] {
+            *v /= count[c].max(1) as f64;
+        }
+    }
+    let mut cov = vec![0.0; dim * dim];
+    for (p, &c) in x.chunks_exact(dim).zip(labels) {
+        let c = (c as usize).min(1);
+        for i in 0..dim {
+            for j in 0..dim {
+                cov[i * dim + j] += (p[i] as f64 - mean[c][i]) * (p[j] as f64 - mean[c][j]);
+            }
+        }
+    }
+    let n = (count[0] + count[1]).saturating_sub(2).max(1) as f64;
+    cov.iter_mut().for_each(|v| *v /= n);
+    (mean, cov, count)
+}
+
+/// The `q`-quantile (0..=1) of `v` (sorted in place; linear interpolation).
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// How far apart two classes' latents lie along their best linear separator (Fisher's
+/// discriminant direction `S_w^-1 (mu_1 - mu_0)`): the gap between the 5th percentile of the
+/// upper class and the 95th of the lower one, in units of the pooled within-class standard
+/// deviation along that direction. Positive: a gap with 90% of each class on its side (the
+/// seed's Figure 3a); negative: the classes overlap. NaN with fewer than 2 points in a class.
+pub fn class_gap(x: &[f32], dim: usize, labels: &[u32]) -> f64 {
+    let (mean, mut cov, count) = class_moments(x, dim, labels);
+    if count[0] < 2 || count[1] < 2 {
+        return f64::NAN;
+    }
+    // A small ridge keeps S_w invertible when a latent direction is unused.
+    let ridge = 1e-9 * (0..dim).map(|i| cov[i * dim + i]).sum::<f64>().max(1e-30) / dim as f64;
+    for i in 0..dim {
+        cov[i * dim + i] += ridge;
+    }
+    let Ok((vals, vecs)) = crate::experiments::gan::symmetric_eigen(&cov, dim) else { return f64::NAN };
+    let diff: Vec<f64> = (0..dim).map(|k| mean[1][k] - mean[0][k]).collect();
+    let mut w = vec![0.0; dim];
+    for e in 0..dim {
+        let proj: f64 = (0..dim).map(|k| vecs[k * dim + e] * diff[k]).sum::<f64>() / vals[e].max(ridge);
+        for k in 0..dim {
+            w[k] += vecs[k * dim + e] * proj;
+        }
+    }
+    let (mut p0, mut p1) = (Vec::new(), Vec::new());
+    for (p, &c) in x.chunks_exact(dim).zip(labels) {
+        let v: f64 = (0..dim).map(|k| p[k] as f64 * w[k]).sum();
+        if c == 0 {
+            p0.push(v)
+        } else {
+            p1.push(v)
+        }
+    }
+    let var = |v: &[f64]| mean_std(v).1.powi(2);
+    let pooled = (((p0.len() - 1) as f64 * var(&p0) + (p1.len() - 1) as f64 * var(&p1))
+        / (p0.len() + p1.len() - 2) as f64)
+        .sqrt();
+    (quantile(&mut p1, 0.05) - quantile(&mut p0, 0.95)) / pooled
+}
+
+/// Points `[n, dim]` projected on their first two principal components (for plots of latents
+/// wider than 2); 2-D points come back as they are.
+pub fn first_two_components(x: &[f32], dim: usize) -> Vec<(f64, f64)> {
+    if dim == 2 {
+        return x.chunks_exact(2).map(|p| (p[0] as f64, p[1] as f64)).collect();
+    }
+    let n = x.len() / dim;
+    let mut mean = vec![0.0; dim];
+    for p in x.chunks_exact(dim) {
+        for k in 0..dim {
+            mean[k] += p[k] as f64 / n as f64;
+        }
+    }
+    let mut cov = vec![0.0; dim * dim];
+    for p in x.chunks_exact(dim) {
+        for i in 0..dim {
+            for j in 0..dim {
+                cov[i * dim + j] += (p[i] as f64 - mean[i]) * (p[j] as f64 - mean[j]);
+            }
+        }
+    }
+    let Ok((vals, vecs)) = crate::experiments::gan::symmetric_eigen(&cov, dim) else {
+        return vec![(f64::NAN, f64::NAN); n];
+    };
+    let mut order: Vec<usize> = (0..dim).collect();
+    order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
+    let (e0, e1) = (order[0], order[1.min(dim - 1)]);
+    x.chunks_exact(dim)
+        .map(|p| {
+            let c = |e: usize| (0..dim).map(|k| (p[k] as f64 - mean[k]) * vecs[k * dim + e]).sum::<f64>();
+            (c(e0), c(e1))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +431,53 @@ mod tests {
         // The same numbers where lower is better (a distance): the verdict flips.
         assert_eq!(paired_diff(&up, &base, false).verdict, Verdict::Worse);
         assert_eq!(paired_diff(&[1.0], &[0.0], true).verdict, Verdict::TooFewSeeds);
+    }
+
+    #[test]
+    fn class_gap_is_positive_for_separated_classes_and_negative_for_overlapping_ones() {
+        let mut rng = crate::rng::Rng::new(3);
+        let mut pts = |shift: f64, n: usize, dim: usize| -> (Vec<f32>, Vec<u32>) {
+            let mut x = Vec::new();
+            let mut y = Vec::new();
+            for i in 0..n {
+                let c = (i % 2) as u32;
+                for k in 0..dim {
+                    // Classes apart along a diagonal, with a wide nuisance direction.
+                    let along = if c == 1 { shift } else { -shift };
+                    let nuisance = if k == 1 { 10.0 * rng.normal() } else { rng.normal() };
+                    x.push((along + nuisance) as f32);
+                }
+                y.push(c);
+            }
+            (x, y)
+        };
+        let (x, y) = pts(4.0, 400, 3);
+        assert!(class_gap(&x, 3, &y) > 1.0, "{}", class_gap(&x, 3, &y));
+        let (x, y) = pts(0.2, 400, 3);
+        assert!(class_gap(&x, 3, &y) < 0.0, "{}", class_gap(&x, 3, &y));
+        // Scale-free.
+        let (x, y) = pts(4.0, 400, 2);
+        let x10: Vec<f32> = x.iter().map(|v| v * 10.0).collect();
+        assert!((class_gap(&x, 2, &y) - class_gap(&x10, 2, &y)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn principal_components_keep_the_widest_directions() {
+        // Points on a line along (1, 1, 0) with small noise: the first component carries it.
+        let mut rng = crate::rng::Rng::new(1);
+        let mut x = Vec::new();
+        for i in 0..100 {
+            let t = i as f64 - 50.0;
+            x.extend([
+                (t + 0.01 * rng.normal()) as f32,
+                (t + 0.01 * rng.normal()) as f32,
+                (0.01 * rng.normal()) as f32,
+            ]);
+        }
+        let p = first_two_components(&x, 3);
+        let spread0 = p.iter().map(|q| q.0 * q.0).sum::<f64>();
+        let spread1 = p.iter().map(|q| q.1 * q.1).sum::<f64>();
+        assert!(spread0 > 1e4 * spread1, "{spread0} {spread1}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The synthetic token experiment (the seed's Figures 2 and 3): two classes whose samples are 8
+//! The synthetic token experiments (the seed's Figures 2 and 3): two classes whose samples are 8
 //! tokens, of which only a few carry the class signal, so the ground-truth important tokens are
-//! known and importance recovery can be scored.
+//! known and importance recovery can be scored. The planted variant ([`SyntheticConfig::planted`])
+//! adds tokens that are (nearly) the same in every sample, so a third kind of token is known:
+//! class-informative, varying without class information, and constant.
 //!
 //! Model, per the spec: a shared per-token MLP (token features + one-hot position) gives tokens
 //! h [N, n, m]; the importance head w = sigmoid(h.u + c) gates them (`gated` methods); a linear map
@@ -12,7 +14,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::experiments::method::{objective, Method, Regularisers};
 use crate::experiments::protocol::{Classifier, Report};
-use crate::experiments::stats::{auc, nn_spacing};
+use crate::experiments::stats::{auc, class_gap, first_two_components, nn_spacing};
 use crate::experiments::terms::{self, TermsLog};
 use crate::nn::{sub_seed, Activation, Linear, Mlp};
 use crate::ops::reduce::argmax;
@@ -38,11 +40,19 @@ pub struct SyntheticConfig {
     pub token_dim: usize,
     /// Positions that carry the class signal.
     pub informative: Vec<usize>,
+    /// Positions whose features are one fixed vector in every sample (plus `constant_noise`);
+    /// the others that are not informative vary, N(0, I), without class information.
+    pub constant: Vec<usize>,
+    /// Standard deviation of the constant tokens' noise.
+    pub constant_noise: f32,
     /// Class mean offset on the first feature of informative tokens (noise has std 1).
     pub signal: f32,
     pub hidden: usize,
     /// Token feature width m.
     pub m: usize,
+    /// Width of the latent z (2 can be plotted as it is; wider latents are plotted by their first
+    /// two principal components).
+    pub latent_dim: usize,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
@@ -69,9 +79,12 @@ impl Default for SyntheticConfig {
             tokens: 8,
             token_dim: 4,
             informative: vec![2, 5],
+            constant: vec![],
+            constant_noise: 0.05,
             signal: 0.9,
             hidden: 32,
             m: 16,
+            latent_dim: 2,
             epochs: 12,
             batch: 64,
             lr: 3e-3,
@@ -85,6 +98,15 @@ impl Default for SyntheticConfig {
 }
 
 impl SyntheticConfig {
+    /// The planted-structure task: 2 class-informative tokens (2, 5), 3 that vary without class
+    /// information (1, 3, 6) and 3 that are nearly constant (0, 4, 7).
+    pub fn planted() -> SyntheticConfig {
+        SyntheticConfig { constant: vec![0, 4, 7], ..SyntheticConfig::default() }
+    }
+    /// Positions that are neither informative nor constant.
+    pub fn varying(&self) -> Vec<usize> {
+        (0..self.tokens).filter(|i| !self.informative.contains(i) && !self.constant.contains(i)).collect()
+    }
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(format!("synthetic: {m}")));
         if self.batch < 2 || self.batch > self.train {
@@ -94,8 +116,14 @@ impl SyntheticConfig {
         {
             return bad("tokens, token_dim, m, hidden, val and test must be at least 1".into());
         }
-        if let Some(&p) = self.informative.iter().find(|&&p| p >= self.tokens) {
-            return bad(format!("informative position {p} is not below tokens = {}", self.tokens));
+        if let Some(&p) = self.informative.iter().chain(&self.constant).find(|&&p| p >= self.tokens) {
+            return bad(format!("token position {p} is not below tokens = {}", self.tokens));
+        }
+        if self.informative.iter().any(|p| self.constant.contains(p)) {
+            return bad("a token cannot be both informative and constant".into());
+        }
+        if self.latent_dim < 1 || self.latent_dim > 1024 {
+            return bad(format!("--latent-dim must be in 1..=1024, got {}", self.latent_dim));
         }
         // Written so that NaN fails every comparison and is refused.
         let valid = self.lr > 0.0 && self.lr.is_finite() && self.lambda >= 0.0;
@@ -137,6 +165,8 @@ pub struct SyntheticData {
     pub train: TokenData,
     pub val: TokenData,
     pub test: TokenData,
+    /// The configuration it was generated with.
+    pub config: SyntheticConfig,
 }
 
 impl SyntheticData {
@@ -147,24 +177,34 @@ impl SyntheticData {
             train: all.slice(0..cfg.train, per),
             val: all.slice(cfg.train..cfg.train + cfg.val, per),
             test: generate(cfg, cfg.test, sub_seed(cfg.data_seed, 11)),
+            config: cfg.clone(),
         }
     }
     pub fn description(&self, cfg: &SyntheticConfig) -> String {
+        let kinds = if cfg.constant.is_empty() {
+            format!("informative {:?}", cfg.informative)
+        } else {
+            format!("informative {:?}, varying {:?}, constant {:?}", cfg.informative, cfg.varying(), cfg.constant)
+        };
         format!(
-            "synthetic tokens (data seed {}): {} train / {} val / {} test samples of {} tokens, informative {:?}",
+            "{} tokens (data seed {}): {} train / {} val / {} test samples of {} tokens, {kinds}",
+            if cfg.constant.is_empty() { "synthetic" } else { "planted-structure" },
             cfg.data_seed,
             self.train.len(),
             self.val.len(),
             self.test.len(),
             cfg.tokens,
-            cfg.informative
         )
     }
 }
 
-/// Class c in {0, 1}; informative tokens are N((2c - 1) signal e_1, I), the others N(0, I) for both
-/// classes. The Bayes accuracy with two informative tokens is Phi(sqrt(2) signal) (0.90 at 0.9).
+/// Class c in {0, 1}; informative tokens are N((2c - 1) signal e_1, I), constant tokens a fixed
+/// vector (one per position, drawn from `data_seed`) plus N(0, constant_noise^2 I), the others
+/// N(0, I) for both classes. The Bayes accuracy with two informative tokens is
+/// Phi(sqrt(2) signal) (0.90 at 0.9).
 pub fn generate(cfg: &SyntheticConfig, count: usize, seed: u64) -> TokenData {
+    let mut fixed_rng = Rng::new(sub_seed(cfg.data_seed, 12));
+    let fixed: Vec<f32> = (0..cfg.tokens * cfg.token_dim).map(|_| fixed_rng.normal() as f32).collect();
     let mut rng = Rng::new(seed);
     let d = cfg.input_dim();
     let mut x = vec![0f32; count * cfg.tokens * d];
@@ -179,6 +219,11 @@ pub fn generate(cfg: &SyntheticConfig, count: usize, seed: u64) -> TokenData {
             }
             if cfg.informative.contains(&i) {
                 t[0] += if c == 1 { cfg.signal } else { -cfg.signal };
+            }
+            if cfg.constant.contains(&i) {
+                for (k, v) in t[..cfg.token_dim].iter_mut().enumerate() {
+                    *v = fixed[i * cfg.token_dim + k] + cfg.constant_noise * *v;
+                }
             }
             t[cfg.token_dim + i] = 1.0;
         }
@@ -213,9 +258,9 @@ impl Model {
             tok2: Linear::new(dev, "tok2", cfg.hidden, cfg.m, s(2))?,
             u: Param::new("imp.u", Tensor::rand_uniform(dev, &[cfg.m], -0.1, 0.1, s(3))?),
             c: Param::new("imp.c", Tensor::zeros(dev, &[1])?),
-            to_z: Linear::new(dev, "to_z", cfg.tokens * cfg.m, 2, s(4))?,
-            head: Linear::new(dev, "head", 2, 2, s(5))?,
-            proj: Mlp::new(dev, "proj", &[2, 16, 8], Activation::Relu, s(6))?,
+            to_z: Linear::new(dev, "to_z", cfg.tokens * cfg.m, cfg.latent_dim, s(4))?,
+            head: Linear::new(dev, "head", cfg.latent_dim, 2, s(5))?,
+            proj: Mlp::new(dev, "proj", &[cfg.latent_dim, 16, 8], Activation::Relu, s(6))?,
         })
     }
 
@@ -440,30 +485,28 @@ impl Classifier for SyntheticLearner<'_> {
         }
     }
 
-    /// On the test split: the importance-recovery AUC (informative vs noise tokens) and the mean
-    /// importance per position (gated methods), the latents' nearest-neighbour spacing; draws
-    /// `latent.png` (the seed's Figure 3a) and, gated, `importance.png` (Figure 3b).
+    /// On the test split: the importance AUCs (informative against the other tokens; with
+    /// constant tokens also varying against constant) and the mean importance per position (gated
+    /// methods), the latents' nearest-neighbour spacing and class gap; draws `latent.png` (the
+    /// seed's Figure 3a) and, gated, `importance.png` (Figure 3b).
     fn report(&mut self, dir: &Path, title: &str) -> Result<Report> {
         let (cfg, test) = (&self.cfg, &self.data.test);
         let out = self.outputs(test)?;
-        let n = test.len();
+        let (n, dim) = (test.len(), cfg.latent_dim);
         let mut report = Report::default();
-        report.metrics.insert("nn_spacing".into(), nn_spacing(&out.latents, 2));
+        report.metrics.insert("nn_spacing".into(), nn_spacing(&out.latents, dim));
+        report.metrics.insert("class_gap".into(), class_gap(&out.latents, dim, &test.y));
         if let Some(w) = &out.importance {
-            let (mut pos, mut neg) = (Vec::new(), Vec::new());
-            let mut mean = vec![0.0; cfg.tokens];
-            for a in 0..n {
-                for i in 0..cfg.tokens {
-                    let v = w[a * cfg.tokens + i] as f64;
-                    mean[i] += v / n as f64;
-                    if cfg.informative.contains(&i) {
-                        pos.push(v)
-                    } else {
-                        neg.push(v)
-                    }
-                }
+            let at = |positions: &[usize]| -> Vec<f64> {
+                (0..n).flat_map(|a| positions.iter().map(move |&i| w[a * cfg.tokens + i] as f64)).collect()
+            };
+            let rest: Vec<usize> = (0..cfg.tokens).filter(|i| !cfg.informative.contains(i)).collect();
+            report.metrics.insert("auc".into(), auc(&at(&cfg.informative), &at(&rest)));
+            if !cfg.constant.is_empty() {
+                report.metrics.insert("auc_varying".into(), auc(&at(&cfg.varying()), &at(&cfg.constant)));
             }
-            report.metrics.insert("auc".into(), auc(&pos, &neg));
+            let mean: Vec<f64> =
+                (0..cfg.tokens).map(|i| (0..n).map(|a| w[a * cfg.tokens + i] as f64).sum::<f64>() / n as f64).collect();
             let labels: Vec<String> = (0..cfg.tokens).map(|i| format!("token {i}")).collect();
             let hl: Vec<bool> = (0..cfg.tokens).map(|i| cfg.informative.contains(&i)).collect();
             plot::bar_plot(
@@ -476,15 +519,19 @@ impl Classifier for SyntheticLearner<'_> {
             )?;
             report.importance = Some(mean);
         }
-        let pts: Vec<(f64, f64, usize)> = test
-            .y
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (out.latents[2 * i] as f64, out.latents[2 * i + 1] as f64, c as usize))
+        let pts: Vec<(f64, f64, usize)> = first_two_components(&out.latents, dim)
+            .into_iter()
+            .zip(&test.y)
+            .map(|((a, b), &c)| (a, b, c as usize))
             .collect();
+        let what = if dim == 2 {
+            "test latents z".to_string()
+        } else {
+            format!("{dim}-d test latents z, first two principal components")
+        };
         plot::scatter_plot(
             dir.join("latent.png"),
-            &format!("{title}: test latents z (test accuracy {:.1}%)", 100.0 * out.accuracy),
+            &format!("{title}: {what} (test accuracy {:.1}%)", 100.0 * out.accuracy),
             &pts,
             &["class 0".to_string(), "class 1".to_string()],
             &[],

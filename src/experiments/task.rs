@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub enum Task {
     Moons,
     Synthetic,
+    Planted,
     Fashion,
     Sentiment,
     Gan2d,
@@ -58,7 +59,8 @@ const CLASSIFIER_METHODS: &[Method] = &Method::ALL;
 const GAN_METHODS: &[Method] = &[Method::Ce, Method::Gate, Method::HingeL1, Method::HingeL2, Method::Atom];
 
 impl Task {
-    pub const ALL: [Task; 6] = [Task::Moons, Task::Synthetic, Task::Fashion, Task::Sentiment, Task::Gan2d, Task::Gan];
+    pub const ALL: [Task; 7] =
+        [Task::Moons, Task::Synthetic, Task::Planted, Task::Fashion, Task::Sentiment, Task::Gan2d, Task::Gan];
 
     pub fn info(self) -> TaskInfo {
         let (name, about, kind, methods, compare_methods): (_, _, _, &'static [Method], &'static [Method]) = match self
@@ -76,6 +78,13 @@ impl Task {
                 Kind::Classifier,
                 CLASSIFIER_METHODS,
                 CLASSIFIER_METHODS,
+            ),
+            Task::Planted => (
+                "planted",
+                "the synthetic task with planted structure: class-informative, varying and constant tokens",
+                Kind::Classifier,
+                CLASSIFIER_METHODS,
+                &[Method::Ce, Method::Gate, Method::Atom],
             ),
             Task::Fashion => {
                 ("fashion", "CNN on Fashion-MNIST", Kind::Classifier, CLASSIFIER_METHODS, CLASSIFIER_METHODS)
@@ -125,7 +134,7 @@ impl Task {
                 let d = MoonsConfig::default();
                 (Some(d.epochs), None, d.batch, d.lr, None)
             }
-            Task::Synthetic => {
+            Task::Synthetic | Task::Planted => {
                 let d = SyntheticConfig::default();
                 (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
             }
@@ -151,6 +160,7 @@ impl Task {
             hidden: (self == Task::Moons).then(|| MoonsConfig::default().hidden),
             channels: (self == Task::Gan).then(|| FashionGanConfig::default().channels),
             mixture: (self == Task::Gan2d).then_some(Mixture::Ring8),
+            latent_dim: matches!(self, Task::Synthetic | Task::Planted).then(|| SyntheticConfig::default().latent_dim),
             ..Overrides::default()
         }
     }
@@ -159,7 +169,7 @@ impl Task {
     pub fn takes(self) -> &'static [&'static str] {
         match self {
             Task::Moons => &["epochs", "batch", "lr", "hidden"],
-            Task::Synthetic => &["epochs", "batch", "lr", "lambda"],
+            Task::Synthetic | Task::Planted => &["epochs", "batch", "lr", "lambda", "latent-dim"],
             Task::Fashion | Task::Sentiment => {
                 &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit"]
             }
@@ -193,6 +203,9 @@ impl Task {
             }
             if let Some(m) = d.mixture {
                 parts.push(format!("--mixture {}", m.slug()));
+            }
+            if let Some(l) = d.latent_dim {
+                parts.push(format!("--latent-dim {l}"));
             }
             s.push_str(&format!("  {:<10} {}\n", t.name(), parts.join(" ")));
         }
@@ -244,6 +257,7 @@ impl Task {
             hidden: o.hidden.or(d.hidden),
             channels: o.channels.or(d.channels),
             mixture: o.mixture.or(d.mixture),
+            latent_dim: o.latent_dim.or(d.latent_dim),
             mixed_precision: o.mixed_precision,
         };
         opts.check()?;
@@ -264,7 +278,17 @@ impl Task {
     /// The report's measures shown as table columns: (key, column title, scale, digits).
     pub fn columns(self) -> &'static [(&'static str, &'static str, f64, usize)] {
         match self {
-            Task::Synthetic => &[("auc", "importance AUC", 1.0, 3), ("nn_spacing", "NN spacing", 1.0, 4)],
+            Task::Synthetic => &[
+                ("auc", "importance AUC", 1.0, 3),
+                ("nn_spacing", "NN spacing", 1.0, 4),
+                ("class_gap", "class gap", 1.0, 2),
+            ],
+            Task::Planted => &[
+                ("auc", "AUC informative vs rest", 1.0, 3),
+                ("auc_varying", "AUC varying vs constant", 1.0, 3),
+                ("nn_spacing", "NN spacing", 1.0, 4),
+                ("class_gap", "class gap", 1.0, 2),
+            ],
             Task::Fashion | Task::Sentiment | Task::Moons => &[("nn_spacing", "NN spacing", 1.0, 4)],
             Task::Gan2d => {
                 &[("high_quality", "high-quality points (%)", 100.0, 1), ("kl", "KL(modes ‖ uniform)", 1.0, 3)]
@@ -331,6 +355,8 @@ pub struct Overrides {
     pub channels: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixture: Option<Mixture>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_dim: Option<usize>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mixed_precision: bool,
 }
@@ -355,6 +381,7 @@ impl Overrides {
         add(self.hidden.is_some(), "hidden");
         add(self.channels.is_some(), "channels");
         add(self.mixture.is_some(), "mixture");
+        add(self.latent_dim.is_some(), "latent-dim");
         v
     }
 }
@@ -387,6 +414,8 @@ pub struct RunOptions {
     pub channels: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixture: Option<Mixture>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_dim: Option<usize>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mixed_precision: bool,
 }
@@ -407,12 +436,13 @@ impl RunOptions {
         }
     }
     pub fn synthetic(&self) -> SyntheticConfig {
-        let d = SyntheticConfig::default();
+        let d = if self.task == Task::Planted { SyntheticConfig::planted() } else { SyntheticConfig::default() };
         SyntheticConfig {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch: self.batch,
             lr: self.lr as f32,
             lambda: self.lambda32(),
+            latent_dim: self.latent_dim.unwrap_or(d.latent_dim),
             ..d
         }
     }
@@ -467,7 +497,7 @@ impl RunOptions {
         }
         match self.task {
             Task::Moons => self.moons().validate(),
-            Task::Synthetic => self.synthetic().validate(),
+            Task::Synthetic | Task::Planted => self.synthetic().validate(),
             Task::Gan2d => self.gan2d().0.validate(),
             Task::Fashion | Task::Sentiment | Task::Gan => Ok(()),
         }
@@ -490,7 +520,7 @@ impl RunOptions {
             }
             (Task::Sentiment, Data::Reviews(d)) => self.classify().validate(d.train.len()),
             (Task::Gan, Data::Fashion(d)) => self.dcgan().validate(d.train.len()),
-            (Task::Moons, _) | (Task::Synthetic, Data::Synthetic(_)) | (Task::Gan2d, _) => Ok(()),
+            (Task::Moons, _) | (Task::Synthetic | Task::Planted, Data::Synthetic(_)) | (Task::Gan2d, _) => Ok(()),
             (t, _) => Err(Error::Config(format!("task {}: the loaded data is not its data", t.name()))),
         }
     }
@@ -501,7 +531,7 @@ impl RunOptions {
         match (self.task, data) {
             (Task::Gan2d, _) => self.gan2d().0.iters,
             (Task::Moons, _) => self.moons().epochs * (self.moons().train / self.batch.max(1)),
-            (Task::Synthetic, Data::Synthetic(d)) => self.synthetic().epochs * per_epoch(d.train.len()),
+            (Task::Synthetic | Task::Planted, Data::Synthetic(d)) => self.synthetic().epochs * per_epoch(d.train.len()),
             (_, Data::Fashion(d)) => self.epochs.unwrap_or(1) * per_epoch(d.train.len()),
             (_, Data::Reviews(d)) => self.epochs.unwrap_or(1) * per_epoch(d.train.len()),
             _ => 0,
@@ -529,7 +559,7 @@ impl Data {
     pub fn description(&self) -> String {
         match self {
             Data::Generated => "generated from each run's seed".into(),
-            Data::Synthetic(d) => d.description(&SyntheticConfig::default()),
+            Data::Synthetic(d) => d.description(&d.config),
             Data::Fashion(d) => d.description(),
             Data::Reviews(d) => d.description(),
         }
@@ -540,7 +570,7 @@ impl Data {
 pub fn load_data(opts: &RunOptions) -> Result<Data> {
     Ok(match opts.task {
         Task::Moons | Task::Gan2d => Data::Generated,
-        Task::Synthetic => Data::Synthetic(SyntheticData::generate(&opts.synthetic())),
+        Task::Synthetic | Task::Planted => Data::Synthetic(SyntheticData::generate(&opts.synthetic())),
         // The classifier reads the full set when Debian's package is installed; the DCGAN keeps
         // to the bundled 10k (its lavapipe budget) unless given a directory.
         Task::Fashion => {
@@ -570,7 +600,7 @@ pub fn classifier<'a>(
             let cfg = opts.moons();
             (Box::new(crate::train::Moons::new(dev, &cfg)?), cfg.fit_options())
         }
-        (Task::Synthetic, Data::Synthetic(d)) => {
+        (Task::Synthetic | Task::Planted, Data::Synthetic(d)) => {
             let l = SyntheticLearner::new(dev, &opts.synthetic(), d, m, seed)?;
             let f = l.fit_options();
             (Box::new(l), f)
