@@ -9,6 +9,7 @@
 //! options as the folder's `config.json`, which `--config` accepts back.
 
 use atomgrad::experiments::compare::{record_provenance, run_comparison, CompareOptions};
+use atomgrad::experiments::classify::Arch;
 use atomgrad::experiments::gan::Mixture;
 use atomgrad::experiments::task::{load_data, train_run, Overrides, RunContext, RunOptions};
 use atomgrad::experiments::{default_out, Method, Task};
@@ -98,6 +99,9 @@ fn parse_method(s: &str) -> std::result::Result<Method, String> {
 fn parse_mixture(s: &str) -> std::result::Result<Mixture, String> {
     Mixture::parse(s).map_err(|e| e.to_string())
 }
+fn parse_arch(s: &str) -> std::result::Result<Arch, String> {
+    Arch::parse(s).map_err(|e| e.to_string())
+}
 
 /// The options over a task's defaults that `train` and `compare` share (see the defaults table
 /// at the end of `--help`). `--resume` reads them from the folder, so none goes with it.
@@ -137,6 +141,9 @@ struct TaskArgs {
     /// latents by their first two principal components).
     #[arg(long, conflicts_with = "resume")]
     latent_dim: Option<usize>,
+    /// The network (fashion: small or resnet; sentiment: small or base), each with its own recipe.
+    #[arg(long, value_parser = parse_arch, conflicts_with = "resume")]
+    model: Option<Arch>,
     /// The 2-D mixture (gan2d): ring8 or grid25.
     #[arg(long, value_parser = parse_mixture, conflicts_with = "resume")]
     mixture: Option<Mixture>,
@@ -161,6 +168,7 @@ impl TaskArgs {
             channels: self.channels,
             mixture: self.mixture,
             latent_dim: self.latent_dim,
+            model: self.model,
             mixed_precision: self.mixed_precision,
         }
     }

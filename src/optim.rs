@@ -59,6 +59,31 @@ struct Params {
     bc: [f32; 4],
 }
 
+/// A learning-rate schedule over optimizer steps: a linear warm-up from 0 to `lr` over
+/// `warmup_steps`, then `lr` held (`cosine: false`) or decayed along a half cosine to 0 at
+/// `total_steps`. It depends on the step only, so a resumed run follows it exactly.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Schedule {
+    pub lr: f32,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+    pub cosine: bool,
+}
+
+impl Schedule {
+    /// The learning rate of step `step` (0-based: the rate the step's update uses).
+    pub fn lr_at(&self, step: usize) -> f32 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f32 / self.warmup_steps as f32;
+        }
+        if !self.cosine || self.total_steps <= self.warmup_steps {
+            return self.lr;
+        }
+        let t = ((step - self.warmup_steps) as f64 / (self.total_steps - self.warmup_steps) as f64).min(1.0);
+        (self.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+    }
+}
+
 /// The optimizer interface shared by [`Sgd`] and [`Adam`].
 pub trait Optimizer {
     /// Records one update of every parameter that has a gradient (clipped first when
@@ -656,5 +681,22 @@ pub mod cpu {
     pub fn clip_grad_norm(grads: &[&[f64]], max_norm: f64) -> (f64, f64) {
         let norm = grads.iter().flat_map(|g| g.iter()).map(|x| x * x).sum::<f64>().sqrt();
         (norm, (max_norm / (norm + CLIP_EPS)).min(1.0))
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::Schedule;
+    #[test]
+    fn warm_up_then_half_cosine_to_zero() {
+        let s = Schedule { lr: 1.0, warmup_steps: 4, total_steps: 104, cosine: true };
+        assert_eq!([s.lr_at(0), s.lr_at(1), s.lr_at(3)], [0.25, 0.5, 1.0]);
+        assert_eq!(s.lr_at(4), 1.0);
+        assert!((s.lr_at(54) - 0.5).abs() < 1e-6, "{}", s.lr_at(54));
+        assert!(s.lr_at(103) < 1e-3 && s.lr_at(104) == 0.0 && s.lr_at(500) == 0.0);
+        let flat = Schedule { cosine: false, ..s };
+        assert_eq!(flat.lr_at(90), 1.0);
+        let none = Schedule { lr: 0.3, warmup_steps: 0, total_steps: 10, cosine: false };
+        assert_eq!(none.lr_at(0), 0.3);
     }
 }

@@ -103,6 +103,8 @@ pub struct FitOptions {
     /// Check every op's output and every gradient for NaN/Inf and name the op that made one
     /// (reads each value back: slow, for debugging).
     pub detect_anomaly: bool,
+    /// The learning rate of each step (`None`: the optimizer's own, unchanged).
+    pub schedule: Option<crate::optim::Schedule>,
 }
 
 /// What one epoch reports (progress display, metrics logs, checkpoints).
@@ -274,6 +276,9 @@ pub fn fit(
             }
             let idx: Vec<usize> =
                 order[at.pos * opts.batch..(at.pos + 1) * opts.batch].iter().map(|&i| i as usize).collect();
+            if let Some(s) = &opts.schedule {
+                learner.optimizer().set_lr(s.lr_at(at.step))?;
+            }
             let tape = Tape::new();
             if opts.detect_anomaly {
                 tape.detect_anomaly();
@@ -417,7 +422,13 @@ impl Learner for Moons {
 
 impl MoonsConfig {
     pub fn fit_options(&self) -> FitOptions {
-        FitOptions { epochs: self.epochs, batch: self.batch, seed: self.seed ^ 0xba7c, detect_anomaly: false }
+        FitOptions {
+            epochs: self.epochs,
+            batch: self.batch,
+            seed: self.seed ^ 0xba7c,
+            detect_anomaly: false,
+            schedule: None,
+        }
     }
 }
 

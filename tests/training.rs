@@ -107,7 +107,7 @@ fn the_buffer_pool_stops_growing_over_hundreds_of_steps() {
     };
     let mut l = FashionLearner::new(&dev, &data, &cfg, Method::Atom, 0).unwrap();
     let mut watch = PoolWatch { dev: Some(dev.clone()), ..Default::default() };
-    fit(&dev, &mut l, &cfg.fit_options(0), None, &mut watch).unwrap();
+    fit(&dev, &mut l, &cfg.fit_options(0, data.train.len()), None, &mut watch).unwrap();
     let s = &watch.seen;
     assert_eq!(s.len(), 4 * 24);
     let first_after_epoch1 = s.iter().find(|x| x.0 == 1).unwrap();

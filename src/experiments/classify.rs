@@ -10,20 +10,50 @@ use crate::error::{Error, Result};
 use crate::experiments::method::{objective, Method, Regularisers};
 use crate::experiments::protocol::{Classifier, Report};
 use crate::experiments::stats::nn_spacing;
-use crate::nn::cnn::Cnn;
+use crate::nn::cnn::{Cnn, CnnOut};
+use crate::nn::resnet::ResNet;
 use crate::nn::transformer::{Transformer, TransformerConfig};
 use crate::nn::{sub_seed, Activation, Mlp};
 use crate::ops::embedding::Indices;
 use crate::ops::reduce::argmax;
-use crate::optim::{Adam, AdamConfig, Optimizer};
+use crate::optim::{Adam, AdamConfig, Optimizer, Schedule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::{Eval, FitOptions, Learner};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// Which network a classifier task trains (`--model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// The small models sized for lavapipe: the two-block CNN, the d-64 2-layer Transformer.
+    Small,
+    /// The residual CNN (Fashion-MNIST).
+    Resnet,
+    /// The 4-layer d-128 Transformer (reviews).
+    Base,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Small => "small",
+            Arch::Resnet => "resnet",
+            Arch::Base => "base",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Arch> {
+        [Arch::Small, Arch::Resnet, Arch::Base]
+            .into_iter()
+            .find(|a| a.name() == s.trim())
+            .ok_or_else(|| Error::Config(format!("--model: unknown model {s:?} (small, resnet, base)")))
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClassifyConfig {
+    pub arch: Arch,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f32,
@@ -35,8 +65,19 @@ pub struct ClassifyConfig {
     pub train_limit: Option<usize>,
     /// Evaluate on at most this many validation and this many test samples (all when None).
     pub test_limit: Option<usize>,
-    /// CNN channels of the two blocks.
+    /// AdamW's decoupled weight decay (0: plain Adam).
+    pub weight_decay: f32,
+    /// Linear warm-up of the learning rate over this many epochs, then constant or, with
+    /// `cosine`, a half-cosine decay to 0 at the last step.
+    pub warmup_epochs: usize,
+    pub cosine: bool,
+    /// Train-time image augmentation: a random shift of up to 2 pixels (a random 28x28 crop of
+    /// the image padded by 2) and a horizontal flip with probability 1/2, from the run's RNG.
+    pub augment: bool,
+    /// Small CNN: channels of the two blocks.
     pub channels: (usize, usize),
+    /// Residual CNN: widths of its stages (two basic blocks each).
+    pub stages: Vec<usize>,
     /// Transformer width, heads, layers, feed-forward width, dropout.
     pub d: usize,
     pub heads: usize,
@@ -48,6 +89,7 @@ pub struct ClassifyConfig {
 impl ClassifyConfig {
     pub fn fashion() -> ClassifyConfig {
         ClassifyConfig {
+            arch: Arch::Small,
             epochs: 3,
             batch: 64,
             lr: 2e-3,
@@ -56,7 +98,12 @@ impl ClassifyConfig {
             simclr_tau: 0.5,
             train_limit: None,
             test_limit: None,
+            weight_decay: 0.0,
+            warmup_epochs: 0,
+            cosine: false,
+            augment: false,
             channels: (16, 32),
+            stages: vec![],
             d: 0,
             heads: 0,
             layers: 0,
@@ -64,8 +111,27 @@ impl ClassifyConfig {
             dropout: 0.0,
         }
     }
+    /// The residual CNN's recipe: AdamW with weight decay, one warm-up epoch then cosine decay,
+    /// crop-and-flip augmentation (`benches/reference/resnet.py` is the same recipe in PyTorch).
+    pub fn fashion_resnet() -> ClassifyConfig {
+        ClassifyConfig {
+            arch: Arch::Resnet,
+            epochs: 20,
+            batch: 128,
+            lr: 2e-3,
+            weight_decay: 0.05,
+            warmup_epochs: 1,
+            cosine: true,
+            augment: true,
+            stages: vec![32, 64, 128],
+            // L_A's hinge baselines read distances between flattened 7x7x128 maps.
+            margin: 10.0,
+            ..ClassifyConfig::fashion()
+        }
+    }
     pub fn sentiment() -> ClassifyConfig {
         ClassifyConfig {
+            arch: Arch::Small,
             epochs: 6,
             batch: 64,
             lr: 1e-3,
@@ -74,12 +140,53 @@ impl ClassifyConfig {
             simclr_tau: 0.5,
             train_limit: None,
             test_limit: None,
+            weight_decay: 0.0,
+            warmup_epochs: 0,
+            cosine: false,
+            augment: false,
             channels: (0, 0),
+            stages: vec![],
             d: 64,
             heads: 4,
             layers: 2,
             ff: 128,
             dropout: 0.1,
+        }
+    }
+    /// The 4-layer Transformer's recipe: d 128, 4 heads, feed-forward 512, dropout 0.1, AdamW
+    /// with one warm-up epoch and cosine decay (`benches/reference/transformer_base.py`).
+    pub fn sentiment_base() -> ClassifyConfig {
+        ClassifyConfig {
+            arch: Arch::Base,
+            epochs: 10,
+            lr: 5e-4,
+            weight_decay: 0.01,
+            warmup_epochs: 1,
+            cosine: true,
+            d: 128,
+            heads: 4,
+            layers: 4,
+            ff: 512,
+            ..ClassifyConfig::sentiment()
+        }
+    }
+    /// The recipe of `arch` on the images (`fashion`) or the reviews.
+    pub fn recipe(images: bool, arch: Arch) -> Result<ClassifyConfig> {
+        match (images, arch) {
+            (true, Arch::Small) => Ok(ClassifyConfig::fashion()),
+            (true, Arch::Resnet) => Ok(ClassifyConfig::fashion_resnet()),
+            (false, Arch::Small) => Ok(ClassifyConfig::sentiment()),
+            (false, Arch::Base) => Ok(ClassifyConfig::sentiment_base()),
+            (true, a) => Err(Error::Config(format!("--model: fashion trains small or resnet, not {}", a.name()))),
+            (false, a) => Err(Error::Config(format!("--model: sentiment trains small or base, not {}", a.name()))),
+        }
+    }
+    /// The optimizer's settings: Adam, or AdamW with `weight_decay`.
+    pub fn adam(&self) -> AdamConfig {
+        if self.weight_decay > 0.0 {
+            AdamConfig::adamw(self.lr, self.weight_decay)
+        } else {
+            AdamConfig { lr: self.lr, ..AdamConfig::default() }
         }
     }
     pub fn validate(&self, train_len: usize) -> Result<()> {
@@ -106,9 +213,17 @@ impl ClassifyConfig {
         }
         Ok(())
     }
-    /// The shared loop's options; the host RNG (shuffling, augmentation) is seeded from `seed`.
-    pub fn fit_options(&self, seed: u64) -> FitOptions {
-        FitOptions { epochs: self.epochs, batch: self.batch, seed: sub_seed(seed, 3), detect_anomaly: false }
+    /// The shared loop's options for `train_len` training samples; the host RNG (shuffling,
+    /// augmentation) is seeded from `seed`.
+    pub fn fit_options(&self, seed: u64, train_len: usize) -> FitOptions {
+        let per_epoch = limit(train_len, self.train_limit) / self.batch.max(1);
+        let schedule = (self.warmup_epochs > 0 || self.cosine).then_some(Schedule {
+            lr: self.lr,
+            warmup_steps: self.warmup_epochs * per_epoch,
+            total_steps: self.epochs * per_epoch,
+            cosine: self.cosine,
+        });
+        FitOptions { epochs: self.epochs, batch: self.batch, seed: sub_seed(seed, 3), detect_anomaly: false, schedule }
     }
 }
 
@@ -139,13 +254,59 @@ fn limit(n: usize, l: Option<usize>) -> usize {
     l.map_or(n, |l| l.min(n))
 }
 
-/// The CNN with one method's objective, as a [`Learner`].
+/// The image classifier of a recipe: the small CNN or the residual one.
+pub enum ImageNet {
+    Small(Cnn),
+    Resnet(ResNet),
+}
+
+impl ImageNet {
+    pub fn new(dev: &Device, cfg: &ClassifyConfig, seed: u64) -> Result<ImageNet> {
+        Ok(match cfg.arch {
+            Arch::Resnet => ImageNet::Resnet(ResNet::new(dev, &cfg.stages, 10, seed)?),
+            _ => ImageNet::Small(Cnn::new(dev, cfg.channels.0, cfg.channels.1, 10, seed)?),
+        })
+    }
+    pub fn forward(&self, tape: &Tape, x: &Var, training: bool, gated: bool, mask: &TokenMask) -> Result<CnnOut> {
+        match self {
+            ImageNet::Small(m) => m.forward(tape, x, training, gated, mask),
+            ImageNet::Resnet(m) => m.forward(tape, x, training, gated, mask),
+        }
+    }
+    pub fn params(&self, gated: bool) -> Vec<crate::autodiff::Param> {
+        match self {
+            ImageNet::Small(m) => m.params(gated),
+            ImageNet::Resnet(m) => m.params(gated),
+        }
+    }
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        match self {
+            ImageNet::Small(m) => m.tensors(),
+            ImageNet::Resnet(m) => m.tensors(),
+        }
+    }
+    /// Tokens per image (cells of the last map) and the latent width.
+    pub fn tokens(&self) -> usize {
+        match self {
+            ImageNet::Small(_) => 49,
+            ImageNet::Resnet(m) => m.tokens(),
+        }
+    }
+    pub fn latent_dim(&self) -> usize {
+        match self {
+            ImageNet::Small(m) => m.channels * 49,
+            ImageNet::Resnet(m) => m.channels * m.tokens(),
+        }
+    }
+}
+
+/// The image classifier with one method's objective, as a [`Learner`].
 pub struct FashionLearner<'a> {
     dev: Device,
     data: &'a FashionData,
     cfg: ClassifyConfig,
     method: Method,
-    pub model: Cnn,
+    pub model: ImageNet,
     proj: Mlp,
     opt: Adam,
     atom: AtomConfig,
@@ -155,9 +316,8 @@ pub struct FashionLearner<'a> {
 impl<'a> FashionLearner<'a> {
     pub fn new(dev: &Device, data: &'a FashionData, cfg: &ClassifyConfig, method: Method, seed: u64) -> Result<Self> {
         cfg.validate(data.train.len())?;
-        let (c1, c2) = cfg.channels;
-        let model = Cnn::new(dev, c1, c2, 10, sub_seed(seed, 1))?;
-        let proj = Mlp::new(dev, "proj", &[c2 * 49, 128, 64], Activation::Relu, sub_seed(seed, 2))?;
+        let model = ImageNet::new(dev, cfg, sub_seed(seed, 1))?;
+        let proj = Mlp::new(dev, "proj", &[model.latent_dim(), 128, 64], Activation::Relu, sub_seed(seed, 2))?;
         let mut params = model.params(method.gated());
         if method == Method::SimClr {
             params.extend(proj.params());
@@ -167,9 +327,9 @@ impl<'a> FashionLearner<'a> {
             data,
             cfg: cfg.clone(),
             method,
-            opt: Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?,
+            opt: Adam::new(params, cfg.adam())?,
             atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
-            mask: TokenMask::new(dev, &vec![49; cfg.batch], 49)?,
+            mask: TokenMask::new(dev, &vec![model.tokens(); cfg.batch], model.tokens())?,
             model,
             proj,
         })
@@ -183,7 +343,7 @@ impl Classifier for FashionLearner<'_> {
         let (_, z, maps) =
             eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, Some(EXPLAIN_SAMPLES))?;
         let mut report = Report::default();
-        report.metrics.insert("nn_spacing".into(), nn_spacing(&z, self.cfg.channels.1 * 49));
+        report.metrics.insert("nn_spacing".into(), nn_spacing(&z, self.model.latent_dim()));
         if let Some(maps) = maps {
             fashion_importance_grid(&dir.join("importance.png"), &self.data.test, &maps, true)?;
         }
@@ -206,6 +366,7 @@ impl Learner for FashionLearner<'_> {
         let (dev, cfg, model, mask) = (&self.dev, &self.cfg, &self.model, &self.mask);
         let (bx, by) = self.data.train.batch(idx);
         let b = idx.len();
+        let bx = if cfg.augment { augment_images(&bx, rng) } else { bx };
         let x = tape.constant(Tensor::from_slice(dev, &bx, &[b, 1, ROWS, COLS])?);
         let y = Tensor::from_u32(dev, &by, &[b])?;
         let out = model.forward(tape, &x, true, self.method.gated(), mask)?;
@@ -234,7 +395,7 @@ impl Learner for FashionLearner<'_> {
 #[allow(clippy::type_complexity)]
 fn eval_fashion(
     dev: &Device,
-    model: &Cnn,
+    model: &ImageNet,
     test: &ImageSet,
     cfg: &ClassifyConfig,
     method: Method,
@@ -251,7 +412,8 @@ fn eval_fashion(
         let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
         let (bx, by) = test.batch(&idx);
         let tape = Tape::no_grad();
-        let mask = TokenMask::new(dev, &vec![49; idx.len()], 49)?;
+        let t = model.tokens();
+        let mask = TokenMask::new(dev, &vec![t; idx.len()], t)?;
         let x = tape.constant(Tensor::from_slice(dev, &bx, &[idx.len(), 1, ROWS, COLS])?);
         let out = model.forward(&tape, &x, false, method.gated(), &mask)?;
         let pred = argmax(out.logits.value(), 1, false)?.to_vec_u32()?;
@@ -263,7 +425,7 @@ fn eval_fashion(
                 z_keep = z[..dz * idx.len().min(256)].to_vec();
                 if let Some(w) = &out.w {
                     let w = w.value().to_vec()?;
-                    w_keep = Some(w.chunks(49).take(k).map(|c| c.to_vec()).collect());
+                    w_keep = Some(w.chunks(t).take(k).map(|c| c.to_vec()).collect());
                 }
             }
         }
@@ -325,7 +487,7 @@ impl<'a> SentimentLearner<'a> {
             cfg: cfg.clone(),
             method,
             seed,
-            opt: Adam::new(params, AdamConfig { lr: cfg.lr, ..AdamConfig::default() })?,
+            opt: Adam::new(params, cfg.adam())?,
             atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
             model,
             proj,

@@ -404,7 +404,7 @@ impl<'a> SyntheticLearner<'a> {
     }
     pub fn fit_options(&self) -> FitOptions {
         let (epochs, batch) = (self.cfg.epochs, self.cfg.batch);
-        FitOptions { epochs, batch, seed: sub_seed(self.seed, 13), detect_anomaly: false }
+        FitOptions { epochs, batch, seed: sub_seed(self.seed, 13), detect_anomaly: false, schedule: None }
     }
     /// The model on a whole split (no grad).
     fn outputs(&self, split: &TokenData) -> Result<Outputs> {

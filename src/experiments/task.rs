@@ -11,7 +11,7 @@ use crate::data::fashion::{load_fashion, FashionData, FashionSource};
 use crate::data::reviews::{load_reviews, ReviewsData};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::classify::{ClassifyConfig, FashionLearner, SentimentLearner};
+use crate::experiments::classify::{Arch, ClassifyConfig, FashionLearner, SentimentLearner};
 use crate::experiments::gan::{FashionGanConfig, Gan2dConfig, Mixture};
 use crate::experiments::method::Method;
 use crate::experiments::protocol::{Classifier, Point, RunRecord};
@@ -129,6 +129,16 @@ impl Task {
     /// Every option the task takes, at its default (`data` and the limits default to none, the
     /// task's own data in full): read from the task's config struct, the one source of its defaults.
     pub fn defaults(self) -> Overrides {
+        self.defaults_for(None).expect("every task has its default model")
+    }
+
+    /// [`Task::defaults`] for `--model` (the recipes of the real-data tasks' larger models).
+    pub fn defaults_for(self, model: Option<Arch>) -> Result<Overrides> {
+        let arch = model.unwrap_or(Arch::Small);
+        let takes_model = matches!(self, Task::Fashion | Task::Sentiment);
+        if model.is_some() && !takes_model {
+            return Err(Error::Config(format!("--model does not apply to task {}", self.name())));
+        }
         let (epochs, iters, batch, lr, lambda) = match self {
             Task::Moons => {
                 let d = MoonsConfig::default();
@@ -139,7 +149,7 @@ impl Task {
                 (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
             }
             Task::Fashion | Task::Sentiment => {
-                let d = if self == Task::Fashion { ClassifyConfig::fashion() } else { ClassifyConfig::sentiment() };
+                let d = ClassifyConfig::recipe(self == Task::Fashion, arch)?;
                 (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
             }
             Task::Gan2d => {
@@ -151,7 +161,7 @@ impl Task {
                 (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
             }
         };
-        Overrides {
+        Ok(Overrides {
             epochs,
             iters,
             batch: Some(batch),
@@ -161,8 +171,9 @@ impl Task {
             channels: (self == Task::Gan).then(|| FashionGanConfig::default().channels),
             mixture: (self == Task::Gan2d).then_some(Mixture::Ring8),
             latent_dim: matches!(self, Task::Synthetic | Task::Planted).then(|| SyntheticConfig::default().latent_dim),
+            model: takes_model.then_some(arch),
             ..Overrides::default()
-        }
+        })
     }
 
     /// The long names of the options the task takes (`--mixed-precision` applies to every task).
@@ -171,7 +182,7 @@ impl Task {
             Task::Moons => &["epochs", "batch", "lr", "hidden"],
             Task::Synthetic | Task::Planted => &["epochs", "batch", "lr", "lambda", "latent-dim"],
             Task::Fashion | Task::Sentiment => {
-                &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit"]
+                &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit", "model"]
             }
             Task::Gan2d => &["iters", "batch", "lr", "lambda", "mixture"],
             Task::Gan => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "channels"],
@@ -207,7 +218,22 @@ impl Task {
             if let Some(l) = d.latent_dim {
                 parts.push(format!("--latent-dim {l}"));
             }
+            if let Some(m) = d.model {
+                parts.push(format!("--model {}", m.name()));
+            }
             s.push_str(&format!("  {:<10} {}\n", t.name(), parts.join(" ")));
+        }
+        for (t, arch) in [(Task::Fashion, Arch::Resnet), (Task::Sentiment, Arch::Base)] {
+            if let Ok(d) = t.defaults_for(Some(arch)) {
+                s.push_str(&format!(
+                    "  {:<10} --model {}: --epochs {} --batch {} --lr {}\n",
+                    t.name(),
+                    arch.name(),
+                    d.epochs.unwrap_or(0),
+                    d.batch.unwrap_or(0),
+                    d.lr.unwrap_or(0.0)
+                ));
+            }
         }
         s
     }
@@ -225,7 +251,7 @@ impl Task {
                 ok.join(", ")
             )));
         }
-        let d = self.defaults();
+        let d = self.defaults_for(o.model)?;
         let takes = self.takes();
         for name in o.given() {
             if !takes.contains(&name) {
@@ -258,6 +284,7 @@ impl Task {
             channels: o.channels.or(d.channels),
             mixture: o.mixture.or(d.mixture),
             latent_dim: o.latent_dim.or(d.latent_dim),
+            model: o.model.or(d.model),
             mixed_precision: o.mixed_precision,
         };
         opts.check()?;
@@ -357,6 +384,8 @@ pub struct Overrides {
     pub mixture: Option<Mixture>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_dim: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Arch>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mixed_precision: bool,
 }
@@ -382,6 +411,7 @@ impl Overrides {
         add(self.channels.is_some(), "channels");
         add(self.mixture.is_some(), "mixture");
         add(self.latent_dim.is_some(), "latent-dim");
+        add(self.model.is_some(), "model");
         v
     }
 }
@@ -416,6 +446,8 @@ pub struct RunOptions {
     pub mixture: Option<Mixture>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_dim: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Arch>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mixed_precision: bool,
 }
@@ -447,7 +479,8 @@ impl RunOptions {
         }
     }
     pub fn classify(&self) -> ClassifyConfig {
-        let d = if self.task == Task::Sentiment { ClassifyConfig::sentiment() } else { ClassifyConfig::fashion() };
+        let arch = self.model.unwrap_or(Arch::Small);
+        let d = ClassifyConfig::recipe(self.task != Task::Sentiment, arch).unwrap_or_else(|_| ClassifyConfig::fashion());
         ClassifyConfig {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch: self.batch,
@@ -538,10 +571,11 @@ impl RunOptions {
         }
     }
 
-    /// A short label: `synthetic atom λ=0.1 seed 2`.
+    /// A short label: `synthetic atom λ=0.1 seed 2`, `fashion (resnet) ce seed 0`.
     pub fn label(&self) -> String {
         let lambda = self.lambda.filter(|_| self.method.uses_lambda()).map_or(String::new(), |l| format!(" λ={l}"));
-        format!("{} {}{lambda} seed {}", self.task.name(), self.method.slug(), self.seed)
+        let model = self.model.filter(|&m| m != Arch::Small).map_or(String::new(), |m| format!(" ({})", m.name()));
+        format!("{}{model} {}{lambda} seed {}", self.task.name(), self.method.slug(), self.seed)
     }
 }
 
@@ -607,11 +641,13 @@ pub fn classifier<'a>(
         }
         (Task::Fashion, Data::Fashion(d)) => {
             let cfg = opts.classify();
-            (Box::new(FashionLearner::new(dev, d, &cfg, m, seed)?), cfg.fit_options(seed))
+            let f = cfg.fit_options(seed, d.train.len());
+            (Box::new(FashionLearner::new(dev, d, &cfg, m, seed)?), f)
         }
         (Task::Sentiment, Data::Reviews(d)) => {
             let cfg = opts.classify();
-            (Box::new(SentimentLearner::new(dev, d, &cfg, m, seed)?), cfg.fit_options(seed))
+            let f = cfg.fit_options(seed, d.train.len());
+            (Box::new(SentimentLearner::new(dev, d, &cfg, m, seed)?), f)
         }
         (t, _) => return Err(Error::Config(format!("task {} is not a classifier on this data", t.name()))),
     })

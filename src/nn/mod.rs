@@ -103,6 +103,7 @@ impl Mlp {
 }
 
 pub mod cnn;
+pub mod resnet;
 pub mod gan;
 pub mod transformer;
 

@@ -332,7 +332,7 @@ impl FeatureNet {
             checkpoint::sidecar_path(path)?.exists() && checkpoint::load(path).map(|ck| want(&ck)).unwrap_or(false);
         if !found {
             let mut l = FashionLearner::new(dev, data, cfg, Method::Ce, FEATURE_CNN_SEED)?;
-            crate::train::fit(dev, &mut l, &cfg.fit_options(FEATURE_CNN_SEED), None, &mut ())?;
+            crate::train::fit(dev, &mut l, &cfg.fit_options(FEATURE_CNN_SEED, data.train.len()), None, &mut ())?;
             checkpoint::save(path, &l.model.tensors(), &meta)?;
         }
         let ck = checkpoint::load(path)?;
