@@ -643,6 +643,7 @@ fn main() {
             val: random_images(&mut rng, 16),
             test: random_images(&mut rng, 16),
             origin: FashionOrigin::Bundled,
+            indices: Default::default(),
         };
         let cfg = ClassifyConfig { batch, ..ClassifyConfig::fashion() };
         for (method, tag) in [(Method::Ce, "cross-entropy"), (Method::Atom, "atom")] {
@@ -686,14 +687,28 @@ fn main() {
         }
         // Sentiment Transformer (ClassifyConfig::sentiment(): d 64, 4 heads, 2 layers, ff 128,
         // dropout 0.1; 64 positions) at batch 64 on the bundled reviews (embedded in the binary).
-        let name = "train/sentiment Transformer batch 64";
-        if b.wants(name) {
-            let data = atomgrad::data::load_reviews(None, 0, 64).unwrap();
-            println!("# sentiment data: vocab {} ids, {} positions", data.vocab.len(), data.train.max_len);
-            let cfg = ClassifyConfig::sentiment();
-            let mut l = SentimentLearner::new(&dev, &data, &cfg, Method::Ce, 0).unwrap();
-            let (mut step, mut r) = (0, Rng::new(1));
-            b.step(name, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
+        // The residual CNN of `--model resnet` (ClassifyConfig::fashion_resnet(): stages 32/64/128,
+        // AdamW, augmentation on the host) at its batch 128.
+        let res = ClassifyConfig::fashion_resnet();
+        for (method, tag) in [(Method::Ce, "cross-entropy"), (Method::Atom, "atom")] {
+            let name = format!("train/fashion ResNet {tag} batch {}", res.batch);
+            if b.wants(&name) {
+                let mut l = FashionLearner::new(&dev, &data, &res, method, 0).unwrap();
+                let (mut step, mut r) = (0, Rng::new(1));
+                b.step(&name, res.batch, || learner_step(&dev, &mut l, res.batch, &mut step, &mut r));
+            }
+        }
+        for (cfg, name) in [
+            (ClassifyConfig::sentiment(), "train/sentiment Transformer batch 64"),
+            (ClassifyConfig::sentiment_base(), "train/sentiment Transformer base batch 64"),
+        ] {
+            if b.wants(name) {
+                let data = atomgrad::data::load_reviews(None, 0, 64).unwrap();
+                println!("# sentiment data: vocab {} ids, {} positions", data.vocab.len(), data.train.max_len);
+                let mut l = SentimentLearner::new(&dev, &data, &cfg, Method::Ce, 0).unwrap();
+                let (mut step, mut r) = (0, Rng::new(1));
+                b.step(name, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
+            }
         }
     }
 }

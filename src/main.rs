@@ -8,8 +8,8 @@
 //! options given on the command line win), and `train` and `compare` save their effective
 //! options as the folder's `config.json`, which `--config` accepts back.
 
-use atomgrad::experiments::compare::{record_provenance, run_comparison, CompareOptions};
 use atomgrad::experiments::classify::Arch;
+use atomgrad::experiments::compare::{record_provenance, run_comparison, CompareOptions};
 use atomgrad::experiments::gan::Mixture;
 use atomgrad::experiments::task::{load_data, train_run, Overrides, RunContext, RunOptions};
 use atomgrad::experiments::{default_out, Method, Task};
@@ -59,6 +59,22 @@ enum Cmd {
     Explain(ExplainArgs),
     /// Write a PNG grid of images from a DCGAN generator (a `gan` run's generator.safetensors).
     Sample(SampleArgs),
+    /// Write a real-data task's splits as atomgrad sees them (Fashion-MNIST: indices into the
+    /// official files; reviews: token ids), for training the same samples in another framework.
+    Data(DataArgs),
+}
+
+#[derive(clap::Args)]
+struct DataArgs {
+    /// fashion or sentiment.
+    #[arg(long, value_parser = parse_task)]
+    task: Task,
+    /// Data location, as for `train --data`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -558,6 +574,14 @@ fn main() {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>();
             say!("test accuracy {:.2}%; {:?}; wrote {}", 100.0 * acc, report.metrics, drawn.join(", "));
+            Ok(())
+        }
+        Cmd::Data(a) => {
+            let method = a.task.info().methods[0];
+            let o = Overrides { data: a.data.clone(), ..Overrides::default() };
+            let opts = a.task.resolve(method, 0, &o)?;
+            let file = atomgrad::experiments::task::export_data(&load_data(&opts)?, &a.out)?;
+            say!("wrote {}", file.display());
             Ok(())
         }
         Cmd::Sample(a) => {

@@ -319,3 +319,33 @@ fn a_killed_run_leaves_readable_checkpoints_and_resumes() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `atomgrad data` writes the split atomgrad trains on, for the PyTorch references: disjoint
+/// splits of the sizes the loader reports, and each review's token ids.
+#[test]
+fn data_writes_the_splits_for_another_framework() {
+    let dir = scratch("data");
+    let (ok, text) = atomgrad(&["data", "--task", "fashion", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("fashion-split.json")).unwrap()).unwrap();
+    let ids = |k: &str| -> Vec<u64> { v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect() };
+    let (train, val, test) = (ids("train"), ids("val"), ids("test"));
+    let desc = v["description"].as_str().unwrap();
+    assert!(desc.contains(&format!("{} train / {} val / {} test", train.len(), val.len(), test.len())), "{desc}");
+    let t: std::collections::HashSet<u64> = train.iter().copied().collect();
+    assert!(val.iter().all(|i| !t.contains(i)), "a validation image is also a training image");
+    if v["images"]["test"] == v["images"]["train"] {
+        assert!(test.iter().all(|i| !t.contains(i) && !val.contains(i)), "the bundled split overlaps");
+    }
+    let (ok, text) = atomgrad(&["data", "--task", "sentiment", "--out", dir.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("reviews.json")).unwrap()).unwrap();
+    for split in ["train", "val", "test"] {
+        let n = r[split]["labels"].as_array().unwrap().len();
+        assert_eq!(r[split]["ids"].as_array().unwrap().len(), n);
+        assert!(n > 500, "{split}: {n} reviews");
+    }
+    let (ok, text) = atomgrad(&["data", "--task", "synthetic", "--out", dir.to_str().unwrap()]);
+    assert!(!ok && text.contains("generate"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -121,3 +121,21 @@ fn the_buffer_pool_stops_growing_over_hundreds_of_steps() {
     let epoch1: Vec<_> = s.iter().filter(|x| x.0 == 0).collect();
     assert!(epoch1[1..].iter().all(|x| x.1 == epoch1[0].1), "steps after the first allocated: {epoch1:?}");
 }
+
+/// The hinge baselines' margin follows the latent's scale: by default it is the median pairwise
+/// distance of the first batch's latents at initialisation (so the hinge is active), positive
+/// and finite; a margin the recipe sets is kept.
+#[test]
+fn hinge_margins_come_from_the_latent_scale() {
+    use atomgrad::experiments::classify::{ClassifyConfig, FashionLearner};
+    use atomgrad::experiments::Method;
+    let dev = device();
+    let data = atomgrad::data::load_fashion(atomgrad::data::FashionSource::Bundled).unwrap();
+    let cfg = ClassifyConfig { batch: 16, channels: (4, 8), ..ClassifyConfig::fashion() };
+    assert_eq!(cfg.margin, 0.0);
+    let l1 = FashionLearner::new(&dev, &data, &cfg, Method::HingeL1, 0).unwrap().margin;
+    let l2 = FashionLearner::new(&dev, &data, &cfg, Method::HingeL2, 0).unwrap().margin;
+    assert!(l1.is_finite() && l2.is_finite() && l2 > 0.0 && l1 > l2, "L1 {l1}, L2 {l2}");
+    let fixed = ClassifyConfig { margin: 2.5, ..cfg };
+    assert_eq!(FashionLearner::new(&dev, &data, &fixed, Method::HingeL2, 0).unwrap().margin, 2.5);
+}

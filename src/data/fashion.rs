@@ -113,6 +113,10 @@ pub struct FashionData {
     pub val: ImageSet,
     pub test: ImageSet,
     pub origin: FashionOrigin,
+    /// Which images of the source files each split holds, in order: indices into the official
+    /// training file (train, val) and test file (test) for the full set, into the bundled test
+    /// file for all three otherwise (so another framework can train on the very same split).
+    pub indices: [Vec<u32>; 3],
 }
 
 impl FashionData {
@@ -157,20 +161,30 @@ pub fn load_fashion(source: FashionSource) -> Result<FashionData> {
 fn load_dir(dir: &Path) -> Result<FashionData> {
     let train = read_pair(&find(dir, TRAIN_IMAGES)?, &find(dir, TRAIN_LABELS)?)?;
     let test = read_pair(&find(dir, TEST_IMAGES)?, &find(dir, TEST_LABELS)?)?;
-    let (train, val) = hold_out_validation(&train);
-    Ok(FashionData { train, val, test: normalise(&test), origin: FashionOrigin::Full(dir.to_path_buf()) })
+    let (tr, va) = validation_split(&train);
+    let indices = [as_u32(&tr), as_u32(&va), (0..test.labels.len() as u32).collect()];
+    Ok(FashionData {
+        train: normalise(&train.subset(&tr)),
+        val: normalise(&train.subset(&va)),
+        test: normalise(&test),
+        origin: FashionOrigin::Full(dir.to_path_buf()),
+        indices,
+    })
 }
 
-/// Splits training images into train and validation: 1 / [`VAL_DIVISOR`] of each class (of the
-/// smallest class's count, so every class gives the same number), with [`VAL_SPLIT_SEED`].
-pub fn hold_out_validation(train: &RawImages) -> (ImageSet, ImageSet) {
+/// Splits training images into train and validation indices: 1 / [`VAL_DIVISOR`] of each class
+/// (of the smallest class's count, so every class gives the same number), with [`VAL_SPLIT_SEED`].
+pub fn validation_split(train: &RawImages) -> (Vec<usize>, Vec<usize>) {
     let mut counts = [0usize; 10];
     for &l in &train.labels {
         counts[l as usize] += 1;
     }
     let per_class = counts.iter().copied().filter(|&c| c > 0).min().unwrap_or(0) / VAL_DIVISOR;
-    let (tr, va) = stratified_split(&train.labels, per_class, VAL_SPLIT_SEED);
-    (normalise(&train.subset(&tr)), normalise(&train.subset(&va)))
+    stratified_split(&train.labels, per_class, VAL_SPLIT_SEED)
+}
+
+fn as_u32(v: &[usize]) -> Vec<u32> {
+    v.iter().map(|&i| i as u32).collect()
 }
 
 /// `dir/name`, or `dir/name` without `.gz` when only the uncompressed file is there.
@@ -199,8 +213,20 @@ fn load_bundled() -> Result<FashionData> {
             format!("expected 1000 images of each class, got {}", class_counts(&all.labels)),
         ));
     }
-    let (train, val) = hold_out_validation(&all.subset(&train_idx));
-    Ok(FashionData { train, val, test: normalise(&all.subset(&test_idx)), origin: FashionOrigin::Bundled })
+    let rest = all.subset(&train_idx);
+    let (tr, va) = validation_split(&rest);
+    let indices = [
+        tr.iter().map(|&i| train_idx[i] as u32).collect(),
+        va.iter().map(|&i| train_idx[i] as u32).collect(),
+        as_u32(&test_idx),
+    ];
+    Ok(FashionData {
+        train: normalise(&rest.subset(&tr)),
+        val: normalise(&rest.subset(&va)),
+        test: normalise(&all.subset(&test_idx)),
+        origin: FashionOrigin::Bundled,
+        indices,
+    })
 }
 
 fn class_counts(labels: &[u8]) -> String {

@@ -59,6 +59,9 @@ pub struct ClassifyConfig {
     pub lr: f32,
     /// Weight of every regulariser (L_A, hinge, NT-Xent).
     pub lambda: f32,
+    /// The hinge baselines' margin on latent distances; 0: the median pairwise distance of the
+    /// first batch's latents at initialisation (so about half the pairs are inside it and the
+    /// hinge acts, whatever the latent's scale).
     pub margin: f32,
     pub simclr_tau: f32,
     /// Use at most this many training samples (all when None).
@@ -94,7 +97,7 @@ impl ClassifyConfig {
             batch: 64,
             lr: 2e-3,
             lambda: AtomConfig::default().lambda,
-            margin: 1.0,
+            margin: 0.0,
             simclr_tau: 0.5,
             train_limit: None,
             test_limit: None,
@@ -124,8 +127,6 @@ impl ClassifyConfig {
             cosine: true,
             augment: true,
             stages: vec![32, 64, 128],
-            // L_A's hinge baselines read distances between flattened 7x7x128 maps.
-            margin: 10.0,
             ..ClassifyConfig::fashion()
         }
     }
@@ -136,7 +137,7 @@ impl ClassifyConfig {
             batch: 64,
             lr: 1e-3,
             lambda: AtomConfig::default().lambda,
-            margin: 1.0,
+            margin: 0.0,
             simclr_tau: 0.5,
             train_limit: None,
             test_limit: None,
@@ -254,6 +255,40 @@ fn limit(n: usize, l: Option<usize>) -> usize {
     l.map_or(n, |l| l.min(n))
 }
 
+/// The median pairwise distance (L1 or L2 as the hinge `method` measures it) of latents
+/// `z [n, dim]`: the hinge baselines' margin when the recipe leaves it to the latent scale.
+fn median_pair_distance(z: &[f32], dim: usize, method: Method) -> f32 {
+    let n = z.len() / dim.max(1);
+    let mut d = Vec::with_capacity(n * n.saturating_sub(1) / 2);
+    for a in 0..n {
+        for b in a + 1..n {
+            let (za, zb) = (&z[a * dim..(a + 1) * dim], &z[b * dim..(b + 1) * dim]);
+            let v = if method == Method::HingeL1 {
+                za.iter().zip(zb).map(|(x, y)| (x - y).abs() as f64).sum::<f64>()
+            } else {
+                za.iter().zip(zb).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt()
+            };
+            d.push(v);
+        }
+    }
+    d.sort_by(f64::total_cmp);
+    d.get(d.len() / 2).copied().unwrap_or(1.0) as f32
+}
+
+/// The hinge margin of a run: the recipe's, or (0) the median pairwise distance of the latents
+/// of the first `batch` training samples under the initial weights.
+fn hinge_margin(
+    cfg: &ClassifyConfig,
+    method: Method,
+    first_latents: impl FnOnce() -> Result<(Vec<f32>, usize)>,
+) -> Result<f32> {
+    if cfg.margin > 0.0 || !matches!(method, Method::HingeL1 | Method::HingeL2) {
+        return Ok(cfg.margin);
+    }
+    let (z, dim) = first_latents()?;
+    Ok(median_pair_distance(&z, dim, method))
+}
+
 /// The image classifier of a recipe: the small CNN or the residual one.
 pub enum ImageNet {
     Small(Cnn),
@@ -311,6 +346,8 @@ pub struct FashionLearner<'a> {
     opt: Adam,
     atom: AtomConfig,
     mask: TokenMask,
+    /// The hinge baselines' margin (see [`ClassifyConfig::margin`]).
+    pub margin: f32,
 }
 
 impl<'a> FashionLearner<'a> {
@@ -322,7 +359,15 @@ impl<'a> FashionLearner<'a> {
         if method == Method::SimClr {
             params.extend(proj.params());
         }
+        let margin = hinge_margin(cfg, method, || {
+            let idx: Vec<usize> = (0..cfg.batch.min(data.train.len())).collect();
+            let cut = ImageSet { x: data.train.batch(&idx).0, y: data.train.batch(&idx).1 };
+            let (_, z, _) =
+                eval_fashion(dev, &model, &cut, &ClassifyConfig { test_limit: None, ..cfg.clone() }, method, Some(0))?;
+            Ok((z, model.latent_dim()))
+        })?;
         Ok(FashionLearner {
+            margin,
             dev: dev.clone(),
             data,
             cfg: cfg.clone(),
@@ -371,7 +416,7 @@ impl Learner for FashionLearner<'_> {
         let y = Tensor::from_u32(dev, &by, &[b])?;
         let out = model.forward(tape, &x, true, self.method.gated(), mask)?;
         let ce = out.logits.cross_entropy(&y)?;
-        let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: cfg.margin, tau: cfg.simclr_tau };
+        let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: self.margin, tau: cfg.simclr_tau };
         objective(self.method, ce, &out.z, &out.h, out.w.as_ref(), mask, reg, step, || {
             let mut views = Vec::new();
             for _ in 0..2 {
@@ -470,6 +515,8 @@ pub struct SentimentLearner<'a> {
     proj: Mlp,
     opt: Adam,
     atom: AtomConfig,
+    /// The hinge baselines' margin (see [`ClassifyConfig::margin`]).
+    pub margin: f32,
 }
 
 impl<'a> SentimentLearner<'a> {
@@ -481,7 +528,15 @@ impl<'a> SentimentLearner<'a> {
         if method == Method::SimClr {
             params.extend(proj.params());
         }
+        let margin = hinge_margin(cfg, method, || {
+            let n = cfg.batch.min(data.train.len());
+            let first = ReviewSplit { labels: data.train.labels[..n].to_vec(), ..data.train.clone() };
+            let cfg1 = ClassifyConfig { test_limit: None, ..cfg.clone() };
+            let (_, z, _) = eval_sentiment(dev, &model, &first, data.vocab.len(), &cfg1, method, Some(0))?;
+            Ok((z, cfg.d))
+        })?;
         Ok(SentimentLearner {
+            margin,
             dev: dev.clone(),
             data,
             cfg: cfg.clone(),
@@ -542,7 +597,7 @@ impl Learner for SentimentLearner<'_> {
         let dseed = sub_seed(self.seed, 1000 + step as u64);
         let out = model.forward(tape, &ids, &mask, true, self.method.gated(), dseed)?;
         let ce = out.logits.cross_entropy(&y)?;
-        let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: cfg.margin, tau: cfg.simclr_tau };
+        let reg = Regularisers { atom: &self.atom, lambda: cfg.lambda, margin: self.margin, tau: cfg.simclr_tau };
         objective(self.method, ce, &out.z, &out.h, out.w.as_ref(), &mask, reg, step, || {
             let mut views = Vec::new();
             for v in 0..2u64 {

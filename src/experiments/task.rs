@@ -480,7 +480,8 @@ impl RunOptions {
     }
     pub fn classify(&self) -> ClassifyConfig {
         let arch = self.model.unwrap_or(Arch::Small);
-        let d = ClassifyConfig::recipe(self.task != Task::Sentiment, arch).unwrap_or_else(|_| ClassifyConfig::fashion());
+        let d =
+            ClassifyConfig::recipe(self.task != Task::Sentiment, arch).unwrap_or_else(|_| ClassifyConfig::fashion());
         ClassifyConfig {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch: self.batch,
@@ -745,4 +746,56 @@ pub fn explain(
     let acc = learner.evaluate()?.test;
     let report = learner.report(out, &format!("{} ({})", opts.label(), path.display()))?;
     Ok((acc, report))
+}
+
+/// Writes a real-data task's splits as the engine sees them into `dir`, so another framework
+/// (the PyTorch references in `benches/reference/`) trains and scores on the very same samples:
+/// Fashion-MNIST as `fashion-split.json` (the source files, normalisation and each split's
+/// indices into them), the reviews as `reviews.json` (each split's token ids per review, with
+/// their labels; id 0 pads, 1 is unknown). Returns the file written.
+pub fn export_data(data: &Data, dir: &Path) -> Result<PathBuf> {
+    use crate::data::fashion::{FashionOrigin, MEAN, STD};
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let (file, value) = match data {
+        Data::Fashion(d) => {
+            let (train_file, test_file) = match &d.origin {
+                FashionOrigin::Full(p) => (
+                    p.join(crate::data::fashion::TRAIN_IMAGES).display().to_string(),
+                    p.join(crate::data::fashion::TEST_IMAGES).display().to_string(),
+                ),
+                FashionOrigin::Bundled => {
+                    let t = format!("assets/fashion-mnist/{}", crate::data::fashion::TEST_IMAGES);
+                    (t.clone(), t)
+                }
+            };
+            let v = serde_json::json!({
+                "description": d.description(),
+                "images": {"train": train_file, "val": train_file, "test": test_file},
+                "labels_file": "the images file's name with `images-idx3` replaced by `labels-idx1`",
+                "normalise": {"mean": MEAN, "std": STD, "formula": "(pixel / 255 - mean) / std"},
+                "train": d.indices[0], "val": d.indices[1], "test": d.indices[2],
+            });
+            ("fashion-split.json", v)
+        }
+        Data::Reviews(d) => {
+            let split = |s: &crate::data::reviews::ReviewSplit| {
+                let ids: Vec<&[u32]> =
+                    (0..s.len()).map(|i| &s.ids[i * s.max_len..i * s.max_len + s.lengths[i] as usize]).collect();
+                serde_json::json!({"ids": ids, "labels": s.labels})
+            };
+            let v = serde_json::json!({
+                "description": d.description(), "vocab": d.vocab.len(), "max_len": d.train.max_len, "pad": 0, "unk": 1,
+                "train": split(&d.train), "val": split(&d.val), "test": split(&d.test),
+            });
+            ("reviews.json", v)
+        }
+        _ => {
+            return Err(Error::Config(
+                "data: only fashion and sentiment read data files; the others generate theirs".into(),
+            ))
+        }
+    };
+    let path = dir.join(file);
+    fsio::write_atomic(&path, serde_json::to_string(&value).expect("serialisable").as_bytes())?;
+    Ok(path)
 }

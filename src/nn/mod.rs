@@ -103,8 +103,8 @@ impl Mlp {
 }
 
 pub mod cnn;
-pub mod resnet;
 pub mod gan;
+pub mod resnet;
 pub mod transformer;
 
 /// A learned per-channel scale and shift with running statistics (batch norm).
