@@ -778,6 +778,41 @@ impl CheckpointSet {
         self.best
     }
 
+    /// Makes the best checkpoint the latest one when the latest's metric beats it: a kill between
+    /// a step checkpoint's save and its copy as the best leaves the best behind, and a resumed
+    /// run does not evaluate that epoch again. The copy is byte for byte (tensors, then the
+    /// sidecar naming them), each file replaced atomically.
+    pub fn reconcile_best(&mut self) -> Result<()> {
+        let Some(latest) = self.latest()? else { return Ok(()) };
+        let side = sidecar_path(&latest)?;
+        let mut sidecar = read_sidecar(&side)?;
+        let Some(metric) = sidecar.get("metric").and_then(Value::as_f64).filter(|m| m.is_finite()) else {
+            return Ok(());
+        };
+        let better = match self.best {
+            None => true,
+            Some(b) => (self.higher_is_better && metric > b) || (!self.higher_is_better && metric < b),
+        };
+        if !better {
+            return Ok(());
+        }
+        let step = sidecar.get("step").and_then(Value::as_u64).unwrap_or_default();
+        let name = format!("best-step-{step}.safetensors");
+        let bytes = fs::read(&latest).map_err(|e| Error::io(&latest, e))?;
+        crate::fsio::write_atomic(self.dir.join(&name), &bytes)?;
+        sidecar.insert("tensors_file".into(), name.clone().into());
+        let text = serde_json::to_vec_pretty(&Value::Object(sidecar)).expect("a JSON object serialises");
+        crate::fsio::write_atomic(self.best_path(), &text)?;
+        self.best = Some(metric);
+        for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("best-step-") && n.ends_with(".safetensors") && n != name {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
     /// Steps of the complete step checkpoints on disk (both files present), ascending.
     pub fn steps(&self) -> Result<Vec<u64>> {
         let mut steps: Vec<u64> = self
@@ -833,6 +868,7 @@ impl CheckpointSet {
             (Some(_), None) => true,
             (None, _) => false,
         };
+        crate::fsio::crash_point("checkpoint-before-best");
         if best {
             // The best lives in a file of its step; best.json, replaced atomically, names it.
             let file = self.dir.join(format!("best-step-{step}.safetensors"));

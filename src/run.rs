@@ -235,6 +235,7 @@ impl Run {
                         format!("this checkpoint was saved with other options than {}: not this run's", path.display()),
                     ));
                 }
+                run.ckpts.reconcile_best()?;
                 ck.sidecar.get("step").and_then(Value::as_u64).unwrap_or(0)
             }
             None => 0,

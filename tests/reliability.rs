@@ -93,6 +93,7 @@ fn kills_at_every_write_point_lose_and_repeat_nothing() {
         "checkpoint-before-renames",
         "checkpoint-between-renames",
         "checkpoint-after-renames",
+        "checkpoint-before-best",
         "checkpoint-before-prune",
     ];
     let mut crashed = 0;

@@ -194,6 +194,55 @@ impl Discriminator for MlpDiscriminator {
     }
 }
 
+/// PacGAN's 2-D discriminator: maxout layers of `hidden` units of `pieces` linear pieces each
+/// (a linear layer to `hidden * pieces`, then the max over each unit's pieces), then a linear
+/// layer to one logit.
+pub struct MaxoutDiscriminator {
+    pub layers: Vec<Linear>,
+    pub out: Linear,
+    pub hidden: usize,
+    pub pieces: usize,
+}
+
+impl MaxoutDiscriminator {
+    pub fn new(dev: &Device, input: usize, hidden: usize, pieces: usize, layers: usize, seed: u64) -> Result<Self> {
+        if input == 0 || hidden == 0 || pieces == 0 || layers == 0 {
+            return Err(Error::Config(format!(
+                "maxout discriminator: need input, hidden, pieces and layers >= 1, got {input}, {hidden}, {pieces}, {layers}"
+            )));
+        }
+        let layers = (0..layers)
+            .map(|i| {
+                let fan_in = if i == 0 { input } else { hidden };
+                Linear::new(dev, &format!("d.maxout{i}"), fan_in, hidden * pieces, sub_seed(seed, i as u64 + 1))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MaxoutDiscriminator {
+            layers,
+            out: Linear::new(dev, "d.out", hidden, 1, sub_seed(seed, 99))?,
+            hidden,
+            pieces,
+        })
+    }
+}
+
+impl Discriminator for MaxoutDiscriminator {
+    fn params(&self) -> Vec<Param> {
+        let mut p: Vec<Param> = self.layers.iter().flat_map(|l| l.params()).collect();
+        p.extend(self.out.params());
+        p
+    }
+
+    fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var> {
+        let n = x.shape()[0];
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = linear(tape, l, &h, frozen)?.reshape(&[n, self.hidden, self.pieces])?.max(2, false)?;
+        }
+        linear(tape, &self.out, &h, frozen)
+    }
+}
+
 /// A weight ~ N(0, 0.02^2) (the DCGAN initialisation) and a zero bias `[C, 1, 1]`.
 fn dc_params(dev: &Device, name: &str, shape: &[usize], bias: usize, seed: u64) -> Result<(Param, Param)> {
     Ok((
@@ -204,8 +253,10 @@ fn dc_params(dev: &Device, name: &str, shape: &[usize], bias: usize, seed: u64) 
 
 /// DCGAN generator for `[N, 1, 28, 28]` images in [-1, 1]: linear to `[C, 7, 7]`, batch norm,
 /// ReLU (the token map: 49 cells of C features, gated when asked); transposed convolution (k 4,
-/// stride 2, padding 1) to `[C/2, 14, 14]`, batch norm, ReLU; transposed convolution to
-/// `[1, 28, 28]` with bias, tanh. Weights ~ N(0, 0.02^2) except the linear layer (PyTorch's default).
+/// stride 2, padding 1) to `[C/2, 14, 14]`, batch norm, ReLU; then either (small) a transposed
+/// convolution to `[1, 28, 28]` with bias, or (`deep`, the standard size) a transposed
+/// convolution to `[C/4, 28, 28]`, batch norm, ReLU and a 3x3 convolution to `[1, 28, 28]` with
+/// bias; tanh. Weights ~ N(0, 0.02^2) except the linear layer (PyTorch's default).
 pub struct DcGenerator {
     pub fc: Linear,
     pub bn0: BatchNorm2d,
@@ -213,22 +264,38 @@ pub struct DcGenerator {
     pub bn1: BatchNorm2d,
     pub up2: Param,
     pub up2_b: Param,
+    /// The deep form's last stage: batch norm after `up2` and the 3x3 output convolution.
+    pub deep: Option<(BatchNorm2d, Param, Param)>,
     pub importance: ImportanceHead,
     pub noise: usize,
     pub channels: usize,
 }
 
 impl DcGenerator {
-    /// `channels` C must be even and >= 2.
+    /// `channels` C must be even and >= 2 (a multiple of 4 when `deep`).
     pub fn new(dev: &Device, noise: usize, channels: usize, seed: u64) -> Result<DcGenerator> {
-        if noise == 0 || channels < 2 || !channels.is_multiple_of(2) {
+        DcGenerator::with_depth(dev, noise, channels, false, seed)
+    }
+
+    /// The small (`deep: false`) or the standard-size (`deep: true`) generator.
+    pub fn with_depth(dev: &Device, noise: usize, channels: usize, deep: bool, seed: u64) -> Result<DcGenerator> {
+        let unit = if deep { 4 } else { 2 };
+        if noise == 0 || channels < unit || !channels.is_multiple_of(unit) {
             return Err(Error::Config(format!(
-                "DCGAN generator: need noise >= 1 and an even channel count >= 2, got noise {noise}, channels {channels}"
+                "DCGAN generator: need noise >= 1 and a channel count that is a multiple of {unit}, got noise {noise}, \
+                 channels {channels}"
             )));
         }
         let c = channels;
         let (up1, _) = dc_params(dev, "g.up1", &[c, c / 2, 4, 4], c / 2, sub_seed(seed, 2))?;
-        let (up2, up2_b) = dc_params(dev, "g.up2", &[c / 2, 1, 4, 4], 1, sub_seed(seed, 3))?;
+        let out = if deep { c / 4 } else { 1 };
+        let (up2, up2_b) = dc_params(dev, "g.up2", &[c / 2, out, 4, 4], out, sub_seed(seed, 3))?;
+        let deep = if deep {
+            let (w, b) = dc_params(dev, "g.out", &[1, c / 4, 3, 3], 1, sub_seed(seed, 5))?;
+            Some((BatchNorm2d::new(dev, "g.bn2", c / 4)?, w, b))
+        } else {
+            None
+        };
         Ok(DcGenerator {
             fc: Linear::new(dev, "g.fc", noise, c * 49, sub_seed(seed, 1))?,
             bn0: BatchNorm2d::new(dev, "g.bn0", c)?,
@@ -236,6 +303,7 @@ impl DcGenerator {
             bn1: BatchNorm2d::new(dev, "g.bn1", c / 2)?,
             up2,
             up2_b,
+            deep,
             importance: ImportanceHead::new(dev, "g.importance", c, sub_seed(seed, 4))?,
             noise,
             channels,
@@ -247,7 +315,7 @@ impl Generator for DcGenerator {
     /// Every tensor a checkpoint holds, by stable unique names: all parameters (the importance
     /// head's too, gated or not) and both batch norms' running statistics.
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        [
+        let mut t = [
             self.fc.tensors(),
             self.bn0.tensors(),
             named(std::slice::from_ref(&self.up1)),
@@ -255,7 +323,12 @@ impl Generator for DcGenerator {
             named(&[self.up2.clone(), self.up2_b.clone()]),
             self.importance.tensors(),
         ]
-        .concat()
+        .concat();
+        if let Some((bn, w, b)) = &self.deep {
+            t.extend(bn.tensors());
+            t.extend(named(&[w.clone(), b.clone()]));
+        }
+        t
     }
     fn noise(&self) -> usize {
         self.noise
@@ -266,6 +339,10 @@ impl Generator for DcGenerator {
     fn params(&self, gated: bool) -> Vec<Param> {
         let mut p = [self.fc.params(), self.bn0.params(), vec![self.up1.clone()], self.bn1.params()].concat();
         p.extend([self.up2.clone(), self.up2_b.clone()]);
+        if let Some((bn, w, b)) = &self.deep {
+            p.extend(bn.params());
+            p.extend([w.clone(), b.clone()]);
+        }
         if gated {
             p.extend(self.importance.params());
         }
@@ -286,10 +363,14 @@ impl Generator for DcGenerator {
         let z = g.reshape(&[n, c * 49])?;
         let u = g.conv_transpose2d(&tape.param(&self.up1), (2, 2), (1, 1), (0, 0))?;
         let u = self.bn1.forward(tape, &u, training)?.relu()?;
-        let x = u
-            .conv_transpose2d(&tape.param(&self.up2), (2, 2), (1, 1), (0, 0))?
-            .add(&tape.param(&self.up2_b))?
-            .tanh()?;
+        let v = u.conv_transpose2d(&tape.param(&self.up2), (2, 2), (1, 1), (0, 0))?.add(&tape.param(&self.up2_b))?;
+        let x = match &self.deep {
+            None => v.tanh()?,
+            Some((bn, ow, ob)) => {
+                let v = bn.forward(tape, &v, training)?.relu()?;
+                v.conv2d(&tape.param(ow), (1, 1), (1, 1))?.add(&tape.param(ob))?.tanh()?
+            }
+        };
         Ok(GenOut { h, w, z, x })
     }
 }
@@ -300,6 +381,8 @@ impl Generator for DcGenerator {
 pub struct DcDiscriminator {
     pub c1: (Param, Param),
     pub c2: (Param, Param),
+    /// The deep form's third convolution (k 3, stride 2, padding 1) to `[2C, 4, 4]`.
+    pub c3: Option<(Param, Param)>,
     pub fc: Linear,
     pub slope: f32,
     pub channels: usize,
@@ -307,14 +390,22 @@ pub struct DcDiscriminator {
 
 impl DcDiscriminator {
     pub fn new(dev: &Device, channels: usize, slope: f32, seed: u64) -> Result<DcDiscriminator> {
+        DcDiscriminator::with_depth(dev, channels, slope, false, seed)
+    }
+
+    /// Small: `C/2 -> C` maps; deep (the standard size): `C/2 -> C -> 2C`, the last at 4x4.
+    pub fn with_depth(dev: &Device, channels: usize, slope: f32, deep: bool, seed: u64) -> Result<DcDiscriminator> {
         if channels < 2 || !channels.is_multiple_of(2) {
             return Err(Error::Config(format!("DCGAN discriminator: need an even channel count >= 2, got {channels}")));
         }
         let c = channels;
+        let c3 = deep.then(|| dc_params(dev, "d.c3", &[2 * c, c, 3, 3], 2 * c, sub_seed(seed, 4))).transpose()?;
+        let flat = if deep { 2 * c * 16 } else { c * 49 };
         Ok(DcDiscriminator {
             c1: dc_params(dev, "d.c1", &[c / 2, 1, 4, 4], c / 2, sub_seed(seed, 1))?,
             c2: dc_params(dev, "d.c2", &[c, c / 2, 4, 4], c, sub_seed(seed, 2))?,
-            fc: Linear::new(dev, "d.fc", c * 49, 1, sub_seed(seed, 3))?,
+            c3,
+            fc: Linear::new(dev, "d.fc", flat, 1, sub_seed(seed, 3))?,
             slope,
             channels,
         })
@@ -324,6 +415,9 @@ impl DcDiscriminator {
 impl Discriminator for DcDiscriminator {
     fn params(&self) -> Vec<Param> {
         let mut p = vec![self.c1.0.clone(), self.c1.1.clone(), self.c2.0.clone(), self.c2.1.clone()];
+        if let Some((w, b)) = &self.c3 {
+            p.extend([w.clone(), b.clone()]);
+        }
         p.extend(self.fc.params());
         p
     }
@@ -335,6 +429,10 @@ impl Discriminator for DcDiscriminator {
         };
         let a = conv(x, &self.c1)?;
         let b = conv(&a, &self.c2)?;
-        linear(tape, &self.fc, &b.reshape(&[n, self.channels * 49])?, frozen)
+        let flat = match &self.c3 {
+            None => b.reshape(&[n, self.channels * 49])?,
+            Some(c3) => conv(&b, c3)?.reshape(&[n, 2 * self.channels * 16])?,
+        };
+        linear(tape, &self.fc, &flat, frozen)
     }
 }
