@@ -217,7 +217,7 @@ fn bad_comparison_options_leave_no_folder() {
     let o = out.to_str().unwrap();
     for (args, want) in [
         (vec!["compare", "--batch", "0", "--out", o], "batch"),
-        (vec!["compare", "--task", "gan2d", "--methods", "simclr", "--out", o], "simclr"),
+        (vec!["compare", "--task", "gan2d", "--model", "resnet", "--out", o], "--model"),
         (vec!["compare", "--lambdas", "0.1,-1", "--out", o], "--lambdas"),
         (vec!["compare", "--lambdas", "0.1,0.1", "--out", o], "twice"),
         (vec!["compare", "--seeds", "18446744073709551615", "--out", o], "--seeds"),

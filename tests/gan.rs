@@ -181,8 +181,15 @@ fn a_seeded_run_is_bit_identical_and_reports_its_best_validation_interval() {
 #[test]
 fn one_iteration_is_one_submit_for_every_method() {
     let dev = common::own_device();
-    for m in [Method::Ce, Method::Gate, Method::HingeL1, Method::HingeL2, Method::Atom] {
-        let mut gan = Gan2d::new(&dev, &small(), Mixture::Grid25, m, 1).unwrap();
+    let pac = Gan2dConfig {
+        hidden: 32,
+        maxout: Some((16, 5, 3)),
+        train_points: Some(500),
+        ..Gan2dConfig { iters: 60, log_every: 30, eval_points: 500, snapshot_points: 200, ..Gan2dConfig::pacgan() }
+    };
+    let every = Method::ALL.iter().map(|&m| (m, small())).chain([(Method::Ce, pac.clone()), (Method::Atom, pac)]);
+    for (m, cfg) in every {
+        let mut gan = Gan2d::new(&dev, &cfg, Mixture::Grid25, m, 1).unwrap();
         gan.step().unwrap(); // first step: optimizer state is created
         dev.flush().unwrap();
         for _ in 0..2 {
@@ -231,9 +238,9 @@ fn each_step_changes_only_its_own_player() {
 #[test]
 fn bad_settings_are_errors() {
     let dev = common::device();
-    let e = Gan2d::new(&dev, &small(), Mixture::Ring8, Method::SimClr, 0).err().expect("SimCLR is rejected");
-    assert!(matches!(e, Error::Config(ref m) if m.contains("SimCLR")), "{e}");
     for cfg in [
+        Gan2dConfig { depth: 0, ..small() },
+        Gan2dConfig { train_points: Some(3), ..small() },
         Gan2dConfig { hidden: 30, tokens: 4, ..small() },
         Gan2dConfig { batch: 1, ..small() },
         Gan2dConfig { iters: 0, ..small() },
@@ -500,6 +507,9 @@ fn feature_cnn_scores_real_images_above_collapse_and_noise_and_a_run_writes_its_
     assert!(real.class_entropy > 2.0, "real training images: entropy {}", real.class_entropy);
     assert_eq!(collapsed.class_entropy, 0.0);
     assert_eq!(collapsed.class_counts.iter().filter(|&&c| c > 0).count(), 1);
+    assert_eq!(collapsed.classes_covered, 1);
+    assert!(real.classes_covered > collapsed.classes_covered, "{real:?}");
+    assert!((0.0..=1.0).contains(&real.confident) && (0.0..=1.0).contains(&collapsed.confident));
     assert!(collapsed.diversity.abs() < 1e-6, "{}", collapsed.diversity);
     assert!((real.diversity - 1.0).abs() < 0.2, "real training over real test diversity {}", real.diversity);
     assert!(
@@ -534,5 +544,54 @@ fn feature_cnn_scores_real_images_above_collapse_and_noise_and_a_run_writes_its_
     assert!(jsonl.lines().count() == 2 && jsonl.contains("\"frechet\""));
     let (_, m) = load_generator(&dev, &run_dir.join("generator.safetensors")).unwrap();
     assert_eq!(m, Method::Atom);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// PacGAN's criterion counts a mode with a single point; the 1% criterion does not.
+#[test]
+fn a_single_point_covers_a_mode_only_under_pacgans_criterion() {
+    let mix = Mixture::Ring8Unit;
+    let c = mix.centres();
+    assert!((c[0].0 - 1.0).abs() < 1e-12 && mix.std() == 0.01);
+    // 200 points on mode 0, one on mode 1.
+    let mut pts = at_centres(&c, &[200, 1, 0, 0, 0, 0, 0, 0], 0.0);
+    pts.truncate(2 * 201);
+    assert_eq!(atomgrad::experiments::gan::mode_stats_with(&pts, &c, mix.std(), 0.0).modes_covered, 2);
+    assert_eq!(mode_stats(&pts, &c, mix.std()).modes_covered, 1);
+}
+
+/// The standard-size DCGAN (deep generator and discriminator, at reduced widths): its shapes, one
+/// submit per iteration for the plain GAN, SimCLR (projection head trained with the generator)
+/// and atom modeling, and a checkpoint that `sample` rebuilds.
+#[test]
+fn deep_dcgan_trains_every_method_in_one_submit_and_saves_a_generator() {
+    let dev = common::own_device();
+    let data = load_fashion(FashionSource::Bundled).unwrap();
+    let cfg = FashionGanConfig { channels: 8, d_channels: 4, deep: true, ..tiny_gan() };
+    for m in [Method::Ce, Method::SimClr, Method::Atom] {
+        let mut gan = FashionGan::fashion(&dev, &cfg, &data.train, m, 0).unwrap();
+        assert!(gan.g.deep.is_some() && gan.d.c3.is_some());
+        gan.step().unwrap();
+        dev.flush().unwrap();
+        let before = dev.stats();
+        gan.step().unwrap();
+        assert_eq!(dev.stats().submits - before.submits, 1, "{m:?}");
+        let l = gan.take_losses().unwrap();
+        assert!(l.d.is_finite() && l.g.is_finite() && l.reg.is_finite(), "{m:?}: {l:?}");
+        assert_eq!(l.reg == 0.0, m == Method::Ce, "{m:?}: {l:?}");
+        let x = gan.generate(3, 1).unwrap();
+        assert_eq!(x.len(), 3 * 784);
+        assert!(x.iter().all(|v| v.abs() <= 1.0));
+        // SimCLR's projection head is part of the training state.
+        let names: Vec<String> = gan.state().unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(names.iter().any(|k| k.starts_with("model.proj")), m == Method::SimClr);
+    }
+    let dir = temp("deep");
+    let gan = FashionGan::fashion(&dev, &cfg, &data.train, Method::Atom, 0).unwrap();
+    let path = dir.join("generator.safetensors");
+    save_generator(&path, &gan, &cfg, 0, "test").unwrap();
+    let (g, m) = load_generator(&dev, &path).unwrap();
+    assert_eq!(m, Method::Atom);
+    assert!(g.deep.is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }

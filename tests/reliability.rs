@@ -340,7 +340,7 @@ fn repros_give_one_line_errors_or_the_right_result() {
     // D9, D10, D12, D16: refused before any folder exists.
     for (args, want) in [
         (vec!["compare", "--seeds", "18446744073709551615", "--out", &d("X1")], "--seeds"),
-        (vec!["train", "--task", "gan2d", "--method", "simclr", "--out", &d("X2")], "simclr"),
+        (vec!["train", "--task", "moons", "--method", "atom", "--out", &d("X2")], "atom"),
         (vec!["compare", "--batch", "0", "--out", &d("X3")], "batch"),
         (vec!["train", "--task", "fashion", "--test-limit", "0", "--out", &d("X4")], "--test-limit"),
         (vec!["train", "--lambda", "nan", "--out", &d("X5")], "--lambda"),

@@ -31,8 +31,10 @@ pub enum Arch {
     Small,
     /// The residual CNN (Fashion-MNIST).
     Resnet,
-    /// The 4-layer d-128 Transformer (reviews).
+    /// The 4-layer d-128 Transformer (reviews); the standard-size DCGAN (gan).
     Base,
+    /// PacGAN's 2-D models and budget (gan2d).
+    Pacgan,
 }
 
 impl Arch {
@@ -41,13 +43,14 @@ impl Arch {
             Arch::Small => "small",
             Arch::Resnet => "resnet",
             Arch::Base => "base",
+            Arch::Pacgan => "pacgan",
         }
     }
     pub fn parse(s: &str) -> Result<Arch> {
-        [Arch::Small, Arch::Resnet, Arch::Base]
+        [Arch::Small, Arch::Resnet, Arch::Base, Arch::Pacgan]
             .into_iter()
             .find(|a| a.name() == s.trim())
-            .ok_or_else(|| Error::Config(format!("--model: unknown model {s:?} (small, resnet, base)")))
+            .ok_or_else(|| Error::Config(format!("--model: unknown model {s:?} (small, resnet, base, pacgan)")))
     }
 }
 

@@ -56,7 +56,7 @@ pub struct TaskInfo {
 }
 
 const CLASSIFIER_METHODS: &[Method] = &Method::ALL;
-const GAN_METHODS: &[Method] = &[Method::Ce, Method::Gate, Method::HingeL1, Method::HingeL2, Method::Atom];
+const GAN_METHODS: &[Method] = &Method::ALL;
 
 impl Task {
     pub const ALL: [Task; 7] =
@@ -135,10 +135,11 @@ impl Task {
     /// [`Task::defaults`] for `--model` (the recipes of the real-data tasks' larger models).
     pub fn defaults_for(self, model: Option<Arch>) -> Result<Overrides> {
         let arch = model.unwrap_or(Arch::Small);
-        let takes_model = matches!(self, Task::Fashion | Task::Sentiment);
+        let takes_model = matches!(self, Task::Fashion | Task::Sentiment | Task::Gan | Task::Gan2d);
         if model.is_some() && !takes_model {
             return Err(Error::Config(format!("--model does not apply to task {}", self.name())));
         }
+        let wrong = |ok: &str| Error::Config(format!("--model: task {} trains {ok}, not {}", self.name(), arch.name()));
         let (epochs, iters, batch, lr, lambda) = match self {
             Task::Moons => {
                 let d = MoonsConfig::default();
@@ -153,11 +154,19 @@ impl Task {
                 (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
             }
             Task::Gan2d => {
-                let d = Gan2dConfig::default();
+                let d = match arch {
+                    Arch::Small => Gan2dConfig::default(),
+                    Arch::Pacgan => Gan2dConfig::pacgan(),
+                    _ => return Err(wrong("small or pacgan")),
+                };
                 (None, Some(d.iters), d.batch, d.lr, Some(d.lambda))
             }
             Task::Gan => {
-                let d = FashionGanConfig::default();
+                let d = match arch {
+                    Arch::Small => FashionGanConfig::default(),
+                    Arch::Base => FashionGanConfig::base(),
+                    _ => return Err(wrong("small or base")),
+                };
                 (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
             }
         };
@@ -168,8 +177,14 @@ impl Task {
             lr: Some(short(lr)),
             lambda: lambda.map(short),
             hidden: (self == Task::Moons).then(|| MoonsConfig::default().hidden),
-            channels: (self == Task::Gan).then(|| FashionGanConfig::default().channels),
-            mixture: (self == Task::Gan2d).then_some(Mixture::Ring8),
+            channels: (self == Task::Gan).then(|| {
+                if arch == Arch::Base { FashionGanConfig::base() } else { FashionGanConfig::default() }.channels
+            }),
+            mixture: (self == Task::Gan2d).then_some(if arch == Arch::Pacgan {
+                Mixture::Ring8Unit
+            } else {
+                Mixture::Ring8
+            }),
             latent_dim: matches!(self, Task::Synthetic | Task::Planted).then(|| SyntheticConfig::default().latent_dim),
             model: takes_model.then_some(arch),
             ..Overrides::default()
@@ -184,8 +199,8 @@ impl Task {
             Task::Fashion | Task::Sentiment => {
                 &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit", "model"]
             }
-            Task::Gan2d => &["iters", "batch", "lr", "lambda", "mixture"],
-            Task::Gan => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "channels"],
+            Task::Gan2d => &["iters", "batch", "lr", "lambda", "mixture", "model"],
+            Task::Gan => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "channels", "model"],
         }
     }
 
@@ -223,13 +238,19 @@ impl Task {
             }
             s.push_str(&format!("  {:<10} {}\n", t.name(), parts.join(" ")));
         }
-        for (t, arch) in [(Task::Fashion, Arch::Resnet), (Task::Sentiment, Arch::Base)] {
+        for (t, arch) in [
+            (Task::Fashion, Arch::Resnet),
+            (Task::Sentiment, Arch::Base),
+            (Task::Gan, Arch::Base),
+            (Task::Gan2d, Arch::Pacgan),
+        ] {
             if let Ok(d) = t.defaults_for(Some(arch)) {
+                let budget =
+                    d.epochs.map_or_else(|| format!("--iters {}", d.iters.unwrap_or(0)), |e| format!("--epochs {e}"));
                 s.push_str(&format!(
-                    "  {:<10} --model {}: --epochs {} --batch {} --lr {}\n",
+                    "  {:<10} --model {}: {budget} --batch {} --lr {}\n",
                     t.name(),
                     arch.name(),
-                    d.epochs.unwrap_or(0),
                     d.batch.unwrap_or(0),
                     d.lr.unwrap_or(0.0)
                 ));
@@ -493,14 +514,14 @@ impl RunOptions {
         }
     }
     pub fn gan2d(&self) -> (Gan2dConfig, Mixture) {
-        let d = Gan2dConfig::default();
+        let d = if self.model == Some(Arch::Pacgan) { Gan2dConfig::pacgan() } else { Gan2dConfig::default() };
         let iters = self.iters.unwrap_or(d.iters);
         let log_every = d.log_every.min(iters.div_ceil(10)).max(1);
         let cfg = Gan2dConfig { iters, batch: self.batch, lr: self.lr as f32, lambda: self.lambda32(), log_every, ..d };
         (cfg, self.mixture.unwrap_or(Mixture::Ring8))
     }
     pub fn dcgan(&self) -> FashionGanConfig {
-        let d = FashionGanConfig::default();
+        let d = if self.model == Some(Arch::Base) { FashionGanConfig::base() } else { FashionGanConfig::default() };
         FashionGanConfig {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch: self.batch,
@@ -611,7 +632,12 @@ pub fn load_data(opts: &RunOptions) -> Result<Data> {
         Task::Fashion => {
             Data::Fashion(load_fashion(opts.data.clone().map_or(FashionSource::Auto, FashionSource::Dir))?)
         }
-        Task::Gan => Data::Fashion(load_fashion(opts.data.clone().map_or(FashionSource::Bundled, FashionSource::Dir))?),
+        Task::Gan => {
+            // The small DCGAN keeps to the bundled 10k (its lavapipe budget); the standard one
+            // takes the full set when Debian's package is installed.
+            let default = if opts.model == Some(Arch::Base) { FashionSource::Auto } else { FashionSource::Bundled };
+            Data::Fashion(load_fashion(opts.data.clone().map_or(default, FashionSource::Dir))?)
+        }
         Task::Sentiment => Data::Reviews(load_reviews(opts.data.as_deref(), 0, 64)?),
     })
 }

@@ -41,6 +41,8 @@ pub trait Generator {
     fn noise(&self) -> usize;
     /// Tokens of the gated map per sample.
     fn tokens(&self) -> usize;
+    /// Width of the latent z (the flattened gated map).
+    fn latent_dim(&self) -> usize;
     /// The trainable parameters (the importance head only when gated).
     fn params(&self, gated: bool) -> Vec<Param>;
     /// Every tensor a checkpoint holds (all parameters, gated or not, and running statistics).
@@ -61,6 +63,18 @@ pub trait Discriminator {
     fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var>;
 }
 
+impl Discriminator for Box<dyn Discriminator> {
+    fn params(&self) -> Vec<Param> {
+        (**self).params()
+    }
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        (**self).tensors()
+    }
+    fn forward(&self, tape: &Tape, x: &Var, frozen: bool) -> Result<Var> {
+        (**self).forward(tape, x, frozen)
+    }
+}
+
 /// What the losses need from one generator pass.
 pub struct GenOut {
     /// Tokens `[N, n, m]`: the intermediate feature map viewed as n cells of m features (ungated).
@@ -73,11 +87,13 @@ pub struct GenOut {
     pub x: Var,
 }
 
-/// `noise -> hidden -> hidden -> out` with ReLU; the second hidden layer is the token map.
+/// `noise -> hidden (x depth) -> out` with ReLU (batch norm before it, optionally, as PacGAN's
+/// generator); the last hidden layer is the token map.
 pub struct MlpGenerator {
-    pub l1: Linear,
-    pub l2: Linear,
-    pub l3: Linear,
+    pub layers: Vec<Linear>,
+    /// One batch norm per hidden layer when asked.
+    pub norms: Vec<BatchNorm2d>,
+    pub out: Linear,
     pub importance: ImportanceHead,
     pub noise: usize,
     pub hidden: usize,
@@ -85,7 +101,7 @@ pub struct MlpGenerator {
 }
 
 impl MlpGenerator {
-    /// `hidden` must be a multiple of `tokens`.
+    /// Two hidden layers without batch norm. `hidden` must be a multiple of `tokens`.
     pub fn new(
         dev: &Device,
         noise: usize,
@@ -94,17 +110,43 @@ impl MlpGenerator {
         tokens: usize,
         seed: u64,
     ) -> Result<MlpGenerator> {
-        if noise == 0 || out == 0 || tokens == 0 || hidden == 0 || !hidden.is_multiple_of(tokens) {
+        MlpGenerator::deep(dev, noise, hidden, 2, out, tokens, false, seed)
+    }
+
+    /// `depth` hidden layers, with batch norm before each ReLU when `batch_norm`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn deep(
+        dev: &Device,
+        noise: usize,
+        hidden: usize,
+        depth: usize,
+        out: usize,
+        tokens: usize,
+        batch_norm: bool,
+        seed: u64,
+    ) -> Result<MlpGenerator> {
+        if noise == 0 || out == 0 || tokens == 0 || hidden == 0 || depth == 0 || !hidden.is_multiple_of(tokens) {
             return Err(Error::Config(format!(
-                "MLP generator: need noise, out >= 1 and a hidden width that is a positive multiple of the \
-                 token count; got noise {noise}, hidden {hidden}, out {out}, tokens {tokens}"
+                "MLP generator: need noise, out, depth >= 1 and a hidden width that is a positive multiple of the \
+                 token count; got noise {noise}, hidden {hidden}, depth {depth}, out {out}, tokens {tokens}"
             )));
         }
+        let layers = (0..depth)
+            .map(|i| {
+                let fan_in = if i == 0 { noise } else { hidden };
+                Linear::new(dev, &format!("g.l{}", i + 1), fan_in, hidden, sub_seed(seed, i as u64 + 1))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norms = if batch_norm {
+            (0..depth).map(|i| BatchNorm2d::new(dev, &format!("g.bn{}", i + 1), hidden)).collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         Ok(MlpGenerator {
-            l1: Linear::new(dev, "g.l1", noise, hidden, sub_seed(seed, 1))?,
-            l2: Linear::new(dev, "g.l2", hidden, hidden, sub_seed(seed, 2))?,
-            l3: Linear::new(dev, "g.l3", hidden, out, sub_seed(seed, 3))?,
-            importance: ImportanceHead::new(dev, "g.importance", hidden / tokens, sub_seed(seed, 4))?,
+            layers,
+            norms,
+            out: Linear::new(dev, &format!("g.l{}", depth + 1), hidden, out, sub_seed(seed, 90))?,
+            importance: ImportanceHead::new(dev, "g.importance", hidden / tokens, sub_seed(seed, 91))?,
             noise,
             hidden,
             tokens,
@@ -124,23 +166,41 @@ impl Generator for MlpGenerator {
     fn tokens(&self) -> usize {
         self.tokens
     }
+    fn latent_dim(&self) -> usize {
+        self.hidden
+    }
     fn params(&self, gated: bool) -> Vec<Param> {
-        let mut p = [self.l1.params(), self.l2.params(), self.l3.params()].concat();
+        let mut p: Vec<Param> = self.layers.iter().flat_map(|l| l.params()).collect();
+        for bn in &self.norms {
+            p.extend(bn.params());
+        }
+        p.extend(self.out.params());
         if gated {
             p.extend(self.importance.params());
         }
         p
     }
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        named(&self.params(true))
+        let mut t = named(&self.params(true));
+        for bn in &self.norms {
+            let all = bn.tensors();
+            t.extend(all.into_iter().filter(|(k, _)| k.ends_with("running_mean") || k.ends_with("running_var")));
+        }
+        t
     }
 
-    /// Samples `[N, out]` (no batch norm: `training` changes nothing).
-    fn forward(&self, tape: &Tape, noise: &Var, gated: bool, mask: &TokenMask, _training: bool) -> Result<GenOut> {
+    /// Samples `[N, out]`; `training` selects batch statistics in the batch norms, if any.
+    fn forward(&self, tape: &Tape, noise: &Var, gated: bool, mask: &TokenMask, training: bool) -> Result<GenOut> {
         let n = noise.shape()[0];
         let (t, m) = (self.tokens, self.token_dim());
-        let a = linear(tape, &self.l1, noise, false)?.relu()?;
-        let b = linear(tape, &self.l2, &a, false)?.relu()?;
+        let mut b = noise.clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            b = linear(tape, l, &b, false)?;
+            if let Some(bn) = self.norms.get(i) {
+                b = bn.forward(tape, &b.reshape(&[n, self.hidden, 1, 1])?, training)?.reshape(&[n, self.hidden])?;
+            }
+            b = b.relu()?;
+        }
         let h = b.reshape(&[n, t, m])?;
         let (w, z) = if gated {
             let w = self.importance.forward(tape, &h, mask)?;
@@ -149,7 +209,7 @@ impl Generator for MlpGenerator {
         } else {
             (None, b)
         };
-        let x = linear(tape, &self.l3, &z, false)?;
+        let x = linear(tape, &self.out, &z, false)?;
         Ok(GenOut { h, w, z, x })
     }
 }
@@ -335,6 +395,9 @@ impl Generator for DcGenerator {
     }
     fn tokens(&self) -> usize {
         49
+    }
+    fn latent_dim(&self) -> usize {
+        self.channels * 49
     }
     fn params(&self, gated: bool) -> Vec<Param> {
         let mut p = [self.fc.params(), self.bn0.params(), vec![self.up1.clone()], self.bn1.params()].concat();

@@ -16,49 +16,18 @@ use crate::checkpoint;
 use crate::data::fashion::{FashionData, ImageSet, MEAN as FASHION_MEAN, PIXELS, STD as FASHION_STD};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::classify::{ClassifyConfig, FashionLearner};
+use crate::experiments::classify::{ClassifyConfig, FashionLearner, ImageNet};
 use crate::experiments::protocol::{Report, RunRecord};
 use crate::experiments::task::{RunContext, RunOptions};
 use crate::experiments::Method;
-use crate::nn::cnn::Cnn;
 use crate::nn::gan::{DcDiscriminator, DcGenerator, Generator};
 use crate::nn::sub_seed;
 use crate::plot;
-use crate::rng::Rng;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use super::*;
-
-/// Images (tanh range) in shuffled epochs: a queue of batches refilled from the RNG when empty.
-struct ImageSource {
-    data: Vec<f32>,
-    n: usize,
-    /// Batches still to draw this epoch, last first.
-    queue: Vec<Vec<usize>>,
-}
-
-impl RealSource for ImageSource {
-    fn next(&mut self, dev: &Device, rng: &mut Rng, b: usize) -> Result<Tensor> {
-        if self.queue.is_empty() {
-            self.queue = crate::data::epoch_batches(self.n, b, rng);
-            self.queue.reverse();
-        }
-        let idx = self.queue.pop().expect("an epoch has at least one batch");
-        let mut x = Vec::with_capacity(b * PIXELS);
-        for i in idx {
-            x.extend_from_slice(&self.data[i * PIXELS..(i + 1) * PIXELS]);
-        }
-        Tensor::from_slice(dev, &x, &[b, 1, 28, 28])
-    }
-    fn queue(&self) -> Vec<u32> {
-        self.queue.iter().rev().flatten().map(|&i| i as u32).collect()
-    }
-    fn set_queue(&mut self, queue: &[u32], b: usize) {
-        self.queue = queue.chunks(b.max(1)).rev().map(|c| c.iter().map(|&i| i as usize).collect()).collect();
-    }
-}
 
 /// `train --task gan` (and each run of `compare --task gan`): one DCGAN in a run folder, scored
 /// after every epoch by the Fréchet feature distance of `eval_samples` images from fixed noise to
@@ -88,7 +57,7 @@ pub fn train_dcgan(
     let per_epoch = cfg.train_limit.map_or(data.train.len(), |l| l.min(data.train.len())) / cfg.batch;
     let val_seed = sub_seed(seed, 6);
     let mut score = |gan: &FashionGan| -> Result<(serde_json::Value, f64)> {
-        let q = features.quality(&gan.generate(cfg.eval_samples, val_seed)?, Split::Val)?;
+        let q = features.quality(&gan.generate_many(cfg.eval_samples, val_seed)?, Split::Val)?;
         let m = serde_json::json!({
             "epoch": gan.iteration() / per_epoch, "frechet": q.frechet, "class_entropy": q.class_entropy,
             "diversity": q.diversity,
@@ -111,10 +80,20 @@ pub fn train_dcgan(
         )?;
     }
     save_generator(&dir.join("generator.safetensors"), &gan, cfg, seed, &data.description())?;
-    let q = features.quality(&gan.generate(cfg.eval_samples, sub_seed(seed, 7))?, Split::Test)?;
+    let q = features.quality(&gan.generate_many(cfg.test_samples, sub_seed(seed, 7))?, Split::Test)?;
+    // The real-vs-real floor: as many training images, scored the same way.
+    let n_real = cfg.test_samples.min(data.train.len());
+    let floor = features.quality_normalised(&data.train.x[..n_real * PIXELS], Split::Test)?;
     let mut report = Report::default();
     report.metrics.insert("class_entropy".into(), q.class_entropy);
     report.metrics.insert("diversity".into(), q.diversity);
+    report.metrics.insert("classes_covered".into(), q.classes_covered as f64);
+    report.metrics.insert("confident".into(), q.confident);
+    report.metrics.insert("frechet_floor".into(), floor.frechet);
+    report.metrics.insert("feature_net_accuracy".into(), features.test_accuracy);
+    for (c, &k) in q.class_counts.iter().enumerate() {
+        report.metrics.insert(format!("class_share_{c}"), k as f64 / q.images.max(1) as f64);
+    }
     let mut record = RunRecord::from_history(opts, history, report, false);
     record.test = q.frechet;
     Ok(Some(record))
@@ -128,8 +107,13 @@ pub struct FashionGanConfig {
     pub batch: usize,
     /// Noise dimension.
     pub noise: usize,
-    /// Channels C of the generator's 7x7 map (C/2 at 14x14) and of the discriminator's last map.
+    /// Channels C of the generator's 7x7 map (C/2 at 14x14, C/4 at 28x28 when `deep`).
     pub channels: usize,
+    /// Channels of the discriminator's second map (half at its first; double at its third when `deep`).
+    pub d_channels: usize,
+    /// The standard-size models (`--model base`): the generator's extra 28x28 stage and output
+    /// convolution, the discriminator's third convolution.
+    pub deep: bool,
     pub lr: f32,
     pub beta1: f32,
     pub beta2: f32,
@@ -145,9 +129,13 @@ pub struct FashionGanConfig {
     pub train_limit: Option<usize>,
     /// Images in the fixed-noise sample grid drawn after every epoch.
     pub grid: usize,
-    /// Generated images scored after every epoch (Fréchet feature distance, class entropy,
-    /// diversity; the same count for every run, as the Fréchet distance is biased by it).
+    /// Generated images scored after every epoch against the validation images (Fréchet feature
+    /// distance, class entropy, diversity; the same count for every run, as the Fréchet distance
+    /// is biased by it).
     pub eval_samples: usize,
+    /// Generated images the selected generator is scored on against the test images (coverage of
+    /// the ten classes needs many: the bar counts classes with at least 4% of them).
+    pub test_samples: usize,
     /// The feature CNN's training run ([`FeatureNet`]; cross-entropy, seed [`FEATURE_CNN_SEED`]).
     pub feature_cnn: ClassifyConfig,
 }
@@ -164,6 +152,8 @@ impl Default for FashionGanConfig {
             batch: 64,
             noise: 64,
             channels: 32,
+            d_channels: 32,
+            deep: false,
             lr: 2e-4,
             beta1: 0.5,
             beta2: 0.999,
@@ -174,12 +164,35 @@ impl Default for FashionGanConfig {
             train_limit: None,
             grid: 64,
             eval_samples: 1000,
+            test_samples: 1000,
             feature_cnn: ClassifyConfig {
                 epochs: 1,
                 train_limit: Some(4000),
                 test_limit: Some(500),
                 ..ClassifyConfig::fashion()
             },
+        }
+    }
+}
+
+impl FashionGanConfig {
+    /// The standard-size DCGAN (`--model base`, a GPU job): noise 100 to 7x7x256, 14x14x128,
+    /// 28x28x64 and a 3x3 output convolution; a discriminator of strided convolutions 64, 128,
+    /// 256; Adam 2e-4, betas (0.5, 0.999), batch 128; scored in the features of the residual CNN
+    /// (its recipe, seed 0), with 10,000 test samples.
+    pub fn base() -> FashionGanConfig {
+        FashionGanConfig {
+            epochs: 20,
+            batch: 128,
+            noise: 100,
+            channels: 256,
+            d_channels: 128,
+            deep: true,
+            reg_batch: 64,
+            eval_samples: 2000,
+            test_samples: 10_000,
+            feature_cnn: ClassifyConfig::fashion_resnet(),
+            ..FashionGanConfig::default()
         }
     }
 }
@@ -200,11 +213,22 @@ impl FashionGanConfig {
                 self.reg_batch, self.epochs, self.grid, self.noise
             ));
         }
-        if self.eval_samples < 2 || self.eval_samples > MAX_SAMPLE {
-            return bad(format!("eval_samples must be in 2..={MAX_SAMPLE}, got {}", self.eval_samples));
+        if self.eval_samples < 2 || self.test_samples < 2 {
+            return bad(format!(
+                "eval_samples and test_samples must be >= 2, got {} and {}",
+                self.eval_samples, self.test_samples
+            ));
         }
-        if self.channels < 2 || !self.channels.is_multiple_of(2) {
-            return bad(format!("channels must be even and >= 2, got {}", self.channels));
+        let unit = if self.deep { 4 } else { 2 };
+        if self.channels < unit
+            || !self.channels.is_multiple_of(unit)
+            || self.d_channels < 2
+            || !self.d_channels.is_multiple_of(2)
+        {
+            return bad(format!(
+                "channels must be a multiple of {unit} and d_channels even, got {} and {}",
+                self.channels, self.d_channels
+            ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite() && self.lambda >= 0.0 && self.lambda.is_finite()) {
             return bad(format!("need lr > 0 and lambda >= 0, got lr {} lambda {}", self.lr, self.lambda));
@@ -252,9 +276,9 @@ impl Gan<DcGenerator, DcDiscriminator> {
     ) -> Result<FashionGan> {
         cfg.validate(images.len())?;
         let n = cfg.train_limit.map_or(images.len(), |l| l.min(images.len()));
-        let real = ImageSource { data: to_tanh_range(&images.x[..n * PIXELS]), n, queue: Vec::new() };
-        let g = DcGenerator::new(dev, cfg.noise, cfg.channels, sub_seed(seed, 1))?;
-        let d = DcDiscriminator::new(dev, cfg.channels, cfg.slope, sub_seed(seed, 2))?;
+        let real = DataSource::new(to_tanh_range(&images.x[..n * PIXELS]), &[1, 28, 28]);
+        let g = DcGenerator::with_depth(dev, cfg.noise, cfg.channels, cfg.deep, sub_seed(seed, 1))?;
+        let d = DcDiscriminator::with_depth(dev, cfg.d_channels, cfg.slope, cfg.deep, sub_seed(seed, 2))?;
         Gan::with_models(dev, g, d, cfg.settings(), Box::new(real), method, seed)
     }
 }
@@ -275,7 +299,19 @@ pub struct SampleQuality {
     pub diversity: f64,
     /// Predicted class counts.
     pub class_counts: Vec<usize>,
+    /// Classes that receive at least [`COVERAGE_SHARE`] of the images.
+    pub classes_covered: usize,
+    /// The share of images the CNN classifies with a softmax probability of at least
+    /// [`CONFIDENT`] (generated images that look like one garment).
+    pub confident: f64,
 }
+
+/// A class counts as covered when it receives at least this share of the generated images.
+pub const COVERAGE_SHARE: f64 = 0.04;
+/// A prediction counts as confident at this softmax probability.
+pub const CONFIDENT: f64 = 0.9;
+/// Images the diversity (mean pairwise feature distance) is measured on: it is quadratic.
+const DIVERSITY_IMAGES: usize = 2000;
 
 /// Seed of the feature CNN's training run.
 pub const FEATURE_CNN_SEED: u64 = 0;
@@ -289,14 +325,15 @@ pub enum Split {
     Test,
 }
 
-/// The project's Fashion-MNIST CNN ([`Cnn`], trained with cross-entropy) as a feature extractor for generated images: the feature of an image is its
-/// last convolutional feature map (after batch norm, ReLU and max pooling) averaged over the 7x7
-/// cells, one value per channel (32 by default), which keeps the covariance well conditioned from
-/// a thousand images and its square root cheap. This is not Inception FID: distances are
-/// comparable only between runs scored by the same feature network.
+/// The project's Fashion-MNIST classifier (the small CNN, or the residual one for the
+/// standard-size DCGAN; trained with cross-entropy) as a feature extractor for generated images:
+/// the feature of an image is its last convolutional feature map averaged over its cells, one
+/// value per channel (32 or 128), which keeps the covariance well conditioned and its square root
+/// cheap. This is not Inception FID: distances are comparable only between runs scored by the
+/// same feature network.
 pub struct FeatureNet {
     dev: Device,
-    cnn: Cnn,
+    cnn: ImageNet,
     /// Feature dimension (the CNN's last channel count).
     pub dim: usize,
     /// Accuracy on all test images.
@@ -336,9 +373,9 @@ impl FeatureNet {
             checkpoint::save(path, &l.model.tensors(), &meta)?;
         }
         let ck = checkpoint::load(path)?;
-        let (c1, c2) = cfg.channels;
-        let cnn = Cnn::new(dev, c1, c2, 10, 0)?;
+        let cnn = ImageNet::new(dev, cfg, 0)?;
         ck.restore_into(&cnn.tensors())?;
+        let c2 = cnn.latent_dim() / cnn.tokens();
         let empty = || Gaussian { dim: c2, mean: vec![], cov: vec![] };
         let mut net = FeatureNet {
             dev: dev.clone(),
@@ -357,7 +394,8 @@ impl FeatureNet {
         net.test_accuracy =
             pred.iter().zip(&data.test.y).filter(|(p, y)| p == y).count() as f64 / data.test.len() as f64;
         net.real = [Gaussian::fit(&fv, c2)?, Gaussian::fit(&ft, c2)?];
-        net.real_spread = [mean_pair_distance(&fv, c2), mean_pair_distance(&ft, c2)];
+        let head = |f: &[f32]| f[..f.len().min(DIVERSITY_IMAGES * c2)].to_vec();
+        net.real_spread = [mean_pair_distance(&head(&fv), c2), mean_pair_distance(&head(&ft), c2)];
         net.seconds = t0.elapsed().as_secs_f64();
         Ok(net)
     }
@@ -365,32 +403,40 @@ impl FeatureNet {
     /// Features `[n, dim]` and predicted classes of images `[n, 784]` normalised as the data
     /// module normalises them (no grad; batch norm uses its running statistics).
     pub fn features(&self, x: &[f32]) -> Result<(Vec<f32>, Vec<u32>)> {
+        let (f, p, _) = self.features_probs(x)?;
+        Ok((f, p))
+    }
+
+    /// [`FeatureNet::features`] and each image's top softmax probability.
+    pub fn features_probs(&self, x: &[f32]) -> Result<(Vec<f32>, Vec<u32>, Vec<f64>)> {
         if !x.len().is_multiple_of(PIXELS) {
             return Err(Error::shape("FeatureNet::features", format!("{} values are not rows of {PIXELS}", x.len())));
         }
-        let (c, n) = (self.dim, x.len() / PIXELS);
-        let (mut feats, mut preds) = (Vec::with_capacity(n * c), Vec::with_capacity(n));
+        let (c, n, t) = (self.dim, x.len() / PIXELS, self.cnn.tokens());
+        let (mut feats, mut preds, mut top) = (Vec::with_capacity(n * c), Vec::with_capacity(n), Vec::with_capacity(n));
         for chunk in x.chunks(500 * PIXELS) {
             let b = chunk.len() / PIXELS;
             let tape = Tape::no_grad();
-            let mask = TokenMask::new(&self.dev, &vec![49; b], 49)?;
+            let mask = TokenMask::new(&self.dev, &vec![t; b], t)?;
             let input = tape.constant(Tensor::from_slice(&self.dev, chunk, &[b, 1, 28, 28])?);
             let out = self.cnn.forward(&tape, &input, false, false, &mask)?;
             let (z, logits) = (out.z.value().to_vec()?, out.logits.value().to_vec()?);
-            // z is [b, C, 49] (channel-major): average each channel over its 49 cells.
-            feats.extend(z.chunks_exact(49).map(|cells| cells.iter().map(|&v| v as f64).sum::<f64>() as f32 / 49.0));
+            // z is [b, C, cells] (channel-major): average each channel over its cells.
+            feats.extend(z.chunks_exact(t).map(|cells| cells.iter().map(|&v| v as f64).sum::<f64>() as f32 / t as f32));
             for row in logits.chunks_exact(10) {
                 let best = (0..10).fold(0, |b, k| if row[k] > row[b] { k } else { b });
+                let sum: f64 = row.iter().map(|&v| ((v - row[best]) as f64).exp()).sum();
                 preds.push(best as u32);
+                top.push(1.0 / sum);
             }
         }
-        Ok((feats, preds))
+        Ok((feats, preds, top))
     }
 
     /// Scores images `[n, 784]` in the data set's normalisation against the real images of `split`.
     pub fn quality_normalised(&self, x: &[f32], split: Split) -> Result<SampleQuality> {
         let k = split as usize;
-        let (f, pred) = self.features(x)?;
+        let (f, pred, top) = self.features_probs(x)?;
         let frechet = if f.iter().all(|v| v.is_finite()) {
             frechet_distance(&self.real[k], &Gaussian::fit(&f, self.dim)?)?
         } else {
@@ -400,11 +446,15 @@ impl FeatureNet {
         for &p in &pred {
             class_counts[p as usize] += 1;
         }
+        let n = pred.len().max(1) as f64;
+        let head = &f[..f.len().min(DIVERSITY_IMAGES * self.dim)];
         Ok(SampleQuality {
             images: pred.len(),
             frechet,
             class_entropy: class_entropy(&pred, 10),
-            diversity: mean_pair_distance(&f, self.dim) / self.real_spread[k],
+            diversity: mean_pair_distance(head, self.dim) / self.real_spread[k],
+            classes_covered: class_counts.iter().filter(|&&c| c as f64 >= COVERAGE_SHARE * n).count(),
+            confident: top.iter().filter(|&&p| p >= CONFIDENT).count() as f64 / n,
             class_counts,
         })
     }
@@ -440,6 +490,7 @@ pub fn save_generator(path: &Path, gan: &FashionGan, cfg: &FashionGanConfig, see
         "task": GENERATOR_TASK,
         "model": "DcGenerator",
         "channels": gan.g.channels,
+        "deep": gan.g.deep.is_some(),
         "noise": gan.g.noise,
         "method": gan.method.slug(),
         "seed": seed,
@@ -475,8 +526,8 @@ pub fn load_generator(dev: &Device, path: &Path) -> Result<(DcGenerator, Method)
     let (channels, noise) = (field("channels")?, field("noise")?);
     let slug = ck.sidecar.get("method").and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let method = Method::parse(&slug)?;
-    check_method(method)?;
-    let g = DcGenerator::new(dev, noise, channels, 0)?;
+    let deep = ck.sidecar.get("deep").and_then(|v| v.as_bool()).unwrap_or(false);
+    let g = DcGenerator::with_depth(dev, noise, channels, deep, 0)?;
     ck.restore_into(&g.tensors())?;
     Ok((g, method))
 }

@@ -30,7 +30,7 @@ pub use dcgan::*;
 pub use metrics::*;
 pub use ring::*;
 
-use crate::atom::{atom_terms, hinge_lp, importance_budget, AtomConfig, Norm, TokenMask};
+use crate::atom::{atom_terms, hinge_lp, importance_budget, nt_xent, AtomConfig, Norm, TokenMask};
 use crate::autodiff::{Tape, Var};
 use crate::checkpoint;
 use crate::device::Device;
@@ -39,7 +39,7 @@ use crate::experiments::protocol::{Point, RunRecord};
 use crate::experiments::task::{Data, RunContext, RunOptions, Task};
 use crate::experiments::Method;
 use crate::nn::gan::{Discriminator, GenOut, Generator};
-use crate::nn::sub_seed;
+use crate::nn::{sub_seed, Activation, Mlp};
 use crate::ops::elementwise::accumulate;
 use crate::optim::{Adam, AdamConfig, Optimizer};
 use crate::plot;
@@ -84,14 +84,10 @@ pub fn history_from_metrics(dir: &Path) -> Result<Vec<Point>> {
         .collect())
 }
 
-fn check_method(m: Method) -> Result<()> {
-    if m == Method::SimClr {
-        return Err(Error::Config(
-            "gan: SimCLR is not implemented for the GAN benchmark (methods: ce, gate, hinge-l1, hinge-l2, atom)".into(),
-        ));
-    }
-    Ok(())
-}
+/// SimCLR's second view of a generated sample: the generator on its noise plus N(0, this^2).
+pub const SIMCLR_NOISE_JITTER: f32 = 0.1;
+/// SimCLR's NT-Xent temperature for the generator.
+pub const SIMCLR_TAU: f32 = 0.5;
 
 /// Running GPU sums of the logged losses.
 struct Sums {
@@ -153,6 +149,47 @@ pub trait RealSource {
     fn set_queue(&mut self, _queue: &[u32], _b: usize) {}
 }
 
+/// A fixed set of samples (`[n, ..shape]`, row-major) drawn in shuffled epochs: a queue of
+/// batches refilled from the run's RNG when empty, saved in checkpoints.
+pub struct DataSource {
+    data: Vec<f32>,
+    shape: Vec<usize>,
+    n: usize,
+    /// Batches still to draw this epoch, last first.
+    queue: Vec<Vec<usize>>,
+}
+
+impl DataSource {
+    pub fn new(data: Vec<f32>, shape: &[usize]) -> DataSource {
+        let per: usize = shape.iter().product();
+        DataSource { n: data.len() / per.max(1), data, shape: shape.to_vec(), queue: Vec::new() }
+    }
+}
+
+impl RealSource for DataSource {
+    fn next(&mut self, dev: &Device, rng: &mut Rng, b: usize) -> Result<Tensor> {
+        if self.queue.is_empty() {
+            self.queue = crate::data::epoch_batches(self.n, b, rng);
+            self.queue.reverse();
+        }
+        let idx = self.queue.pop().expect("an epoch has at least one batch");
+        let per: usize = self.shape.iter().product();
+        let mut x = Vec::with_capacity(b * per);
+        for i in idx {
+            x.extend_from_slice(&self.data[i * per..(i + 1) * per]);
+        }
+        let mut shape = vec![b];
+        shape.extend(&self.shape);
+        Tensor::from_slice(dev, &x, &shape)
+    }
+    fn queue(&self) -> Vec<u32> {
+        self.queue.iter().rev().flatten().map(|&i| i as u32).collect()
+    }
+    fn set_queue(&mut self, queue: &[u32], b: usize) {
+        self.queue = queue.chunks(b.max(1)).rev().map(|c| c.iter().map(|&i| i as usize).collect()).collect();
+    }
+}
+
 /// A GAN in training: one [`Gan::step`] is one D step and one G step in one submit.
 pub struct Gan<G: Generator, D: Discriminator> {
     dev: Device,
@@ -171,6 +208,8 @@ pub struct Gan<G: Generator, D: Discriminator> {
     /// Targets of the G step `[B, 1]`: ones.
     ones: Tensor,
     real: Box<dyn RealSource>,
+    /// SimCLR's projection head on z (trained with the generator), for [`Method::SimClr`].
+    proj: Option<Mlp>,
     rng: Rng,
     noise_seed: u64,
     iter: usize,
@@ -191,7 +230,6 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
         method: Method,
         seed: u64,
     ) -> Result<Gan<G, D>> {
-        check_method(method)?;
         if s.batch < 2 || s.reg_batch < 2 || s.reg_batch > s.batch {
             return Err(Error::Config(format!(
                 "gan: need 2 <= reg_batch <= batch, got batch {} and reg_batch {}",
@@ -199,7 +237,12 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
             )));
         }
         let adam = AdamConfig { lr: s.lr, beta1: s.beta1, beta2: s.beta2, ..AdamConfig::default() };
-        let opt_g = Adam::new(g.params(method.gated()), adam)?;
+        let proj = (method == Method::SimClr)
+            .then(|| Mlp::new(dev, "proj", &[g.latent_dim(), 64, 32], Activation::Relu, sub_seed(seed, 8)))
+            .transpose()?;
+        let mut g_params = g.params(method.gated());
+        g_params.extend(proj.iter().flat_map(|p| p.params()));
+        let opt_g = Adam::new(g_params, adam)?;
         let opt_d = Adam::new(d.params(), adam)?;
         let (b, t) = (s.batch, g.tokens());
         let mut targets = vec![1f32; 2 * b];
@@ -216,6 +259,7 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
             d_targets: Tensor::from_slice(dev, &targets, &[2 * b, 1])?,
             ones: Tensor::full(dev, &[b, 1], 1.0)?,
             real,
+            proj,
             rng: Rng::new(sub_seed(seed, 3)),
             noise_seed: sub_seed(seed, 4),
             iter: 0,
@@ -283,7 +327,19 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
             }
             Method::HingeL1 => (Some(hinge_lp(&z, Norm::L1, s.margin)?.scale(s.lambda)?), None, None),
             Method::HingeL2 => (Some(hinge_lp(&z, Norm::L2, s.margin)?.scale(s.lambda)?), None, None),
-            Method::SimClr => return check_method(self.method),
+            Method::SimClr => {
+                // Two views of each sample: its latent, and the latent of its noise jittered.
+                let proj =
+                    self.proj.as_ref().ok_or_else(|| Error::Config("SimCLR needs its projection head".into()))?;
+                let (b, k) = (s.batch, self.g.noise());
+                let seed = sub_seed(self.noise_seed, self.iter as u64);
+                let noise = Tensor::rand_normal(&self.dev, &[b, k], 0.0, 1.0, seed)?;
+                let jitter = Tensor::rand_normal(&self.dev, &[b, k], 0.0, SIMCLR_NOISE_JITTER, sub_seed(seed, 1))?;
+                let noise2 = tape.constant(noise).add(&tape.constant(jitter))?;
+                let z2 = sub(&self.g.forward(tape, &noise2, false, &self.mask, true)?.z)?;
+                let (a, c) = (proj.forward(tape, &z)?, proj.forward(tape, &z2)?);
+                (Some(nt_xent(&a, &c, SIMCLR_TAU)?.scale(s.lambda)?), None, None)
+            }
         };
         let loss = match &reg {
             Some(r) => adv.add(r)?,
@@ -362,13 +418,22 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
     /// Adam states (`opt_g.*`, `opt_d.*`), the GPU loss sums (`sums.*`) and the real-data queue
     /// (`real.queue`). With [`Gan::position`] it continues a run bit-identically.
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut t = checkpoint::prefixed("model.", [self.g.tensors(), self.d.tensors()].concat());
+        let mut t = checkpoint::prefixed("model.", self.model_tensors());
         t.extend(checkpoint::prefixed("opt_g.", self.opt_g.state()?));
         t.extend(checkpoint::prefixed("opt_d.", self.opt_d.state()?));
         t.extend(self.sum_tensors());
         let q = self.real.queue();
         t.push(("real.queue".into(), Tensor::from_u32(&self.dev, &q, &[q.len()])?));
         Ok(t)
+    }
+
+    /// Both models' tensors and, for SimCLR, the projection head's.
+    fn model_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut t = [self.g.tensors(), self.d.tensors()].concat();
+        if let Some(p) = &self.proj {
+            t.extend(p.tensors());
+        }
+        t
     }
 
     fn sum_tensors(&self) -> Vec<(String, Tensor)> {
@@ -396,7 +461,7 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
             })
         };
         let (iter, rng, d_steps, g_steps) = (num("iter")?, num("rng")?, num("d_steps")?, num("g_steps")?);
-        ck.select("model.").restore_into(&[self.g.tensors(), self.d.tensors()].concat())?;
+        ck.select("model.").restore_into(&self.model_tensors())?;
         ck.select("sums.")
             .restore_into(&self.sum_tensors().into_iter().map(|(k, t)| (k[5..].to_string(), t)).collect::<Vec<_>>())?;
         let queue = ck
@@ -416,6 +481,16 @@ impl<G: Generator, D: Discriminator> Gan<G, D> {
     /// (no grad; batch norm uses its running statistics).
     pub fn generate(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
         Ok(generate_with(&self.dev, &self.g, self.method.gated(), n, seed)?.0)
+    }
+
+    /// [`Gan::generate`] of any `n`, in chunks of at most 500 (chunk k from `sub_seed(seed, k)`),
+    /// so large evaluations stay within a storage binding.
+    pub fn generate_many(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        for (k, start) in (0..n).step_by(500).enumerate() {
+            out.extend(self.generate((n - start).min(500), sub_seed(seed, k as u64))?);
+        }
+        Ok(out)
     }
 
     /// [`Gan::generate`] and, for the gated methods, the importances `[n, tokens]` of the gate.

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::experiments::protocol::{Report, RunRecord};
 use crate::experiments::task::{RunContext, RunOptions};
 use crate::experiments::Method;
-use crate::nn::gan::{MlpDiscriminator, MlpGenerator};
+use crate::nn::gan::{Discriminator, MaxoutDiscriminator, MlpDiscriminator, MlpGenerator};
 use crate::nn::sub_seed;
 use crate::plot;
 use crate::rng::Rng;
@@ -25,33 +25,42 @@ use super::*;
 pub enum Mixture {
     /// 8 components evenly on a circle of radius 2, std 0.02.
     Ring8,
-    /// 25 components on a 5x5 grid with spacing 2 centred on the origin, std 0.05.
+    /// 25 components on a 5x5 grid with spacing 2 centred on the origin ({-4, -2, 0, 2, 4}^2),
+    /// std 0.05 (also PacGAN's 2D-grid).
     Grid25,
+    /// PacGAN's 2D-ring: 8 components on the unit circle, std 0.01.
+    Ring8Unit,
 }
 
 impl Mixture {
-    pub const ALL: [Mixture; 2] = [Mixture::Ring8, Mixture::Grid25];
+    pub const ALL: [Mixture; 3] = [Mixture::Ring8, Mixture::Grid25, Mixture::Ring8Unit];
     pub fn slug(self) -> &'static str {
         match self {
             Mixture::Ring8 => "ring8",
             Mixture::Grid25 => "grid25",
+            Mixture::Ring8Unit => "ring8-unit",
         }
     }
     pub fn name(self) -> &'static str {
         match self {
             Mixture::Ring8 => "ring of 8",
             Mixture::Grid25 => "5x5 grid",
+            Mixture::Ring8Unit => "unit ring of 8 (PacGAN)",
         }
     }
     /// The component means.
     pub fn centres(self) -> Vec<(f64, f64)> {
-        match self {
-            Mixture::Ring8 => (0..8)
+        let ring = |r: f64| -> Vec<(f64, f64)> {
+            (0..8)
                 .map(|k| {
                     let a = 2.0 * std::f64::consts::PI * k as f64 / 8.0;
-                    (2.0 * a.cos(), 2.0 * a.sin())
+                    (r * a.cos(), r * a.sin())
                 })
-                .collect(),
+                .collect()
+        };
+        match self {
+            Mixture::Ring8 => ring(2.0),
+            Mixture::Ring8Unit => ring(1.0),
             Mixture::Grid25 => (0..25).map(|k| (2.0 * (k / 5) as f64 - 4.0, 2.0 * (k % 5) as f64 - 4.0)).collect(),
         }
     }
@@ -60,6 +69,7 @@ impl Mixture {
         match self {
             Mixture::Ring8 => 0.02,
             Mixture::Grid25 => 0.05,
+            Mixture::Ring8Unit => 0.01,
         }
     }
     /// `n` points `[n, 2]` row-major: a uniformly chosen component plus N(0, std^2 I).
@@ -76,10 +86,9 @@ impl Mixture {
     }
     /// A mixture by slug (`ring8`, `grid25`).
     pub fn parse(name: &str) -> Result<Mixture> {
-        Mixture::ALL
-            .into_iter()
-            .find(|m| m.slug() == name.trim())
-            .ok_or_else(|| Error::Config(format!("--mixture: unknown mixture {name:?} (available: ring8, grid25)")))
+        Mixture::ALL.into_iter().find(|m| m.slug() == name.trim()).ok_or_else(|| {
+            Error::Config(format!("--mixture: unknown mixture {name:?} (available: ring8, grid25, ring8-unit)"))
+        })
     }
 }
 
@@ -108,8 +117,15 @@ pub struct ModeStats {
 }
 
 /// Scores `points` (`[n, 2]` row-major): a point is of high quality when it lies within `3 std`
-/// of a centre (its nearest one); non-finite points never are.
+/// of a centre (its nearest one); non-finite points never are. A mode is covered when at least 1%
+/// of the points are high-quality points of it.
 pub fn mode_stats(points: &[f32], centres: &[(f64, f64)], std: f64) -> ModeStats {
+    mode_stats_with(points, centres, std, 0.01)
+}
+
+/// [`mode_stats`] with a mode covered when it holds at least `min_share` of the points (and at
+/// least one): PacGAN counts a mode with a single one of its 2,500 points (`min_share` 0).
+pub fn mode_stats_with(points: &[f32], centres: &[(f64, f64)], std: f64, min_share: f64) -> ModeStats {
     let k = centres.len();
     let n = points.len() / 2;
     let mut counts = vec![0usize; k];
@@ -130,7 +146,7 @@ pub fn mode_stats(points: &[f32], centres: &[(f64, f64)], std: f64) -> ModeStats
         }
     }
     let hq: usize = counts.iter().sum();
-    let modes_covered = counts.iter().filter(|&&c| n > 0 && c as f64 >= 0.01 * n as f64).count();
+    let modes_covered = counts.iter().filter(|&&c| c > 0 && c as f64 >= min_share * n as f64).count();
     let kl = if hq == 0 {
         (k as f64).ln()
     } else {
@@ -181,6 +197,18 @@ pub struct Gan2dConfig {
     pub snapshot_points: usize,
     /// Draw the fixed-noise samples as a PNG at each log (in the run's folder).
     pub snapshots: bool,
+    /// Hidden layers of the generator (the last is the token map).
+    pub depth: usize,
+    /// Batch norm before each hidden ReLU of the generator (PacGAN's generator).
+    pub batch_norm: bool,
+    /// The discriminator: leaky-ReLU MLP of two hidden layers of `hidden`, or PacGAN's maxout
+    /// network (`maxout: Some((units, pieces, layers))`).
+    pub maxout: Option<(usize, usize, usize)>,
+    /// Train on a fixed set of this many points drawn once (PacGAN: 100,000) in shuffled epochs
+    /// instead of fresh points every batch.
+    pub train_points: Option<usize>,
+    /// A mode is covered by at least this share of the scored points (and at least one).
+    pub mode_min_share: f64,
 }
 
 impl Default for Gan2dConfig {
@@ -209,6 +237,40 @@ impl Default for Gan2dConfig {
             eval_points: 10_000,
             snapshot_points: 2_000,
             snapshots: true,
+            depth: 2,
+            batch_norm: false,
+            maxout: None,
+            train_points: None,
+            mode_min_share: 0.01,
+        }
+    }
+}
+
+impl Gan2dConfig {
+    /// PacGAN's 2-D setup (`--model pacgan`; Lin et al. 2018 and their public code): 2-D noise,
+    /// a generator of 4 hidden layers of 400 units with batch norm and ReLU, a discriminator of 3
+    /// maxout layers of 200 units with 5 pieces, Adam lr 1e-4 and beta1 0.8, batch 100, a fixed
+    /// set of 100,000 training points, 400 epochs; scored on 2,500 points, a mode covered by a
+    /// single one. The regularisers see the last hidden layer as 16 tokens of 25.
+    pub fn pacgan() -> Gan2dConfig {
+        Gan2dConfig {
+            iters: 400 * 1000,
+            batch: 100,
+            noise: 2,
+            hidden: 400,
+            tokens: 16,
+            lr: 1e-4,
+            beta1: 0.8,
+            reg_batch: 64,
+            log_every: 20_000,
+            eval_points: 2500,
+            snapshot_points: 2500,
+            depth: 4,
+            batch_norm: true,
+            maxout: Some((200, 5, 3)),
+            train_points: Some(100_000),
+            mode_min_share: 0.0,
+            ..Gan2dConfig::default()
         }
     }
 }
@@ -223,6 +285,12 @@ impl Gan2dConfig {
             return bad(format!(
                 "batch and reg_batch must be >= 2 (pairs need 2 samples), got {} and {}",
                 self.batch, self.reg_batch
+            ));
+        }
+        if self.depth == 0 || self.train_points.is_some_and(|n| n < self.batch) {
+            return bad(format!(
+                "need depth >= 1 and train_points >= batch, got {} and {:?}",
+                self.depth, self.train_points
             ));
         }
         if self.noise == 0 || self.hidden == 0 || self.tokens == 0 || !self.hidden.is_multiple_of(self.tokens) {
@@ -265,17 +333,37 @@ impl RealSource for MixtureSource {
     }
 }
 
-/// The 2-D benchmark's GAN.
-pub type Gan2d = Gan<MlpGenerator, MlpDiscriminator>;
+/// The 2-D benchmark's GAN (its discriminator the MLP or PacGAN's maxout network).
+pub type Gan2d = Gan<MlpGenerator, Box<dyn Discriminator>>;
 
-impl Gan<MlpGenerator, MlpDiscriminator> {
+impl Gan<MlpGenerator, Box<dyn Discriminator>> {
     /// MLPs `noise -> hidden -> hidden -> 2` and `2 -> hidden -> hidden -> 1` on `mixture`.
     pub fn new(dev: &Device, cfg: &Gan2dConfig, mixture: Mixture, method: Method, seed: u64) -> Result<Gan2d> {
         cfg.validate()?;
-        check_method(method)?;
-        let g = MlpGenerator::new(dev, cfg.noise, cfg.hidden, 2, cfg.tokens, sub_seed(seed, 1))?;
-        let d = MlpDiscriminator::new(dev, &[2, cfg.hidden, cfg.hidden, 1], cfg.slope, sub_seed(seed, 2))?;
-        Gan::with_models(dev, g, d, cfg.settings(), Box::new(MixtureSource(mixture)), method, seed)
+        let g = MlpGenerator::deep(
+            dev,
+            cfg.noise,
+            cfg.hidden,
+            cfg.depth,
+            2,
+            cfg.tokens,
+            cfg.batch_norm,
+            sub_seed(seed, 1),
+        )?;
+        let d: Box<dyn Discriminator> = match cfg.maxout {
+            Some((units, pieces, layers)) => {
+                Box::new(MaxoutDiscriminator::new(dev, 2, units, pieces, layers, sub_seed(seed, 2))?)
+            }
+            None => {
+                Box::new(MlpDiscriminator::new(dev, &[2, cfg.hidden, cfg.hidden, 1], cfg.slope, sub_seed(seed, 2))?)
+            }
+        };
+        let real: Box<dyn RealSource> = match cfg.train_points {
+            // One fixed training set for the task (not the run's seed), as a data set is.
+            Some(n) => Box::new(DataSource::new(mixture.sample(&mut Rng::new(0x2d_da7a), n), &[2])),
+            None => Box::new(MixtureSource(mixture)),
+        };
+        Gan::with_models(dev, g, d, cfg.settings(), real, method, seed)
     }
 }
 
@@ -299,7 +387,7 @@ pub fn train_gan2d(
     let (centres, std) = (mixture.centres(), mixture.std());
     let val_seed = sub_seed(seed, 5);
     let mut score = |gan: &Gan2d| -> Result<(serde_json::Value, f64)> {
-        let s = mode_stats(&gan.generate(cfg.snapshot_points, val_seed)?, &centres, std);
+        let s = mode_stats_with(&gan.generate(cfg.snapshot_points, val_seed)?, &centres, std, cfg.mode_min_share);
         let m = serde_json::json!({"modes_covered": s.modes_covered, "high_quality": s.high_quality, "kl": s.kl});
         Ok((m, s.modes_covered as f64))
     };
@@ -309,7 +397,7 @@ pub fn train_gan2d(
     let history = history_from_metrics(run.dir())?;
     gan.restore(&checkpoint::load(&run.best_path())?)?;
     let points = gan.generate(cfg.eval_points, sub_seed(seed, 6))?;
-    let s = mode_stats(&points, &centres, std);
+    let s = mode_stats_with(&points, &centres, std, cfg.mode_min_share);
     let title = format!(
         "{} on {} (seed {seed}): {}/{} modes, {:.1}% high quality, KL {:.3} from {} test points",
         method.gan_name(),
