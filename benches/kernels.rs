@@ -685,8 +685,39 @@ fn main() {
                 });
             }
         }
-        // Sentiment Transformer (ClassifyConfig::sentiment(): d 64, 4 heads, 2 layers, ff 128,
-        // dropout 0.1; 64 positions) at batch 64 on the bundled reviews (embedded in the binary).
+        // The standard-size DCGAN of `--model base` (FashionGanConfig::base(): 7x7x256 to 28x28x64,
+        // discriminator 64/128/256) at its batch 128, plain and with atom modeling.
+        for (method, tag) in [(Method::Ce, "plain"), (Method::Atom, "atom")] {
+            let name = format!("train/DCGAN base G+D {tag} batch 128");
+            if b.wants(&name) {
+                let cfg = FashionGanConfig::base();
+                let mut gan = FashionGan::fashion(&dev, &cfg, &images, method, 0).unwrap();
+                b.step(&name, cfg.batch, || {
+                    gan.step().unwrap();
+                    f64::NAN
+                });
+            }
+        }
+        // PacGAN's 2-D models (Gan2dConfig::pacgan(): 4x400 BN-ReLU generator, maxout
+        // discriminator) at batch 100.
+        for (method, tag) in [(Method::Ce, "plain"), (Method::Atom, "atom")] {
+            let name = format!("train/PacGAN 2-D G+D {tag} batch 100");
+            if b.wants(&name) {
+                let cfg = atomgrad::experiments::gan::Gan2dConfig::pacgan();
+                let mut gan = atomgrad::experiments::gan::Gan2d::new(
+                    &dev,
+                    &cfg,
+                    atomgrad::experiments::gan::Mixture::Grid25,
+                    method,
+                    0,
+                )
+                .unwrap();
+                b.step(&name, cfg.batch, || {
+                    gan.step().unwrap();
+                    f64::NAN
+                });
+            }
+        }
         // The residual CNN of `--model resnet` (ClassifyConfig::fashion_resnet(): stages 32/64/128,
         // AdamW, augmentation on the host) at its batch 128.
         let res = ClassifyConfig::fashion_resnet();

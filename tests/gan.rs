@@ -595,3 +595,30 @@ fn deep_dcgan_trains_every_method_in_one_submit_and_saves_a_generator() {
     assert!(g.deep.is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The standard-size DCGAN scores in the residual CNN's features (here a tiny one): features of
+/// its last stage's width, and the new measures on a collapsed set.
+#[test]
+fn the_feature_net_can_be_the_residual_cnn() {
+    let dev = common::device();
+    let full = load_fashion(FashionSource::Bundled).unwrap();
+    let keep: Vec<usize> = (0..full.test.len()).step_by(10).collect();
+    let (tx, ty) = full.test.batch(&keep);
+    let data = FashionData { test: ImageSet { x: tx, y: ty }, ..full };
+    let fc = ClassifyConfig {
+        stages: vec![4, 6, 8],
+        epochs: 1,
+        batch: 32,
+        train_limit: Some(64),
+        test_limit: Some(32),
+        ..ClassifyConfig::fashion_resnet()
+    };
+    let dir = temp("resnet-features");
+    let net = FeatureNet::prepare(&dev, &data, &fc, &dir.join("feature-cnn.safetensors")).unwrap();
+    assert_eq!(net.dim, 8);
+    let one: Vec<f32> = data.train.x[..784].repeat(50);
+    let q = net.quality_normalised(&one, Split::Test).unwrap();
+    assert_eq!((q.images, q.classes_covered), (50, 1));
+    assert!(q.frechet.is_finite() && q.frechet > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
