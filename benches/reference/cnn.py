@@ -1,11 +1,12 @@
 """Fashion-MNIST CNN training step in PyTorch: the model of src/nn/cnn.rs with the settings of
 ClassifyConfig::fashion() (channels 16, 32; Adam lr 2e-3), at batch 128.
 
-    python3 benches/reference/cnn.py [--batch 128] [--method ce|atom|both] [--compile]
+    python3 benches/reference/cnn.py [--batch 128] [--method ce|atom|both] [--compile | --mode reduce-overhead] [--tf32]
 
 Random images of the right shape stand in for the data: no file is read or decoded on either
 side. As atomgrad's `train::fit`, each step gathers the batch on the host and uploads it.
-`--compile` times `torch.compile(model)` instead of eager (compilation is excluded: warm-up).
+`--compile` / `--mode M` time `torch.compile(model[, mode=M])` instead of eager (compilation is
+excluded: warm-up); TF32 is off unless `--tf32`.
 Prints one JSON line.
 """
 
@@ -16,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atom import atom_terms
-from common import device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, device, emit, fail, step_result, time_steps
 
 
 class Cnn(nn.Module):
@@ -45,7 +46,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--method", default="both", choices=["ce", "atom", "both"])
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (reported as its own bench)")
+    add_mode_args(p)
     p.add_argument("--budget", type=float, default=1.0)
     args = p.parse_args()
     dev = device()
@@ -60,7 +61,7 @@ def main():
             model = Cnn().to(dev).train()
             params = [p for n, p in model.named_parameters() if gated or n not in ("u", "c")]
             opt = torch.optim.Adam(params, lr=2e-3)
-            fwd = torch.compile(model) if args.compile else model
+            (fwd,), suffix = apply_mode(args, model)
             counts = torch.full((B,), 49, device=dev)
 
             def step():
@@ -75,11 +76,11 @@ def main():
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-            s = time_steps(step, dev, args.budget, warmup=5 if args.compile else 3)
+            s = time_steps(step, dev, args.budget, warmup=10 if suffix else 3)
             results.append(step_result(f"fashion CNN {method} batch {B}", B, s, method=method))
     except Exception as e:  # noqa: BLE001
-        fail("cnn-compile" if args.compile else "cnn", dev, e)
-    emit("cnn-compile" if args.compile else "cnn", dev, results, compiled=args.compile)
+        fail("cnn", dev, e)
+    emit("cnn" + apply_mode(args)[1], dev, results, mode=args.mode, compiled=bool(args.compile or args.mode), tf32=args.tf32)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,22 @@ def fail(bench, dev, err):
     """One JSON line saying what failed (the harness keeps going)."""
     emit(bench, dev, [], error=f"{type(err).__name__}: {err}")
     sys.exit(1)
+
+
+def add_mode_args(p):
+    """The PyTorch modes every step reference runs in: eager (default), `--compile`
+    (torch.compile, default mode), `--mode reduce-overhead` (compiled with CUDA graphs); `--tf32`
+    allows TF32 matmuls and convolutions (off by default: atomgrad's f32 is IEEE f32)."""
+    p.add_argument("--compile", action="store_true", help="torch.compile, default mode")
+    p.add_argument("--mode", default=None, help="torch.compile mode, e.g. reduce-overhead")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 (off: IEEE f32 as atomgrad)")
+
+
+def apply_mode(args, *modules):
+    """Sets TF32 as asked; returns the modules compiled as asked (or as they are) and the suffix
+    of the bench's name ("", "-compile", "-reduce-overhead")."""
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    if not (args.compile or args.mode):
+        return modules, ""
+    return tuple(torch.compile(m, mode=args.mode) for m in modules), "-" + (args.mode or "compile")

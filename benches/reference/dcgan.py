@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, device, emit, fail, step_result, time_steps
 
 
 def generator(noise=64, c=32):
@@ -50,6 +50,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--batches", default="64,128")
     p.add_argument("--budget", type=float, default=1.0)
+    add_mode_args(p)
     args = p.parse_args()
     dev = device()
     X = torch.rand(1024, 1, 28, 28) * 2 - 1  # host "data set" in [-1, 1]
@@ -57,9 +58,10 @@ def main():
     try:
         for B in map(int, args.batches.split(",")):
             torch.manual_seed(0)
-            G, D = generator().to(dev).train(), discriminator().to(dev)
-            opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-            opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+            G0, D0 = generator().to(dev).train(), discriminator().to(dev)
+            (G, D), suffix = apply_mode(args, G0, D0)
+            opt_g = torch.optim.Adam(G0.parameters(), lr=2e-4, betas=(0.5, 0.999))
+            opt_d = torch.optim.Adam(D0.parameters(), lr=2e-4, betas=(0.5, 0.999))
             targets = torch.cat([torch.ones(B, 1), torch.zeros(B, 1)]).to(dev)  # [2B, 1]
             ones = torch.ones(B, 1, device=dev)
 
@@ -77,11 +79,11 @@ def main():
                 opt_g.zero_grad(set_to_none=True)
                 D.requires_grad_(True)
 
-            s = time_steps(step, dev, args.budget)
+            s = time_steps(step, dev, args.budget, warmup=10 if suffix else 3)
             results.append(step_result(f"DCGAN G+D plain batch {B}", B, s))
     except Exception as e:  # noqa: BLE001
         fail("dcgan", dev, e)
-    emit("dcgan", dev, results)
+    emit("dcgan" + apply_mode(args)[1], dev, results, mode=args.mode, tf32=args.tf32)
 
 
 if __name__ == "__main__":

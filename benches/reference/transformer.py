@@ -16,7 +16,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, device, emit, fail, step_result, time_steps
+
+
+def attention(q, k, v, keep, p):
+    """Scaled dot-product attention over real keys: PyTorch's fused kernels where it has them
+    (2.0 and later), the same arithmetic written out otherwise (older CPU builds)."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
+    s = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    a = F.dropout(s.masked_fill(~keep, float("-inf")).softmax(-1), p)
+    return a @ v
 
 
 class Block(nn.Module):
@@ -30,7 +40,7 @@ class Block(nn.Module):
         N, L, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(N, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # [N, H, L, dh]
         p = self.p if self.training else 0.0
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)  # [N, H, L, dh]
+        o = attention(q, k, v, keep, p)  # [N, H, L, dh]
         x = x + F.dropout(self.proj(o.transpose(1, 2).reshape(N, L, d)), p, self.training)
         f = self.ff2(F.gelu(self.ff1(self.ln2(x)), approximate="tanh"))
         return x + F.dropout(f, p, self.training)
@@ -61,6 +71,7 @@ def main():
     p.add_argument("--vocab", type=int, default=9913, help="the bundled reviews' vocabulary (see the docstring)")
     p.add_argument("--len", type=int, default=64)
     p.add_argument("--budget", type=float, default=1.0)
+    add_mode_args(p)
     args = p.parse_args()
     dev = device()
     B, L = args.batch, args.len
@@ -73,19 +84,20 @@ def main():
         torch.manual_seed(0)
         model = Transformer(args.vocab, L).to(dev).train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        (fwd,), suffix = apply_mode(args, model)
 
         def step():
             idx = torch.randint(0, ids.shape[0], (B,))
             x, n, y = ids[idx].to(dev), lengths[idx].to(dev), labels[idx].to(dev)
-            F.cross_entropy(model(x, n), y).backward()
+            F.cross_entropy(fwd(x, n), y).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        s = time_steps(step, dev, args.budget)
+        s = time_steps(step, dev, args.budget, warmup=10 if suffix else 3)
         results.append(step_result(f"sentiment Transformer batch {B}", B, s, vocab=args.vocab, len=L))
     except Exception as e:  # noqa: BLE001
         fail("transformer", dev, e)
-    emit("transformer", dev, results)
+    emit("transformer" + apply_mode(args)[1], dev, results, mode=args.mode, tf32=args.tf32)
 
 
 if __name__ == "__main__":
