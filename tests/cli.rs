@@ -87,7 +87,7 @@ fn bad_input_is_a_one_line_error_with_a_nonzero_exit() {
     let (ok, text) = atomgrad(&["compare", "--task", "gan2d", "--channels", "64"]);
     assert!(!ok && text.contains("--channels"), "{text}");
     let (ok, text) = atomgrad(&["train", "--task", "gan", "--channels", "3"]);
-    assert!(!ok && text.contains("channels must be even"), "{text}");
+    assert!(!ok && text.contains("channels must be a multiple of 2"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
     // Mixed precision where the adapter has no f16 cooperative matrices (lavapipe): refused, and
     // no run folder is left behind.
