@@ -121,6 +121,34 @@ fn accumulate(acc: Tensor, g: Tensor) -> Result<Tensor> {
     }
 }
 
+/// What a loss takes its targets (labels, probabilities) as: a [`Var`] on the loss's tape, or a
+/// [`Tensor`] of data, which becomes a constant of the tape. Every loss (`Var::cross_entropy`,
+/// `Var::bce_with_logits`) takes `&impl Target`, so both `&Tensor` and `&Var` work.
+pub trait Target {
+    /// The targets' values.
+    fn target_value(&self) -> &Tensor;
+    /// The targets on `tape` (a constant for a tensor).
+    fn target_var(&self, tape: &Tape) -> Var;
+}
+
+impl Target for Var {
+    fn target_value(&self) -> &Tensor {
+        &self.value
+    }
+    fn target_var(&self, _tape: &Tape) -> Var {
+        self.clone()
+    }
+}
+
+impl Target for Tensor {
+    fn target_value(&self) -> &Tensor {
+        self
+    }
+    fn target_var(&self, tape: &Tape) -> Var {
+        tape.constant(self.clone())
+    }
+}
+
 /// Gradients of the non-parameter leaves that asked for them ([`Tape::leaf`]).
 pub struct Gradients {
     grads: HashMap<usize, Tensor>,

@@ -13,6 +13,7 @@ pub mod device;
 pub mod error;
 pub mod experiments;
 pub mod fsio;
+pub mod kernel;
 pub mod nn;
 pub mod ops;
 pub mod optim;
@@ -22,7 +23,7 @@ pub mod run;
 pub mod tensor;
 pub mod train;
 
-pub use autodiff::{Gradients, Param, Tape, Var};
+pub use autodiff::{Gradients, Param, Tape, Target, Var};
 pub use device::Device;
 pub use error::{Error, Result};
 pub use tensor::{DType, Tensor};

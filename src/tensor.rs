@@ -57,6 +57,12 @@ impl Tensor {
         })
     }
 
+    /// A tensor whose contents are whatever its pooled buffer last held: for kernels that write
+    /// every element (a user kernel's output, [`crate::kernel`]).
+    pub fn uninit(dev: &Device, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::empty(dev, "uninit", shape, dtype)
+    }
+
     pub fn zeros(dev: &Device, shape: &[usize]) -> Result<Tensor> {
         let t = Tensor::empty(dev, "zeros", shape, DType::F32)?;
         dev.clear(t.buffer(), t.bytes());

@@ -166,7 +166,7 @@ fn kernels_without_wgpu_shader_checks_train_bit_identically() {
         dev.set_shader_checks(checks);
         let mut bits = Vec::new();
         for (kernel, gemm) in [(None, false), (Some(StructureKernel::Gram128), true)] {
-            dev.set_structure_kernel(kernel);
+            dev.set_policy(kernel);
             dev.set_gemm_conv(gemm);
             let model = Cnn::new(&dev, 4, 40, 3, 0).unwrap(); // 40 channels: odd for every tile
             let mut opt = Adam::new(model.params(true), AdamConfig::default()).unwrap();
@@ -187,7 +187,7 @@ fn kernels_without_wgpu_shader_checks_train_bit_identically() {
                 bits.extend(t.to_vec().unwrap().iter().map(|v| v.to_bits()));
             }
         }
-        dev.set_structure_kernel(None);
+        dev.set_policy::<StructureKernel>(None);
         dev.set_gemm_conv(false);
         let cfg =
             TransformerConfig { vocab: 16, max_len: 9, d: 24, heads: 3, layers: 1, ff: 40, dropout: 0.1, classes: 3 };

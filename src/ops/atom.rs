@@ -137,6 +137,11 @@ impl TokenMask {
             inv_counts: Tensor::from_slice(dev, &inv, &[counts.len()])?,
         })
     }
+    /// Every sample with all `tokens` tokens real (no padding): images' feature-map cells,
+    /// fixed-length token sets.
+    pub fn full(dev: &Device, samples: usize, tokens: usize) -> Result<TokenMask> {
+        TokenMask::new(dev, &vec![tokens; samples], tokens)
+    }
     /// Tokens of each sample.
     pub fn counts(&self) -> &[usize] {
         &self.counts
@@ -345,7 +350,7 @@ pub enum StructureKernel {
 
 impl StructureKernel {
     /// The kernels for `n` padded tokens of `m` dims per sample on this device: the one asked for
-    /// with `Device::set_structure_kernel` (`Gram128` only where the adapter offers its workgroup
+    /// with `Device::set_policy` (`Gram128` only where the adapter offers its workgroup
     /// memory and n > 32), else the adapter class's default: `Registers8` on CPU adapters; on
     /// GPUs `Gram128` where its 64-token half-tiles are at least 7/8 full, or 3/4 full with
     /// m >= 64 (the padded pairs' cost, which does not grow with m, then pays off: n = 49 was
@@ -359,7 +364,7 @@ impl StructureKernel {
         };
         let padded = n.next_multiple_of(GRAM_TILE);
         let full = 8 * n >= 7 * padded || (m >= 64 && 4 * n >= 3 * padded);
-        match dev.structure_kernel() {
+        match dev.policy::<StructureKernel>() {
             Some(k) if fits(k) => k,
             _ if dev.class() == AdapterClass::Gpu && full && fits(StructureKernel::Gram128) => StructureKernel::Gram128,
             _ => StructureKernel::Registers8,
