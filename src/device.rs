@@ -132,6 +132,20 @@ pub enum AdapterClass {
     Gpu,
 }
 
+/// A GPU (or lavapipe) opened for compute: the handle every tensor and kernel lives on. Cheap to
+/// clone (shared).
+///
+/// Ops do not run when called: each one records a dispatch into the device's open command
+/// encoder (and its small parameter block into a host arena). [`Device::flush`] submits
+/// everything recorded as one command buffer: a training step calls it once, after the optimizer
+/// update. Reading a tensor back ([`crate::Tensor::to_vec`], `item`) flushes first and waits, so
+/// results are always current; a loop that never flushes or reads still works, but records ever
+/// more work (and holds its dropped buffers) until something does. GPU validation errors and
+/// device loss surface as [`Error::Gpu`] from the next flush or readback, never as a panic.
+///
+/// [`Device::new`] picks the adapter (`ATOMGRAD_ADAPTER=<name>` to choose); [`Device::stats`]
+/// counts dispatches, submits and allocations; [`Device::set_policy`] holds the op families'
+/// kernel choices.
 #[derive(Clone)]
 pub struct Device {
     pub(crate) inner: Arc<Inner>,

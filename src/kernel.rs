@@ -20,7 +20,7 @@
 //! [`Device::set_shader_checks`] says: only the built-in kernels are trusted to bound their own
 //! accesses.
 //!
-//! ```no_run
+//! ```
 //! use atomgrad::kernel::Kernel;
 //! use atomgrad::{DType, Device, Tape, Tensor, Var};
 //!
