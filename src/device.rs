@@ -41,9 +41,9 @@ pub const PARAMS_UNIFORM: &str = "@group(0) @binding(0) var<uniform> p: Params;"
 impl Shader {
     /// The source as compiled for this adapter class. On CPU adapters the parameter block is a
     /// read-only storage buffer copied into a private `p` as each entry point starts: Mesa's
-    /// lavapipe (22.x) inlines uniform-buffer values that bound loops and compiles the kernel again
-    /// with LLVM at every dispatch whose kernel shrinks enough (a few milliseconds each time: a
-    /// 64 x 64 pdist took 3.6 ms, 0.05 ms without), and never inlines storage buffers. The private
+    /// lavapipe (22.x) inlines uniform-buffer values that bound loops and recompiles the kernel at
+    /// every dispatch whose kernel shrinks enough, and never inlines storage buffers (the
+    /// measurements: docs/PERFORMANCE.md, "Why the code chooses what it chooses"). The private
     /// copy keeps the values in registers: read straight from storage they would be reloaded after
     /// every store the compiler cannot prove apart from them. Array fields (`p.shape[d]`) are
     /// still read from the buffer: indexed by a loop counter, the private copy would be a
@@ -443,7 +443,8 @@ impl Device {
         p.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref::<T>()).copied()
     }
     /// Opt-in: conv2d (`Var::conv2d`, forward and both gradients) through im2col and the matmul
-    /// cores; off by default (on an H200 the Fashion CNN step took 0.57 ms with it, 0.47 without).
+    /// cores; off by default: slower than the direct kernels on the CNN's layers
+    /// (docs/PERFORMANCE.md, "Why the code chooses what it chooses").
     pub fn set_gemm_conv(&self, on: bool) {
         self.inner.gemm_conv.store(on, Ordering::Relaxed);
     }
@@ -454,9 +455,8 @@ impl Device {
     /// clamped, a counter in every loop, and buffer indices clamped where the driver lacks robust
     /// buffer access. Off, the kernels compile as written; they guard their own accesses
     /// (`tests/models.rs` trains both forms bit for bit). Off by default on GPUs, where the clamps
-    /// and counters sat in the cores' inner loops (H200: 4096³ matmul 26.0 -> 29.0 TFLOP/s, the
-    /// 64-tile core 2.3 -> 22.2, Transformer step 3.75 -> 2.40 ms), on by default on CPU adapters
-    /// (lavapipe: no measurable difference). Applies to kernels compiled from then on (each form
+    /// and counters sat in the cores' inner loops, on by default on CPU adapters, where they cost
+    /// nothing measurable (docs/PERFORMANCE.md, "Why the code chooses what it chooses"). Applies to kernels compiled from then on (each form
     /// is cached apart).
     pub fn set_shader_checks(&self, on: bool) {
         self.inner.unchecked.store(!on, Ordering::Relaxed);

@@ -136,23 +136,27 @@ pub fn list_image_folder(root: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(classes)
 }
 
-/// Decodes one image file, refusing huge ones before decoding.
+/// Decodes one image file (PNG or JPEG, by its contents), refusing huge ones before decoding.
 pub fn decode_image(path: &Path) -> Result<image::DynamicImage> {
-    let bad = |m: String| Error::data(path, m);
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
-        return Err(bad("not a PNG or JPEG image (unrecognised contents)".into()));
-    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let format = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        image::ImageFormat::Png
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        image::ImageFormat::Jpeg
+    } else {
+        return Err(Error::data(path, "not a PNG or JPEG image (its first bytes are neither signature)"));
+    };
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(1 << 16);
     limits.max_image_height = Some(1 << 16);
     limits.max_alloc = Some(4 * MAX_PIXELS);
-    let mut reader = reader;
     reader.limits(limits);
-    reader.decode().map_err(|e| bad(format!("cannot decode the image: {e}")))
+    reader.decode().map_err(|e| Error::data(path, format!("cannot decode the image: {}", one_line(&e.to_string()))))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `img` resized so its shorter side is `size`, centre-cropped to `size` x `size`, as planar
@@ -177,7 +181,7 @@ pub fn to_pixels(img: &image::DynamicImage, size: usize, channels: usize) -> Vec
 }
 
 /// How many of `n` images of a class go to test and to validation.
-fn split_sizes(n: usize, test_fraction: f64, val_fraction: f64) -> (usize, usize) {
+pub(crate) fn split_sizes(n: usize, test_fraction: f64, val_fraction: f64) -> (usize, usize) {
     let test = ((n as f64 * test_fraction).round() as usize).min(n.saturating_sub(1));
     let val = (((n - test) as f64 * val_fraction).round() as usize).min((n - test).saturating_sub(1));
     (test, val)

@@ -10,7 +10,7 @@ pub mod reviews;
 
 pub use fashion::{load_fashion, FashionData, FashionSource, ImageSet};
 pub use images::{load_image_folder, ImageFolderConfig, ImageFolderData};
-pub use reviews::{load_reviews, load_reviews_with, ReviewSplit, ReviewsConfig, ReviewsData, Vocab};
+pub use reviews::{load_reviews, load_reviews_with, load_text_csv, ReviewSplit, ReviewsConfig, ReviewsData, Vocab};
 
 use crate::rng::Rng;
 

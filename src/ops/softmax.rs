@@ -41,8 +41,8 @@ pub enum RowKernel {
     /// One invocation per row, no barriers: CPU adapters, short rows.
     PerRow,
     /// A team of 32 invocations per row with coalesced loads, combined through workgroup memory:
-    /// GPU adapters, rows of at least 64 entries (H200: 3.9x per-row at [131072, 64], 8.7x at
-    /// [8192, 1024]).
+    /// GPU adapters, rows of at least 64 entries (several times the per-row kernel there:
+    /// docs/PERFORMANCE.md).
     Team,
 }
 
