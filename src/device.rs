@@ -26,7 +26,7 @@ const DEFAULT_LIMBO_LIMIT: u64 = 1 << 30;
 /// Invocations per workgroup of every 1-D kernel.
 pub(crate) const WG: u32 = 256;
 
-/// A WGSL source, compiled lazily and cached per device: a file under `shaders/` ([`shader!`]),
+/// A WGSL source, compiled lazily and cached per device: a file under `shaders/` ([`crate::shader!`]),
 /// or a user kernel ([`crate::kernel::Kernel`]).
 #[derive(Debug)]
 pub struct Shader {

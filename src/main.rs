@@ -54,7 +54,7 @@ enum Cmd {
     /// cross-entropy; resumable (--resume).
     Compare(CompareArgs),
     /// Draw the learned importance maps of a classifier checkpoint (a run's
-    /// checkpoints/best.safetensors): a PNG grid of test images with each feature-map cell's
+    /// checkpoints/best.json): a PNG grid of test images with each feature-map cell's
     /// importance, or an HTML page shading review words.
     Explain(ExplainArgs),
     /// Write a PNG grid of images from a DCGAN generator (a `gan` run's generator.safetensors).
@@ -79,7 +79,7 @@ struct DataArgs {
 
 #[derive(clap::Args)]
 struct ExplainArgs {
-    /// A checkpoint of `train` or `compare` (e.g. RUN/checkpoints/best.safetensors).
+    /// A checkpoint of `train` or `compare` (e.g. RUN/checkpoints/best.json).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Data location, replacing the one the run used (as for `train --data`).

@@ -290,7 +290,7 @@ impl Run {
     pub fn display(&self) -> Display {
         self.display
     }
-    /// The best checkpoint so far (`checkpoints/best.safetensors`).
+    /// The best checkpoint so far: `checkpoints/best.json`, naming `best-step-<N>.safetensors`.
     pub fn best_path(&self) -> PathBuf {
         self.ckpts.best_path()
     }
