@@ -9,8 +9,9 @@
 //!   `@group(0) @binding(0) var<uniform> p: Params;` (on CPU adapters the device rewrites that
 //!   line into a storage buffer copied into registers, see [`crate::device::Shader::source_for`]);
 //!   every entry point reads it (at least for its bounds check);
-//! - bindings 1, 2, .. are storage buffers, one per tensor passed with [`Launch::arg`], in order:
-//!   `array<f32>` for [`DType::F32`] tensors, `array<u32>` for [`DType::U32`];
+//! - bindings 1, 2, .. are storage buffers, one per tensor passed with [`Launch::arg`], in order
+//!   (each entry point uses bindings 1 to k without a gap): `array<f32>` (or of `vec4<f32>`) for
+//!   [`DType::F32`] tensors, `array<u32>` for [`DType::U32`];
 //! - a 1-D kernel launched with [`Launch::over`] rebuilds its index as
 //!   `gid.x + gid.y * nwg.x * WG` (`gid` the global invocation id, `nwg` the workgroup count, `WG`
 //!   its workgroup width), because more than 65535 workgroups fold into y, and returns for
@@ -235,6 +236,12 @@ impl<'a> Launch<'a> {
         };
         let want: Vec<u32> = (1..=self.args.len() as u32).collect();
         let uses: Vec<u32> = entry.storage.iter().map(|s| s.0).collect();
+        if uses.iter().enumerate().any(|(i, &k)| k != i as u32 + 1) {
+            return bad(format!(
+                "it uses storage bindings {uses:?}: an entry point's storage bindings must be 1, 2, .. without a \
+                 gap (the tensors passed with .arg() are bound in that order)"
+            ));
+        }
         if uses != want {
             return bad(format!(
                 "it uses storage bindings {uses:?} and was given {} tensor(s) (bindings {want:?}); pass one tensor \
