@@ -575,7 +575,7 @@ fn main() {
             }
         }
         for (kernel, tag) in kernels {
-            dev.set_structure_kernel(kernel);
+            dev.set_policy(kernel);
             b.flops(&format!("atom/structure-forward{tag} N={nb} n={n} m={m}"), 2.0 * pairs, || {
                 drop(atomgrad::ops::atom::structure(&h, &w, &mask, 1e-3).unwrap())
             });
@@ -586,7 +586,7 @@ fn main() {
                 drop(terms.l_a.backward().unwrap());
             });
         }
-        dev.set_structure_kernel(None);
+        dev.set_policy::<StructureKernel>(None);
     }
 
     // Host overhead: a whole MLP training step (forward, backward, Adam), one submit.
@@ -661,12 +661,12 @@ fn main() {
                 let name = format!("train/fashion CNN {tag} batch {batch} gemm-conv gram-atom");
                 if b.wants(&name) {
                     dev.set_gemm_conv(true);
-                    dev.set_structure_kernel(Some(StructureKernel::Gram128));
+                    dev.set_policy(Some(StructureKernel::Gram128));
                     let mut l = FashionLearner::new(&dev, &data, &cfg, method, 0).unwrap();
                     let (mut step, mut r) = (0, Rng::new(1));
                     b.step(&name, batch, || learner_step(&dev, &mut l, batch, &mut step, &mut r));
                     dev.set_gemm_conv(false);
-                    dev.set_structure_kernel(None);
+                    dev.set_policy::<StructureKernel>(None);
                 }
             }
         }

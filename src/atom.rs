@@ -19,6 +19,30 @@
 //!
 //! Baselines on the same z: [`hinge_lp`] (`mean_{A != B} relu(margin - |z_A - z_B|_p)`, p = 1, 2)
 //! and [`nt_xent`] (SimCLR's NT-Xent over two views). The f64 references are in [`cpu`].
+//!
+//! # Using it
+//!
+//! A model exposes its tokens `h`, their importances `w` (an [`crate::nn::ImportanceGate`] makes
+//! both the importances and the gated tokens) and the latent `z` its head reads; a
+//! [`TokenMask`] says which tokens are real ([`TokenMask::full`] without padding). The
+//! regulariser is added to the task loss ([`AtomConfig`] holds its settings;
+//! `examples/mlp_atom.rs` is a whole model):
+//!
+//! ```no_run
+//! # use atomgrad::{atom::{atom_regularizer, AtomConfig, TokenMask}, nn::Builder, Device, Tape, Tensor};
+//! # fn main() -> atomgrad::Result<()> {
+//! # let dev = Device::new()?;
+//! # let (tape, mut b, step) = (Tape::new(), Builder::new(&dev, 0), 0);
+//! # let (gate, head) = (b.importance_gate(8)?, b.linear(32, 2)?);
+//! # let labels = Tensor::from_u32(&dev, &[0, 1, 0, 1], &[4])?;
+//! let h = tape.constant(Tensor::zeros(&dev, &[4, 4, 8])?); // tokens [N, n, m] from your encoder
+//! let mask = TokenMask::full(&dev, 4, 4)?; // 4 samples of 4 real tokens
+//! let gated = gate.forward(&tape, &h, &mask)?; // importances w [N, n], tokens h * w
+//! let z = gated.tokens.reshape(&[4, 32])?; // the latent
+//! let (reg, terms) = atom_regularizer(&z, &h, &gated.importance, &mask, &AtomConfig::default(), step)?;
+//! let loss = head.forward(&tape, &z)?.cross_entropy(&labels)?.add(&reg)?;
+//! # let _ = (loss, terms); Ok(()) }
+//! ```
 
 use crate::autodiff::Var;
 use crate::error::{Error, Result};

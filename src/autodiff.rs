@@ -29,7 +29,14 @@ struct TapeInner {
     anomaly: Option<Option<String>>,
 }
 
-/// Records the ops of one forward pass. Cheap to clone (shared).
+/// Records the ops of one forward pass so that [`Var::backward`] can run them in reverse. Cheap
+/// to clone (shared).
+///
+/// Make a new tape for every step ([`Tape::new`]), or [`Tape::no_grad`] for evaluation (ops run,
+/// nothing is kept). Inputs enter as [`Tape::constant`] (data), [`Tape::leaf`] (an input whose
+/// gradient you want back) or [`Tape::param`] (a [`Param`], whose gradient accumulates in it).
+/// Every op on a [`Var`] records its output and its backward rule here; [`Tape::op`] records an
+/// op of your own (a user kernel, [`crate::kernel`]). A tape is single-threaded (`Rc`).
 #[derive(Clone)]
 pub struct Tape {
     inner: Rc<RefCell<TapeInner>>,
@@ -41,7 +48,11 @@ impl Default for Tape {
     }
 }
 
-/// A tensor on a tape.
+/// A tensor on a [`Tape`]: the value an op computed and its place in the graph. The ops are
+/// methods (`x.matmul(&w)?.add(&b)?.relu()?`, one per kernel family in [`crate::ops`]), each
+/// returning a new `Var` on the same tape; [`Var::backward`] on a scalar loss sends gradients to
+/// every [`Param`] and leaf it came from. [`Var::value`] is the tensor itself; [`Var::detach`]
+/// cuts the graph.
 #[derive(Clone)]
 pub struct Var {
     tape: Tape,
@@ -62,8 +73,11 @@ struct ParamInner {
     grad: Option<Tensor>,
 }
 
-/// A trainable tensor: its value is updated in place by optimizers, its gradient is summed over
-/// every `backward` until [`Param::zero_grad`].
+/// A trainable tensor with a name: its value is updated in place by optimizers
+/// ([`crate::optim`]), its gradient is summed over every `backward` until [`Param::zero_grad`].
+/// The name is the tensor's key in checkpoints. Clones share the same parameter; a layer lists its
+/// parameters for the optimizer (`Module::params`) and enters them on each step's tape with
+/// [`Tape::param`].
 #[derive(Clone)]
 pub struct Param {
     inner: Rc<RefCell<ParamInner>>,
@@ -118,6 +132,34 @@ fn accumulate(acc: Tensor, g: Tensor) -> Result<Tensor> {
         Ok(acc)
     } else {
         elementwise::binary(&acc, &g, elementwise::Binary::Add)
+    }
+}
+
+/// What a loss takes its targets (labels, probabilities) as: a [`Var`] on the loss's tape, or a
+/// [`Tensor`] of data, which becomes a constant of the tape. Every loss (`Var::cross_entropy`,
+/// `Var::bce_with_logits`) takes `&impl Target`, so both `&Tensor` and `&Var` work.
+pub trait Target {
+    /// The targets' values.
+    fn target_value(&self) -> &Tensor;
+    /// The targets on `tape` (a constant for a tensor).
+    fn target_var(&self, tape: &Tape) -> Var;
+}
+
+impl Target for Var {
+    fn target_value(&self) -> &Tensor {
+        &self.value
+    }
+    fn target_var(&self, _tape: &Tape) -> Var {
+        self.clone()
+    }
+}
+
+impl Target for Tensor {
+    fn target_value(&self) -> &Tensor {
+        self
+    }
+    fn target_var(&self, tape: &Tape) -> Var {
+        tape.constant(self.clone())
     }
 }
 

@@ -759,7 +759,46 @@ impl CheckpointSet {
             let side = read_sidecar(&best_side)?;
             set.best = side.get("metric").and_then(Value::as_f64).filter(|m| m.is_finite());
         }
+        // A kill between a step checkpoint's save and its promotion to best leaves a complete
+        // step checkpoint that beats best.json (a resumed run would not train that epoch again):
+        // promote it now, from its own (checked) files.
+        for step in set.steps()? {
+            let path = set.path_for(step);
+            let Ok(side) = read_sidecar(&sidecar_path(&path)?) else { continue };
+            let Some(metric) = side.get("metric").and_then(Value::as_f64).filter(|m| m.is_finite()) else { continue };
+            if !set.beats(metric) || load(&path).is_err() {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            set.promote(step, &Encoded { bytes, sidecar: side }, metric)?;
+        }
         Ok(set)
+    }
+
+    /// Whether `metric` beats the best so far.
+    fn beats(&self, metric: f64) -> bool {
+        match self.best {
+            Some(b) => (self.higher_is_better && metric > b) || (!self.higher_is_better && metric < b),
+            None => true,
+        }
+    }
+
+    /// Makes `encoded` (the checkpoint of `step`) the best: `best-step-<step>.safetensors` and
+    /// `best.json` naming it, then removes the older best files.
+    fn promote(&mut self, step: u64, encoded: &Encoded, metric: f64) -> Result<()> {
+        // The best lives in a file of its step; best.json, replaced atomically, names it.
+        let file = self.dir.join(format!("best-step-{step}.safetensors"));
+        encoded.write_to(&file, &self.best_path())?;
+        self.best = Some(metric);
+        for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = (name.starts_with("best-step-") && name.ends_with(".safetensors") && e.path() != file)
+                || name == "best.safetensors";
+            if stale {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -776,41 +815,6 @@ impl CheckpointSet {
     /// The best metric so far (`None` before the first save with a finite metric).
     pub fn best_metric(&self) -> Option<f64> {
         self.best
-    }
-
-    /// Makes the best checkpoint the latest one when the latest's metric beats it: a kill between
-    /// a step checkpoint's save and its copy as the best leaves the best behind, and a resumed
-    /// run does not evaluate that epoch again. The copy is byte for byte (tensors, then the
-    /// sidecar naming them), each file replaced atomically.
-    pub fn reconcile_best(&mut self) -> Result<()> {
-        let Some(latest) = self.latest()? else { return Ok(()) };
-        let side = sidecar_path(&latest)?;
-        let mut sidecar = read_sidecar(&side)?;
-        let Some(metric) = sidecar.get("metric").and_then(Value::as_f64).filter(|m| m.is_finite()) else {
-            return Ok(());
-        };
-        let better = match self.best {
-            None => true,
-            Some(b) => (self.higher_is_better && metric > b) || (!self.higher_is_better && metric < b),
-        };
-        if !better {
-            return Ok(());
-        }
-        let step = sidecar.get("step").and_then(Value::as_u64).unwrap_or_default();
-        let name = format!("best-step-{step}.safetensors");
-        let bytes = fs::read(&latest).map_err(|e| Error::io(&latest, e))?;
-        crate::fsio::write_atomic(self.dir.join(&name), &bytes)?;
-        sidecar.insert("tensors_file".into(), name.clone().into());
-        let text = serde_json::to_vec_pretty(&Value::Object(sidecar)).expect("a JSON object serialises");
-        crate::fsio::write_atomic(self.best_path(), &text)?;
-        self.best = Some(metric);
-        for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("best-step-") && n.ends_with(".safetensors") && n != name {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-        Ok(())
     }
 
     /// Steps of the complete step checkpoints on disk (both files present), ascending.
@@ -863,25 +867,10 @@ impl CheckpointSet {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let encoded = Encoded::new(&path, tensors, &meta)?;
         encoded.write(&path)?;
-        let best = match (metric, self.best) {
-            (Some(m), Some(b)) => (self.higher_is_better && m > b) || (!self.higher_is_better && m < b),
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
+        let best = metric.is_some_and(|m| self.beats(m));
         crate::fsio::crash_point("checkpoint-before-best");
-        if best {
-            // The best lives in a file of its step; best.json, replaced atomically, names it.
-            let file = self.dir.join(format!("best-step-{step}.safetensors"));
-            encoded.write_to(&file, &self.best_path())?;
-            self.best = metric;
-            for e in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stale = (name.starts_with("best-step-") && name.ends_with(".safetensors") && e.path() != file)
-                    || name == "best.safetensors";
-                if stale {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
+        if let (true, Some(m)) = (best, metric) {
+            self.promote(step, &encoded, m)?;
         }
         crate::fsio::crash_point("checkpoint-before-prune");
         let older: Vec<u64> = self.step_files()?.into_iter().filter(|&s| s < step).collect();

@@ -10,6 +10,7 @@
 //!    buffers back to the free lists, where the next step finds them.
 
 use crate::error::{Error, Result};
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +26,9 @@ const DEFAULT_LIMBO_LIMIT: u64 = 1 << 30;
 /// Invocations per workgroup of every 1-D kernel.
 pub(crate) const WG: u32 = 256;
 
-/// A WGSL source file under `shaders/`, compiled lazily and cached per device.
+/// A WGSL source, compiled lazily and cached per device: a file under `shaders/` ([`crate::shader!`]),
+/// or a user kernel ([`crate::kernel::Kernel`]).
+#[derive(Debug)]
 pub struct Shader {
     pub name: &'static str,
     pub source: &'static str,
@@ -38,9 +41,9 @@ pub const PARAMS_UNIFORM: &str = "@group(0) @binding(0) var<uniform> p: Params;"
 impl Shader {
     /// The source as compiled for this adapter class. On CPU adapters the parameter block is a
     /// read-only storage buffer copied into a private `p` as each entry point starts: Mesa's
-    /// lavapipe (22.x) inlines uniform-buffer values that bound loops and compiles the kernel again
-    /// with LLVM at every dispatch whose kernel shrinks enough (a few milliseconds each time: a
-    /// 64 x 64 pdist took 3.6 ms, 0.05 ms without), and never inlines storage buffers. The private
+    /// lavapipe (22.x) inlines uniform-buffer values that bound loops and recompiles the kernel at
+    /// every dispatch whose kernel shrinks enough, and never inlines storage buffers (the
+    /// measurements: docs/PERFORMANCE.md, "Why the code chooses what it chooses"). The private
     /// copy keeps the values in registers: read straight from storage they would be reloaded after
     /// every store the compiler cannot prove apart from them. Array fields (`p.shape[d]`) are
     /// still read from the buffer: indexed by a loop counter, the private copy would be a
@@ -50,19 +53,28 @@ impl Shader {
         if class == AdapterClass::Gpu || !self.source.contains(PARAMS_UNIFORM) {
             return self.source.into();
         }
+        Shader::cpu_form(self.source).into()
+    }
+
+    /// `source` as CPU adapters compile it (see [`Shader::source_for`]); unchanged when it does
+    /// not declare its parameter block as [`PARAMS_UNIFORM`].
+    pub fn cpu_form(source: &str) -> String {
+        if !source.contains(PARAMS_UNIFORM) {
+            return source.to_string();
+        }
         let decl = "@group(0) @binding(0) var<storage, read> p_in: Params;\nvar<private> p: Params;";
-        let src = array_fields_from_buffer(&self.source.replacen(PARAMS_UNIFORM, decl, 1));
+        let src = array_fields_from_buffer(&source.replacen(PARAMS_UNIFORM, decl, 1));
         let mut out = String::with_capacity(src.len() + 1024);
         let mut rest = src.as_str();
         // Every entry point's body opens at the first brace after its attribute.
         while let Some(at) = rest.find("@compute") {
-            let brace = at + rest[at..].find('{').expect("an entry point has a body");
+            let Some(brace) = rest[at..].find('{').map(|b| at + b) else { break };
             out.push_str(&rest[..=brace]);
             out.push_str("\n    p = p_in;");
             rest = &rest[brace + 1..];
         }
         out.push_str(rest);
-        out.into()
+        out
     }
 }
 
@@ -120,6 +132,20 @@ pub enum AdapterClass {
     Gpu,
 }
 
+/// A GPU (or lavapipe) opened for compute: the handle every tensor and kernel lives on. Cheap to
+/// clone (shared).
+///
+/// Ops do not run when called: each one records a dispatch into the device's open command
+/// encoder (and its small parameter block into a host arena). [`Device::flush`] submits
+/// everything recorded as one command buffer: a training step calls it once, after the optimizer
+/// update. Reading a tensor back ([`crate::Tensor::to_vec`], `item`) flushes first and waits, so
+/// results are always current; a loop that never flushes or reads still works, but records ever
+/// more work (and holds its dropped buffers) until something does. GPU validation errors and
+/// device loss surface as [`Error::Gpu`] from the next flush or readback, never as a panic.
+///
+/// [`Device::new`] picks the adapter (`ATOMGRAD_ADAPTER=<name>` to choose); [`Device::stats`]
+/// counts dispatches, submits and allocations; [`Device::set_policy`] holds the op families'
+/// kernel choices.
 #[derive(Clone)]
 pub struct Device {
     pub(crate) inner: Arc<Inner>,
@@ -134,8 +160,8 @@ pub(crate) struct Inner {
     pub class: AdapterClass,
     /// Forward matmuls on f16 tensor cores (opt-in, see `set_mixed_precision`).
     mixed: AtomicBool,
-    /// The atom-modeling structure kernels asked for (see `set_structure_kernel`).
-    structure_kernel: Mutex<Option<crate::ops::atom::StructureKernel>>,
+    /// Kernel-choice policies of the op families, by type (see [`Device::set_policy`]).
+    policies: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     /// conv2d through im2col and the matmul cores (opt-in, see `set_gemm_conv`).
     gemm_conv: AtomicBool,
     /// Kernels compiled without wgpu's runtime checks (the GPU default, see `set_shader_checks`).
@@ -144,8 +170,9 @@ pub(crate) struct Inner {
     limbo_limit: AtomicU64,
     /// The adapter's cooperative-matrix configurations (printed by `atomgrad info`).
     coop_props: Vec<wgpu::CooperativeMatrixProperties>,
-    /// Compiled modules by (file, with wgpu's runtime checks).
-    modules: Mutex<HashMap<(&'static str, bool), wgpu::ShaderModule>>,
+    /// Compiled modules by (the source's address, with wgpu's runtime checks): a source is
+    /// `'static`, so its address names it (user kernels may share a built-in file's name).
+    modules: Mutex<HashMap<(usize, bool), wgpu::ShaderModule>>,
     /// Compiled pipelines by the hash of what they were compiled from (see [`Device::pipeline`]).
     pipelines: Mutex<HashMap<u64, Vec<CachedPipeline>>>,
     state: Mutex<State>,
@@ -198,6 +225,8 @@ struct Profiler {
 /// f64 bits) and whether wgpu's runtime checks are in.
 struct CachedPipeline {
     shader: &'static str,
+    /// The source's address (see `Inner::modules`).
+    source: usize,
     entry: String,
     constants: Vec<(String, u64)>,
     checked: bool,
@@ -205,8 +234,9 @@ struct CachedPipeline {
 }
 
 impl CachedPipeline {
-    fn is(&self, shader: &str, entry: &str, constants: &[(&str, f64)], checked: bool) -> bool {
-        self.shader == shader
+    fn is(&self, shader: &Shader, entry: &str, constants: &[(&str, f64)], checked: bool) -> bool {
+        self.shader == shader.name
+            && self.source == shader.source.as_ptr() as usize
             && self.entry == entry
             && self.checked == checked
             && self.constants.len() == constants.len()
@@ -346,7 +376,7 @@ impl Device {
                 class,
                 mixed: AtomicBool::new(false),
                 coop_props,
-                structure_kernel: Mutex::new(None),
+                policies: Mutex::default(),
                 gemm_conv: AtomicBool::new(false),
                 unchecked: AtomicBool::new(class == AdapterClass::Gpu),
                 limbo_limit: AtomicU64::new(DEFAULT_LIMBO_LIMIT),
@@ -358,6 +388,10 @@ impl Device {
         })
     }
 
+    /// Whether both handles are the same device.
+    pub fn same(&self, other: &Device) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
     }
@@ -391,17 +425,26 @@ impl Device {
     pub fn coop_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
         &self.inner.coop_props
     }
-    /// The atom-modeling structure kernels (S and its gradients) to use where they apply, instead
-    /// of the adapter class's default (`ops::atom::StructureKernel::for_device`); `None` restores
-    /// the default. For the benches and tests, and for GPUs to opt in to the Gram form.
-    pub fn set_structure_kernel(&self, k: Option<crate::ops::atom::StructureKernel>) {
-        *self.inner.structure_kernel.lock().unwrap() = k;
+    /// Sets (or, with `None`, clears) a kernel-choice policy of type `T` on this device: the op
+    /// families define their own policy types and read them with [`Device::policy`] (e.g.
+    /// `dev.set_policy(Some(ops::atom::StructureKernel::Gram128))` makes the atom-modeling
+    /// structure term use the Gram kernels where they apply). The device stores them without
+    /// knowing any kernel family.
+    pub fn set_policy<T: Any + Send + Sync + Copy>(&self, value: Option<T>) {
+        let mut p = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => p.insert(TypeId::of::<T>(), Box::new(v)),
+            None => p.remove(&TypeId::of::<T>()),
+        };
     }
-    pub fn structure_kernel(&self) -> Option<crate::ops::atom::StructureKernel> {
-        *self.inner.structure_kernel.lock().unwrap()
+    /// The policy of type `T` set with [`Device::set_policy`], if any.
+    pub fn policy<T: Any + Send + Sync + Copy>(&self) -> Option<T> {
+        let p = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+        p.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref::<T>()).copied()
     }
     /// Opt-in: conv2d (`Var::conv2d`, forward and both gradients) through im2col and the matmul
-    /// cores; off by default (on an H200 the Fashion CNN step took 0.57 ms with it, 0.47 without).
+    /// cores; off by default: slower than the direct kernels on the CNN's layers
+    /// (docs/PERFORMANCE.md, "Why the code chooses what it chooses").
     pub fn set_gemm_conv(&self, on: bool) {
         self.inner.gemm_conv.store(on, Ordering::Relaxed);
     }
@@ -412,9 +455,8 @@ impl Device {
     /// clamped, a counter in every loop, and buffer indices clamped where the driver lacks robust
     /// buffer access. Off, the kernels compile as written; they guard their own accesses
     /// (`tests/models.rs` trains both forms bit for bit). Off by default on GPUs, where the clamps
-    /// and counters sat in the cores' inner loops (H200: 4096³ matmul 26.0 -> 29.0 TFLOP/s, the
-    /// 64-tile core 2.3 -> 22.2, Transformer step 3.75 -> 2.40 ms), on by default on CPU adapters
-    /// (lavapipe: no measurable difference). Applies to kernels compiled from then on (each form
+    /// and counters sat in the cores' inner loops, on by default on CPU adapters, where they cost
+    /// nothing measurable (docs/PERFORMANCE.md, "Why the code chooses what it chooses"). Applies to kernels compiled from then on (each form
     /// is cached apart).
     pub fn set_shader_checks(&self, on: bool) {
         self.inner.unchecked.store(!on, Ordering::Relaxed);
@@ -502,7 +544,7 @@ impl Device {
 
     fn module(&self, shader: &'static Shader, checked: bool) -> wgpu::ShaderModule {
         let mut m = self.inner.modules.lock().unwrap();
-        m.entry((shader.name, checked))
+        m.entry((shader.source.as_ptr() as usize, checked))
             .or_insert_with(|| {
                 // Compiled once per device and form; naga validates it (tests validate every file too).
                 let desc = wgpu::ShaderModuleDescriptor {
@@ -522,25 +564,30 @@ impl Device {
             .clone()
     }
 
-    /// The compute pipeline for `shader::entry` with override constants, created once.
-    pub(crate) fn pipeline(
+    /// The compute pipeline for `shader::entry` with override constants, compiled with wgpu's
+    /// runtime checks or without (`checked`), created once.
+    fn pipeline(
         &self,
         shader: &'static Shader,
         entry: &str,
         constants: &[(&str, f64)],
+        checked: bool,
     ) -> wgpu::ComputePipeline {
         // Looked up on every dispatch, so by a hash of the parts (no string built, no float
         // formatted: that was a third of a small op's host time) and compared part by part.
-        let checked = self.shader_checks();
         let mut h = std::hash::DefaultHasher::new();
-        (shader.name, entry, checked).hash(&mut h);
+        (shader.name, shader.source.as_ptr() as usize, entry, checked).hash(&mut h);
         for (k, v) in constants {
             (k, v.to_bits()).hash(&mut h);
         }
         let hash = h.finish();
-        let cached = self.inner.pipelines.lock().unwrap().get(&hash).and_then(|ps| {
-            ps.iter().find(|c| c.is(shader.name, entry, constants, checked)).map(|c| c.pipeline.clone())
-        });
+        let cached = self
+            .inner
+            .pipelines
+            .lock()
+            .unwrap()
+            .get(&hash)
+            .and_then(|ps| ps.iter().find(|c| c.is(shader, entry, constants, checked)).map(|c| c.pipeline.clone()));
         if let Some(p) = cached {
             return p;
         }
@@ -565,6 +612,7 @@ impl Device {
         });
         self.inner.pipelines.lock().unwrap().entry(hash).or_default().push(CachedPipeline {
             shader: shader.name,
+            source: shader.source.as_ptr() as usize,
             entry: entry.to_string(),
             constants: constants.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect(),
             checked,
@@ -584,11 +632,27 @@ impl Device {
         bufs: &[(&wgpu::Buffer, u64)],
         groups: [u32; 3],
     ) {
+        self.dispatch_form(shader, entry, constants, params, bufs, groups, self.shader_checks())
+    }
+
+    /// [`Device::dispatch`] compiled with wgpu's runtime checks or without (`checked`): user
+    /// kernels ([`crate::kernel`]) always run checked, whatever [`Device::set_shader_checks`] says.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn dispatch_form(
+        &self,
+        shader: &'static Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+        params: &[u8],
+        bufs: &[(&wgpu::Buffer, u64)],
+        groups: [u32; 3],
+        checked: bool,
+    ) {
         assert!(params.len() as u64 <= PARAM_BLOCK, "parameter block of {entry} too large");
         if groups.contains(&0) {
             return;
         }
-        let pipeline = self.pipeline(shader, entry, constants);
+        let pipeline = self.pipeline(shader, entry, constants, checked);
         let mut st = self.state();
         let at = st.params.len() as u64;
         let chunk = (at / PARAM_CHUNK) as usize;

@@ -54,7 +54,7 @@ enum Cmd {
     /// cross-entropy; resumable (--resume).
     Compare(CompareArgs),
     /// Draw the learned importance maps of a classifier checkpoint (a run's
-    /// checkpoints/best.safetensors): a PNG grid of test images with each feature-map cell's
+    /// checkpoints/best.json): a PNG grid of test images with each feature-map cell's
     /// importance, or an HTML page shading review words.
     Explain(ExplainArgs),
     /// Write a PNG grid of images from a DCGAN generator (a `gan` run's generator.safetensors).
@@ -79,7 +79,7 @@ struct DataArgs {
 
 #[derive(clap::Args)]
 struct ExplainArgs {
-    /// A checkpoint of `train` or `compare` (e.g. RUN/checkpoints/best.safetensors).
+    /// A checkpoint of `train` or `compare` (e.g. RUN/checkpoints/best.json).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Data location, replacing the one the run used (as for `train --data`).
@@ -136,8 +136,10 @@ struct TaskArgs {
     #[arg(long, conflicts_with = "resume")]
     lr: Option<f64>,
     /// Fashion-MNIST directory with the four official files (default: the full set from
-    /// /usr/share/datasets/fashion-mnist when installed, else the bundled 10k test files), or the
-    /// reviews .csv.bz2 (default: the bundled one).
+    /// /usr/share/datasets/fashion-mnist when installed, else the bundled 10k test files), the
+    /// reviews .csv.bz2 (default: the bundled one); your images (images: a folder with one
+    /// subfolder of PNG/JPEG files per class) or texts (text: a CSV with `text` and `label`
+    /// columns, optionally `split`).
     #[arg(long, conflicts_with = "resume")]
     data: Option<PathBuf>,
     /// Use at most this many training samples (fashion, sentiment, gan).
@@ -160,6 +162,12 @@ struct TaskArgs {
     /// The network (fashion: small or resnet; sentiment: small or base), each with its own recipe.
     #[arg(long, value_parser = parse_arch, conflicts_with = "resume")]
     model: Option<Arch>,
+    /// Side the images are resized and centre-cropped to (images; a multiple of 4).
+    #[arg(long, conflicts_with = "resume")]
+    image_size: Option<usize>,
+    /// Read the images in grayscale (images; by default grayscale only when every image is).
+    #[arg(long, conflicts_with = "resume")]
+    grayscale: bool,
     /// The 2-D mixture (gan2d): ring8 or grid25.
     #[arg(long, value_parser = parse_mixture, conflicts_with = "resume")]
     mixture: Option<Mixture>,
@@ -185,6 +193,8 @@ impl TaskArgs {
             mixture: self.mixture,
             latent_dim: self.latent_dim,
             model: self.model,
+            image_size: self.image_size,
+            grayscale: self.grayscale,
             mixed_precision: self.mixed_precision,
         }
     }
@@ -192,7 +202,8 @@ impl TaskArgs {
 
 #[derive(clap::Args)]
 struct CompareArgs {
-    /// Task (see the table below): synthetic, planted, fashion, sentiment, gan2d or gan.
+    /// Task (see the table below): synthetic, planted, fashion, sentiment, gan2d, gan, images or
+    /// text.
     #[arg(long, default_value_t = Task::Synthetic, value_parser = parse_task, conflicts_with = "resume")]
     task: Task,
     /// Methods, comma-separated (ce, gate, hinge-l1, hinge-l2, simclr, atom) [default: the task's].
@@ -231,7 +242,8 @@ struct CompareArgs {
 /// them back, so they cannot be given with it.
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// Task (see the table below): moons, synthetic, planted, fashion, sentiment, gan2d or gan.
+    /// Task (see the table below): moons, synthetic, planted, fashion, sentiment, gan2d, gan,
+    /// images or text.
     #[arg(long, default_value_t = Task::Moons, value_parser = parse_task, conflicts_with = "resume")]
     task: Task,
     /// Objective: ce, gate, hinge-l1, hinge-l2, simclr or atom [default: atom; moons: ce].

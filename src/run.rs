@@ -235,7 +235,6 @@ impl Run {
                         format!("this checkpoint was saved with other options than {}: not this run's", path.display()),
                     ));
                 }
-                run.ckpts.reconcile_best()?;
                 ck.sidecar.get("step").and_then(Value::as_u64).unwrap_or(0)
             }
             None => 0,
@@ -291,7 +290,7 @@ impl Run {
     pub fn display(&self) -> Display {
         self.display
     }
-    /// The best checkpoint so far (`checkpoints/best.safetensors`).
+    /// The best checkpoint so far: `checkpoints/best.json`, naming `best-step-<N>.safetensors`.
     pub fn best_path(&self) -> PathBuf {
         self.ckpts.best_path()
     }

@@ -28,6 +28,15 @@ impl Drop for Storage {
     }
 }
 
+/// A row-major array of `f32` or `u32` ([`DType`]) in a GPU storage buffer, with its shape.
+///
+/// Cloning and [`Tensor::reshape`] share the buffer (a view of the same data); every other
+/// layout change is a copy kernel. Tensors are made from host data ([`Tensor::from_slice`],
+/// [`Tensor::from_u32`]), filled ([`Tensor::zeros`], [`Tensor::full`], `rand_uniform`), or
+/// returned by ops; reading one back ([`Tensor::to_vec`], [`Tensor::item`]) submits the pending
+/// work and waits. A dropped tensor's buffer returns to the device's pool and is reused by the
+/// next allocation of its size class, after the commands that may still read it are submitted.
+/// Tensors carry no gradient: put them on a [`crate::Tape`] as [`crate::Var`]s for that.
 #[derive(Clone)]
 pub struct Tensor {
     storage: Arc<Storage>,
@@ -55,6 +64,12 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype,
         })
+    }
+
+    /// A tensor whose contents are whatever its pooled buffer last held: for kernels that write
+    /// every element (a user kernel's output, [`crate::kernel`]).
+    pub fn uninit(dev: &Device, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::empty(dev, "uninit", shape, dtype)
     }
 
     pub fn zeros(dev: &Device, shape: &[usize]) -> Result<Tensor> {

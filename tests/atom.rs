@@ -553,7 +553,7 @@ fn grad_check_whole_loss_z_h_u_c() {
     grad_check_loss(9, 3, 7, 1, 9, AtomConfig { r_max: Some(2.0), tau_lo: 0.6, tau_hi: 0.9, ..AtomConfig::default() });
 }
 
-/// The 8-token and Gram kernels through the whole loss (`Device::set_structure_kernel`, n > 32): L_A
+/// The 8-token and Gram kernels through the whole loss (`Device::set_policy`, n > 32): L_A
 /// matches the reference and every gradient (z, h, u, c) the 4-token register kernels'.
 #[test]
 fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
@@ -564,7 +564,7 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
     let u = rng.vec(m, -1.0, 1.0);
     let cfg = AtomConfig::default();
     let run = |kernel: StructureKernel| -> Vec<Vec<f32>> {
-        dev.set_structure_kernel(Some(kernel));
+        dev.set_policy(Some(kernel));
         let tape = Tape::new();
         let mask = TokenMask::new(&dev, &b.counts, n).unwrap();
         assert_eq!(StructureKernel::for_device(&dev, n, m), kernel);
@@ -590,7 +590,7 @@ fn whole_loss_with_gram_kernels_matches_the_register_kernels() {
             assert_close(&format!("{what}: {kernel:?} vs register kernels"), &gram[i], &want, 1e-5, 1e-3);
         }
     }
-    dev.set_structure_kernel(None);
+    dev.set_policy::<StructureKernel>(None);
 }
 
 #[test]

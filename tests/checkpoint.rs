@@ -822,3 +822,68 @@ fn identical_states_give_identical_bytes() {
     assert!(files.windows(2).all(|w| w[0] == w[1]), "the same state saved twice gave different bytes");
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A run's best checkpoint read back by the safetensors format's reference reader (the
+/// `safetensors` crate, which the Python package `safetensors` wraps: what
+/// `safetensors.torch.load_file` and `safetensors.numpy.load_file` run): every tensor of the model
+/// and the optimizer under its name, with its dtype, shape and little-endian values.
+#[test]
+fn a_run_checkpoint_reads_back_with_the_reference_safetensors_reader() {
+    use safetensors::{Dtype, SafeTensors};
+    let dev = device();
+    let dir = scratch("reference");
+    let model = Cnn::new(&dev, 2, 3, 4, 0).unwrap();
+    let mut opt = Adam::new(model.params(true), AdamConfig::default()).unwrap();
+    let tape = Tape::new();
+    let x = tape.constant(Tensor::from_slice(&dev, &vec![0.5; 2 * 784], &[2, 1, 28, 28]).unwrap());
+    let out = model.forward(&tape, &x, true, true, &TokenMask::full(&dev, 2, 49).unwrap()).unwrap();
+    out.logits.cross_entropy(&Tensor::from_u32(&dev, &[1, 3], &[2]).unwrap()).unwrap().backward().unwrap();
+    opt.step().unwrap();
+    let mut list = checkpoint::prefixed("model.", model.tensors());
+    list.extend(checkpoint::prefixed("optim.", opt.state().unwrap()));
+    let mut set = CheckpointSet::open(&dir, 2, true).unwrap();
+    set.save(7, &list, &json!({"epoch": 0}), Some(0.5)).unwrap();
+    // best.json names the tensors file, as a run folder's does.
+    let side: Value = serde_json::from_str(&fs::read_to_string(set.best_path()).unwrap()).unwrap();
+    assert_eq!(side["tensors_file"], "best-step-7.safetensors");
+    let bytes = fs::read(dir.join("best-step-7.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let info = meta.metadata().clone().unwrap();
+    assert_eq!(info.get("format").map(String::as_str), Some("atomgrad-checkpoint"));
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut want: Vec<String> = list.iter().map(|(n, _)| n.clone()).collect();
+    want.sort();
+    assert_eq!(names, want, "every tensor, by name");
+    assert!(names.iter().any(|n| n == "model.conv1.w") && names.iter().any(|n| n == "model.bn1.running_mean"));
+    for (name, t) in &list {
+        let v = st.tensor(name).unwrap();
+        let dtype = if t.dtype() == DType::F32 { Dtype::F32 } else { Dtype::U32 };
+        assert_eq!(v.dtype(), dtype, "{name}");
+        assert_eq!(v.shape(), t.shape(), "{name}");
+        let words: Vec<u32> = v.data().chunks(4).map(|w| u32::from_le_bytes(w.try_into().unwrap())).collect();
+        assert_eq!(words, bits(t), "{name}: values");
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A kill between a step checkpoint's save and its promotion to best leaves a step checkpoint
+/// that beats best.json; opening the set promotes it, so a resumed run's best is the best.
+#[test]
+fn opening_a_set_promotes_a_step_checkpoint_that_a_kill_left_unpromoted() {
+    let dev = device();
+    let dir = scratch("promote");
+    let mut set = CheckpointSet::open(&dir, 2, true).unwrap();
+    set.save(10, &filled(&dev, 10.0), &json!({"epoch": 0}), Some(0.5)).unwrap();
+    // Step 20 saved as the set saves it, but killed before best.json moved.
+    checkpoint::save(&set.path_for(20), &filled(&dev, 20.0), &json!({"step": 20, "epoch": 1, "metric": 0.9})).unwrap();
+    assert_eq!(checkpoint::load(&set.best_path()).unwrap().meta().unwrap().step, 10);
+    let set = CheckpointSet::open(&dir, 2, true).unwrap();
+    assert_eq!(set.best_metric(), Some(0.9));
+    let best = checkpoint::load(&set.best_path()).unwrap();
+    assert_eq!(best.get("w").unwrap().as_f32().unwrap(), &[20.0; 3]);
+    assert_eq!(best.sidecar["tensors_file"], "best-step-20.safetensors");
+    assert!(!dir.join("best-step-10.safetensors").exists(), "the old best is gone");
+    fs::remove_dir_all(&dir).unwrap();
+}

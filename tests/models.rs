@@ -166,7 +166,7 @@ fn kernels_without_wgpu_shader_checks_train_bit_identically() {
         dev.set_shader_checks(checks);
         let mut bits = Vec::new();
         for (kernel, gemm) in [(None, false), (Some(StructureKernel::Gram128), true)] {
-            dev.set_structure_kernel(kernel);
+            dev.set_policy(kernel);
             dev.set_gemm_conv(gemm);
             let model = Cnn::new(&dev, 4, 40, 3, 0).unwrap(); // 40 channels: odd for every tile
             let mut opt = Adam::new(model.params(true), AdamConfig::default()).unwrap();
@@ -187,7 +187,7 @@ fn kernels_without_wgpu_shader_checks_train_bit_identically() {
                 bits.extend(t.to_vec().unwrap().iter().map(|v| v.to_bits()));
             }
         }
-        dev.set_structure_kernel(None);
+        dev.set_policy::<StructureKernel>(None);
         dev.set_gemm_conv(false);
         let cfg =
             TransformerConfig { vocab: 16, max_len: 9, d: 24, heads: 3, layers: 1, ff: 40, dropout: 0.1, classes: 3 };
@@ -215,4 +215,55 @@ fn kernels_without_wgpu_shader_checks_train_bit_identically() {
     assert!(!dev.shader_checks());
     let first = checked.iter().zip(&unchecked).position(|(a, b)| a != b);
     assert!(checked.len() == unchecked.len() && first.is_none(), "first difference at value {first:?}");
+}
+
+/// The module API: a `Builder` names layers uniquely in creation order and seeds them
+/// reproducibly; `Sequential` lists its layers' parameters and passes the mode on; batch norm as
+/// a `Module` uses batch statistics in training mode and its running statistics in evaluation
+/// mode; the importance gate returns gated tokens and importances; losses take `&Tensor` or
+/// `&Var` targets alike.
+#[test]
+fn modules_builders_gates_and_loss_targets() {
+    use atomgrad::nn::{Activation, Builder, Module, Sequential};
+    let dev = device();
+    let build = || {
+        let mut b = Builder::new(&dev, 5);
+        let seq = Sequential::new()
+            .push(b.conv2d(1, 2, 3, 1, 1).unwrap())
+            .push(b.batch_norm2d(2).unwrap())
+            .push(Activation::Relu);
+        (seq, b.importance_gate(2).unwrap())
+    };
+    let (mut seq, gate) = build();
+    let names: Vec<String> = seq.params().iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["conv0.w", "conv0.b", "bn1.gamma", "bn1.beta"]);
+    let tensors: Vec<String> = seq.tensors().into_iter().map(|(n, _)| n).collect();
+    assert!(tensors.contains(&"bn1.running_mean".to_string()), "{tensors:?}");
+    let (seq2, _) = build();
+    assert_eq!(seq.params()[0].value().to_vec().unwrap(), seq2.params()[0].value().to_vec().unwrap(), "same seed");
+    let x = Tensor::from_slice(&dev, &(0..2 * 16).map(|i| (i % 7) as f32).collect::<Vec<_>>(), &[2, 1, 4, 4]).unwrap();
+    let tape = Tape::no_grad();
+    let train = seq.forward(&tape, &tape.constant(x.clone())).unwrap().value().to_vec().unwrap();
+    seq.set_training(false);
+    let eval = seq.forward(&tape, &tape.constant(x)).unwrap().value().to_vec().unwrap();
+    assert_ne!(train, eval, "evaluation mode reads the running statistics");
+    // The gate: tokens [N, n, m] -> h * w and w in (0, 1).
+    let tape = Tape::new();
+    let h = tape.constant(Tensor::from_slice(&dev, &[1.0, 2.0, -1.0, 0.5, 3.0, -2.0], &[1, 3, 2]).unwrap());
+    let g = gate.forward(&tape, &h, &TokenMask::full(&dev, 1, 3).unwrap()).unwrap();
+    let (w, t) = (g.importance.value().to_vec().unwrap(), g.tokens.value().to_vec().unwrap());
+    assert_eq!(g.importance.shape(), [1, 3]);
+    assert!(w.iter().all(|&v| v > 0.0 && v < 1.0), "{w:?}");
+    let hv = [1.0, 2.0, -1.0, 0.5, 3.0, -2.0];
+    assert!(t.iter().enumerate().all(|(i, &v)| (v - hv[i] * w[i / 2]).abs() < 1e-6), "{t:?} {w:?}");
+    // Targets as data or on the tape give the same losses.
+    let logits = tape.constant(Tensor::from_slice(&dev, &[0.5, -1.0, 2.0, 0.0], &[2, 2]).unwrap());
+    let labels = Tensor::from_u32(&dev, &[1, 0], &[2]).unwrap();
+    let a = logits.cross_entropy(&labels).unwrap().value().item().unwrap();
+    let b = logits.cross_entropy(&tape.constant(labels)).unwrap().value().item().unwrap();
+    assert_eq!(a, b);
+    let probs = Tensor::from_slice(&dev, &[1.0, 0.0, 0.25, 0.5], &[2, 2]).unwrap();
+    let a = logits.bce_with_logits(&probs).unwrap().value().item().unwrap();
+    let b = logits.bce_with_logits(&tape.constant(probs)).unwrap().value().item().unwrap();
+    assert_eq!(a, b);
 }

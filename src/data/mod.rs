@@ -1,12 +1,16 @@
 //! Data sets and minibatch iteration: two moons generated from a seed (here), Fashion-MNIST images
 //! ([`fashion`]) and Rotten Tomatoes review snippets for sentiment ([`reviews`]), both read from real
-//! files that ship in `assets/` and are checked as they are read.
+//! files that ship in `assets/` and are checked as they are read; and your own data: a folder of
+//! images with one subfolder per class ([`images`]) and a CSV of texts and labels
+//! ([`reviews::load_text_csv`]).
 
 pub mod fashion;
+pub mod images;
 pub mod reviews;
 
 pub use fashion::{load_fashion, FashionData, FashionSource, ImageSet};
-pub use reviews::{load_reviews, load_reviews_with, ReviewSplit, ReviewsConfig, ReviewsData, Vocab};
+pub use images::{load_image_folder, ImageFolderConfig, ImageFolderData};
+pub use reviews::{load_reviews, load_reviews_with, load_text_csv, ReviewSplit, ReviewsConfig, ReviewsData, Vocab};
 
 use crate::rng::Rng;
 

@@ -287,12 +287,35 @@ pub struct ReviewsData {
     /// The file read (or [`BUNDLED_PATH`]).
     pub source: String,
     pub config: ReviewsConfig,
+    /// Class names, index = label (`rotten`, `fresh` for the reviews).
+    pub classes: Vec<String>,
+    /// Read from a user's CSV of texts and labels ([`load_text_csv`]), not the review corpus.
+    pub user_csv: bool,
 }
 
 impl ReviewsData {
     /// One line for logs: source, sizes, vocabulary.
     pub fn description(&self) -> String {
         let (tr, va, te) = (&self.train, &self.val, &self.test);
+        if self.user_csv {
+            return format!(
+                "{}: {} texts of {} classes ({}), split by class (seed {}) into {} train / {} validation / {} test; \
+                 vocabulary {} ids (train words seen >= {} times, plus <pad> and <unk>), {} positions ({} train \
+                 texts truncated)",
+                self.source,
+                tr.len() + va.len() + te.len(),
+                self.classes.len(),
+                self.classes.join(", "),
+                self.config.seed,
+                tr.len(),
+                va.len(),
+                te.len(),
+                self.vocab.len(),
+                self.config.min_count,
+                self.config.max_len,
+                tr.truncated
+            );
+        }
         let fresh = |s: &ReviewSplit| s.labels.iter().filter(|&&l| l == 1).count();
         let cut = match self.config.max_vocab {
             Some(k) => format!(", at most {k} words"),
@@ -361,6 +384,129 @@ pub fn load_reviews_with(path: Option<&Path>, config: &ReviewsConfig) -> Result<
         vocab,
         source,
         config: config.clone(),
+        classes: vec!["rotten".into(), "fresh".into()],
+        user_csv: false,
+    })
+}
+
+/// Column names [`load_text_csv`] reads (case-insensitive): the text, its label and, optionally,
+/// its split.
+pub const TEXT_COLUMNS: [&str; 3] = ["text", "label", "split"];
+
+/// Your own texts: a CSV file with a header row naming a `text` and a `label` column (any order,
+/// other columns ignored, quoted fields with commas and newlines allowed). Labels are any
+/// non-empty strings; the classes are the labels of the training split, sorted. With a `split`
+/// column (`train`, `val`/`validation`/`dev`, `test`) rows go where it says; without one, each
+/// label's rows are split by a seeded shuffle (`config.seed`): `test_fraction` to test,
+/// `val_fraction` of the rest to validation, rounded, at least one row kept for training. The
+/// vocabulary comes from the training split only (as for the reviews: words seen at least
+/// `config.min_count` times), texts are cut to `config.max_len` tokens.
+///
+/// Errors name the file and, where it applies, the line: a missing column, an empty label, an
+/// unknown split name, a label that appears in validation or test but never in training, an empty
+/// split, fewer than two classes.
+pub fn load_text_csv(path: &Path, config: &ReviewsConfig) -> Result<ReviewsData> {
+    config.validate()?;
+    let bad = |msg: String| Error::data(path, msg);
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(&bytes[..]);
+    let header = rdr.headers().map_err(|e| bad(format!("CSV header: {e}")))?.clone();
+    let find = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let names = || header.iter().collect::<Vec<_>>().join(", ");
+    let (Some(tc), Some(lc)) = (find("text"), find("label")) else {
+        return Err(bad(format!("needs a 'text' and a 'label' column (the header has: {})", names())));
+    };
+    let sc = find("split");
+    // (text, label, split: 0 train, 1 val, 2 test, line)
+    let mut rows: Vec<(String, String, Option<usize>, u64)> = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let label = rec[lc].trim();
+        if label.is_empty() {
+            return Err(bad(format!("line {line}: empty label")));
+        }
+        let split = match sc.map(|c| rec[c].trim().to_ascii_lowercase()) {
+            None => None,
+            Some(s) => Some(match s.as_str() {
+                "train" => 0,
+                "val" | "valid" | "validation" | "dev" => 1,
+                "test" => 2,
+                _ => return Err(bad(format!("line {line}: split {s:?}, expected train, val or test"))),
+            }),
+        };
+        rows.push((rec[tc].to_string(), label.to_string(), split, line));
+    }
+    if rows.is_empty() {
+        return Err(bad("no rows below the header".into()));
+    }
+    let mut which: Vec<usize> = rows.iter().map(|r| r.2.unwrap_or(0)).collect();
+    if sc.is_none() {
+        let mut labels: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        let mut rng = Rng::new(config.seed);
+        for l in labels {
+            let mut idx: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].1 == l).collect();
+            rng.shuffle(&mut idx);
+            let (nt, nv) = crate::data::images::split_sizes(idx.len(), config.test_fraction, config.val_fraction);
+            for (k, &i) in idx.iter().enumerate() {
+                which[i] = if k < nt {
+                    2
+                } else if k < nt + nv {
+                    1
+                } else {
+                    0
+                };
+            }
+        }
+    }
+    let mut classes: Vec<String> = (0..rows.len()).filter(|&i| which[i] == 0).map(|i| rows[i].1.clone()).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    for (i, r) in rows.iter().enumerate() {
+        if which[i] != 0 && classes.binary_search(&r.1).is_err() {
+            let split = if which[i] == 1 { "validation" } else { "test" };
+            return Err(bad(format!(
+                "line {}: label {:?} appears in the {split} split but never in training",
+                r.3, r.1
+            )));
+        }
+    }
+    if classes.len() < 2 {
+        return Err(bad(format!("the training split has {} label(s); a classifier needs at least 2", classes.len())));
+    }
+    let counts = [0, 1, 2].map(|k| which.iter().filter(|&&w| w == k).count());
+    if counts.contains(&0) {
+        return Err(bad(format!(
+            "{} rows cannot be split into non-empty train, validation and test sets ({} / {} / {}); add rows or a \
+             'split' column",
+            rows.len(),
+            counts[0],
+            counts[1],
+            counts[2]
+        )));
+    }
+    let reviews: Vec<Review> = rows
+        .iter()
+        .map(|r| Review {
+            text: r.0.clone(),
+            movie: String::new(),
+            label: classes.binary_search(&r.1).expect("checked above") as u32,
+        })
+        .collect();
+    let part = |k: usize| -> Vec<&Review> { (0..rows.len()).filter(|&i| which[i] == k).map(|i| &reviews[i]).collect() };
+    let (train, val, test) = (part(0), part(1), part(2));
+    let vocab = Vocab::build(train.iter().map(|r| r.text.as_str()), config.min_count, config.max_vocab);
+    Ok(ReviewsData {
+        train: ReviewSplit::encode(&train, &vocab, config.max_len),
+        val: ReviewSplit::encode(&val, &vocab, config.max_len),
+        test: ReviewSplit::encode(&test, &vocab, config.max_len),
+        vocab,
+        source: path.display().to_string(),
+        config: config.clone(),
+        classes,
+        user_csv: true,
     })
 }
 

@@ -1,9 +1,12 @@
 //! The real-data classifiers of the seed's experiments: a CNN on Fashion-MNIST and a Transformer
-//! on Rotten Tomatoes review snippets, each trained with every [`Method`] on identical budgets.
+//! on Rotten Tomatoes review snippets, each trained with every [`Method`] on identical budgets;
+//! and the same two on your own data: a folder of images ([`ImageFolderData`]) and a CSV of texts
+//! (`data::load_text_csv`).
 
 use crate::atom::{AtomConfig, TokenMask};
 use crate::autodiff::{Tape, Var};
-use crate::data::fashion::{FashionData, ImageSet, COLS, PIXELS, ROWS};
+use crate::data::fashion::{FashionData, ImageSet, ROWS};
+use crate::data::images::{batch_of, ImageFolderData};
 use crate::data::reviews::{ReviewSplit, ReviewsData};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -174,6 +177,15 @@ impl ClassifyConfig {
             ..ClassifyConfig::sentiment()
         }
     }
+    /// The small CNN on a folder of your own images (`--task images`): more epochs and a smaller
+    /// batch than Fashion-MNIST's recipe, for data sets of hundreds or thousands of images.
+    pub fn images() -> ClassifyConfig {
+        ClassifyConfig { epochs: 10, batch: 32, ..ClassifyConfig::fashion() }
+    }
+    /// The small Transformer on a CSV of your own texts (`--task text`).
+    pub fn text() -> ClassifyConfig {
+        ClassifyConfig { epochs: 10, batch: 32, ..ClassifyConfig::sentiment() }
+    }
     /// The recipe of `arch` on the images (`fashion`) or the reviews.
     pub fn recipe(images: bool, arch: Arch) -> Result<ClassifyConfig> {
         match (images, arch) {
@@ -234,24 +246,82 @@ impl ClassifyConfig {
 /// Samples shown in importance maps.
 pub const EXPLAIN_SAMPLES: usize = 24;
 
-/// Random shift by up to 2 pixels (zero fill) and a horizontal flip with probability 1/2: the
-/// image augmentation of SimCLR's two views.
-fn augment_images(x: &[f32], rng: &mut Rng) -> Vec<f32> {
-    let background = -crate::data::fashion::MEAN / crate::data::fashion::STD; // a black pixel, normalised
-    let mut out = vec![background; x.len()];
-    for (img, dst) in x.chunks(PIXELS).zip(out.chunks_mut(PIXELS)) {
+/// Random shift by up to 2 pixels (black fill) and a horizontal flip with probability 1/2: the
+/// image augmentation of SimCLR's two views and of `augment` recipes. `x` holds images of
+/// `data.channels` x `data.side` x `data.side`; every channel of an image moves together.
+fn augment_images(x: &[f32], data: &ImageSplits, rng: &mut Rng) -> Vec<f32> {
+    let (ch, side) = (data.channels, data.side as isize);
+    let plane = (side * side) as usize;
+    let mut out = x.to_vec();
+    for dst in out.chunks_mut(ch * plane) {
+        let img = dst.to_vec();
         let (dy, dx) = (rng.below(5) as isize - 2, rng.below(5) as isize - 2);
         let flip = rng.below(2) == 1;
-        for r in 0..ROWS as isize {
-            for c in 0..COLS as isize {
-                let (sr, sc) = (r - dy, if flip { COLS as isize - 1 - (c - dx) } else { c - dx });
-                if (0..ROWS as isize).contains(&sr) && (0..COLS as isize).contains(&sc) {
-                    dst[(r * COLS as isize + c) as usize] = img[(sr * COLS as isize + sc) as usize];
+        for k in 0..ch {
+            let background = -data.mean[k] / data.std[k]; // a black pixel, normalised
+            let (src, dst) = (&img[k * plane..(k + 1) * plane], &mut dst[k * plane..(k + 1) * plane]);
+            for r in 0..side {
+                for c in 0..side {
+                    let (sr, sc) = (r - dy, if flip { side - 1 - (c - dx) } else { c - dx });
+                    let inside = (0..side).contains(&sr) && (0..side).contains(&sc);
+                    dst[(r * side + c) as usize] = if inside { src[(sr * side + sc) as usize] } else { background };
                 }
             }
         }
     }
     out
+}
+
+/// Images as the image classifier reads them: the three splits, their layout (`channels` x `side`
+/// x `side` per image) and how to draw them (class names, the per-channel normalisation).
+#[derive(Clone, Debug)]
+pub struct ImageSplits<'a> {
+    pub train: &'a ImageSet,
+    pub val: &'a ImageSet,
+    pub test: &'a ImageSet,
+    pub channels: usize,
+    pub side: usize,
+    pub classes: Vec<String>,
+    /// Per-channel mean and standard deviation the pixels (in [0, 1]) were normalised by.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl ImageSplits<'_> {
+    /// Values per image.
+    pub fn image_len(&self) -> usize {
+        self.channels * self.side * self.side
+    }
+}
+
+impl<'a> From<&'a FashionData> for ImageSplits<'a> {
+    fn from(d: &'a FashionData) -> Self {
+        ImageSplits {
+            train: &d.train,
+            val: &d.val,
+            test: &d.test,
+            channels: 1,
+            side: ROWS,
+            classes: d.class_names().iter().map(|c| c.to_string()).collect(),
+            mean: vec![crate::data::fashion::MEAN],
+            std: vec![crate::data::fashion::STD],
+        }
+    }
+}
+
+impl<'a> From<&'a ImageFolderData> for ImageSplits<'a> {
+    fn from(d: &'a ImageFolderData) -> Self {
+        ImageSplits {
+            train: &d.train,
+            val: &d.val,
+            test: &d.test,
+            channels: d.channels,
+            side: d.size,
+            classes: d.classes.clone(),
+            mean: d.mean.clone(),
+            std: d.std.clone(),
+        }
+    }
 }
 
 fn limit(n: usize, l: Option<usize>) -> usize {
@@ -299,10 +369,27 @@ pub enum ImageNet {
 }
 
 impl ImageNet {
-    pub fn new(dev: &Device, cfg: &ClassifyConfig, seed: u64) -> Result<ImageNet> {
+    /// The recipe's network for images of `data`'s layout and classes (the residual CNN takes
+    /// 1 x 28 x 28 images only).
+    pub fn new(dev: &Device, cfg: &ClassifyConfig, data: &ImageSplits, seed: u64) -> Result<ImageNet> {
+        let classes = data.classes.len();
         Ok(match cfg.arch {
-            Arch::Resnet => ImageNet::Resnet(ResNet::new(dev, &cfg.stages, 10, seed)?),
-            _ => ImageNet::Small(Cnn::new(dev, cfg.channels.0, cfg.channels.1, 10, seed)?),
+            Arch::Resnet if (data.channels, data.side) != (1, ROWS) => {
+                return Err(Error::Config(format!(
+                    "--model resnet takes 1 x 28 x 28 images; these are {} x {} x {}",
+                    data.channels, data.side, data.side
+                )))
+            }
+            Arch::Resnet => ImageNet::Resnet(ResNet::new(dev, &cfg.stages, classes, seed)?),
+            _ => ImageNet::Small(Cnn::for_images(
+                dev,
+                data.channels,
+                data.side,
+                cfg.channels.0,
+                cfg.channels.1,
+                classes,
+                seed,
+            )?),
         })
     }
     pub fn forward(&self, tape: &Tape, x: &Var, training: bool, gated: bool, mask: &TokenMask) -> Result<CnnOut> {
@@ -326,22 +413,23 @@ impl ImageNet {
     /// Tokens per image (cells of the last map) and the latent width.
     pub fn tokens(&self) -> usize {
         match self {
-            ImageNet::Small(_) => 49,
+            ImageNet::Small(m) => m.tokens(),
             ImageNet::Resnet(m) => m.tokens(),
         }
     }
     pub fn latent_dim(&self) -> usize {
         match self {
-            ImageNet::Small(m) => m.channels * 49,
+            ImageNet::Small(m) => m.channels * m.tokens(),
             ImageNet::Resnet(m) => m.channels * m.tokens(),
         }
     }
 }
 
-/// The image classifier with one method's objective, as a [`Learner`].
-pub struct FashionLearner<'a> {
+/// The image classifier with one method's objective, as a [`Learner`]: on Fashion-MNIST or a
+/// folder of your own images.
+pub struct ImageLearner<'a> {
     dev: Device,
-    data: &'a FashionData,
+    data: ImageSplits<'a>,
     cfg: ClassifyConfig,
     method: Method,
     pub model: ImageNet,
@@ -353,10 +441,21 @@ pub struct FashionLearner<'a> {
     pub margin: f32,
 }
 
-impl<'a> FashionLearner<'a> {
-    pub fn new(dev: &Device, data: &'a FashionData, cfg: &ClassifyConfig, method: Method, seed: u64) -> Result<Self> {
+/// The learner's name where it trains Fashion-MNIST.
+pub type FashionLearner<'a> = ImageLearner<'a>;
+
+impl<'a> ImageLearner<'a> {
+    /// `data`: a `&FashionData`, a `&ImageFolderData` or their [`ImageSplits`].
+    pub fn new(
+        dev: &Device,
+        data: impl Into<ImageSplits<'a>>,
+        cfg: &ClassifyConfig,
+        method: Method,
+        seed: u64,
+    ) -> Result<Self> {
+        let data: ImageSplits<'a> = data.into();
         cfg.validate(data.train.len())?;
-        let model = ImageNet::new(dev, cfg, sub_seed(seed, 1))?;
+        let model = ImageNet::new(dev, cfg, &data, sub_seed(seed, 1))?;
         let proj = Mlp::new(dev, "proj", &[model.latent_dim(), 128, 64], Activation::Relu, sub_seed(seed, 2))?;
         let mut params = model.params(method.gated());
         if method == Method::SimClr {
@@ -364,12 +463,13 @@ impl<'a> FashionLearner<'a> {
         }
         let margin = hinge_margin(cfg, method, || {
             let idx: Vec<usize> = (0..cfg.batch.min(data.train.len())).collect();
-            let cut = ImageSet { x: data.train.batch(&idx).0, y: data.train.batch(&idx).1 };
-            let (_, z, _) =
-                eval_fashion(dev, &model, &cut, &ClassifyConfig { test_limit: None, ..cfg.clone() }, method, Some(0))?;
+            let (x, y) = batch_of(data.train, &idx, data.image_len());
+            let cut = ImageSet { x, y };
+            let cfg1 = ClassifyConfig { test_limit: None, ..cfg.clone() };
+            let (_, z, _) = eval_images(dev, &model, &cut, &data, &cfg1, method, Some(0))?;
             Ok((z, model.latent_dim()))
         })?;
-        Ok(FashionLearner {
+        Ok(ImageLearner {
             margin,
             dev: dev.clone(),
             data,
@@ -377,29 +477,30 @@ impl<'a> FashionLearner<'a> {
             method,
             opt: Adam::new(params, cfg.adam())?,
             atom: AtomConfig { lambda: cfg.lambda, ..AtomConfig::default() },
-            mask: TokenMask::new(dev, &vec![model.tokens(); cfg.batch], model.tokens())?,
+            mask: TokenMask::full(dev, cfg.batch, model.tokens())?,
             model,
             proj,
         })
     }
 }
 
-impl Classifier for FashionLearner<'_> {
+impl Classifier for ImageLearner<'_> {
     /// On the test split: the latents' nearest-neighbour spacing (first 256 images); draws
     /// `importance.png` (the first test images with each cell's importance) for gated methods.
     fn report(&mut self, dir: &Path, _title: &str) -> Result<Report> {
+        let d = &self.data;
         let (_, z, maps) =
-            eval_fashion(&self.dev, &self.model, &self.data.test, &self.cfg, self.method, Some(EXPLAIN_SAMPLES))?;
+            eval_images(&self.dev, &self.model, d.test, d, &self.cfg, self.method, Some(EXPLAIN_SAMPLES))?;
         let mut report = Report::default();
         report.metrics.insert("nn_spacing".into(), nn_spacing(&z, self.model.latent_dim()));
         if let Some(maps) = maps {
-            fashion_importance_grid(&dir.join("importance.png"), &self.data.test, &maps, true)?;
+            importance_grid(&dir.join("importance.png"), d, &maps, true)?;
         }
         Ok(report)
     }
 }
 
-impl Learner for FashionLearner<'_> {
+impl Learner for ImageLearner<'_> {
     fn tensors(&self) -> Vec<(String, Tensor)> {
         // The projection head too: SimCLR trains it, and a resumed run needs it back.
         [self.model.tensors(), self.proj.tensors()].concat()
@@ -411,11 +512,12 @@ impl Learner for FashionLearner<'_> {
         limit(self.data.train.len(), self.cfg.train_limit)
     }
     fn loss(&mut self, tape: &Tape, idx: &[usize], step: usize, rng: &mut Rng) -> Result<Var> {
-        let (dev, cfg, model, mask) = (&self.dev, &self.cfg, &self.model, &self.mask);
-        let (bx, by) = self.data.train.batch(idx);
+        let (dev, cfg, model, mask, d) = (&self.dev, &self.cfg, &self.model, &self.mask, &self.data);
+        let (bx, by) = batch_of(d.train, idx, d.image_len());
         let b = idx.len();
-        let bx = if cfg.augment { augment_images(&bx, rng) } else { bx };
-        let x = tape.constant(Tensor::from_slice(dev, &bx, &[b, 1, ROWS, COLS])?);
+        let shape = [b, d.channels, d.side, d.side];
+        let bx = if cfg.augment { augment_images(&bx, d, rng) } else { bx };
+        let x = tape.constant(Tensor::from_slice(dev, &bx, &shape)?);
         let y = Tensor::from_u32(dev, &by, &[b])?;
         let out = model.forward(tape, &x, true, self.method.gated(), mask)?;
         let ce = out.logits.cross_entropy(&y)?;
@@ -423,17 +525,17 @@ impl Learner for FashionLearner<'_> {
         objective(self.method, ce, &out.z, &out.h, out.w.as_ref(), mask, reg, step, || {
             let mut views = Vec::new();
             for _ in 0..2 {
-                let v = tape.constant(Tensor::from_slice(dev, &augment_images(&bx, rng), &[b, 1, ROWS, COLS])?);
+                let v = tape.constant(Tensor::from_slice(dev, &augment_images(&bx, d, rng), &shape)?);
                 views.push(self.proj.forward(tape, &model.forward(tape, &v, true, false, mask)?.z)?);
             }
             Ok((views.remove(0), views.remove(0)))
         })
     }
     fn evaluate(&mut self) -> Result<Eval> {
-        let (dev, model, cfg, m) = (&self.dev, &self.model, &self.cfg, self.method);
+        let (dev, model, cfg, m, d) = (&self.dev, &self.model, &self.cfg, self.method, &self.data);
         Ok(Eval {
-            val: eval_fashion(dev, model, &self.data.val, cfg, m, None)?.0,
-            test: eval_fashion(dev, model, &self.data.test, cfg, m, None)?.0,
+            val: eval_images(dev, model, d.val, d, cfg, m, None)?.0,
+            test: eval_images(dev, model, d.test, d, cfg, m, None)?.0,
         })
     }
 }
@@ -441,10 +543,11 @@ impl Learner for FashionLearner<'_> {
 /// Accuracy on (at most `cfg.test_limit` images of) a held-out split; with `keep`, also the
 /// latents of its first 256 images and the importance maps of the first `keep`.
 #[allow(clippy::type_complexity)]
-fn eval_fashion(
+fn eval_images(
     dev: &Device,
     model: &ImageNet,
     test: &ImageSet,
+    layout: &ImageSplits,
     cfg: &ClassifyConfig,
     method: Method,
     keep: Option<usize>,
@@ -458,11 +561,11 @@ fn eval_fashion(
     let (mut z_keep, mut w_keep) = (Vec::new(), None);
     for start in (0..n).step_by(chunk) {
         let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
-        let (bx, by) = test.batch(&idx);
+        let (bx, by) = batch_of(test, &idx, layout.image_len());
         let tape = Tape::no_grad();
         let t = model.tokens();
-        let mask = TokenMask::new(dev, &vec![t; idx.len()], t)?;
-        let x = tape.constant(Tensor::from_slice(dev, &bx, &[idx.len(), 1, ROWS, COLS])?);
+        let mask = TokenMask::full(dev, idx.len(), t)?;
+        let x = tape.constant(Tensor::from_slice(dev, &bx, &[idx.len(), layout.channels, layout.side, layout.side])?);
         let out = model.forward(&tape, &x, false, method.gated(), &mask)?;
         let pred = argmax(out.logits.value(), 1, false)?.to_vec_u32()?;
         correct += pred.iter().zip(&by).filter(|(p, y)| p == y).count();
@@ -503,7 +606,7 @@ fn transformer_cfg(data: &ReviewsData, cfg: &ClassifyConfig) -> TransformerConfi
         layers: cfg.layers,
         ff: cfg.ff,
         dropout: cfg.dropout,
-        classes: 2,
+        classes: data.classes.len(),
     }
 }
 
@@ -661,24 +764,30 @@ fn eval_sentiment(
     Ok((correct as f64 / n as f64, z_keep, w_keep))
 }
 
-/// A PNG grid of test images with the learned importance of each 7 x 7 cell overlaid.
-pub fn fashion_importance_grid(
+/// A PNG grid of the first test images with the learned importance of each feature-map cell
+/// overlaid (RGB images drawn by their luminance).
+pub fn importance_grid(
     path: &std::path::Path,
-    test: &ImageSet,
+    data: &ImageSplits,
     maps: &[Vec<f32>],
     title_labels: bool,
 ) -> Result<()> {
+    let (per, plane) = (data.image_len(), data.side * data.side);
     let images: Vec<Vec<f32>> = (0..maps.len())
         .map(|i| {
-            test.x[i * PIXELS..(i + 1) * PIXELS]
-                .iter()
-                .map(|v| (v * crate::data::fashion::STD + crate::data::fashion::MEAN).clamp(0.0, 1.0))
+            let img = &data.test.x[i * per..(i + 1) * per];
+            let pixel = |k: usize, j: usize| (img[k * plane + j] * data.std[k] + data.mean[k]).clamp(0.0, 1.0);
+            (0..plane)
+                .map(|j| match data.channels {
+                    3 => 0.299 * pixel(0, j) + 0.587 * pixel(1, j) + 0.114 * pixel(2, j),
+                    _ => pixel(0, j),
+                })
                 .collect()
         })
         .collect();
-    let labels: Vec<String> =
-        (0..maps.len()).map(|i| crate::data::fashion::CLASS_NAMES[test.y[i] as usize].to_string()).collect();
-    crate::plot::image_grid(path, &images, ROWS, COLS, 8, Some(maps), if title_labels { Some(&labels) } else { None })
+    let labels: Vec<String> = (0..maps.len()).map(|i| data.classes[data.test.y[i] as usize].clone()).collect();
+    let labels = if title_labels { Some(&labels[..]) } else { None };
+    crate::plot::image_grid(path, &images, data.side, data.side, 8, Some(maps), labels)
 }
 
 /// An HTML page shading each word of the first test reviews by its learned importance.
@@ -697,7 +806,7 @@ pub fn sentiment_importance_html(
     );
     for (i, w) in maps.iter().enumerate() {
         let ids = &data.test.ids[i * data.test.max_len..i * data.test.max_len + w.len()];
-        let label = if data.test.labels[i] == 1 { "fresh" } else { "rotten" };
+        let label = data.classes.get(data.test.labels[i] as usize).map_or("?", |c| c.as_str());
         html.push_str(&format!("<p class=r><span class=l>[{label}]</span> "));
         let (lo, hi) = w.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         for (&id, &v) in ids.iter().zip(w) {

@@ -8,10 +8,11 @@
 use crate::atom::AtomConfig;
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::fashion::{load_fashion, FashionData, FashionSource};
-use crate::data::reviews::{load_reviews, ReviewsData};
+use crate::data::images::{load_image_folder, ImageFolderConfig, ImageFolderData};
+use crate::data::reviews::{load_reviews, load_text_csv, ReviewsConfig, ReviewsData};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::classify::{Arch, ClassifyConfig, FashionLearner, SentimentLearner};
+use crate::experiments::classify::{Arch, ClassifyConfig, ImageLearner, SentimentLearner};
 use crate::experiments::gan::{FashionGanConfig, Gan2dConfig, Mixture};
 use crate::experiments::method::Method;
 use crate::experiments::protocol::{Classifier, Point, RunRecord};
@@ -33,6 +34,10 @@ pub enum Task {
     Sentiment,
     Gan2d,
     Gan,
+    /// Your own images: `--data DIR`, one subfolder of PNG/JPEG files per class.
+    Images,
+    /// Your own texts: `--data FILE.csv` with a text and a label column.
+    Text,
 }
 
 /// What kind of training a task runs.
@@ -59,8 +64,17 @@ const CLASSIFIER_METHODS: &[Method] = &Method::ALL;
 const GAN_METHODS: &[Method] = &Method::ALL;
 
 impl Task {
-    pub const ALL: [Task; 7] =
-        [Task::Moons, Task::Synthetic, Task::Planted, Task::Fashion, Task::Sentiment, Task::Gan2d, Task::Gan];
+    pub const ALL: [Task; 9] = [
+        Task::Moons,
+        Task::Synthetic,
+        Task::Planted,
+        Task::Fashion,
+        Task::Sentiment,
+        Task::Gan2d,
+        Task::Gan,
+        Task::Images,
+        Task::Text,
+    ];
 
     pub fn info(self) -> TaskInfo {
         let (name, about, kind, methods, compare_methods): (_, _, _, &'static [Method], &'static [Method]) = match self
@@ -109,6 +123,20 @@ impl Task {
                 Kind::Gan,
                 GAN_METHODS,
                 &[Method::Ce, Method::Gate, Method::HingeL2, Method::Atom],
+            ),
+            Task::Images => (
+                "images",
+                "CNN on your own images (--data DIR: one subfolder of PNG/JPEG files per class)",
+                Kind::Classifier,
+                CLASSIFIER_METHODS,
+                CLASSIFIER_METHODS,
+            ),
+            Task::Text => (
+                "text",
+                "Transformer on your own texts (--data FILE.csv: a text and a label column)",
+                Kind::Classifier,
+                CLASSIFIER_METHODS,
+                CLASSIFIER_METHODS,
             ),
         };
         TaskInfo { name, about, kind, methods, compare_methods }
@@ -169,6 +197,10 @@ impl Task {
                 };
                 (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
             }
+            Task::Images | Task::Text => {
+                let d = if self == Task::Images { ClassifyConfig::images() } else { ClassifyConfig::text() };
+                (Some(d.epochs), None, d.batch, d.lr, Some(d.lambda))
+            }
         };
         Ok(Overrides {
             epochs,
@@ -187,6 +219,7 @@ impl Task {
             }),
             latent_dim: matches!(self, Task::Synthetic | Task::Planted).then(|| SyntheticConfig::default().latent_dim),
             model: takes_model.then_some(arch),
+            image_size: (self == Task::Images).then(|| ImageFolderConfig::default().size),
             ..Overrides::default()
         })
     }
@@ -201,6 +234,10 @@ impl Task {
             }
             Task::Gan2d => &["iters", "batch", "lr", "lambda", "mixture", "model"],
             Task::Gan => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "channels", "model"],
+            Task::Images => {
+                &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit", "image-size", "grayscale"]
+            }
+            Task::Text => &["epochs", "batch", "lr", "lambda", "data", "train-limit", "test-limit"],
         }
     }
 
@@ -235,6 +272,9 @@ impl Task {
             }
             if let Some(m) = d.model {
                 parts.push(format!("--model {}", m.name()));
+            }
+            if let Some(z) = d.image_size {
+                parts.push(format!("--image-size {z}"));
             }
             s.push_str(&format!("  {:<10} {}\n", t.name(), parts.join(" ")));
         }
@@ -306,6 +346,8 @@ impl Task {
             mixture: o.mixture.or(d.mixture),
             latent_dim: o.latent_dim.or(d.latent_dim),
             model: o.model.or(d.model),
+            image_size: o.image_size.or(d.image_size),
+            grayscale: o.grayscale,
             mixed_precision: o.mixed_precision,
         };
         opts.check()?;
@@ -337,7 +379,9 @@ impl Task {
                 ("nn_spacing", "NN spacing", 1.0, 4),
                 ("class_gap", "class gap", 1.0, 2),
             ],
-            Task::Fashion | Task::Sentiment | Task::Moons => &[("nn_spacing", "NN spacing", 1.0, 4)],
+            Task::Fashion | Task::Sentiment | Task::Moons | Task::Images | Task::Text => {
+                &[("nn_spacing", "NN spacing", 1.0, 4)]
+            }
             Task::Gan2d => {
                 &[("high_quality", "high-quality points (%)", 100.0, 1), ("kl", "KL(modes ‖ uniform)", 1.0, 3)]
             }
@@ -407,6 +451,10 @@ pub struct Overrides {
     pub latent_dim: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<Arch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grayscale: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mixed_precision: bool,
 }
@@ -433,6 +481,8 @@ impl Overrides {
         add(self.mixture.is_some(), "mixture");
         add(self.latent_dim.is_some(), "latent-dim");
         add(self.model.is_some(), "model");
+        add(self.image_size.is_some(), "image-size");
+        add(self.grayscale, "grayscale");
         v
     }
 }
@@ -469,6 +519,12 @@ pub struct RunOptions {
     pub latent_dim: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<Arch>,
+    /// Side of the images (images): resized and centre-cropped to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// Read the images in grayscale (images; otherwise grayscale only when every image is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grayscale: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mixed_precision: bool,
 }
@@ -501,8 +557,11 @@ impl RunOptions {
     }
     pub fn classify(&self) -> ClassifyConfig {
         let arch = self.model.unwrap_or(Arch::Small);
-        let d =
-            ClassifyConfig::recipe(self.task != Task::Sentiment, arch).unwrap_or_else(|_| ClassifyConfig::fashion());
+        let d = match self.task {
+            Task::Images => ClassifyConfig::images(),
+            Task::Text => ClassifyConfig::text(),
+            t => ClassifyConfig::recipe(t != Task::Sentiment, arch).unwrap_or_else(|_| ClassifyConfig::fashion()),
+        };
         ClassifyConfig {
             epochs: self.epochs.unwrap_or(d.epochs),
             batch: self.batch,
@@ -554,7 +613,13 @@ impl RunOptions {
             Task::Moons => self.moons().validate(),
             Task::Synthetic | Task::Planted => self.synthetic().validate(),
             Task::Gan2d => self.gan2d().0.validate(),
-            Task::Fashion | Task::Sentiment | Task::Gan => Ok(()),
+            Task::Images => match self.image_size {
+                Some(z) if !(4..=1024).contains(&z) || z % 4 != 0 => Err(Error::Config(format!(
+                    "--image-size must be a multiple of 4 in 4..=1024 (the CNN pools twice by 2), got {z}"
+                ))),
+                _ => Ok(()),
+            },
+            Task::Fashion | Task::Sentiment | Task::Gan | Task::Text => Ok(()),
         }
     }
 
@@ -573,7 +638,17 @@ impl RunOptions {
                 }
                 self.classify().validate(d.train.len())
             }
-            (Task::Sentiment, Data::Reviews(d)) => self.classify().validate(d.train.len()),
+            (Task::Sentiment | Task::Text, Data::Reviews(d)) => self.classify().validate(d.train.len()),
+            (Task::Images, Data::Images(d)) => {
+                if d.val.is_empty() || d.test.is_empty() {
+                    return Err(Error::Config(format!(
+                        "{}: the validation or test split is empty (each class keeps a fifth of its images for \
+                         test and a tenth of the rest for validation); add images",
+                        d.description()
+                    )));
+                }
+                self.classify().validate(d.train.len())
+            }
             (Task::Gan, Data::Fashion(d)) => self.dcgan().validate(d.train.len()),
             (Task::Moons, _) | (Task::Synthetic | Task::Planted, Data::Synthetic(_)) | (Task::Gan2d, _) => Ok(()),
             (t, _) => Err(Error::Config(format!("task {}: the loaded data is not its data", t.name()))),
@@ -589,6 +664,7 @@ impl RunOptions {
             (Task::Synthetic | Task::Planted, Data::Synthetic(d)) => self.synthetic().epochs * per_epoch(d.train.len()),
             (_, Data::Fashion(d)) => self.epochs.unwrap_or(1) * per_epoch(d.train.len()),
             (_, Data::Reviews(d)) => self.epochs.unwrap_or(1) * per_epoch(d.train.len()),
+            (_, Data::Images(d)) => self.epochs.unwrap_or(1) * per_epoch(d.train.len()),
             _ => 0,
         }
     }
@@ -609,6 +685,8 @@ pub enum Data {
     Synthetic(SyntheticData),
     Fashion(FashionData),
     Reviews(ReviewsData),
+    /// A folder of your own images.
+    Images(ImageFolderData),
 }
 
 impl Data {
@@ -618,6 +696,7 @@ impl Data {
             Data::Synthetic(d) => d.description(&d.config),
             Data::Fashion(d) => d.description(),
             Data::Reviews(d) => d.description(),
+            Data::Images(d) => d.description(),
         }
     }
 }
@@ -639,6 +718,30 @@ pub fn load_data(opts: &RunOptions) -> Result<Data> {
             Data::Fashion(load_fashion(opts.data.clone().map_or(default, FashionSource::Dir))?)
         }
         Task::Sentiment => Data::Reviews(load_reviews(opts.data.as_deref(), 0, 64)?),
+        Task::Images | Task::Text => {
+            let Some(path) = opts.data.as_deref() else {
+                return Err(Error::Config(format!(
+                    "--task {} needs --data {}",
+                    opts.task.name(),
+                    if opts.task == Task::Images {
+                        "DIR (a folder with one subfolder of PNG/JPEG images per class)"
+                    } else {
+                        "FILE.csv (a CSV with a header naming a 'text' and a 'label' column)"
+                    }
+                )));
+            };
+            if opts.task == Task::Images {
+                let d = ImageFolderConfig::default();
+                let cfg = ImageFolderConfig {
+                    size: opts.image_size.unwrap_or(d.size),
+                    grayscale: opts.grayscale.then_some(true),
+                    ..d
+                };
+                Data::Images(load_image_folder(path, &cfg)?)
+            } else {
+                Data::Reviews(load_text_csv(path, &ReviewsConfig::default())?)
+            }
+        }
     })
 }
 
@@ -669,9 +772,14 @@ pub fn classifier<'a>(
         (Task::Fashion, Data::Fashion(d)) => {
             let cfg = opts.classify();
             let f = cfg.fit_options(seed, d.train.len());
-            (Box::new(FashionLearner::new(dev, d, &cfg, m, seed)?), f)
+            (Box::new(ImageLearner::new(dev, d, &cfg, m, seed)?), f)
         }
-        (Task::Sentiment, Data::Reviews(d)) => {
+        (Task::Images, Data::Images(d)) => {
+            let cfg = opts.classify();
+            let f = cfg.fit_options(seed, d.train.len());
+            (Box::new(ImageLearner::new(dev, d, &cfg, m, seed)?), f)
+        }
+        (Task::Sentiment | Task::Text, Data::Reviews(d)) => {
             let cfg = opts.classify();
             let f = cfg.fit_options(seed, d.train.len());
             (Box::new(SentimentLearner::new(dev, d, &cfg, m, seed)?), f)
@@ -817,7 +925,9 @@ pub fn export_data(data: &Data, dir: &Path) -> Result<PathBuf> {
         }
         _ => {
             return Err(Error::Config(
-                "data: only fashion and sentiment read data files; the others generate theirs".into(),
+                "data: fashion, sentiment and text are exported; the others generate their data or read it as it is \
+                 (images)"
+                    .into(),
             ))
         }
     };

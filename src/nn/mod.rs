@@ -1,10 +1,152 @@
 //! Layers built from tape ops. Each layer owns its [`Param`]s and lists them for optimizers and
 //! checkpoints; initialisation runs on the GPU from a seed (`ops::random`), as PyTorch's defaults.
+//!
+//! Every layer with one input and one output implements [`Module`] (parameters, forward pass,
+//! training or evaluation mode), so layers compose into a [`Sequential`] or a model of your own.
+//! Layers take a name (their tensors' names in checkpoints) and a seed; a [`Builder`] hands out
+//! both in creation order. The atom-modeling importance gate is [`ImportanceGate`]: it returns
+//! the gated tokens and the importances the regulariser ([`crate::atom`]) needs.
+//!
+//! ```no_run
+//! use atomgrad::nn::{Activation, Builder, Module, Sequential};
+//! # fn main() -> atomgrad::Result<()> {
+//! let dev = atomgrad::Device::new()?;
+//! let mut b = Builder::new(&dev, 0);
+//! let model = Sequential::new()
+//!     .push(b.linear(2, 64)?)
+//!     .push(Activation::Relu)
+//!     .push(b.linear(64, 2)?);
+//! let optimizer_params = model.params(); // linear0.w, linear0.b, linear1.w, linear1.b
+//! # let _ = optimizer_params; Ok(()) }
+//! ```
 
+use crate::atom::TokenMask;
 use crate::autodiff::{Param, Tape, Var};
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+/// A layer or model with one input and one output: its trainable parameters, the tensors a
+/// checkpoint holds, its forward pass on a [`Tape`], and its mode.
+///
+/// Layers whose forward pass needs more than one input (the importance gate's token mask, the
+/// CNN's gating switch) keep inherent `forward` methods with those arguments. Where a layer also
+/// has an inherent `forward` with other arguments ([`BatchNorm2d`]), call the trait's as
+/// `Module::forward(&layer, tape, x)`.
+pub trait Module {
+    /// Records the forward pass of `x` on `tape`.
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var>;
+    /// The trainable parameters, what an optimizer updates.
+    fn params(&self) -> Vec<Param>;
+    /// Every tensor a checkpoint holds, by a stable unique name: the parameters and any buffers
+    /// (batch norm's running statistics).
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        named(&self.params())
+    }
+    /// Training mode (batch statistics, dropout active) or evaluation mode; layers without a mode
+    /// ignore it. Models pass it on to their layers.
+    fn set_training(&mut self, _training: bool) {}
+}
+
+impl<M: Module + ?Sized> Module for Box<M> {
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        (**self).forward(tape, x)
+    }
+    fn params(&self) -> Vec<Param> {
+        (**self).params()
+    }
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        (**self).tensors()
+    }
+    fn set_training(&mut self, training: bool) {
+        (**self).set_training(training)
+    }
+}
+
+/// Modules applied one after the other.
+#[derive(Default)]
+pub struct Sequential {
+    pub layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    pub fn new() -> Sequential {
+        Sequential::default()
+    }
+    /// Appends a layer.
+    pub fn push(mut self, layer: impl Module + 'static) -> Sequential {
+        self.layers.push(Box::new(layer));
+        self
+    }
+}
+
+impl Module for Sequential {
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        let mut h = x.clone();
+        for l in &self.layers {
+            h = l.forward(tape, &h)?;
+        }
+        Ok(h)
+    }
+    fn params(&self) -> Vec<Param> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.layers.iter().flat_map(|l| l.tensors()).collect()
+    }
+    fn set_training(&mut self, training: bool) {
+        for l in &mut self.layers {
+            l.set_training(training);
+        }
+    }
+}
+
+/// Creates layers with unique names (`linear0`, `conv1`, ..., numbered in creation order) and
+/// their own seeds (drawn from one base seed with [`sub_seed`]): a model built twice with the
+/// same seed in the same order has the same names and the same initial weights.
+pub struct Builder {
+    dev: Device,
+    seed: u64,
+    made: u64,
+}
+
+impl Builder {
+    pub fn new(dev: &Device, seed: u64) -> Builder {
+        Builder { dev: dev.clone(), seed, made: 0 }
+    }
+    /// The next layer's name (`<kind><k>`) and seed.
+    pub fn next(&mut self, kind: &str) -> (String, u64) {
+        let k = self.made;
+        self.made += 1;
+        (format!("{kind}{k}"), sub_seed(self.seed, k))
+    }
+    pub fn linear(&mut self, fan_in: usize, fan_out: usize) -> Result<Linear> {
+        let (name, seed) = self.next("linear");
+        Linear::new(&self.dev, &name, fan_in, fan_out, seed)
+    }
+    /// `sizes = [in, hidden.., out]`.
+    pub fn mlp(&mut self, sizes: &[usize], act: Activation) -> Result<Mlp> {
+        let (name, seed) = self.next("mlp");
+        Mlp::new(&self.dev, &name, sizes, act, seed)
+    }
+    pub fn conv2d(&mut self, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> Result<Conv2d> {
+        let (name, seed) = self.next("conv");
+        Conv2d::new(&self.dev, &name, cin, cout, k, stride, padding, seed)
+    }
+    pub fn batch_norm2d(&mut self, channels: usize) -> Result<BatchNorm2d> {
+        let (name, _) = self.next("bn");
+        BatchNorm2d::new(&self.dev, &name, channels)
+    }
+    pub fn layer_norm(&mut self, d: usize) -> Result<LayerNorm> {
+        let (name, _) = self.next("ln");
+        LayerNorm::new(&self.dev, &name, d)
+    }
+    /// The importance gate for tokens of `m` dims.
+    pub fn importance_gate(&mut self, m: usize) -> Result<ImportanceGate> {
+        let (name, seed) = self.next("gate");
+        ImportanceGate::new(&self.dev, &name, m, seed)
+    }
+}
 
 /// Mixes a base seed with a layer's index so that every tensor gets its own stream.
 pub fn sub_seed(seed: u64, index: u64) -> u64 {
@@ -50,6 +192,16 @@ impl Linear {
     }
 }
 
+impl Module for Linear {
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        Linear::forward(self, tape, x)
+    }
+    fn params(&self) -> Vec<Param> {
+        Linear::params(self)
+    }
+}
+
+/// An elementwise nonlinearity (a [`Module`] without parameters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     Relu,
@@ -64,6 +216,15 @@ impl Activation {
             Activation::Tanh => x.tanh(),
             Activation::Gelu => x.gelu(),
         }
+    }
+}
+
+impl Module for Activation {
+    fn forward(&self, _tape: &Tape, x: &Var) -> Result<Var> {
+        self.apply(x)
+    }
+    fn params(&self) -> Vec<Param> {
+        Vec::new()
     }
 }
 
@@ -102,16 +263,30 @@ impl Mlp {
     }
 }
 
+impl Module for Mlp {
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        Mlp::forward(self, tape, x)
+    }
+    fn params(&self) -> Vec<Param> {
+        Mlp::params(self)
+    }
+}
+
 pub mod cnn;
 pub mod gan;
 pub mod resnet;
 pub mod transformer;
 
-/// A learned per-channel scale and shift with running statistics (batch norm).
+/// A learned per-channel scale and shift with running statistics (batch norm). As a
+/// [`Module`] it normalises by batch statistics (updating the running ones) in training mode and
+/// by the running statistics in evaluation mode; the inherent `forward` takes the mode as an
+/// argument.
 pub struct BatchNorm2d {
     pub gamma: Param,
     pub beta: Param,
     pub state: crate::ops::batchnorm::BatchNorm,
+    /// The mode [`Module::forward`] uses (initially training).
+    pub training: bool,
 }
 
 impl BatchNorm2d {
@@ -120,6 +295,7 @@ impl BatchNorm2d {
             gamma: Param::new(format!("{name}.gamma"), Tensor::full(dev, &[channels], 1.0)?),
             beta: Param::new(format!("{name}.beta"), Tensor::zeros(dev, &[channels])?),
             state: crate::ops::batchnorm::BatchNorm::new(dev, channels)?,
+            training: true,
         })
     }
     pub fn forward(&self, tape: &Tape, x: &Var, training: bool) -> Result<Var> {
@@ -137,6 +313,21 @@ impl BatchNorm2d {
         t.push((format!("{base}.running_mean"), self.state.running_mean.clone()));
         t.push((format!("{base}.running_var"), self.state.running_var.clone()));
         t
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        BatchNorm2d::forward(self, tape, x, self.training)
+    }
+    fn params(&self) -> Vec<Param> {
+        BatchNorm2d::params(self)
+    }
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        BatchNorm2d::tensors(self)
+    }
+    fn set_training(&mut self, training: bool) {
+        self.training = training;
     }
 }
 
@@ -187,6 +378,15 @@ impl Conv2d {
     }
 }
 
+impl Module for Conv2d {
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        Conv2d::forward(self, tape, x)
+    }
+    fn params(&self) -> Vec<Param> {
+        Conv2d::params(self)
+    }
+}
+
 /// Layer norm over the last axis with learned gain and bias.
 pub struct LayerNorm {
     pub gamma: Param,
@@ -209,6 +409,15 @@ impl LayerNorm {
     /// Every tensor a checkpoint holds, by its stable unique name (the parameters).
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
         named(&self.params())
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        LayerNorm::forward(self, tape, x)
+    }
+    fn params(&self) -> Vec<Param> {
+        LayerNorm::params(self)
     }
 }
 
@@ -237,5 +446,47 @@ impl ImportanceHead {
     /// Every tensor a checkpoint holds, by its stable unique name (the parameters).
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
         named(&self.params())
+    }
+}
+
+/// The atom-modeling importance gate: each token `h_Ai` of `h [N, n, m]` gets an importance
+/// `w_Ai = sigmoid(h_Ai . u + c)` in (0, 1) (exactly 0 for padding, see [`TokenMask`]) and is
+/// scaled by it. The gated tokens feed the model; the importances, with the tokens and the
+/// latent, feed the regulariser ([`crate::atom::atom_regularizer`]).
+pub struct ImportanceGate {
+    pub head: ImportanceHead,
+}
+
+/// What [`ImportanceGate::forward`] returns.
+pub struct Gated {
+    /// `h * w`, `[N, n, m]`.
+    pub tokens: Var,
+    /// `w`, `[N, n]`.
+    pub importance: Var,
+}
+
+impl ImportanceGate {
+    /// A gate for tokens of `m` dims: `u ~ U(-1/sqrt(m), 1/sqrt(m))`, `c = 0` (every importance
+    /// starts near 1/2).
+    pub fn new(dev: &Device, name: &str, m: usize, seed: u64) -> Result<ImportanceGate> {
+        Ok(ImportanceGate { head: ImportanceHead::new(dev, name, m, seed)? })
+    }
+    /// Gates tokens `h [N, n, m]`; `mask` gives each sample's real tokens
+    /// ([`TokenMask::full`] when there is no padding).
+    pub fn forward(&self, tape: &Tape, h: &Var, mask: &TokenMask) -> Result<Gated> {
+        let s = h.shape();
+        if s.len() != 3 {
+            return Err(Error::shape("importance_gate", format!("tokens must be [N, n, m], got {s:?}")));
+        }
+        let w = self.head.forward(tape, h, mask)?;
+        let tokens = h.mul(&w.reshape(&[s[0], s[1], 1])?)?;
+        Ok(Gated { tokens, importance: w })
+    }
+    pub fn params(&self) -> Vec<Param> {
+        self.head.params()
+    }
+    /// Every tensor a checkpoint holds, by its stable unique name (`<name>.u`, `<name>.c`).
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.head.tensors()
     }
 }

@@ -137,6 +137,11 @@ impl TokenMask {
             inv_counts: Tensor::from_slice(dev, &inv, &[counts.len()])?,
         })
     }
+    /// Every sample with all `tokens` tokens real (no padding): images' feature-map cells,
+    /// fixed-length token sets.
+    pub fn full(dev: &Device, samples: usize, tokens: usize) -> Result<TokenMask> {
+        TokenMask::new(dev, &vec![tokens; samples], tokens)
+    }
     /// Tokens of each sample.
     pub fn counts(&self) -> &[usize] {
         &self.counts
@@ -328,29 +333,28 @@ pub fn structure(h: &Tensor, w: &Tensor, mask: &TokenMask, eps: f32) -> Result<T
 /// Which structure kernels compute S and its gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StructureKernel {
-    /// Barrier-free, register-blocked, 4 x 4 tokens per invocation (on an H200 1.4-7.7x slower
-    /// than `Registers8`; kept as the simplest form and for comparison).
+    /// Barrier-free, register-blocked, 4 x 4 tokens per invocation (slower than `Registers8`
+    /// everywhere measured; kept as the simplest form and for comparison).
     Registers,
     /// The same with 8 x 8 tokens per invocation (16 loads per 64 token pairs and dim): the CPU
-    /// default (on lavapipe L_A forward + backward 1.4-2x faster than 4 x 4) and the GPU default
-    /// where the Gram tiles would be mostly padding.
+    /// default (fewer loads per pair, which lavapipe pays for) and the GPU default where the Gram
+    /// tiles would be mostly padding.
     Registers8,
     /// Gram form for GPUs (`shaders/atom_gram.wgsl`): `|a - b|^2 = |a|^2 + |b|^2 - 2 a.b` on
     /// centred tokens, the dot products on 128 x 128 tiles with 8 x 8 results per invocation like
     /// the 128-tile matmul, near pairs recomputed from differences. Samples are padded to 64-token
-    /// half-tiles. H100, L_A forward + backward: N = 256, n = 64, m = 64 6.0 ms (`Registers8`
-    /// 13.0); N = 128, n = 49, m = 64 1.64 ms (2.35); N = 256, n = 49, m = 32 5.2 ms (3.9).
+    /// half-tiles. Up to 2x `Registers8` on GPUs where the tiles are full (the timings:
+    /// docs/PERFORMANCE.md, "Why the code chooses what it chooses").
     Gram128,
 }
 
 impl StructureKernel {
     /// The kernels for `n` padded tokens of `m` dims per sample on this device: the one asked for
-    /// with `Device::set_structure_kernel` (`Gram128` only where the adapter offers its workgroup
+    /// with `Device::set_policy` (`Gram128` only where the adapter offers its workgroup
     /// memory and n > 32), else the adapter class's default: `Registers8` on CPU adapters; on
     /// GPUs `Gram128` where its 64-token half-tiles are at least 7/8 full, or 3/4 full with
-    /// m >= 64 (the padded pairs' cost, which does not grow with m, then pays off: n = 49 was
-    /// 1.4x faster than `Registers8` at m = 64 and 1.3x slower at m = 32 on an H100), else
-    /// `Registers8`.
+    /// m >= 64 (the padded pairs' cost, which does not grow with m, then pays off; measured on an
+    /// H100, docs/PERFORMANCE.md), else `Registers8`.
     pub fn for_device(dev: &Device, n: usize, m: usize) -> StructureKernel {
         let storage = dev.limits().max_compute_workgroup_storage_size;
         let fits = |k: StructureKernel| match k {
@@ -359,7 +363,7 @@ impl StructureKernel {
         };
         let padded = n.next_multiple_of(GRAM_TILE);
         let full = 8 * n >= 7 * padded || (m >= 64 && 4 * n >= 3 * padded);
-        match dev.structure_kernel() {
+        match dev.policy::<StructureKernel>() {
             Some(k) if fits(k) => k,
             _ if dev.class() == AdapterClass::Gpu && full && fits(StructureKernel::Gram128) => StructureKernel::Gram128,
             _ => StructureKernel::Registers8,
@@ -974,8 +978,8 @@ pub fn spread_scale_var(z: &Var) -> Result<Var> {
 
 /// [`spread_scale_var`] as one workgroup each way (`many` false: one dispatch forward, one
 /// backward) or over many workgroups (three each way: per-column sums, one workgroup for the
-/// total, per-element results), which a GPU needs for large latents (the one-workgroup kernels
-/// took 0.55 ms of an H200's 2.7 ms CNN + atom step on its 128 x 3136 latents).
+/// total, per-element results), which a GPU needs for large latents (one workgroup leaves a GPU
+/// idle: docs/PERFORMANCE.md).
 pub fn spread_scale_var_with(z: &Var, many: bool) -> Result<Var> {
     const OP: &str = "atom_spread_scale";
     let (n, d) = check_latents(OP, z.value())?;

@@ -297,8 +297,8 @@ pub enum WeightKernel {
     /// `conv_backward_weight_rows`: one invocation per block of up to 8 x 4 channels and a whole
     /// kernel row, on rows padded to whole vec4s (two small copies per call): per 4 output
     /// columns 1 / (KW x 4) of the loads per multiply-add: the default on every adapter where it
-    /// fits (lavapipe, where loads cost more than arithmetic; H200: the CNN's layers 0.054 vs
-    /// 0.059 ms and 0.080 vs 0.135 ms against `Taps`). Needs 3 * stride + kernel width <= 16.
+    /// fits (faster than `Taps` on lavapipe and the H200: docs/PERFORMANCE.md). Needs
+    /// 3 * stride + kernel width <= 16.
     Rows,
 }
 
@@ -426,10 +426,9 @@ fn default_input_blocks(g: &Geom, c: AdapterClass) -> (usize, usize) {
     (g.c.min(block_cap(c)), g.w.div_ceil(g.sw).min(block_cap(c)))
 }
 
-/// The largest default register block side. On lavapipe 8 x 8 blocks (64 sums, 16 loads per
-/// 64 multiply-adds) ran the CNN's convolutions about 2x faster than 4 x 4 (docs/PERFORMANCE.md);
-/// on an H200 8 x 8 was slower or equal on the CNN's layers (forward 0.038 vs 0.020 ms on the
-/// first, input gradient 0.137 vs 0.103 ms on the second), so GPUs keep 4 x 4.
+/// The largest default register block side: 8 x 8 (64 sums, 16 loads per 64 multiply-adds) on
+/// CPU adapters, where loads cost most; 4 x 4 on GPUs, where 8 x 8 was no faster
+/// (docs/PERFORMANCE.md).
 fn block_cap(c: AdapterClass) -> usize {
     match c {
         AdapterClass::Cpu => 8,

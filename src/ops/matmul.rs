@@ -48,19 +48,16 @@ pub enum Variant {
     /// As `Coop16`, on operands first packed to zero-padded f16 (shaders/pack_f16.wgsl, two
     /// extra dispatches): the product's inner loop then loads aligned halves without bounds
     /// checks or conversions. What mixed precision uses for products of at least 2^31
-    /// multiply-adds (H200: 151 TFLOP/s at 4096, 2.0x `Coop16`; at 1024 both 0.03 ms, below
-    /// that the packing costs more than it saves).
+    /// multiply-adds, where the packing pays for itself (docs/PERFORMANCE.md).
     Coop16Packed,
 }
 
 impl Variant {
     /// The kernel for a `batch x m x n` result over `k` on this adapter class; `vec4` says whether
     /// the 8 x 8 core can take its vec4 form ([`vec4_form`]). On GPUs the 128-tile core
-    /// once both result dims fill a tile and there are at least 64 such tiles (on an H200 it
-    /// beat the 64-tile core at every square size measured, 256 to 4096, already with 64 tiles
-    /// at 1024: 16.0 vs 10.8 TFLOP/s; 21.9 vs 11.5 at 4096, docs/PERFORMANCE.md); otherwise the
-    /// 64-tile core, whose 4x more workgroups keep a large GPU busy on thin products (the
-    /// training-step benchmarks were measured with it).
+    /// once both result dims fill a tile and there are at least 64 such tiles (where it beat the
+    /// 64-tile core at every size measured: docs/PERFORMANCE.md); otherwise the 64-tile core,
+    /// whose 4x more workgroups keep a large GPU busy on thin products.
     pub fn for_size(c: AdapterClass, m: usize, n: usize, k: usize, batch: usize, vec4: bool) -> Variant {
         match c {
             // On lavapipe the barrier-free 8 x 8 core in its vec4 form beats the 128-tile core at

@@ -34,8 +34,7 @@ pub enum Reduce {
 /// Outputs at or above this count use one invocation per output.
 const ROWS_MIN_OUTPUTS: usize = 512;
 /// On CPU adapters axes up to this long also use one invocation per output: the tree pass's
-/// workgroup barriers cost lavapipe about 0.5 ms per dispatch (the synthetic task's bias
-/// gradients over 512 rows), a loop over a few thousand elements microseconds.
+/// workgroup barriers cost lavapipe far more than such a loop (docs/PERFORMANCE.md).
 const CPU_ROWS_MAX_LEN: usize = 4096;
 /// Shortest contiguous axis the team form takes on GPUs (as the softmax teams).
 const TEAM_MIN_LEN: usize = 64;

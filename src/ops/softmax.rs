@@ -14,7 +14,7 @@
 //! so a fully masked row is all `MASKED_LOG`; `exp` of it is the all-zero softmax row, and
 //! `0 * y` stays 0 downstream. Masked entries take no gradient.
 
-use crate::autodiff::Var;
+use crate::autodiff::{Target, Var};
 use crate::device::{groups_1d, AdapterClass, Device, WG};
 use crate::error::{Error, Result};
 use crate::ops::elementwise::Binary;
@@ -41,8 +41,8 @@ pub enum RowKernel {
     /// One invocation per row, no barriers: CPU adapters, short rows.
     PerRow,
     /// A team of 32 invocations per row with coalesced loads, combined through workgroup memory:
-    /// GPU adapters, rows of at least 64 entries (H200: 3.9x per-row at [131072, 64], 8.7x at
-    /// [8192, 1024]).
+    /// GPU adapters, rows of at least 64 entries (several times the per-row kernel there:
+    /// docs/PERFORMANCE.md).
     Team,
 }
 
@@ -289,9 +289,11 @@ impl Var {
         Ok(self.tape().op(y, &[self], move |gy| Ok(vec![Some(log_softmax_backward(&saved, gy, mask.as_ref())?)])))
     }
 
-    /// Mean cross-entropy of these logits `[N, C]` against u32 labels `[N]`, as a scalar of
-    /// shape []. A label >= C makes the loss NaN (see [`cross_entropy_rows`]).
-    pub fn cross_entropy(&self, labels: &Tensor) -> Result<Var> {
+    /// Mean cross-entropy of these logits `[N, C]` against u32 labels `[N]` (a `&Tensor` of data
+    /// or a `&Var`, see [`Target`]; labels get no gradient), as a scalar of shape []. A label
+    /// >= C makes the loss NaN (see [`cross_entropy_rows`]).
+    pub fn cross_entropy(&self, labels: &impl Target) -> Result<Var> {
+        let labels = labels.target_value();
         let (rows, lse) = cross_entropy_rows(self.value(), labels)?;
         let n = rows.numel();
         let loss = reduce(&rows.reshape(&[n])?, 0, Reduce::Mean, false)?;
@@ -300,8 +302,10 @@ impl Var {
     }
 
     /// Mean binary cross-entropy of these logits against `targets` (same shape, values in
-    /// [0, 1]) over all elements, as a scalar of shape []. Gradients flow to both.
-    pub fn bce_with_logits(&self, targets: &Var) -> Result<Var> {
+    /// [0, 1]; a `&Var` or a `&Tensor` of data, see [`Target`]) over all elements, as a scalar of
+    /// shape []. Gradients flow to both (a `&Tensor` is a constant).
+    pub fn bce_with_logits(&self, targets: &impl Target) -> Result<Var> {
+        let targets = &targets.target_var(self.tape());
         if self.shape() != targets.shape() {
             return Err(Error::shape(
                 "bce_with_logits",

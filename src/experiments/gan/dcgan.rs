@@ -16,7 +16,7 @@ use crate::checkpoint;
 use crate::data::fashion::{FashionData, ImageSet, MEAN as FASHION_MEAN, PIXELS, STD as FASHION_STD};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::classify::{ClassifyConfig, FashionLearner, ImageNet};
+use crate::experiments::classify::{ClassifyConfig, FashionLearner, ImageNet, ImageSplits};
 use crate::experiments::protocol::{Report, RunRecord};
 use crate::experiments::task::{RunContext, RunOptions};
 use crate::experiments::Method;
@@ -373,7 +373,7 @@ impl FeatureNet {
             checkpoint::save(path, &l.model.tensors(), &meta)?;
         }
         let ck = checkpoint::load(path)?;
-        let cnn = ImageNet::new(dev, cfg, 0)?;
+        let cnn = ImageNet::new(dev, cfg, &ImageSplits::from(data), 0)?;
         ck.restore_into(&cnn.tensors())?;
         let c2 = cnn.latent_dim() / cnn.tokens();
         let empty = || Gaussian { dim: c2, mean: vec![], cov: vec![] };
