@@ -21,6 +21,7 @@ echo "cpu.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, commit $(git rev-p
 cat "$OUT/atomgrad.txt"
 cd benches/reference || exit 1
 {
+  $PY synthetic.py --budget 2
   $PY cnn.py --batch 128 --budget 2
   $PY dcgan.py --batches 64 --budget 2
   $PY transformer.py --batch 64 --budget 2
@@ -38,7 +39,9 @@ for line in open(f"{out}/atomgrad.txt"):
     m = re.match(r"^(train/\S.*?)\s+(\d+\.\d+) ms", line)
     if m:
         ours[m[1].strip()] = float(m[2])
-pairs = [("fashion CNN cross-entropy batch 128", "fashion CNN ce batch 128"),
+pairs = [("synthetic MLP cross-entropy batch 64", "synthetic MLP cross-entropy batch 64"),
+         ("synthetic MLP atom batch 64", "synthetic MLP atom batch 64"),
+         ("fashion CNN cross-entropy batch 128", "fashion CNN ce batch 128"),
          ("fashion CNN atom batch 128", "fashion CNN atom batch 128"),
          ("DCGAN G+D plain batch 64", "DCGAN G+D plain batch 64"),
          ("sentiment Transformer batch 64", "sentiment Transformer batch 64"),

@@ -740,6 +740,17 @@ fn main() {
                 let (mut step, mut r) = (0, Rng::new(1));
                 b.step(name, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
             }
+            // `--mixed-precision` (forward matmuls on f16 tensor cores), the peer of PyTorch's
+            // autocast (`benches/reference/*.py --amp`), where the adapter has the f16 matrices.
+            let mixed = format!("{name} mixed");
+            if dev.has_coop16() && b.wants(&mixed) {
+                let data = atomgrad::data::load_reviews(None, 0, 64).unwrap();
+                dev.set_mixed_precision(true).unwrap();
+                let mut l = SentimentLearner::new(&dev, &data, &cfg, Method::Ce, 0).unwrap();
+                let (mut step, mut r) = (0, Rng::new(1));
+                b.step(&mixed, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
+                dev.set_mixed_precision(false).unwrap();
+            }
         }
     }
 }

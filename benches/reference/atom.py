@@ -23,9 +23,9 @@ def sqdist(a, b):
     return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T).clamp_min(0.0)
 
 
-def atom_terms(z, h, w, counts):
+def atom_terms(z, h, w, counts, r_max=R_MAX):
     """z [N, D] latents, h [N, n, m] tokens, w [N, n] importances, counts [N] real tokens per sample
-    (padding at the end). Returns (L_A, C_w) as in src/atom.rs (normalize = true, r_max = 20)."""
+    (padding at the end). Returns (L_A, C_w) as in src/atom.rs (normalize = true; r_max 20 unless given)."""
     N, n, m = h.shape
     real = (torch.arange(n, device=h.device)[None, :] < counts[:, None]).to(h.dtype)  # [N, n]
     off = 1.0 - torch.eye(N, device=z.device)  # [N, N]
@@ -34,7 +34,7 @@ def atom_terms(z, h, w, counts):
     z = z / ((zc * zc).mean() + 1e-12).sqrt()  # the batch at unit RMS spread
     dbar = (sqdist(z, z) + EPS**2).sqrt()  # [N, N]
     s = (dbar * off).sum() / pairs
-    dfl = (dbar * dbar + s * s / R_MAX**2).sqrt()  # soft floor
+    dfl = (dbar * dbar + s * s / r_max**2).sqrt()  # soft floor
     wm = w * real  # [N, n]
     wsum = wm.sum(1)
     wa = wsum + (W_FLOOR - wsum).relu()  # max(W, floor)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atom import atom_terms
-from common import add_mode_args, apply_mode, device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, mode_suffix, device, emit, fail, step_result, time_steps
 
 
 class Cnn(nn.Module):
@@ -80,7 +80,7 @@ def main():
             results.append(step_result(f"fashion CNN {method} batch {B}", B, s, method=method))
     except Exception as e:  # noqa: BLE001
         fail("cnn", dev, e)
-    emit("cnn" + apply_mode(args)[1], dev, results, mode=args.mode, compiled=bool(args.compile or args.mode), tf32=args.tf32)
+    emit("cnn" + mode_suffix(args), dev, results, mode=args.mode, compiled=bool(args.compile or args.mode), tf32=args.tf32, amp=args.amp and dev.type == "cuda")
 
 
 if __name__ == "__main__":

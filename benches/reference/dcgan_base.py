@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, mode_suffix, device, emit, fail, step_result, time_steps
 from resnet import ResNet, load_split
 
 
@@ -211,12 +211,11 @@ def main():
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--mode", default=None)
+    add_mode_args(p)
     p.add_argument("--budget", type=float, default=1.0)
     args = p.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
     dev = device()
     if args.train:
         try:
@@ -224,7 +223,7 @@ def main():
         except Exception as e:  # noqa: BLE001
             fail("dcgan-base-train", dev, e)
     compiled = args.compile or args.mode is not None
-    name = "dcgan-base-compile" if compiled else "dcgan-base"
+    name = "dcgan-base" + mode_suffix(args)
     B = args.batch
     X = torch.rand(1024, 1, 28, 28) * 2 - 1
     try:
@@ -232,8 +231,7 @@ def main():
         g, d = Generator().to(dev).train(), Discriminator().to(dev).train()
         og = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
         od = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        G = torch.compile(g, mode=args.mode) if compiled else g
-        D = torch.compile(d, mode=args.mode) if compiled else d
+        (G, D), _ = apply_mode(args, g, d)
         target = torch.cat([torch.ones(B, 1), torch.zeros(B, 1)]).to(dev)
         ones = torch.ones(B, 1, device=dev)
 
@@ -253,7 +251,7 @@ def main():
         results = [step_result(f"DCGAN base G+D batch {B}", B, s, mode=args.mode)]
     except Exception as e:  # noqa: BLE001
         fail(name, dev, e)
-    emit(name, dev, results, compiled=compiled)
+    emit(name, dev, results, compiled=compiled, tf32=args.tf32, amp=args.amp and dev.type == "cuda")
 
 
 if __name__ == "__main__":

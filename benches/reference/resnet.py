@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, mode_suffix, device, emit, fail, step_result, time_steps
 
 MEAN, STD = 0.2860, 0.3530
 
@@ -178,9 +178,7 @@ def main():
     p.add_argument("--lam", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--method", default="ce", choices=["ce", "atom"])
-    p.add_argument("--compile", action="store_true", help="torch.compile (default mode)")
-    p.add_argument("--mode", default=None, help="torch.compile mode, e.g. reduce-overhead")
-    p.add_argument("--tf32", action="store_true")
+    add_mode_args(p)
     p.add_argument("--budget", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=None, help="--train on at most this many samples per split (smoke tests)")
     args = p.parse_args()
@@ -195,7 +193,7 @@ def main():
     from atom import atom_terms
 
     compiled = args.compile or args.mode is not None
-    name = "resnet-compile" if compiled else "resnet"
+    name = "resnet" + mode_suffix(args)
     B = args.batch
     X, Y = torch.randn(1024, 1, 28, 28), torch.randint(0, 10, (1024,))
     results = []
@@ -206,7 +204,7 @@ def main():
             model = ResNet().to(dev).train()
             params = [p for n, p in model.named_parameters() if gated or n not in ("u", "c")]
             opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)
-            fwd = torch.compile(model, mode=args.mode) if compiled else model
+            (fwd,), _ = apply_mode(args, model)
             counts = torch.full((B,), 49, device=dev)
 
             def step():
@@ -225,7 +223,7 @@ def main():
             results.append(step_result(f"fashion ResNet {method} batch {B}", B, s, method=method, mode=args.mode))
     except Exception as e:  # noqa: BLE001
         fail(name, dev, e)
-    emit(name, dev, results, compiled=compiled, tf32=args.tf32)
+    emit(name, dev, results, compiled=compiled, tf32=args.tf32, amp=args.amp and dev.type == "cuda")
 
 
 if __name__ == "__main__":

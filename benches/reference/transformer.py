@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import add_mode_args, apply_mode, device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, mode_suffix, device, emit, fail, step_result, time_steps
 
 
 def attention(q, k, v, keep, p):
@@ -97,7 +97,7 @@ def main():
         results.append(step_result(f"sentiment Transformer batch {B}", B, s, vocab=args.vocab, len=L))
     except Exception as e:  # noqa: BLE001
         fail("transformer", dev, e)
-    emit("transformer" + apply_mode(args)[1], dev, results, mode=args.mode, tf32=args.tf32)
+    emit("transformer" + mode_suffix(args), dev, results, mode=args.mode, tf32=args.tf32, amp=args.amp and dev.type == "cuda")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import device, emit, fail, step_result, time_steps
+from common import add_mode_args, apply_mode, mode_suffix, device, emit, fail, step_result, time_steps
 from transformer import Transformer
 
 
@@ -94,9 +94,7 @@ def main():
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab", type=int, default=9217, help="the bundled reviews' training vocabulary")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--mode", default=None)
-    p.add_argument("--tf32", action="store_true")
+    add_mode_args(p)
     p.add_argument("--budget", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=None, help="--train on at most this many samples per split (smoke tests)")
     args = p.parse_args()
@@ -109,7 +107,7 @@ def main():
         except Exception as e:  # noqa: BLE001
             fail("transformer-base-train", dev, e)
     compiled = args.compile or args.mode is not None
-    name = "transformer-base-compile" if compiled else "transformer-base"
+    name = "transformer-base" + mode_suffix(args)
     B, L = args.batch, 64
     ids = torch.randint(2, args.vocab, (4096, L))
     lengths = torch.randint(4, 54, (4096,))
@@ -120,7 +118,7 @@ def main():
         torch.manual_seed(0)
         model = base_model(args.vocab, L, dev)
         opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
-        fwd = torch.compile(model, mode=args.mode) if compiled else model
+        (fwd,), _ = apply_mode(args, model)
 
         def step():
             idx = torch.randint(0, ids.shape[0], (B,))
@@ -132,7 +130,7 @@ def main():
         results.append(step_result(f"sentiment Transformer base batch {B}", B, s, mode=args.mode))
     except Exception as e:  # noqa: BLE001
         fail(name, dev, e)
-    emit(name, dev, results, compiled=compiled, tf32=args.tf32)
+    emit(name, dev, results, compiled=compiled, tf32=args.tf32, amp=args.amp and dev.type == "cuda")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Issue 26's campaign: every training step of benches/kernels.rs (`train/`) against the same step
+# in PyTorch eager, torch.compile and torch.compile(mode="reduce-overhead") (TF32 off: f32 against
+# IEEE f32), then PyTorch with TF32 + f16 autocast against atomgrad's --mixed-precision; the
+# matmul and tensor-core numbers; the ratio table. On a GPU machine without Rust, with the
+# binaries of benches/pack.sh (.gpu/bin.tar.xz) and PyTorch; each part fits a 15-minute slot.
+#
+#   bash benches/compiled.sh PART [PART...]     # $OUT/compiled-<part>.jsonl, $OUT/compiled.log
+#
+# Parts:
+#   small    the synthetic MLP, CNN, DCGAN and Transformer: atomgrad train/ and matmul/, PyTorch
+#            in the three f32 modes
+#   large    the ResNet, the 4-layer Transformer and the standard DCGAN in the three f32 modes
+#   mixed    PyTorch --tf32 --amp (eager and reduce-overhead) against the `... mixed` benches
+#   table    the ratio table of every *.jsonl in $OUT (also runs after each part)
+# Compilation and warm-up are excluded from every PyTorch time (common.time_steps warms up 10
+# steps after compiling); atomgrad's pipelines are compiled before its timing starts.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+OUT=${OUT:-./gpu-results}
+BUDGET=${COMPILED_BUDGET:-540}
+mkdir -p "$OUT" || exit 1
+OUT=$(cd "$OUT" && pwd)
+exec > >(tee -a "$OUT/compiled.log") 2>&1
+T0=$SECONDS
+left() { echo $((BUDGET - (SECONDS - T0))); }
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+tar -C "$TMP" -xJf .gpu/bin.tar.xz || { echo "compiled.sh: no .gpu/bin.tar.xz (bash benches/pack.sh)"; exit 1; }
+K=$TMP/bin/kernels
+PY=${PYTHON:-python3}
+echo "compiled.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(sed -n 's/^commit: *//p' "$TMP/bin/MANIFEST"), parts: $*"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+
+# run LIMIT FILE CMD...: CMD under a timeout capped by the time left, stdout appended to FILE.
+run() {
+  local limit=$1 file=$2 avail
+  shift 2
+  avail=$(left)
+  [ "$limit" -gt "$avail" ] && limit=$avail
+  if [ "$limit" -lt 20 ]; then
+    echo "== skipped (out of time): $*"
+    return 0
+  fi
+  echo "== (timeout ${limit}s) $*"
+  timeout -k 5 "$limit" "$@" | tee -a "$file"
+  echo "== exit ${PIPESTATUS[0]}"
+}
+
+# modes FILE LIMIT SCRIPT ARGS...: one reference in eager, compile and reduce-overhead.
+modes() {
+  local file=$1 limit=$2 script=$3
+  shift 3
+  run 60 "$file" $PY "benches/reference/$script" "$@"
+  run "$limit" "$file" $PY "benches/reference/$script" "$@" --compile
+  run "$limit" "$file" $PY "benches/reference/$script" "$@" --mode reduce-overhead
+}
+
+table() {
+  $PY - "$OUT" <<'PYEOF'
+import glob, json, re, sys
+out = sys.argv[1]
+ours, refs = {}, {}
+for path in sorted(glob.glob(f"{out}/compiled-*.jsonl")):
+    for line in open(path):
+        m = re.match(r"^train/(\S.*?)\s+(\d+\.\d+) ms", line)
+        if m:
+            ours[m[1].strip()] = float(m[2])
+            continue
+        try:
+            j = json.loads(line)
+        except ValueError:
+            continue
+        mode = j.get("bench", "").split("-", 1)[1] if "-" in j.get("bench", "") else "eager"
+        for r in j.get("results", []):
+            if "ms_per_step" in r:
+                refs.setdefault(r["name"], {})[mode] = r["ms_per_step"]
+# atomgrad's bench names against the references' (method names differ: cross-entropy/ce).
+pairs = [("synthetic MLP cross-entropy batch 64", "synthetic MLP cross-entropy batch 64"),
+         ("synthetic MLP atom batch 64", "synthetic MLP atom batch 64"),
+         ("fashion CNN cross-entropy batch 128", "fashion CNN ce batch 128"),
+         ("fashion CNN atom batch 128", "fashion CNN atom batch 128"),
+         ("DCGAN G+D plain batch 64", "DCGAN G+D plain batch 64"),
+         ("sentiment Transformer batch 64", "sentiment Transformer batch 64"),
+         ("fashion ResNet cross-entropy batch 128", "fashion ResNet ce batch 128"),
+         ("fashion ResNet atom batch 128", "fashion ResNet atom batch 128"),
+         ("sentiment Transformer base batch 64", "sentiment Transformer base batch 64"),
+         ("DCGAN base G+D plain batch 128", "DCGAN base G+D batch 128")]
+def cell(x):
+    return f"{x:.3f}" if x else "n/a"
+print("\n| training step | atomgrad f32 (ms) | eager | compile | reduce-overhead | best compiled / atomgrad |")
+print("| --- | --- | --- | --- | --- | --- |")
+for a, p in pairs:
+    x, r = ours.get(a), refs.get(p, {})
+    best = min([v for k, v in r.items() if k in ("compile", "reduce-overhead")], default=None)
+    ratio = f"{best / x:.2f}" if x and best else "n/a"
+    print(f"| {a} | {cell(x)} | {cell(r.get('eager'))} | {cell(r.get('compile'))} | {cell(r.get('reduce-overhead'))} | {ratio} |")
+print("\n| mixed precision | atomgrad --mixed-precision (ms) | PyTorch TF32 + AMP eager | reduce-overhead | best / atomgrad |")
+print("| --- | --- | --- | --- | --- |")
+for a, p in pairs:
+    x, r = ours.get(a + " mixed"), refs.get(p, {})
+    e, ro = r.get("tf32-amp"), r.get("reduce-overhead-tf32-amp")
+    if not (x or e or ro):
+        continue
+    best = min([v for v in (e, ro) if v], default=None)
+    ratio = f"{best / x:.2f}" if x and best else "n/a"
+    print(f"| {a} | {cell(x)} | {cell(e)} | {cell(ro)} | {ratio} |")
+PYEOF
+}
+
+for part in "$@"; do
+  f=$OUT/compiled-$part.jsonl
+  case $part in
+    small)
+      run 150 "$f" "$K" --quick train/synthetic train/fashion\ CNN train/DCGAN\ G+D train/sentiment\ Transformer\ batch matmul/
+      modes "$f" 120 synthetic.py
+      modes "$f" 150 cnn.py
+      modes "$f" 150 dcgan.py --batches 64
+      modes "$f" 150 transformer.py
+      ;;
+    large)
+      run 150 "$f" "$K" --quick "train/fashion ResNet" "train/sentiment Transformer base" "train/DCGAN base"
+      modes "$f" 150 resnet.py --time
+      modes "$f" 150 transformer_base.py --time
+      modes "$f" 150 dcgan_base.py --time
+      ;;
+    mixed)
+      run 120 "$f" "$K" --quick mixed/ "train/sentiment Transformer batch 64 mixed" "train/sentiment Transformer base batch 64 mixed"
+      for s in "transformer.py" "transformer_base.py --time" "resnet.py --time" "cnn.py --method ce"; do
+        run 60 "$f" $PY benches/reference/${s% *} $( [ "$s" != "${s% *}" ] && echo "${s#* }") --tf32 --amp
+        run 150 "$f" $PY benches/reference/${s% *} $( [ "$s" != "${s% *}" ] && echo "${s#* }") --tf32 --amp --mode reduce-overhead
+      done
+      ;;
+    table) ;;
+    *) echo "compiled.sh: unknown part $part (small, large, mixed, table)"; exit 2 ;;
+  esac
+  table | tee "$OUT/compiled-table.md"
+done
+echo "compiled.sh: done in $((SECONDS - T0)) s"
