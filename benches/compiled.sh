@@ -17,43 +17,23 @@
 # steps after compiling); atomgrad's pipelines are compiled before its timing starts.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-OUT=${OUT:-./gpu-results}
-BUDGET=${COMPILED_BUDGET:-540}
-mkdir -p "$OUT" || exit 1
-OUT=$(cd "$OUT" && pwd)
-exec > >(tee -a "$OUT/compiled.log") 2>&1
-T0=$SECONDS
-left() { echo $((BUDGET - (SECONDS - T0))); }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-tar -C "$TMP" -xJf .gpu/bin.tar.xz || { echo "compiled.sh: no .gpu/bin.tar.xz (bash benches/pack.sh)"; exit 1; }
-K=$TMP/bin/kernels
-PY=${PYTHON:-python3}
-echo "compiled.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(sed -n 's/^commit: *//p' "$TMP/bin/MANIFEST"), parts: $*"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. benches/campaign.sh
+campaign compiled "${COMPILED_BUDGET:-540}" "${WORK:-./compiled-runs}" "$@"
 
-# run LIMIT FILE CMD...: CMD under a timeout capped by the time left, stdout appended to FILE.
-run() {
-  local limit=$1 file=$2 avail
-  shift 2
-  avail=$(left)
-  [ "$limit" -gt "$avail" ] && limit=$avail
-  if [ "$limit" -lt 20 ]; then
-    echo "== skipped (out of time): $*"
-    return 0
-  fi
-  echo "== (timeout ${limit}s) $*"
-  timeout -k 5 "$limit" "$@" | tee -a "$file"
-  echo "== exit ${PIPESTATUS[0]}"
+# to FILE LIMIT CMD...: `run`, its output also appended to FILE.
+to() {
+  local file=$1
+  shift
+  run "$@" | tee -a "$file"
 }
 
 # modes FILE LIMIT SCRIPT ARGS...: one reference in eager, compile and reduce-overhead.
 modes() {
   local file=$1 limit=$2 script=$3
   shift 3
-  run 60 "$file" $PY "benches/reference/$script" "$@"
-  run "$limit" "$file" $PY "benches/reference/$script" "$@" --compile
-  run "$limit" "$file" $PY "benches/reference/$script" "$@" --mode reduce-overhead
+  to "$file" 60 $PY "benches/reference/$script" "$@"
+  to "$file" "$limit" $PY "benches/reference/$script" "$@" --compile
+  to "$file" "$limit" $PY "benches/reference/$script" "$@" --mode reduce-overhead
 }
 
 table() {
@@ -71,7 +51,9 @@ for path in sorted(glob.glob(f"{out}/compiled-*.jsonl")):
             j = json.loads(line)
         except ValueError:
             continue
-        mode = j.get("bench", "").split("-", 1)[1] if "-" in j.get("bench", "") else "eager"
+        # the bench's name ends with its mode (common.mode_suffix): cnn, cnn-reduce-overhead-tf32-amp
+        mode = "-".join(t for t in j.get("bench", "").split("-") if t in ("compile", "reduce", "overhead", "tf32", "amp"))
+        mode = mode or "eager"
         for r in j.get("results", []):
             if "ms_per_step" in r:
                 refs.setdefault(r["name"], {})[mode] = r["ms_per_step"]
@@ -112,23 +94,23 @@ for part in "$@"; do
   f=$OUT/compiled-$part.jsonl
   case $part in
     small)
-      run 150 "$f" "$K" --quick train/synthetic train/fashion\ CNN train/DCGAN\ G+D train/sentiment\ Transformer\ batch matmul/
+      to "$f" 150 "$K" --quick train/synthetic train/fashion\ CNN train/DCGAN\ G+D train/sentiment\ Transformer\ batch matmul/
       modes "$f" 120 synthetic.py
       modes "$f" 150 cnn.py
       modes "$f" 150 dcgan.py --batches 64
       modes "$f" 150 transformer.py
       ;;
     large)
-      run 150 "$f" "$K" --quick "train/fashion ResNet" "train/sentiment Transformer base" "train/DCGAN base"
+      to "$f" 150 "$K" --quick "train/fashion ResNet" "train/sentiment Transformer base" "train/DCGAN base"
       modes "$f" 150 resnet.py --time
       modes "$f" 150 transformer_base.py --time
       modes "$f" 150 dcgan_base.py --time
       ;;
     mixed)
-      run 120 "$f" "$K" --quick mixed/ "train/sentiment Transformer batch 64 mixed" "train/sentiment Transformer base batch 64 mixed"
+      to "$f" 120 "$K" --quick mixed/ "train/sentiment Transformer batch 64 mixed" "train/sentiment Transformer base batch 64 mixed"
       for s in "transformer.py" "transformer_base.py --time" "resnet.py --time" "cnn.py --method ce"; do
-        run 60 "$f" $PY benches/reference/${s% *} $( [ "$s" != "${s% *}" ] && echo "${s#* }") --tf32 --amp
-        run 150 "$f" $PY benches/reference/${s% *} $( [ "$s" != "${s% *}" ] && echo "${s#* }") --tf32 --amp --mode reduce-overhead
+        to "$f" 60 $PY benches/reference/$s --tf32 --amp
+        to "$f" 150 $PY benches/reference/$s --tf32 --amp --mode reduce-overhead
       done
       ;;
     table) ;;

@@ -64,5 +64,5 @@ print("| --- | --- | --- | --- |")
 for a, p in pairs:
     x, y = ours.get("train/" + a), refs.get(p)
     ratio = f"{y / x:.2f}" if x and y else "n/a"
-    print(f"| {a} | {x if x else 'n/a'} | {y if y else 'n/a'} | {ratio} |")
+    print(f"| {a} | {f'{x:.1f}' if x else 'n/a'} | {f'{y:.1f}' if y else 'n/a'} | {ratio} |")
 EOF

@@ -18,57 +18,9 @@
 #                published table's check (--iters from PACGAN_ITERS, default the full 400 epochs)
 set -u
 cd "$(dirname "$0")/.." || exit 1
-OUT=${OUT:-./gpu-results}
-WORK=${WORK:-./gan-runs}
-BUDGET=${GAN_BUDGET:-540}
-mkdir -p "$OUT" "$WORK" || exit 1
-OUT=$(cd "$OUT" && pwd)
-WORK=$(cd "$WORK" && pwd)
-exec > >(tee -a "$OUT/gan.log") 2>&1
-T0=$SECONDS
-left() { echo $((BUDGET - (SECONDS - T0))); }
-
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-tar -C "$TMP" -xJf .gpu/bin.tar.xz || { echo "gan.sh: no .gpu/bin.tar.xz (bash benches/pack.sh)"; exit 1; }
-A=$TMP/bin/atomgrad
-K=$TMP/bin/kernels
-export ATOMGRAD_COMMIT
-ATOMGRAD_COMMIT=$(sed -n 's/^commit: *\([0-9a-f]\{7\}\).*/\1/p' "$TMP/bin/MANIFEST")
-DATA=${FASHION_DIR:-.data/fashion-mnist}
-[ -f "$DATA/train-images-idx3-ubyte.gz" ] || DATA=/usr/share/datasets/fashion-mnist
-PY=${PYTHON:-python3}
+. benches/campaign.sh
 PACGAN_ITERS=${PACGAN_ITERS:-400000}
-echo "gan.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $ATOMGRAD_COMMIT, budget ${BUDGET}s, parts: $*"
-"$A" info | head -3
-
-run() {
-  local limit=$1 avail
-  shift
-  avail=$(left)
-  [ "$limit" -gt "$avail" ] && limit=$avail
-  if [ "$limit" -lt 15 ]; then
-    echo "== skipped (out of time): $*"
-    return 0
-  fi
-  echo "== (timeout ${limit}s) $*"
-  timeout -k 5 "$limit" "$@"
-  echo "== exit $?"
-}
-
-compare() {
-  local name=$1 limit=$2
-  shift 2
-  if [ -f "$WORK/$name/config.json" ]; then
-    run "$limit" "$A" compare --resume "$WORK/$name"
-  else
-    run "$limit" "$A" compare "$@" --out "$WORK/$name"
-  fi
-}
-
-pack() {
-  tar -C "$WORK" -czf "$OUT/$1.tar.gz" --exclude='checkpoints' --exclude='*.safetensors' "$1" 2>/dev/null || true
-}
+campaign gan "${GAN_BUDGET:-540}" "${WORK:-./gan-runs}" "$@"
 
 for part in "$@"; do
   case $part in

@@ -20,59 +20,8 @@
 # A part cut short by its time limit leaves its finished runs; `science.sh PART` again continues.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-OUT=${OUT:-./gpu-results}
-WORK=${WORK:-./science-runs}
-BUDGET=${SCIENCE_BUDGET:-540}
-mkdir -p "$OUT" "$WORK" || exit 1
-OUT=$(cd "$OUT" && pwd)
-WORK=$(cd "$WORK" && pwd)
-exec > >(tee -a "$OUT/science.log") 2>&1
-T0=$SECONDS
-left() { echo $((BUDGET - (SECONDS - T0))); }
-
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-tar -C "$TMP" -xJf .gpu/bin.tar.xz || { echo "science.sh: no .gpu/bin.tar.xz (bash benches/pack.sh)"; exit 1; }
-A=$TMP/bin/atomgrad
-K=$TMP/bin/kernels
-export ATOMGRAD_COMMIT
-ATOMGRAD_COMMIT=$(sed -n 's/^commit: *\([0-9a-f]\{7\}\).*/\1/p' "$TMP/bin/MANIFEST")
-DATA=${FASHION_DIR:-.data/fashion-mnist}
-[ -f "$DATA/train-images-idx3-ubyte.gz" ] || DATA=/usr/share/datasets/fashion-mnist
-PY=${PYTHON:-python3}
-echo "science.sh: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $ATOMGRAD_COMMIT, budget ${BUDGET}s, parts: $*"
-"$A" info | head -3
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-
-# run LIMIT CMD...: CMD under a timeout capped by the time left.
-run() {
-  local limit=$1 avail
-  shift
-  avail=$(left)
-  [ "$limit" -gt "$avail" ] && limit=$avail
-  if [ "$limit" -lt 15 ]; then
-    echo "== skipped (out of time): $*"
-    return 0
-  fi
-  echo "== (timeout ${limit}s) $*"
-  timeout -k 5 "$limit" "$@"
-  echo "== exit $?"
-}
-
-# compare NAME LIMIT ARGS...: a comparison into $WORK/NAME (resumed when there), packed.
-compare() {
-  local name=$1 limit=$2
-  shift 2
-  if [ -f "$WORK/$name/config.json" ]; then
-    run "$limit" "$A" compare --resume "$WORK/$name"
-  else
-    run "$limit" "$A" compare "$@" --out "$WORK/$name"
-  fi
-}
-
-pack() {
-  tar -C "$WORK" -czf "$OUT/$1.tar.gz" --exclude='checkpoints' "$1" 2>/dev/null || true
-}
+. benches/campaign.sh
+campaign science "${SCIENCE_BUDGET:-540}" "${WORK:-./science-runs}" "$@"
 
 for part in "$@"; do
   case $part in
