@@ -2,7 +2,7 @@
 //! a small task (so every layer's gradient reaches its parameters).
 mod common;
 use atomgrad::atom::{atom_loss, AtomConfig, TokenMask};
-use atomgrad::nn::cnn::Cnn;
+use atomgrad::nn::cnn::{Cnn, CnnOut};
 use atomgrad::nn::transformer::{Transformer, TransformerConfig};
 use atomgrad::ops::atom::StructureKernel;
 use atomgrad::ops::embedding::Indices;
@@ -11,15 +11,13 @@ use atomgrad::rng::Rng;
 use atomgrad::{Tape, Tensor};
 use common::device;
 
-#[test]
-fn cnn_learns_to_tell_bright_from_dark_images_gated_and_not() {
-    let dev = device();
-    let n = 16;
-    let mut rng = Rng::new(1);
+/// `n` noisy 28x28 images, half of each class: class 1 has a bright 8x8 square in the top-left
+/// quadrant, class 0 in the bottom-right.
+fn bright_square_images(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = Rng::new(seed);
     let mut x = vec![0f32; n * 784];
     let y: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
     for a in 0..n {
-        // class 1: a bright 8x8 square in the top-left quadrant; class 0: in the bottom-right
         let (r0, c0) = if y[a] == 1 { (2, 2) } else { (18, 18) };
         for (i, v) in x[a * 784..(a + 1) * 784].iter_mut().enumerate() {
             let (r, c) = (i / 28, i % 28);
@@ -27,26 +25,48 @@ fn cnn_learns_to_tell_bright_from_dark_images_gated_and_not() {
                 + if (r0..r0 + 8).contains(&r) && (c0..c0 + 8).contains(&c) { 1.0 } else { 0.0 };
         }
     }
+    (x, y)
+}
+
+/// 15 Adam steps (lr 1e-2) of an image model with 49 tokens of width 8 on `bright_square_images`;
+/// checks the output shapes on every step and that the loss falls below 0.3 of its start.
+fn learns_bright_squares(
+    dev: &atomgrad::Device,
+    seed: u64,
+    gated: bool,
+    params: Vec<atomgrad::Param>,
+    forward: impl Fn(&Tape, &atomgrad::Var, &TokenMask) -> atomgrad::Result<CnnOut>,
+) {
+    let n = 16;
+    let (x, y) = bright_square_images(n, seed);
+    let mut opt = Adam::new(params, AdamConfig { lr: 1e-2, ..Default::default() }).unwrap();
+    let mask = TokenMask::new(dev, &vec![49; n], 49).unwrap();
+    let xt = Tensor::from_slice(dev, &x, &[n, 1, 28, 28]).unwrap();
+    let yt = Tensor::from_u32(dev, &y, &[n]).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..15 {
+        let tape = Tape::new();
+        let out = forward(&tape, &tape.constant(xt.clone()), &mask).unwrap();
+        assert_eq!(out.h.shape(), &[n, 49, 8]);
+        assert_eq!(out.z.shape(), &[n, 8 * 49]);
+        assert_eq!(out.w.is_some(), gated);
+        let loss = out.logits.cross_entropy(&yt).unwrap();
+        loss.backward().unwrap();
+        opt.step().unwrap();
+        opt.zero_grad();
+        losses.push(loss.value().item().unwrap());
+    }
+    assert!(losses.last().unwrap() < &(losses[0] * 0.3), "gated={gated}: loss {losses:?}");
+}
+
+#[test]
+fn cnn_learns_to_tell_bright_from_dark_images_gated_and_not() {
+    let dev = device();
     for gated in [false, true] {
         let model = Cnn::new(&dev, 4, 8, 2, 0).unwrap();
-        let mut opt = Adam::new(model.params(gated), AdamConfig { lr: 1e-2, ..Default::default() }).unwrap();
-        let mask = TokenMask::new(&dev, &vec![49; n], 49).unwrap();
-        let xt = Tensor::from_slice(&dev, &x, &[n, 1, 28, 28]).unwrap();
-        let yt = Tensor::from_u32(&dev, &y, &[n]).unwrap();
-        let mut losses = Vec::new();
-        for _ in 0..15 {
-            let tape = Tape::new();
-            let out = model.forward(&tape, &tape.constant(xt.clone()), true, gated, &mask).unwrap();
-            assert_eq!(out.h.shape(), &[n, 49, 8]);
-            assert_eq!(out.z.shape(), &[n, 8 * 49]);
-            assert_eq!(out.w.is_some(), gated);
-            let loss = out.logits.cross_entropy(&yt).unwrap();
-            loss.backward().unwrap();
-            opt.step().unwrap();
-            opt.zero_grad();
-            losses.push(loss.value().item().unwrap());
-        }
-        assert!(losses.last().unwrap() < &(losses[0] * 0.3), "gated={gated}: loss {losses:?}");
+        learns_bright_squares(&dev, 1, gated, model.params(gated), |tape, x, mask| {
+            model.forward(tape, x, true, gated, mask)
+        });
     }
 }
 
@@ -57,18 +77,6 @@ fn cnn_learns_to_tell_bright_from_dark_images_gated_and_not() {
 fn resnet_learns_to_tell_bright_from_dark_images_gated_and_not() {
     use atomgrad::nn::resnet::ResNet;
     let dev = device();
-    let n = 16;
-    let mut rng = Rng::new(3);
-    let mut x = vec![0f32; n * 784];
-    let y: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
-    for a in 0..n {
-        let (r0, c0) = if y[a] == 1 { (2, 2) } else { (18, 18) };
-        for (i, v) in x[a * 784..(a + 1) * 784].iter_mut().enumerate() {
-            let (r, c) = (i / 28, i % 28);
-            *v = 0.1 * rng.normal() as f32
-                + if (r0..r0 + 8).contains(&r) && (c0..c0 + 8).contains(&c) { 1.0 } else { 0.0 };
-        }
-    }
     for gated in [false, true] {
         let model = ResNet::new(&dev, &[4, 6, 8], 2, 0).unwrap();
         assert_eq!((model.tokens(), model.channels), (49, 8));
@@ -76,24 +84,9 @@ fn resnet_learns_to_tell_bright_from_dark_images_gated_and_not() {
         assert_eq!(names.len(), model.tensors().len(), "duplicate tensor names");
         // stem + 6 blocks x 2 convs + 2 shortcuts = 15 batch norms, each with running stats.
         assert_eq!(names.iter().filter(|k| k.ends_with(".running_mean")).count(), 15);
-        let mut opt = Adam::new(model.params(gated), AdamConfig { lr: 1e-2, ..Default::default() }).unwrap();
-        let mask = TokenMask::new(&dev, &vec![49; n], 49).unwrap();
-        let xt = Tensor::from_slice(&dev, &x, &[n, 1, 28, 28]).unwrap();
-        let yt = Tensor::from_u32(&dev, &y, &[n]).unwrap();
-        let mut losses = Vec::new();
-        for _ in 0..15 {
-            let tape = Tape::new();
-            let out = model.forward(&tape, &tape.constant(xt.clone()), true, gated, &mask).unwrap();
-            assert_eq!(out.h.shape(), &[n, 49, 8]);
-            assert_eq!(out.z.shape(), &[n, 8 * 49]);
-            assert_eq!(out.w.is_some(), gated);
-            let loss = out.logits.cross_entropy(&yt).unwrap();
-            loss.backward().unwrap();
-            opt.step().unwrap();
-            opt.zero_grad();
-            losses.push(loss.value().item().unwrap());
-        }
-        assert!(losses.last().unwrap() < &(losses[0] * 0.3), "gated={gated}: loss {losses:?}");
+        learns_bright_squares(&dev, 3, gated, model.params(gated), |tape, x, mask| {
+            model.forward(tape, x, true, gated, mask)
+        });
     }
 }
 
