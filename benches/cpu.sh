@@ -4,7 +4,6 @@
 # and the table of their ratios.
 #
 #   bash benches/cpu.sh                  # needs `cargo bench --no-run` built and /usr/bin/python3 with torch
-#   CPU_SH_CASES="CNN" bash benches/cpu.sh   # a subset, by substring of the case names
 #
 # PyTorch runs with torch.set_num_threads(nproc) (its default) and atomgrad with lavapipe's
 # LP_NUM_THREADS default (the cores); both time whole steps (forward, backward, optimizer) with
@@ -39,17 +38,7 @@ for line in open(f"{out}/atomgrad.txt"):
     m = re.match(r"^(train/\S.*?)\s+(\d+\.\d+) ms", line)
     if m:
         ours[m[1].strip()] = float(m[2])
-pairs = [("synthetic MLP cross-entropy batch 64", "synthetic MLP cross-entropy batch 64"),
-         ("synthetic MLP atom batch 64", "synthetic MLP atom batch 64"),
-         ("fashion CNN cross-entropy batch 128", "fashion CNN ce batch 128"),
-         ("fashion CNN atom batch 128", "fashion CNN atom batch 128"),
-         ("DCGAN G+D plain batch 64", "DCGAN G+D plain batch 64"),
-         ("sentiment Transformer batch 64", "sentiment Transformer batch 64"),
-         ("fashion ResNet cross-entropy batch 128", "fashion ResNet ce batch 128"),
-         ("fashion ResNet atom batch 128", "fashion ResNet atom batch 128"),
-         ("sentiment Transformer base batch 64", "sentiment Transformer base batch 64"),
-         ("DCGAN base G+D plain batch 128", "DCGAN base G+D batch 128"),
-         ("PacGAN 2-D G+D plain batch 100", "PacGAN 2-D G+D batch 100")]
+from names import PAIRS as pairs  # benches/reference/names.py (the working folder here)
 refs = {}
 for line in open(f"{out}/pytorch.jsonl"):
     try:
