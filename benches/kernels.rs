@@ -729,28 +729,30 @@ fn main() {
                 b.step(&name, res.batch, || learner_step(&dev, &mut l, res.batch, &mut step, &mut r));
             }
         }
+        // Each also under `--mixed-precision` (forward matmuls on f16 tensor cores, "... mixed"),
+        // the peer of PyTorch's autocast (`benches/reference/*.py --amp`), where the adapter has
+        // the f16 matrices.
+        let mut cases = Vec::new();
         for (cfg, name) in [
             (ClassifyConfig::sentiment(), "train/sentiment Transformer batch 64"),
             (ClassifyConfig::sentiment_base(), "train/sentiment Transformer base batch 64"),
         ] {
-            if b.wants(name) {
-                let data = atomgrad::data::load_reviews(None, 0, 64).unwrap();
-                println!("# sentiment data: vocab {} ids, {} positions", data.vocab.len(), data.train.max_len);
+            cases.push((cfg.clone(), name.to_string(), false));
+            if dev.has_coop16() {
+                cases.push((cfg, format!("{name} mixed"), true));
+            }
+        }
+        cases.retain(|(_, name, _)| b.wants(name));
+        if !cases.is_empty() {
+            let data = atomgrad::data::load_reviews(None, 0, 64).unwrap();
+            println!("# sentiment data: vocab {} ids, {} positions", data.vocab.len(), data.train.max_len);
+            for (cfg, name, mixed) in cases {
+                dev.set_mixed_precision(mixed).unwrap();
                 let mut l = SentimentLearner::new(&dev, &data, &cfg, Method::Ce, 0).unwrap();
                 let (mut step, mut r) = (0, Rng::new(1));
-                b.step(name, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
+                b.step(&name, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
             }
-            // `--mixed-precision` (forward matmuls on f16 tensor cores), the peer of PyTorch's
-            // autocast (`benches/reference/*.py --amp`), where the adapter has the f16 matrices.
-            let mixed = format!("{name} mixed");
-            if dev.has_coop16() && b.wants(&mixed) {
-                let data = atomgrad::data::load_reviews(None, 0, 64).unwrap();
-                dev.set_mixed_precision(true).unwrap();
-                let mut l = SentimentLearner::new(&dev, &data, &cfg, Method::Ce, 0).unwrap();
-                let (mut step, mut r) = (0, Rng::new(1));
-                b.step(&mixed, cfg.batch, || learner_step(&dev, &mut l, cfg.batch, &mut step, &mut r));
-                dev.set_mixed_precision(false).unwrap();
-            }
+            dev.set_mixed_precision(false).unwrap();
         }
     }
 }
